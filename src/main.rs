@@ -1,0 +1,332 @@
+//! baton — zero-downtime reloads for socket-activated services.
+//!
+//! This file is the command line only: it parses arguments, finds the config and the control
+//! socket, and hands over to the supervisor (`run`) or the control client (`reload`, `status`).
+
+mod config;
+mod control;
+mod logging;
+mod notify;
+mod readiness;
+mod sockets;
+mod supervisor;
+mod sys;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "baton",
+    version,
+    about = "Zero-downtime reloads for socket-activated services",
+    long_about = "baton takes the listening sockets from systemd (or binds them itself), hands them to a \
+generation of worker processes with the socket-activation convention, and on reload starts the next \
+generation on the same sockets, waits until it is ready, then drains the old one."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Config file (TOML)
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control socket (default: from the config, else derived from the config file name)
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Supervise the configured app (the service's ExecStart)
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Run the embedded demo config (example worker on 127.0.0.1:8080)
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+    },
+    /// Start a new generation and wait for the outcome (exit 0: serving; 1: rolled back)
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Give up waiting after this long (e.g. "2m"); default: wait until the rollout ends
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+    },
+    /// Show generations, workers, pids, state, restarts and uptime
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file and exit non-zero if it has an error
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { target, demo } => run(target, demo),
+        Command::Reload { target, timeout } => reload(target, timeout),
+        Command::Status { target, json } => status(target, json),
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} x {:?}, readiness {}, {} socket(s))",
+                    config.display(),
+                    c.instances,
+                    c.command,
+                    c.readiness.kind.name(),
+                    c.sockets.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("baton: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// Where the control socket lives when neither `--control` nor `control =` says.
+/// `/run/baton/<config stem>.sock` for root, `$XDG_RUNTIME_DIR/baton/…` (or
+/// `/tmp/baton-<uid>/…`) for others; the demo uses the stem "demo".
+fn default_control(config: Option<&Path>) -> PathBuf {
+    let stem = config
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "demo".into());
+    let dir = if sys::euid() == 0 {
+        PathBuf::from("/run/baton")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        PathBuf::from(x).join("baton")
+    } else {
+        PathBuf::from(format!("/tmp/baton-{}", sys::euid()))
+    };
+    dir.join(format!("{stem}.sock"))
+}
+
+fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
+    if let Some(c) = &target.control {
+        return c.clone();
+    }
+    if let Some(c) = config.and_then(|c| c.control.clone()) {
+        return c;
+    }
+    default_control(target.config.as_deref())
+}
+
+fn run(target: Target, demo: bool) -> ExitCode {
+    // Signals are blocked before anything else, so that every thread inherits the mask.
+    let signals = match sys::SignalFd::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("baton: cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init();
+    let config = match (&target.config, demo) {
+        (Some(path), _) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(baton_event = "config_error", "{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, true) => {
+            tracing::info!("running the embedded demo config:\n{}", Config::DEMO_TOML);
+            Config::demo()
+        }
+        (None, false) => {
+            eprintln!("baton: `run` needs --config FILE (or --demo for the embedded demo)");
+            return ExitCode::from(2);
+        }
+    };
+    // Before any thread exists: take LISTEN_FDS and clean the environment.
+    let listeners = match sockets::Listeners::acquire(&config.sockets) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(baton_event = "socket_error", "{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let control_path = control_path(&target, Some(&config));
+    let setup = supervisor::Setup {
+        config_path: target.config.clone(),
+        config,
+        listeners,
+        control_path,
+        signals,
+    };
+    let sup = match supervisor::Supervisor::new(setup) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(baton_event = "startup_error", "{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = sup.run();
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// The control socket for a client command: --control, else the config's `control`, else the
+/// default derived from the config file name.
+fn client_control(target: &Target) -> Result<PathBuf, String> {
+    let cfg = match &target.config {
+        Some(p) if target.control.is_none() => {
+            Some(Config::load(p).map_err(|e| format!("baton: {e}"))?)
+        }
+        _ => None,
+    };
+    Ok(control_path(target, cfg.as_ref()))
+}
+
+fn reload(target: Target, timeout: Option<String>) -> ExitCode {
+    let path = match client_control(&target) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = match timeout.as_deref().map(config::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            eprintln!("baton: --timeout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match control::request(&path, &control::Request::Reload, timeout) {
+        Ok(line) => match serde_json::from_str::<control::ReloadReply>(&line) {
+            Ok(r) if r.ok => {
+                println!("{}", r.message);
+                ExitCode::SUCCESS
+            }
+            Ok(r) => {
+                eprintln!("baton: reload failed: {}", r.message);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("baton: unexpected reply: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("baton: reload: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(target: Target, json: bool) -> ExitCode {
+    let path = match client_control(&target) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let line = match control::request(
+        &path,
+        &control::Request::Status,
+        Some(Duration::from_secs(10)),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("baton: status: {e:#}");
+            return ExitCode::from(3);
+        }
+    };
+    if json {
+        print!("{line}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<control::Status>(&line) {
+        Ok(s) => {
+            print!("{}", render_status(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("baton: unexpected reply: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn render_status(s: &control::Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "baton pid {} — {} — up {} — serving generation {} — reloads: {} ok, {} failed",
+        s.pid,
+        s.state,
+        supervisor::fmt_duration(Duration::from_secs_f64(s.uptime_s)),
+        s.serving_generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into()),
+        s.reloads_ok,
+        s.reloads_failed
+    );
+    for sock in &s.sockets {
+        let _ = writeln!(
+            out,
+            "socket {} fd {} {} ({})",
+            sock.name, sock.fd, sock.address, sock.source
+        );
+    }
+    if let Some(r) = &s.last_reload {
+        let _ = writeln!(
+            out,
+            "last reload: {} in {} ms: {}",
+            if r.ok { "ok" } else { "FAILED" },
+            r.duration_ms,
+            r.message
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  STATUS",
+        "GEN", "ROLE", "INSTANCE", "PID", "STATE", "RESTARTS", "UPTIME"
+    );
+    for g in &s.generations {
+        for w in &g.workers {
+            let _ = writeln!(
+                out,
+                "{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  {}",
+                g.generation,
+                g.role,
+                w.instance,
+                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                w.state,
+                w.restarts,
+                w.uptime_s
+                    .map(|u| supervisor::fmt_duration(Duration::from_secs(u as u64)))
+                    .unwrap_or_else(|| "-".into()),
+                w.status
+                    .clone()
+                    .or_else(|| w.last_exit.as_ref().map(|e| format!("last exit: {e}")))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    out
+}

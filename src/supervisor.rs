@@ -1,0 +1,1495 @@
+//! The supervisor: one state machine, driven by one event loop.
+//!
+//! ```text
+//!            all workers ready                 reload (SIGHUP / control)
+//!  Booting ─────────────────────▶ Serving ───────────────────────────▶ RollingOut
+//!     │ a worker fails              ▲  ▲   (waits while `retiring` drains)  │
+//!     ▼                             │  └──────────── next failed: ─────────┤
+//!  Stopping ◀── SIGTERM/SIGINT ──   │      retire next, current untouched  │
+//!     │        (from any state)     └─────────── next ready (+ stable): ───┘
+//!     ▼                                   retire current, next serves
+//!   Done
+//! ```
+//!
+//! Event handlers (`on_*`) only record facts on generations and workers: a worker became ready,
+//! a worker exited, a probe answered, a deadline passed. [`Supervisor::advance`] is the only
+//! place where the state changes; read it to see what happens on a reload.
+//!
+//! Invariants kept here:
+//! * at most two generations are alive (`RollingOut` has no retiring generation; a reload that
+//!   arrives while one drains waits for it);
+//! * a generation is never sent its stop signal before its successor is ready (and stable);
+//! * a failed new generation is retired gently (stop signal, SIGKILL at the drain deadline), and
+//!   the serving generation is not touched;
+//! * every process group of a worker is SIGKILLed once its leader has exited or its drain
+//!   deadline passed, so no helper outlives its worker.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, ReadinessKind};
+use crate::control::{self, Client, Incoming, ReloadReply, Request};
+use crate::notify::{Manager, Message};
+use crate::readiness::{self, ProbeResult, Tracker, WakeReceiver, Waker};
+use crate::sockets::Listeners;
+use crate::sys::{self, ExitStatus, NotifySocket, Pid, PollSet, SignalFd};
+use crate::worker::{self, ProbeSocket, WorkerSpec};
+
+/// One worker process.
+struct Worker {
+    pid: Pid,
+    started: Instant,
+    ready_at: Option<Instant>,
+    /// Readiness must be reached by then.
+    ready_deadline: Instant,
+    /// Stop signal sent; the process group is SIGKILLed at this instant.
+    stop_deadline: Option<Instant>,
+    killed: bool,
+    status: Option<String>,
+    probe_socket: Option<ProbeSocket>,
+    tracker: Option<Tracker>,
+}
+
+/// One instance position of a generation; its worker may be restarted.
+struct Slot {
+    instance: u32,
+    worker: Option<Worker>,
+    restarts: u32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Waiting for every worker's readiness, until `deadline`.
+    Starting { deadline: Instant },
+    /// Every worker is ready; must stay so until `until` (readiness.stable).
+    Settling { until: Instant },
+    /// Committed: takes traffic, crashed workers are restarted.
+    Serving,
+    /// Stop signal sent to every worker; process groups are SIGKILLed at `deadline`.
+    Retiring { reason: String },
+}
+
+struct Generation {
+    id: u64,
+    config: Rc<Config>,
+    started: Instant,
+    phase: Phase,
+    slots: Vec<Slot>,
+    /// First reason this generation cannot become ready.
+    failure: Option<String>,
+}
+
+enum Verdict {
+    Pending,
+    Ready,
+    Failed(String),
+}
+
+impl Generation {
+    fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.slots.iter().filter_map(|s| s.worker.as_ref())
+    }
+    fn alive(&self) -> usize {
+        self.workers().count()
+    }
+    fn ready_count(&self) -> usize {
+        self.workers().filter(|w| w.ready_at.is_some()).count()
+    }
+    fn slot_of(&mut self, pid: Pid) -> Option<&mut Slot> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
+    }
+    fn committed(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+    fn retiring(&self) -> bool {
+        matches!(self.phase, Phase::Retiring { .. })
+    }
+
+    /// Whether this (not yet committed) generation is ready, still pending, or failed.
+    fn verdict(&mut self, now: Instant) -> Verdict {
+        if let Some(reason) = &self.failure {
+            return Verdict::Failed(reason.clone());
+        }
+        let total = self.slots.len();
+        let ready = self.ready_count();
+        match self.phase.clone() {
+            Phase::Starting { deadline } => {
+                if ready == total {
+                    let until = now + self.config.readiness.stable;
+                    self.phase = Phase::Settling { until };
+                    if until <= now {
+                        return Verdict::Ready;
+                    }
+                    return Verdict::Pending;
+                }
+                if now >= deadline {
+                    let timeout = self.config.readiness.timeout;
+                    let slot = self
+                        .slots
+                        .iter()
+                        .find(|s| s.worker.as_ref().is_some_and(|w| w.ready_at.is_none()));
+                    let reason = match slot {
+                        Some(s) => {
+                            let w = s.worker.as_ref().expect("found by filter");
+                            let why = w
+                                .tracker
+                                .as_ref()
+                                .and_then(|t| t.last_failure.clone())
+                                .map(|f| format!(" (last check: {f})"))
+                                .unwrap_or_default();
+                            format!(
+                                "instance {} (pid {}) not ready after {}{why}",
+                                s.instance,
+                                w.pid,
+                                fmt_duration(timeout)
+                            )
+                        }
+                        None => format!("not ready after {}", fmt_duration(timeout)),
+                    };
+                    return Verdict::Failed(reason);
+                }
+                Verdict::Pending
+            }
+            Phase::Settling { until } => {
+                if now >= until {
+                    Verdict::Ready
+                } else {
+                    Verdict::Pending
+                }
+            }
+            Phase::Serving => Verdict::Ready,
+            Phase::Retiring { reason } => Verdict::Failed(reason),
+        }
+    }
+}
+
+/// The supervisor's states. Generations live inside the state that owns them.
+enum State {
+    /// The first generation is starting; systemd has not been told READY=1.
+    Booting { gen: Generation },
+    /// `current` serves; `retiring` (a previous or a failed generation) drains.
+    Serving {
+        current: Generation,
+        retiring: Option<Generation>,
+    },
+    /// `next` starts on the same sockets while `current` keeps serving.
+    RollingOut {
+        current: Generation,
+        next: Generation,
+        waiters: Vec<Client>,
+        started: Instant,
+    },
+    /// Every generation drains; baton exits when the last worker is gone.
+    Stopping {
+        gens: Vec<Generation>,
+        exit_code: i32,
+    },
+    /// Final.
+    Done { exit_code: i32 },
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Booting { .. } => "booting",
+            State::Serving { .. } => "serving",
+            State::RollingOut { .. } => "rolling-out",
+            State::Stopping { .. } => "stopping",
+            State::Done { .. } => "done",
+        }
+    }
+
+    fn gens(&self) -> Vec<&Generation> {
+        match self {
+            State::Booting { gen } => vec![gen],
+            State::Serving { current, retiring } => {
+                let mut v = vec![current];
+                v.extend(retiring.iter());
+                v
+            }
+            State::RollingOut { current, next, .. } => vec![current, next],
+            State::Stopping { gens, .. } => gens.iter().collect(),
+            State::Done { .. } => vec![],
+        }
+    }
+
+    fn gens_mut(&mut self) -> Vec<&mut Generation> {
+        match self {
+            State::Booting { gen } => vec![gen],
+            State::Serving { current, retiring } => {
+                let mut v = vec![current];
+                v.extend(retiring.iter_mut());
+                v
+            }
+            State::RollingOut { current, next, .. } => vec![current, next],
+            State::Stopping { gens, .. } => gens.iter_mut().collect(),
+            State::Done { .. } => vec![],
+        }
+    }
+}
+
+/// Everything besides the state: resources and counters. Kept apart from `state` so that both
+/// can be borrowed at once.
+struct Ctx {
+    config_path: Option<PathBuf>,
+    config: Rc<Config>,
+    listeners: Listeners,
+    notify_path: PathBuf,
+    notify: NotifySocket,
+    control: control::Server,
+    conns: Vec<control::Conn>,
+    signals: SignalFd,
+    waker: Waker,
+    wake_rx: WakeReceiver,
+    probe_tx: Sender<ProbeResult>,
+    probe_rx: Receiver<ProbeResult>,
+    manager: Manager,
+    next_generation: u64,
+    /// A reload was asked for and has not started yet (coalesces every request until it does).
+    pending_reload: Option<Vec<Client>>,
+    /// `exec` readiness probes in flight: probe pid -> (worker pid, deadline).
+    exec_probes: HashMap<Pid, (Pid, Instant)>,
+    started: Instant,
+    next_watchdog: Option<Instant>,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    last_reload: Option<ReloadReply>,
+}
+
+pub struct Supervisor {
+    ctx: Ctx,
+    state: State,
+}
+
+/// What `run` needs; built by main from the CLI.
+pub struct Setup {
+    pub config_path: Option<PathBuf>,
+    pub config: Config,
+    pub listeners: Listeners,
+    pub control_path: PathBuf,
+    pub signals: SignalFd,
+}
+
+impl Supervisor {
+    pub fn new(setup: Setup) -> anyhow::Result<Supervisor> {
+        let notify_path = setup.control_path.with_extension("notify");
+        let control = control::Server::bind(&setup.control_path)?;
+        let notify = NotifySocket::bind(&notify_path)?;
+        sys::set_child_subreaper()?;
+        let (waker, wake_rx) = readiness::waker()?;
+        let (probe_tx, probe_rx) = mpsc::channel();
+        let manager = Manager::from_env();
+        let config = Rc::new(setup.config);
+        let now = Instant::now();
+        let mut ctx = Ctx {
+            config_path: setup.config_path,
+            config: config.clone(),
+            listeners: setup.listeners,
+            notify_path,
+            notify,
+            control,
+            conns: Vec::new(),
+            signals: setup.signals,
+            waker,
+            wake_rx,
+            probe_tx,
+            probe_rx,
+            next_watchdog: manager.watchdog_interval().map(|d| now + d),
+            manager,
+            next_generation: 1,
+            pending_reload: None,
+            exec_probes: HashMap::new(),
+            started: now,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload: None,
+        };
+        for l in &ctx.listeners.list {
+            info!(
+                baton_event = "socket",
+                "socket `{}` ({}, from {})", l.name, l.address, l.source
+            );
+        }
+        info!(
+            baton_event = "control",
+            "control socket {}",
+            ctx.control.path().display()
+        );
+        ctx.manager
+            .extend_timeout(config.readiness.timeout + Duration::from_secs(5));
+        let gen = ctx.start_generation(config, now);
+        Ok(Supervisor {
+            ctx,
+            state: State::Booting { gen },
+        })
+    }
+
+    /// The event loop. Returns baton's exit code.
+    pub fn run(mut self) -> i32 {
+        let mut poll = PollSet::new();
+        loop {
+            let now = Instant::now();
+            self.on_timers(now);
+            self.advance(Instant::now());
+            if let State::Done { exit_code } = self.state {
+                return exit_code;
+            }
+            let timeout = self
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            poll.clear();
+            let i_sig = poll.add(self.ctx.signals.as_fd());
+            let i_notify = poll.add(self.ctx.notify.as_fd());
+            let i_control = poll.add(self.ctx.control.as_fd());
+            let i_wake = poll.add(self.ctx.wake_rx.as_fd());
+            let conn_base = i_wake + 1;
+            for c in &self.ctx.conns {
+                poll.add(c.as_fd());
+            }
+            if let Err(e) = poll.wait(timeout) {
+                error!("poll failed: {e}");
+                return 1;
+            }
+            if poll.readable(i_sig) {
+                self.on_signals();
+            }
+            if poll.readable(i_notify) {
+                self.on_notify();
+            }
+            if poll.readable(i_wake) {
+                self.ctx.wake_rx.drain();
+                self.on_probe_results();
+            }
+            let readable: Vec<bool> = (0..self.ctx.conns.len())
+                .map(|i| poll.readable(conn_base + i))
+                .collect();
+            self.on_control_conns(&readable);
+            if poll.readable(i_control) {
+                let new = self.ctx.control.accept();
+                self.ctx.conns.extend(new);
+                // read at once: the request line usually arrived with the connection
+                let all = vec![true; self.ctx.conns.len()];
+                self.on_control_conns(&all);
+            }
+        }
+    }
+
+    // --------------------------------------------------------------------------------------
+    // transitions
+
+    /// Apply every transition that the recorded facts allow. The only place `state` changes.
+    fn advance(&mut self, now: Instant) {
+        loop {
+            let state = std::mem::replace(&mut self.state, State::Done { exit_code: 0 });
+            let (next, changed) = self.transition(state, now);
+            self.state = next;
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn transition(&mut self, state: State, now: Instant) -> (State, bool) {
+        let ctx = &mut self.ctx;
+        match state {
+            State::Booting { mut gen } => match gen.verdict(now) {
+                Verdict::Pending => (State::Booting { gen }, false),
+                Verdict::Ready => {
+                    gen.phase = Phase::Serving;
+                    info!(
+                        baton_event = "generation_serving",
+                        baton_generation = gen.id,
+                        "generation {} ready: {} worker(s) serving after {} ms",
+                        gen.id,
+                        gen.slots.len(),
+                        now.duration_since(gen.started).as_millis()
+                    );
+                    let st = State::Serving {
+                        current: gen,
+                        retiring: None,
+                    };
+                    ctx.manager.ready(&ctx.summary(&st));
+                    (st, true)
+                }
+                Verdict::Failed(reason) => {
+                    error!(
+                        baton_event = "generation_failed",
+                        baton_generation = gen.id,
+                        "generation {} failed to start: {reason}",
+                        gen.id
+                    );
+                    ctx.manager.stopping(&format!("failed to start: {reason}"));
+                    ctx.retire(&mut gen, &reason, now);
+                    (
+                        State::Stopping {
+                            gens: vec![gen],
+                            exit_code: 1,
+                        },
+                        true,
+                    )
+                }
+            },
+
+            State::Serving {
+                current,
+                retiring: Some(old),
+            } if old.alive() == 0 => {
+                info!(
+                    baton_event = "generation_gone",
+                    baton_generation = old.id,
+                    "generation {} has exited",
+                    old.id
+                );
+                let st = State::Serving {
+                    current,
+                    retiring: None,
+                };
+                ctx.manager.status(&ctx.summary(&st));
+                (st, true)
+            }
+
+            State::Serving {
+                current,
+                retiring: None,
+            } if ctx.pending_reload.is_some() => {
+                let waiters = ctx.pending_reload.take().unwrap_or_default();
+                match ctx.load_config() {
+                    Err(msg) => {
+                        warn!(baton_event = "reload_rejected", "reload rejected: {msg}");
+                        ctx.finish_reload(waiters, false, Some(current.id), msg, now, now);
+                        (
+                            State::Serving {
+                                current,
+                                retiring: None,
+                            },
+                            false,
+                        )
+                    }
+                    Ok(config) => {
+                        let config = Rc::new(config);
+                        ctx.manager.reloading(&format!(
+                            "reloading: starting generation {} next to {}",
+                            ctx.next_generation, current.id
+                        ));
+                        ctx.manager.extend_timeout(
+                            config.readiness.timeout
+                                + config.readiness.stable
+                                + Duration::from_secs(5),
+                        );
+                        let next = ctx.start_generation(config, now);
+                        (
+                            State::RollingOut {
+                                current,
+                                next,
+                                waiters,
+                                started: now,
+                            },
+                            true,
+                        )
+                    }
+                }
+            }
+
+            State::RollingOut {
+                mut current,
+                mut next,
+                waiters,
+                started,
+            } => match next.verdict(now) {
+                Verdict::Pending => (
+                    State::RollingOut {
+                        current,
+                        next,
+                        waiters,
+                        started,
+                    },
+                    false,
+                ),
+                Verdict::Ready => {
+                    // the swap: the new generation is ready, so (and only now) the old one drains
+                    next.phase = Phase::Serving;
+                    ctx.config = next.config.clone();
+                    let msg = format!(
+                        "generation {} serving ({} worker(s) ready in {} ms); generation {} draining",
+                        next.id,
+                        next.slots.len(),
+                        now.duration_since(next.started).as_millis(),
+                        current.id
+                    );
+                    info!(
+                        baton_event = "reload_done",
+                        baton_generation = next.id,
+                        "{msg}"
+                    );
+                    let reason = format!("replaced by generation {}", next.id);
+                    ctx.retire(&mut current, &reason, now);
+                    ctx.finish_reload(waiters, true, Some(next.id), msg, started, now);
+                    let st = State::Serving {
+                        current: next,
+                        retiring: Some(current),
+                    };
+                    ctx.manager.ready(&ctx.summary(&st));
+                    (st, true)
+                }
+                Verdict::Failed(reason) => {
+                    let msg = format!(
+                        "generation {} rolled back: {reason}; generation {} still serving",
+                        next.id, current.id
+                    );
+                    error!(
+                        baton_event = "reload_failed",
+                        baton_generation = next.id,
+                        "{msg}"
+                    );
+                    ctx.retire(&mut next, &reason, now);
+                    ctx.finish_reload(waiters, false, Some(current.id), msg.clone(), started, now);
+                    let st = State::Serving {
+                        current,
+                        retiring: Some(next),
+                    };
+                    ctx.manager
+                        .ready(&format!("{}; last reload failed: {msg}", ctx.summary(&st)));
+                    (st, true)
+                }
+            },
+
+            State::Stopping { gens, exit_code } => {
+                if gens.iter().all(|g| g.alive() == 0) {
+                    info!(baton_event = "stopped", "all workers have exited");
+                    (State::Done { exit_code }, true)
+                } else {
+                    (State::Stopping { gens, exit_code }, false)
+                }
+            }
+
+            other => (other, false),
+        }
+    }
+
+    /// SIGTERM / SIGINT: drain everything and exit.
+    fn shutdown(&mut self, why: &str) {
+        let now = Instant::now();
+        let state = std::mem::replace(&mut self.state, State::Done { exit_code: 0 });
+        let ctx = &mut self.ctx;
+        let (mut gens, waiters, exit_code) = match state {
+            State::Stopping { .. } | State::Done { .. } => {
+                self.state = state;
+                return;
+            }
+            State::Booting { gen } => (vec![gen], vec![], 0),
+            State::Serving { current, retiring } => {
+                let mut v = vec![current];
+                v.extend(retiring);
+                (v, vec![], 0)
+            }
+            State::RollingOut {
+                current,
+                next,
+                waiters,
+                ..
+            } => (vec![current, next], waiters, 0),
+        };
+        info!(baton_event = "stopping", "{why}: draining every worker");
+        ctx.manager.stopping(&format!("stopping ({why})"));
+        let drain = gens
+            .iter()
+            .map(|g| g.config.drain.timeout)
+            .max()
+            .unwrap_or_default();
+        ctx.manager.extend_timeout(drain + Duration::from_secs(5));
+        for g in gens.iter_mut() {
+            ctx.retire(g, "baton is stopping", now);
+        }
+        let mut all = waiters;
+        all.extend(ctx.pending_reload.take().unwrap_or_default());
+        if !all.is_empty() {
+            ctx.finish_reload(all, false, None, "baton is stopping".into(), now, now);
+        }
+        self.state = State::Stopping { gens, exit_code };
+    }
+
+    // --------------------------------------------------------------------------------------
+    // events
+
+    fn on_signals(&mut self) {
+        loop {
+            let sig = match self.ctx.signals.read() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    error!("reading signals: {e}");
+                    break;
+                }
+            };
+            match sig {
+                libc::SIGCHLD => self.on_children(),
+                libc::SIGHUP => {
+                    info!(baton_event = "reload_requested", "SIGHUP: reload requested");
+                    self.request_reload(None);
+                }
+                libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
+                    self.shutdown(sys::signal_name(sig));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn request_reload(&mut self, client: Option<Client>) {
+        if let State::Stopping { .. } | State::Done { .. } = self.state {
+            if let Some(c) = client {
+                let now = Instant::now();
+                self.ctx
+                    .finish_reload(vec![c], false, None, "baton is stopping".into(), now, now);
+            }
+            return;
+        }
+        let pending = self.ctx.pending_reload.get_or_insert_with(Vec::new);
+        pending.extend(client);
+        if matches!(self.state, State::RollingOut { .. })
+            || matches!(
+                self.state,
+                State::Serving {
+                    retiring: Some(_),
+                    ..
+                }
+            )
+        {
+            info!(
+                baton_event = "reload_queued",
+                "reload queued: it starts when the current rollout/drain has ended"
+            );
+        }
+    }
+
+    fn on_children(&mut self) {
+        let now = Instant::now();
+        while let Some((pid, status)) = sys::reap_one() {
+            if let Some((worker, _)) = self.ctx.exec_probes.remove(&pid) {
+                let ok = status == ExitStatus::Code(0);
+                let detail = format!("exec check {status}");
+                self.record_probe(worker, ok, detail, now);
+                continue;
+            }
+            let mut found = false;
+            for gen in self.state.gens_mut() {
+                let Some(idx) = gen
+                    .slots
+                    .iter()
+                    .position(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
+                else {
+                    continue;
+                };
+                found = true;
+                let (gen_id, committed, retiring) = (gen.id, gen.committed(), gen.retiring());
+                let cfg = gen.config.clone();
+                let slot = &mut gen.slots[idx];
+                let w = slot.worker.take().expect("found by position");
+                // mixed kill mode: whatever the worker left in its group goes now
+                let _ = sys::kill_group(pid, libc::SIGKILL);
+                let uptime = now.duration_since(w.started);
+                let desc = format!("{status} after {}", fmt_duration(uptime));
+                slot.last_exit = Some(desc.clone());
+                let instance = slot.instance;
+                if retiring {
+                    info!(
+                        baton_event = "worker_exit",
+                        baton_generation = gen_id,
+                        baton_worker_pid = pid,
+                        baton_instance = instance,
+                        "worker {pid} (generation {gen_id}, instance {instance}) exited: {desc}"
+                    );
+                } else if committed {
+                    // a crash (or a restart after a failed readiness): back off, restart
+                    let rc = &cfg.restart;
+                    if w.ready_at.is_some() && uptime >= rc.backoff_max {
+                        slot.backoff = rc.backoff_initial;
+                    }
+                    let delay = slot.backoff;
+                    slot.backoff = (slot.backoff * 2).min(rc.backoff_max);
+                    slot.restart_at = Some(now + delay);
+                    slot.restarts += 1;
+                    let looping = delay >= rc.backoff_max;
+                    warn!(
+                        baton_event = "worker_crash",
+                        baton_generation = gen_id,
+                        baton_worker_pid = pid,
+                        baton_instance = instance,
+                        "worker {pid} (generation {gen_id}, instance {instance}) died: {desc}; restart #{} in {}{}",
+                        slot.restarts,
+                        fmt_duration(delay),
+                        if looping { " (crash loop)" } else { "" }
+                    );
+                } else {
+                    let when = if w.ready_at.is_some() {
+                        "after"
+                    } else {
+                        "before"
+                    };
+                    let reason = format!(
+                        "instance {instance} (pid {pid}) exited {when} it was ready: {desc}"
+                    );
+                    warn!(
+                        baton_event = "worker_exit",
+                        baton_generation = gen_id,
+                        baton_worker_pid = pid,
+                        baton_instance = instance,
+                        "{reason}"
+                    );
+                    gen.failure.get_or_insert(reason);
+                }
+                break;
+            }
+            if !found {
+                debug!("reaped orphan {pid}: {status}");
+            }
+        }
+    }
+
+    fn on_notify(&mut self) {
+        let now = Instant::now();
+        loop {
+            let dg = match self.ctx.notify.recv() {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("notify socket: {e}");
+                    break;
+                }
+            };
+            let Some(sender) = dg.pid else {
+                warn!(
+                    baton_event = "notify_ignored",
+                    "notification without credentials ignored"
+                );
+                continue;
+            };
+            let msg = Message::parse(&dg.data);
+            if dg.fds_closed > 0 {
+                debug!(
+                    "closed {} descriptor(s) sent by pid {sender} (barrier: {})",
+                    dg.fds_closed, msg.barrier
+                );
+            }
+            let Some(worker_pid) = self.attribute(sender) else {
+                warn!(
+                    baton_event = "notify_ignored",
+                    "notification from pid {sender}, which is not a worker, ignored: {:?}",
+                    String::from_utf8_lossy(&dg.data).trim()
+                );
+                continue;
+            };
+            for gen in self.state.gens_mut() {
+                let gen_id = gen.id;
+                let notify_kind = matches!(gen.config.readiness.kind, ReadinessKind::Notify);
+                if let Some(slot) = gen.slot_of(worker_pid) {
+                    let instance = slot.instance;
+                    let w = slot.worker.as_mut().expect("slot_of found it");
+                    if let Some(s) = &msg.status {
+                        w.status = Some(s.clone());
+                    }
+                    if msg.ready && notify_kind && w.ready_at.is_none() && w.stop_deadline.is_none()
+                    {
+                        w.ready_at = Some(now);
+                        info!(
+                            baton_event = "worker_ready",
+                            baton_generation = gen_id,
+                            baton_worker_pid = worker_pid,
+                            baton_instance = instance,
+                            "worker {worker_pid} (generation {gen_id}, instance {instance}) ready (READY=1 from pid {sender}) after {} ms",
+                            now.duration_since(w.started).as_millis()
+                        );
+                    }
+                    if msg.stopping {
+                        info!(
+                            baton_event = "worker_stopping",
+                            baton_generation = gen_id,
+                            baton_worker_pid = worker_pid,
+                            baton_instance = instance,
+                            "worker {worker_pid} reports STOPPING=1"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The worker a notification belongs to: the sender itself or its nearest ancestor that is
+    /// a worker (gunicorn's master, or `systemd-notify` run by a worker's shell).
+    fn attribute(&self, sender: Pid) -> Option<Pid> {
+        let workers: Vec<Pid> = self
+            .state
+            .gens()
+            .iter()
+            .flat_map(|g| g.workers().map(|w| w.pid).collect::<Vec<_>>())
+            .collect();
+        let mut pid = sender;
+        for _ in 0..32 {
+            if workers.contains(&pid) {
+                return Some(pid);
+            }
+            match sys::proc_parent_and_group(pid) {
+                Ok((ppid, pgrp)) => {
+                    if workers.contains(&pgrp) {
+                        return Some(pgrp);
+                    }
+                    if ppid <= 1 {
+                        return None;
+                    }
+                    pid = ppid;
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn on_probe_results(&mut self) {
+        let now = Instant::now();
+        while let Ok(r) = self.ctx.probe_rx.try_recv() {
+            self.record_probe(r.worker, r.ok, r.detail, now);
+        }
+    }
+
+    fn record_probe(&mut self, worker: Pid, ok: bool, detail: String, now: Instant) {
+        for gen in self.state.gens_mut() {
+            let gen_id = gen.id;
+            if let Some(slot) = gen.slot_of(worker) {
+                let instance = slot.instance;
+                let w = slot.worker.as_mut().expect("slot_of found it");
+                let Some(t) = w.tracker.as_mut() else { return };
+                if !ok {
+                    debug!(
+                        baton_generation = gen_id,
+                        baton_worker_pid = worker,
+                        "readiness check failed: {detail}"
+                    );
+                }
+                if t.record(now, ok, detail) && w.ready_at.is_none() && w.stop_deadline.is_none() {
+                    w.ready_at = Some(now);
+                    info!(
+                        baton_event = "worker_ready",
+                        baton_generation = gen_id,
+                        baton_worker_pid = worker,
+                        baton_instance = instance,
+                        "worker {worker} (generation {gen_id}, instance {instance}) ready (readiness check passed) after {} ms",
+                        now.duration_since(w.started).as_millis()
+                    );
+                    w.tracker = None;
+                    w.probe_socket = None;
+                }
+                return;
+            }
+        }
+    }
+
+    fn on_control_conns(&mut self, readable: &[bool]) {
+        let conns = std::mem::take(&mut self.ctx.conns);
+        let mut keep = Vec::new();
+        for (i, c) in conns.into_iter().enumerate() {
+            if !readable.get(i).copied().unwrap_or(false) {
+                keep.push(c);
+                continue;
+            }
+            let (rest, incoming) = c.read();
+            keep.extend(rest);
+            match incoming {
+                Incoming::Pending | Incoming::Closed => {}
+                Incoming::Request(Request::Status, mut client) => {
+                    let status = self.status();
+                    client.reply(&status);
+                }
+                Incoming::Request(Request::Reload, client) => {
+                    info!(
+                        baton_event = "reload_requested",
+                        "reload requested on the control socket"
+                    );
+                    self.request_reload(Some(client));
+                }
+            }
+        }
+        self.ctx.conns.extend(keep);
+    }
+
+    // --------------------------------------------------------------------------------------
+    // timers
+
+    fn on_timers(&mut self, now: Instant) {
+        let ctx = &mut self.ctx;
+        if let Some(t) = ctx.next_watchdog {
+            if now >= t {
+                ctx.manager.watchdog();
+                ctx.next_watchdog = ctx.manager.watchdog_interval().map(|d| now + d);
+            }
+        }
+        // exec probes that overran their timeout
+        let overdue: Vec<Pid> = ctx
+            .exec_probes
+            .iter()
+            .filter(|(_, (_, deadline))| now >= *deadline)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in overdue {
+            let _ = sys::kill_group(p, libc::SIGKILL);
+        }
+        for gen in self.state.gens_mut() {
+            let committed = gen.committed();
+            let retiring = gen.retiring();
+            let cfg = gen.config.clone();
+            let gen_id = gen.id;
+            for slot in gen.slots.iter_mut() {
+                // restarts of crashed workers of the serving generation
+                if slot.worker.is_none() && committed {
+                    if let Some(at) = slot.restart_at {
+                        if now >= at {
+                            slot.restart_at = None;
+                            if ctx.spawn_slot(&cfg, gen_id, slot, now).is_err() {
+                                // try again later, with the same backoff as a crash
+                                let delay = slot.backoff;
+                                slot.backoff = (slot.backoff * 2).min(cfg.restart.backoff_max);
+                                slot.restart_at = Some(now + delay);
+                                slot.restarts += 1;
+                            }
+                        }
+                    }
+                }
+                let Some(w) = slot.worker.as_mut() else {
+                    continue;
+                };
+                if let Some(deadline) = w.stop_deadline {
+                    if now >= deadline && !w.killed {
+                        warn!(
+                            baton_event = "worker_killed",
+                            baton_generation = gen_id,
+                            baton_worker_pid = w.pid,
+                            baton_instance = slot.instance,
+                            "worker {} did not exit within the drain timeout: SIGKILL to its process group",
+                            w.pid
+                        );
+                        let _ = sys::kill_group(w.pid, libc::SIGKILL);
+                        w.killed = true;
+                    }
+                    continue;
+                }
+                if w.ready_at.is_some() || retiring {
+                    continue;
+                }
+                match &cfg.readiness.kind {
+                    ReadinessKind::Delay { delay } => {
+                        if now >= w.started + *delay {
+                            w.ready_at = Some(now);
+                            info!(
+                                baton_event = "worker_ready",
+                                baton_generation = gen_id,
+                                baton_worker_pid = w.pid,
+                                baton_instance = slot.instance,
+                                "worker {} (generation {gen_id}, instance {}) ready (alive for {})",
+                                w.pid,
+                                slot.instance,
+                                fmt_duration(*delay)
+                            );
+                        }
+                    }
+                    ReadinessKind::Notify => {}
+                    kind => {
+                        if let Some(t) = w.tracker.as_mut() {
+                            if t.due(now) {
+                                t.started();
+                                ctx.start_probe(kind, &cfg, gen_id, slot.instance, w, now);
+                            }
+                        }
+                    }
+                }
+                // a restarted worker of the serving generation that never gets ready is
+                // stopped (and then restarted with backoff); an uncommitted generation fails
+                // as a whole through its verdict instead
+                if committed && w.ready_at.is_none() && now >= w.ready_deadline {
+                    warn!(
+                        baton_event = "worker_not_ready",
+                        baton_generation = gen_id,
+                        baton_worker_pid = w.pid,
+                        baton_instance = slot.instance,
+                        "worker {} not ready after {}: stopping it",
+                        w.pid,
+                        fmt_duration(cfg.readiness.timeout)
+                    );
+                    ctx.stop_worker(w, &cfg, now);
+                }
+            }
+        }
+    }
+
+    /// The earliest instant at which something is due; `None` = sleep until an event.
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut best: Option<Instant> = self.ctx.next_watchdog;
+        let mut consider = |t: Instant| {
+            best = Some(best.map_or(t, |b| b.min(t)));
+        };
+        for (_, d) in self.ctx.exec_probes.values() {
+            consider(*d);
+        }
+        if self.ctx.pending_reload.is_some() {
+            // handled by advance; nothing to wait for here
+        }
+        for gen in self.state.gens() {
+            match &gen.phase {
+                Phase::Starting { deadline } => consider(*deadline),
+                Phase::Settling { until } => consider(*until),
+                _ => {}
+            }
+            for slot in &gen.slots {
+                if let Some(at) = slot.restart_at {
+                    consider(at);
+                }
+                let Some(w) = &slot.worker else { continue };
+                if let Some(d) = w.stop_deadline {
+                    if !w.killed {
+                        consider(d);
+                    }
+                    continue;
+                }
+                if w.ready_at.is_none() && !gen.retiring() {
+                    if gen.committed() {
+                        consider(w.ready_deadline);
+                    }
+                    if let ReadinessKind::Delay { delay } = gen.config.readiness.kind {
+                        consider(w.started + delay);
+                    }
+                    if let Some(t) = w.tracker.as_ref().and_then(|t| t.deadline()) {
+                        consider(t);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    // --------------------------------------------------------------------------------------
+    // status
+
+    fn status(&self) -> control::Status {
+        let now = Instant::now();
+        let serving = match &self.state {
+            State::Serving { current, .. } | State::RollingOut { current, .. } => Some(current.id),
+            _ => None,
+        };
+        let role = |g: &Generation| -> &'static str {
+            match &self.state {
+                State::Serving { current, .. } if current.id == g.id => "serving",
+                State::RollingOut { current, .. } if current.id == g.id => "serving",
+                State::RollingOut { next, .. } if next.id == g.id => "next",
+                State::Booting { .. } => "booting",
+                State::Stopping { .. } => "stopping",
+                _ => "retiring",
+            }
+        };
+        let generations = self
+            .state
+            .gens()
+            .iter()
+            .map(|g| control::GenerationStatus {
+                generation: g.id,
+                role: role(g).into(),
+                phase: match &g.phase {
+                    Phase::Starting { .. } => "starting".into(),
+                    Phase::Settling { .. } => "settling".into(),
+                    Phase::Serving => "serving".into(),
+                    Phase::Retiring { reason } => format!("retiring: {reason}"),
+                },
+                age_s: secs(now.duration_since(g.started)),
+                workers: g
+                    .slots
+                    .iter()
+                    .map(|s| {
+                        let state = match &s.worker {
+                            None if s.restart_at.is_some() => {
+                                if s.backoff >= g.config.restart.backoff_max {
+                                    "crash-loop".to_string()
+                                } else {
+                                    "restarting".to_string()
+                                }
+                            }
+                            None => "exited".to_string(),
+                            Some(w) if w.stop_deadline.is_some() => "draining".to_string(),
+                            Some(w) if w.ready_at.is_some() => "ready".to_string(),
+                            Some(_) => "starting".to_string(),
+                        };
+                        control::WorkerStatus {
+                            instance: s.instance,
+                            pid: s.worker.as_ref().map(|w| w.pid),
+                            state,
+                            restarts: s.restarts,
+                            uptime_s: s
+                                .worker
+                                .as_ref()
+                                .map(|w| secs(now.duration_since(w.started))),
+                            status: s.worker.as_ref().and_then(|w| w.status.clone()),
+                            last_exit: s.last_exit.clone(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        control::Status {
+            pid: std::process::id() as i32,
+            state: self.state.name().into(),
+            uptime_s: secs(now.duration_since(self.ctx.started)),
+            config: self
+                .ctx
+                .config_path
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            serving_generation: serving,
+            sockets: self
+                .ctx
+                .listeners
+                .list
+                .iter()
+                .map(|l| control::SocketStatus {
+                    name: l.name.clone(),
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd),
+                    address: l.address.clone(),
+                    source: l.source.into(),
+                })
+                .collect(),
+            generations,
+            reloads_ok: self.ctx.reloads_ok,
+            reloads_failed: self.ctx.reloads_failed,
+            last_reload: self.ctx.last_reload.as_ref().map(|r| ReloadReply {
+                ok: r.ok,
+                generation: r.generation,
+                message: r.message.clone(),
+                duration_ms: r.duration_ms,
+            }),
+        }
+    }
+}
+
+impl Ctx {
+    /// Re-read the config for a reload. The running generation is untouched on error.
+    fn load_config(&self) -> Result<Config, String> {
+        let Some(path) = &self.config_path else {
+            return Ok((*self.config).clone());
+        };
+        let cfg = Config::load(path).map_err(|e| format!("config error: {e}"))?;
+        if cfg.sockets != self.config.sockets {
+            warn!(
+                baton_event = "config_sockets_changed",
+                "[sockets] changed in {}: sockets are kept for baton's lifetime; restart baton to apply",
+                path.display()
+            );
+        }
+        if cfg.control != self.config.control {
+            warn!(
+                baton_event = "config_control_changed",
+                "`control` changed in {}: the control socket moves only when baton restarts",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Create generation N and spawn all its workers.
+    fn start_generation(&mut self, config: Rc<Config>, now: Instant) -> Generation {
+        let id = self.next_generation;
+        self.next_generation += 1;
+        info!(
+            baton_event = "generation_start",
+            baton_generation = id,
+            "starting generation {id}: {} x {:?} (readiness: {})",
+            config.instances,
+            config.command,
+            config.readiness.kind.name()
+        );
+        let mut gen = Generation {
+            id,
+            config: config.clone(),
+            started: now,
+            phase: Phase::Starting {
+                deadline: now + config.readiness.timeout,
+            },
+            slots: (0..config.instances)
+                .map(|instance| Slot {
+                    instance,
+                    worker: None,
+                    restarts: 0,
+                    backoff: config.restart.backoff_initial,
+                    restart_at: None,
+                    last_exit: None,
+                })
+                .collect(),
+            failure: None,
+        };
+        for slot in gen.slots.iter_mut() {
+            if let Err(reason) = self.spawn_slot(&config, id, slot, now) {
+                gen.failure.get_or_insert(reason);
+                break;
+            }
+        }
+        gen
+    }
+
+    /// Start the worker of one slot.
+    fn spawn_slot(
+        &mut self,
+        cfg: &Config,
+        gen_id: u64,
+        slot: &mut Slot,
+        now: Instant,
+    ) -> Result<(), String> {
+        let probe_socket = match cfg.readiness.kind {
+            ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. } => match ProbeSocket::new() {
+                Ok(p) => Some(p),
+                Err(e) => return Err(format!("cannot create the probe socket: {e}")),
+            },
+            _ => None,
+        };
+        let spec = WorkerSpec {
+            config: cfg,
+            listeners: &self.listeners,
+            notify_path: &self.notify_path,
+            generation: gen_id,
+            instance: slot.instance,
+            probe: probe_socket.as_ref(),
+            stdout: None,
+            stderr: None,
+        };
+        match worker::spawn(&spec) {
+            Ok(pid) => {
+                info!(
+                    baton_event = "worker_start",
+                    baton_generation = gen_id,
+                    baton_worker_pid = pid,
+                    baton_instance = slot.instance,
+                    "worker {pid} started (generation {gen_id}, instance {})",
+                    slot.instance
+                );
+                let tracker = match &cfg.readiness.kind {
+                    ReadinessKind::Http {
+                        interval,
+                        probe_timeout,
+                        successes,
+                        ..
+                    }
+                    | ReadinessKind::Tcp {
+                        interval,
+                        probe_timeout,
+                        successes,
+                    }
+                    | ReadinessKind::Exec {
+                        interval,
+                        probe_timeout,
+                        successes,
+                        ..
+                    } => Some(Tracker::new(now, *successes, *interval, *probe_timeout)),
+                    _ => None,
+                };
+                slot.worker = Some(Worker {
+                    pid,
+                    started: now,
+                    ready_at: None,
+                    ready_deadline: now + cfg.readiness.timeout,
+                    stop_deadline: None,
+                    killed: false,
+                    status: None,
+                    probe_socket,
+                    tracker,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!(
+                    "instance {} could not be started: {e} (command {:?})",
+                    slot.instance, cfg.command
+                );
+                error!(
+                    baton_event = "worker_spawn_failed",
+                    baton_generation = gen_id,
+                    baton_instance = slot.instance,
+                    "{reason}"
+                );
+                slot.last_exit = Some(format!("spawn failed: {e}"));
+                Err(reason)
+            }
+        }
+    }
+
+    fn start_probe(
+        &mut self,
+        kind: &ReadinessKind,
+        cfg: &Config,
+        gen_id: u64,
+        instance: u32,
+        w: &mut Worker,
+        now: Instant,
+    ) {
+        let timeout = w
+            .tracker
+            .as_ref()
+            .map(|t| t.probe_timeout)
+            .unwrap_or(Duration::from_secs(1));
+        let result = match (kind, &w.probe_socket) {
+            (ReadinessKind::Http { path, .. }, Some(p)) => readiness::start(
+                readiness::Target::Http(p.addr, path.clone()),
+                timeout,
+                w.pid,
+                self.probe_tx.clone(),
+                self.waker.clone(),
+            ),
+            (ReadinessKind::Tcp { .. }, Some(p)) => readiness::start(
+                readiness::Target::Tcp(p.addr),
+                timeout,
+                w.pid,
+                self.probe_tx.clone(),
+                self.waker.clone(),
+            ),
+            (ReadinessKind::Exec { argv, .. }, _) => {
+                worker::spawn_exec_probe(argv, cfg.cwd.as_deref(), w.pid, gen_id, instance).map(
+                    |probe_pid| {
+                        self.exec_probes.insert(probe_pid, (w.pid, now + timeout));
+                    },
+                )
+            }
+            _ => Err(std::io::Error::other("no probe socket")),
+        };
+        if let Err(e) = result {
+            if let Some(t) = w.tracker.as_mut() {
+                t.record(now, false, format!("cannot run the check: {e}"));
+            }
+        }
+    }
+
+    /// Send the stop signal to one worker and arm its SIGKILL deadline.
+    fn stop_worker(&mut self, w: &mut Worker, cfg: &Config, now: Instant) {
+        if w.stop_deadline.is_some() {
+            return;
+        }
+        let _ = sys::kill(w.pid, cfg.drain.signal.number());
+        w.stop_deadline = Some(now + cfg.drain.timeout);
+        w.tracker = None;
+    }
+
+    /// Retire a whole generation: stop signal to every worker, SIGKILL at the drain deadline,
+    /// no more restarts.
+    fn retire(&mut self, gen: &mut Generation, reason: &str, now: Instant) {
+        if gen.retiring() {
+            return;
+        }
+        let cfg = gen.config.clone();
+        info!(
+            baton_event = "generation_retire",
+            baton_generation = gen.id,
+            "retiring generation {} ({reason}): {} to {} worker(s), SIGKILL after {}",
+            gen.id,
+            cfg.drain.signal.name(),
+            gen.alive(),
+            fmt_duration(cfg.drain.timeout)
+        );
+        gen.phase = Phase::Retiring {
+            reason: reason.to_string(),
+        };
+        let pids: Vec<Pid> = gen.workers().map(|w| w.pid).collect();
+        self.exec_probes
+            .retain(|_, (worker, _)| !pids.contains(worker));
+        for slot in gen.slots.iter_mut() {
+            slot.restart_at = None;
+            if let Some(w) = slot.worker.as_mut() {
+                self.stop_worker(w, &cfg, now);
+            }
+        }
+    }
+
+    /// Answer every client waiting for a rollout and remember the outcome.
+    fn finish_reload(
+        &mut self,
+        waiters: Vec<Client>,
+        ok: bool,
+        generation: Option<u64>,
+        message: String,
+        started: Instant,
+        now: Instant,
+    ) {
+        if ok {
+            self.reloads_ok += 1;
+        } else {
+            self.reloads_failed += 1;
+        }
+        let reply = ReloadReply {
+            ok,
+            generation,
+            message,
+            duration_ms: now.duration_since(started).as_millis() as u64,
+        };
+        for mut c in waiters {
+            c.reply(&reply);
+        }
+        self.last_reload = Some(reply);
+    }
+
+    /// One line for systemd's status: serving generation, ready and draining workers.
+    fn summary(&self, state: &State) -> String {
+        let mut parts = Vec::new();
+        for g in state.gens() {
+            let what = match &g.phase {
+                Phase::Serving => format!("{}/{} ready", g.ready_count(), g.slots.len()),
+                Phase::Retiring { .. } => format!("{} draining", g.alive()),
+                _ => format!("{}/{} starting", g.ready_count(), g.slots.len()),
+            };
+            parts.push(format!("gen {}: {what}", g.id));
+        }
+        parts.join("; ")
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// "30s", "250ms", "1m30s".
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        if ms < 1000 {
+            return format!("{ms}ms");
+        }
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    let s = ms / 1000;
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else if s > 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(fmt_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(fmt_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

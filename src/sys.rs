@@ -1,0 +1,710 @@
+//! Every raw system call baton makes, behind small safe wrappers.
+//!
+//! This is the only module that calls `unsafe` functions (libc, or the few unsafe nix/std
+//! functions). Each `unsafe` block carries a `// SAFETY:` comment. The rest of the crate only sees
+//! safe types: [`SignalFd`], [`NotifySocket`], [`Spawn`], [`ExitStatus`], plain pids and `OwnedFd`s.
+//!
+//! The delicate part is [`spawn`]: between `fork` and `execve` the child may only use
+//! async-signal-safe calls, so everything that allocates (argv, envp, the `LISTEN_PID=` buffer)
+//! is prepared before `fork`, and the child only fills in its own pid, moves descriptors and
+//! resets its signal state.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd as NixSignalFd};
+use nix::sys::socket::{self as nsock, sockopt};
+
+/// A process id. Plain `i32` so that the rest of the crate does not depend on nix.
+pub type Pid = i32;
+
+/// The signals baton handles in its event loop. They are blocked in every thread and read
+/// from a signalfd; children get an empty mask back before `execve`.
+pub const LOOP_SIGNALS: [i32; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+];
+
+fn sigset(signals: &[i32]) -> io::Result<SigSet> {
+    let mut set = SigSet::empty();
+    for &s in signals {
+        set.add(Signal::try_from(s).map_err(io::Error::from)?);
+    }
+    Ok(set)
+}
+
+/// A non-blocking signalfd for [`LOOP_SIGNALS`]. Creating it blocks those signals in the
+/// calling thread; call it before spawning any thread so that every thread inherits the mask.
+pub struct SignalFd(NixSignalFd);
+
+impl SignalFd {
+    pub fn new() -> io::Result<SignalFd> {
+        let set = sigset(&LOOP_SIGNALS)?;
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        let fd = NixSignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(SignalFd(fd))
+    }
+
+    /// Next pending signal number, or `None` when none is pending.
+    pub fn read(&self) -> io::Result<Option<i32>> {
+        match self.0.read_signal() {
+            Ok(Some(info)) => Ok(Some(info.ssi_signo as i32)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Make baton the reaper of orphaned descendants of its workers, so that helpers a worker
+/// leaves behind are reaped by baton (no zombie survives) instead of escaping to PID 1.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {}", signal_name(*s)),
+        }
+    }
+}
+
+/// Reap one exited child without blocking. `None` when no child has exited (or none exist).
+pub fn reap_one() -> Option<(Pid, ExitStatus)> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes only to `status`, a valid local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            let st = if libc::WIFEXITED(status) {
+                ExitStatus::Code(libc::WEXITSTATUS(status))
+            } else {
+                ExitStatus::Signal(libc::WTERMSIG(status))
+            };
+            return Some((pid, st));
+        }
+        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Send `signal` to one process. A process that is already gone is not an error.
+pub fn kill(pid: Pid, signal: i32) -> io::Result<()> {
+    debug_assert!(pid > 0);
+    // SAFETY: kill takes plain integers; pid > 0 so it never targets a group or everybody.
+    let r = unsafe { libc::kill(pid, signal) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Send `signal` to the process group `pgid` (a worker and everything it started).
+/// An empty group is not an error.
+pub fn kill_group(pgid: Pid, signal: i32) -> io::Result<()> {
+    debug_assert!(pgid > 1);
+    // SAFETY: kill with a negative pid signals a process group; pgid > 1 so -pgid is never
+    // 0 (our own group) or -1 (every process).
+    let r = unsafe { libc::kill(-pgid, signal) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The canonical name of a signal number, e.g. "SIGTERM".
+pub fn signal_name(sig: i32) -> &'static str {
+    Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("SIG?")
+}
+
+/// Readiness of descriptors; thin wrapper around poll(2).
+pub struct PollSet {
+    fds: Vec<libc::pollfd>,
+}
+
+impl PollSet {
+    pub fn new() -> PollSet {
+        PollSet { fds: Vec::new() }
+    }
+    pub fn clear(&mut self) {
+        self.fds.clear();
+    }
+    /// Watch `fd` for input; returns its index for [`PollSet::readable`].
+    pub fn add(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+    /// Wait until something is readable or `timeout` passed (`None` = forever).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            Some(d) => {
+                // round up so that a deadline 0.3 ms away does not spin
+                let ms = d.as_micros().div_ceil(1000);
+                ms.min(i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: `fds` is a valid, initialised array of pollfd of the length passed; the
+        // descriptors were borrowed from live owners by `add` and are only read by the kernel.
+        let r = unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+    /// Whether entry `idx` is readable (or hung up / in error, which a read will report).
+    pub fn readable(&self, idx: usize) -> bool {
+        self.fds[idx].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
+impl Default for PollSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Listening sockets
+
+/// Take the sockets systemd passed (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and remove those
+/// variables from baton's environment. Returns an empty list when baton was not socket-activated
+/// (or the variables were meant for another process: LISTEN_PID is not our pid).
+///
+/// Must be called before any thread is spawned (it modifies the environment).
+pub fn take_listen_fds() -> io::Result<Vec<(OwnedFd, String)>> {
+    // SAFETY: called from `run` before the event loop or any thread starts (documented
+    // precondition), so nothing reads the environment concurrently. sd-notify sets
+    // FD_CLOEXEC on every descriptor it returns.
+    let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }?;
+    let mut out = Vec::new();
+    for (fd, name) in fds {
+        // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched); nothing
+        // else owns them, so taking ownership once here is sound.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        out.push((owned, name));
+    }
+    Ok(out)
+}
+
+/// What kind of socket a descriptor is, for logs and for deciding how to probe it.
+pub fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let st = nix::sys::stat::fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
+    }
+    let addr: nsock::SockaddrStorage = nsock::getsockname(fd.as_raw_fd())?;
+    let ty = nsock::getsockopt(&fd, sockopt::SockType)?;
+    let ty = match ty {
+        nsock::SockType::Stream => "stream",
+        nsock::SockType::Datagram => "datagram",
+        nsock::SockType::SeqPacket => "seqpacket",
+        _ => "other",
+    };
+    let addr = if let Some(u) = addr.as_unix_addr() {
+        match u.path() {
+            Some(p) => format!("unix:{}", p.display()),
+            None => "unix:(abstract or unnamed)".to_string(),
+        }
+    } else {
+        addr.to_string()
+    };
+    Ok(format!("{ty} {addr}"))
+}
+
+/// Bind a listening TCP socket (SO_REUSEADDR, close-on-exec) with a large backlog, so that
+/// connections queue while no worker is accepting instead of being refused.
+pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => nsock::AddressFamily::Inet,
+        std::net::SocketAddr::V6(_) => nsock::AddressFamily::Inet6,
+    };
+    let fd = nsock::socket(
+        family,
+        nsock::SockType::Stream,
+        nsock::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    match addr {
+        std::net::SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn::from(a))?,
+        std::net::SocketAddr::V6(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn6::from(a))?,
+    }
+    nsock::listen(&fd, nsock::Backlog::new(backlog).map_err(io::Error::from)?)?;
+    Ok(fd)
+}
+
+/// Bind a listening unix stream socket at `path`, replacing a stale socket file.
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let fd = nsock::socket(
+        nsock::AddressFamily::Unix,
+        nsock::SockType::Stream,
+        nsock::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let sa = nsock::UnixAddr::new(path)?;
+    nsock::bind(fd.as_raw_fd(), &sa)?;
+    nsock::listen(&fd, nsock::Backlog::new(backlog).map_err(io::Error::from)?)?;
+    Ok(fd)
+}
+
+// ------------------------------------------------------------------------------------------
+// Notify socket
+
+/// One datagram received on baton's private notify socket.
+#[derive(Debug)]
+pub struct Datagram {
+    /// Sender pid from SCM_CREDENTIALS (kernel-verified), if the kernel attached it.
+    pub pid: Option<Pid>,
+    pub data: Vec<u8>,
+    /// How many descriptors came with it (all already closed).
+    pub fds_closed: usize,
+}
+
+/// baton's private `NOTIFY_SOCKET` for workers: a unix datagram socket at a filesystem path,
+/// with SO_PASSCRED so every datagram carries the sender's pid.
+pub struct NotifySocket {
+    sock: UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> io::Result<NotifySocket> {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(path)?;
+            }
+        }
+        let sock = UnixDatagram::bind(path)?;
+        sock.set_nonblocking(true)?;
+        nsock::setsockopt(&sock, sockopt::PassCred, &true)?;
+        // Workers' notifications are short; a larger buffer absorbs bursts from many workers.
+        let _ = nsock::setsockopt(&sock, sockopt::RcvBuf, &(1 << 20));
+        Ok(NotifySocket { sock })
+    }
+
+    /// Receive one datagram; `None` when none is queued. Descriptors sent with it (for example
+    /// the BARRIER=1 pipe of `systemd-notify`) are closed at once.
+    pub fn recv(&self) -> io::Result<Option<Datagram>> {
+        let mut buf = vec![0u8; 4096];
+        let mut cmsg = nix::cmsg_space!(nsock::UnixCredentials, [RawFd; 16]);
+        let (len, pid, fds) = {
+            let mut iov = [io::IoSliceMut::new(&mut buf)];
+            let msg = match nsock::recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                nsock::MsgFlags::MSG_DONTWAIT | nsock::MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(None),
+                Err(nix::errno::Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let mut pid = None;
+            let mut fds: Vec<RawFd> = Vec::new();
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        nsock::ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
+                        nsock::ControlMessageOwned::ScmRights(r) => fds.extend(r),
+                        _ => {}
+                    }
+                }
+            }
+            (msg.bytes, pid, fds)
+        };
+        for fd in &fds {
+            // SAFETY: the kernel just installed these descriptors in our table for this
+            // message (SCM_RIGHTS); nobody else knows them, so we own and close them once.
+            drop(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+        buf.truncate(len);
+        Ok(Some(Datagram {
+            pid,
+            data: buf,
+            fds_closed: fds.len(),
+        }))
+    }
+}
+
+impl AsFd for NotifySocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// The uid of the process at the other end of a unix stream socket (SO_PEERCRED).
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let cred = nsock::getsockopt(stream, sockopt::PeerCredentials)?;
+    Ok(cred.uid())
+}
+
+/// baton's effective uid.
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Set a path's permission bits.
+pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// The parent pid and process group of `pid`, from /proc/PID/stat.
+pub fn proc_parent_and_group(pid: Pid) -> io::Result<(Pid, Pid)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // the command name is in parentheses and may contain spaces: parse after the last ')'
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))?;
+    let mut it = rest.split_whitespace();
+    let _state = it.next();
+    let ppid = it.next().and_then(|s| s.parse().ok());
+    let pgrp = it.next().and_then(|s| s.parse().ok());
+    match (ppid, pgrp) {
+        (Some(p), Some(g)) => Ok((p, g)),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat")),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Spawning
+
+/// Everything needed to start a child the socket-activation way. Built (and allocated) before
+/// `fork`; [`spawn`] only reads it in the child.
+pub struct Spawn {
+    program: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    /// Descriptors that become 3, 4, … in the child, in order.
+    fds: Vec<RawFd>,
+    set_listen_pid: bool,
+    cwd: Option<CString>,
+    stdout: Option<RawFd>,
+    stderr: Option<RawFd>,
+}
+
+fn cstring(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+impl Spawn {
+    /// `program` must already be resolved (absolute or relative path with a '/').
+    pub fn new(program: &Path, argv: &[String]) -> io::Result<Spawn> {
+        Ok(Spawn {
+            program: cstring(program.as_os_str().as_bytes())?,
+            argv: argv
+                .iter()
+                .map(|a| cstring(a.as_bytes()))
+                .collect::<io::Result<_>>()?,
+            env: Vec::new(),
+            fds: Vec::new(),
+            set_listen_pid: false,
+            cwd: None,
+            stdout: None,
+            stderr: None,
+        })
+    }
+    pub fn env(&mut self, key: &OsStr, value: &OsStr) -> io::Result<()> {
+        let mut kv = key.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(value.as_bytes());
+        self.env.push(cstring(&kv)?);
+        Ok(())
+    }
+    /// Pass these descriptors as 3, 4, …; they must stay open until [`spawn`] returns.
+    /// When `listen_pid` is set, the child gets `LISTEN_PID=<its own pid>`.
+    pub fn pass_fds(&mut self, fds: &[BorrowedFd<'_>], listen_pid: bool) {
+        self.fds = fds.iter().map(|f| f.as_raw_fd()).collect();
+        self.set_listen_pid = listen_pid;
+    }
+    pub fn cwd(&mut self, dir: &Path) -> io::Result<()> {
+        self.cwd = Some(cstring(dir.as_os_str().as_bytes())?);
+        Ok(())
+    }
+    /// Redirect stdout / stderr to these descriptors (kept open by the caller until spawn returns).
+    pub fn stdio(&mut self, stdout: Option<BorrowedFd<'_>>, stderr: Option<BorrowedFd<'_>>) {
+        self.stdout = stdout.map(|f| f.as_raw_fd());
+        self.stderr = stderr.map(|f| f.as_raw_fd());
+    }
+}
+
+/// Stage of the child at which a spawn failed, reported through the error pipe.
+const STAGES: [&str; 6] = ["setpgid", "dup", "stdio", "chdir", "execve", "signals"];
+
+/// Write `n` as decimal into `buf` (no allocation: used in the forked child). Returns length.
+fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
+    let mut tmp = [0u8; 10];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = tmp.len() - i;
+    buf[..len].copy_from_slice(&tmp[i..]);
+    len
+}
+
+/// Start a child: own process group, SIGKILL when baton dies, empty signal mask and default
+/// dispositions, stdin from /dev/null, `spec.fds` at 3.. and no other descriptor of baton,
+/// `LISTEN_PID` equal to the child's own pid. Returns once the child has exec'd (or fails with
+/// the child's errno if it could not).
+pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
+    let n = spec.fds.len() as RawFd;
+    // --- everything that allocates happens here, before fork
+    let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut listen_pid_buf = [0u8; 32];
+    listen_pid_buf[..11].copy_from_slice(b"LISTEN_PID=");
+    // One raw pointer for both uses (envp entry, and the child's write of its pid), so the
+    // write is visible through the pointer execve reads.
+    let listen_pid_ptr: *mut u8 = listen_pid_buf.as_mut_ptr();
+    let mut envp: Vec<*const libc::c_char> = spec.env.iter().map(|e| e.as_ptr()).collect();
+    if spec.set_listen_pid {
+        envp.push(listen_pid_ptr as *const libc::c_char);
+    }
+    envp.push(std::ptr::null());
+    let devnull = std::fs::File::open("/dev/null")?; // O_CLOEXEC by std
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Descriptors are first moved at or above `high`, so that dup2 to 3.. can never clobber a
+    // source that is still needed.
+    let high = spec
+        .fds
+        .iter()
+        .copied()
+        .chain([
+            2 + n,
+            devnull.as_raw_fd(),
+            err_w.as_raw_fd(),
+            spec.stdout.unwrap_or(0),
+            spec.stderr.unwrap_or(0),
+        ])
+        .max()
+        .unwrap_or(2)
+        + 1;
+    let mut tmp_fds = vec![-1 as RawFd; spec.fds.len()];
+    let parent = std::process::id() as libc::pid_t;
+
+    // SAFETY: fork is called with every buffer the child needs already allocated. In the child
+    // branch only async-signal-safe functions are called (setpgid, prctl, getppid, sigaction,
+    // sigprocmask, fcntl, dup2, syscall(close_range), chdir, getpid, execve, write, _exit), and
+    // memory is only written in the child's own copy (the LISTEN_PID buffer, tmp_fds). The child
+    // never returns from this function: it either execs or calls _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // ---------------- child ----------------
+        // SAFETY: see the fork comment above; all pointers refer to buffers prepared before
+        // fork, which stay valid in the child's copy of the address space.
+        unsafe {
+            let fail = |stage: u8, errfd: RawFd| -> ! {
+                let errno = *libc::__errno_location();
+                let mut msg = [0u8; 5];
+                msg[..4].copy_from_slice(&errno.to_ne_bytes());
+                msg[4] = stage;
+                libc::write(errfd, msg.as_ptr() as *const libc::c_void, 5);
+                libc::_exit(127);
+            };
+            // the error pipe goes high first, so dup2 to 3.. cannot overwrite it
+            let errfd = libc::fcntl(err_w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high + n);
+            if errfd < 0 {
+                libc::_exit(127);
+            }
+            if libc::setpgid(0, 0) < 0 {
+                fail(0, errfd);
+            }
+            // die with baton; if baton already died before prctl, give up now
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(127);
+            }
+            // default dispositions and an empty mask (baton blocks signals for its signalfd,
+            // and Rust ignores SIGPIPE: neither must leak into the app)
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::sigaction(sig, &sa, std::ptr::null_mut());
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+                fail(5, errfd);
+            }
+            // sockets: move high, then down to 3..; dup2 clears FD_CLOEXEC on the target
+            for (i, fd) in spec.fds.iter().enumerate() {
+                let t = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, high);
+                if t < 0 {
+                    fail(1, errfd);
+                }
+                tmp_fds[i] = t;
+            }
+            let out = spec
+                .stdout
+                .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high));
+            let err = spec
+                .stderr
+                .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high));
+            if libc::dup2(devnull.as_raw_fd(), 0) < 0 {
+                fail(2, errfd);
+            }
+            if let Some(fd) = out {
+                if fd < 0 || libc::dup2(fd, 1) < 0 {
+                    fail(2, errfd);
+                }
+            }
+            if let Some(fd) = err {
+                if fd < 0 || libc::dup2(fd, 2) < 0 {
+                    fail(2, errfd);
+                }
+            }
+            for (i, t) in tmp_fds.iter().enumerate() {
+                if libc::dup2(*t, 3 + i as RawFd) < 0 {
+                    fail(1, errfd);
+                }
+            }
+            // Every other descriptor closes at exec: mark 3+n.. close-on-exec in one call
+            // (the error pipe must stay usable until execve).
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                (3 + n) as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
+            if r < 0 {
+                // kernel < 5.11: mark them one by one up to a bound
+                for fd in (3 + n)..65536 {
+                    if fd != errfd {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+            }
+            if let Some(dir) = &spec.cwd {
+                if libc::chdir(dir.as_ptr()) < 0 {
+                    fail(3, errfd);
+                }
+            }
+            if spec.set_listen_pid {
+                let mut digits = [0u8; 12];
+                let len = write_decimal(&mut digits, libc::getpid() as u32);
+                std::ptr::copy_nonoverlapping(digits.as_ptr(), listen_pid_ptr.add(11), len);
+                *listen_pid_ptr.add(11 + len) = 0;
+            }
+            libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            fail(4, errfd);
+        }
+    }
+    // ---------------- parent ----------------
+    drop(err_w);
+    let mut msg = [0u8; 5];
+    let mut got = 0;
+    loop {
+        match nix::unistd::read(&err_r, &mut msg[got..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                got += k;
+                if got == msg.len() {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(devnull);
+    if got == 0 {
+        return Ok(pid);
+    }
+    // the child failed before or at exec: collect it and report why
+    // SAFETY: waitpid on our own child's pid; writes to a valid local.
+    unsafe {
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+    let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+    let stage = STAGES.get(msg[4] as usize).copied().unwrap_or("spawn");
+    let e = io::Error::from_raw_os_error(errno);
+    Err(io::Error::new(e.kind(), format!("{stage}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal() {
+        let mut b = [0u8; 12];
+        let n = write_decimal(&mut b, 0);
+        assert_eq!(&b[..n], b"0");
+        let n = write_decimal(&mut b, 4194304);
+        assert_eq!(&b[..n], b"4194304");
+        let n = write_decimal(&mut b, u32::MAX);
+        assert_eq!(&b[..n], b"4294967295");
+    }
+
+    #[test]
+    fn parse_own_stat() {
+        let (ppid, _pgrp) = proc_parent_and_group(std::process::id() as Pid).unwrap();
+        assert!(ppid > 0);
+    }
+}

@@ -1,0 +1,178 @@
+//! Starting one worker process the socket-activation way.
+//!
+//! Owns the recipe for a worker's environment and descriptors: the shared listening sockets at
+//! fd 3.., an optional private probe socket after them, `LISTEN_FDS`, `LISTEN_FDNAMES`,
+//! `LISTEN_PID` (filled in by [`sys::spawn`] with the child's own pid), `NOTIFY_SOCKET`,
+//! `BATON_GENERATION`, `BATON_INSTANCE`, the config's `[env]`. Variables that belong to baton
+//! itself (its own NOTIFY_SOCKET, watchdog, LISTEN_*) never reach a worker.
+//!
+//! This module starts processes; it never signals or waits for them (the supervisor does).
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::sockets::Listeners;
+use crate::sys::{self, Pid};
+
+/// Variables of baton's own environment that must not be inherited by children.
+const PRIVATE_VARS: [&str; 8] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "BATON_GENERATION",
+    "BATON_INSTANCE",
+];
+
+/// Name of the private probe socket in LISTEN_FDNAMES.
+pub const PROBE_FDNAME: &str = "baton-probe";
+
+/// A private listening socket on 127.0.0.1 handed to exactly one worker, so that an http/tcp
+/// readiness probe reaches that worker and no other (a probe through the shared port could be
+/// answered by the previous generation).
+pub struct ProbeSocket {
+    pub fd: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+impl ProbeSocket {
+    pub fn new() -> io::Result<ProbeSocket> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        Ok(ProbeSocket {
+            fd: OwnedFd::from(l),
+            addr,
+        })
+    }
+}
+
+/// Find `argv0` like execvp would, but before fork and with a clear error.
+pub fn resolve_program(argv0: &str, cwd: Option<&Path>) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if argv0.contains('/') {
+        let p = PathBuf::from(argv0);
+        let full = match cwd {
+            Some(dir) if p.is_relative() => dir.join(&p),
+            _ => p.clone(),
+        };
+        if is_exec(&full) {
+            return Ok(p);
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{argv0}: no such executable file"),
+        ));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let cand = dir.join(argv0);
+        if is_exec(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{argv0}: command not found in PATH"),
+    ))
+}
+
+/// baton's environment minus its private variables.
+fn inherited_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| !PRIVATE_VARS.iter().any(|p| OsStr::new(p) == k))
+        .collect()
+}
+
+/// What a worker needs from the supervisor to be started.
+pub struct WorkerSpec<'a> {
+    pub config: &'a Config,
+    pub listeners: &'a Listeners,
+    pub notify_path: &'a Path,
+    pub generation: u64,
+    pub instance: u32,
+    pub probe: Option<&'a ProbeSocket>,
+    pub stdout: Option<BorrowedFd<'a>>,
+    pub stderr: Option<BorrowedFd<'a>>,
+}
+
+/// Start one worker. Returns its pid once it has exec'd.
+pub fn spawn(spec: &WorkerSpec<'_>) -> io::Result<Pid> {
+    let cfg = spec.config;
+    let program = resolve_program(&cfg.command[0], cfg.cwd.as_deref())?;
+    let mut sp = sys::Spawn::new(&program, &cfg.command)?;
+    let mut names = spec.listeners.names();
+    let mut fds: Vec<BorrowedFd<'_>> = spec.listeners.fds();
+    if let Some(p) = spec.probe {
+        fds.push(p.fd.as_fd());
+        names.push(PROBE_FDNAME.to_string());
+    }
+    for (k, v) in inherited_env() {
+        if cfg.env.contains_key(k.to_string_lossy().as_ref()) {
+            continue;
+        }
+        sp.env(&k, &v)?;
+    }
+    for (k, v) in &cfg.env {
+        sp.env(OsStr::new(k), OsStr::new(v))?;
+    }
+    sp.env(OsStr::new("LISTEN_FDS"), OsStr::new(&fds.len().to_string()))?;
+    sp.env(OsStr::new("LISTEN_FDNAMES"), OsStr::new(&names.join(":")))?;
+    sp.env(OsStr::new("NOTIFY_SOCKET"), spec.notify_path.as_os_str())?;
+    sp.env(
+        OsStr::new("BATON_GENERATION"),
+        OsStr::new(&spec.generation.to_string()),
+    )?;
+    sp.env(
+        OsStr::new("BATON_INSTANCE"),
+        OsStr::new(&spec.instance.to_string()),
+    )?;
+    sp.pass_fds(&fds, true);
+    if let Some(dir) = &cfg.cwd {
+        sp.cwd(dir)?;
+    }
+    sp.stdio(spec.stdout, spec.stderr);
+    sys::spawn(&sp)
+}
+
+/// Start an `exec` readiness probe for a worker: the command gets BATON_WORKER_PID,
+/// BATON_GENERATION and BATON_INSTANCE, no sockets, and its own process group.
+pub fn spawn_exec_probe(
+    argv: &[String],
+    cwd: Option<&Path>,
+    worker: Pid,
+    generation: u64,
+    instance: u32,
+) -> io::Result<Pid> {
+    let program = resolve_program(&argv[0], cwd)?;
+    let mut sp = sys::Spawn::new(&program, argv)?;
+    for (k, v) in inherited_env() {
+        sp.env(&k, &v)?;
+    }
+    sp.env(
+        OsStr::new("BATON_WORKER_PID"),
+        OsStr::new(&worker.to_string()),
+    )?;
+    sp.env(
+        OsStr::new("BATON_GENERATION"),
+        OsStr::new(&generation.to_string()),
+    )?;
+    sp.env(
+        OsStr::new("BATON_INSTANCE"),
+        OsStr::new(&instance.to_string()),
+    )?;
+    if let Some(dir) = cwd {
+        sp.cwd(dir)?;
+    }
+    sys::spawn(&sp)
+}
