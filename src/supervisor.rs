@@ -720,7 +720,7 @@ impl Supervisor {
                     slot.backoff = (slot.backoff * 2).min(rc.backoff_max);
                     slot.restart_at = Some(now + delay);
                     slot.restarts += 1;
-                    let looping = delay >= rc.backoff_max;
+                    let looping = slot.backoff >= rc.backoff_max;
                     warn!(
                         baton_event = "worker_crash",
                         baton_generation = gen_id,

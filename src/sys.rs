@@ -542,7 +542,7 @@ pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
     let parent = std::process::id() as libc::pid_t;
 
     // SAFETY: fork is called with every buffer the child needs already allocated. In the child
-    // branch only async-signal-safe functions are called (setpgid, prctl, getppid, sigaction,
+    // branch only async-signal-safe functions are called (setpgid, prctl, getppid, rt_sigaction,
     // sigprocmask, fcntl, dup2, syscall(close_range), chdir, getpid, execve, write, _exit), and
     // memory is only written in the child's own copy (the LISTEN_PID buffer, tmp_fds). The child
     // never returns from this function: it either execs or calls _exit.
@@ -578,11 +578,19 @@ pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
             }
             // default dispositions and an empty mask (baton blocks signals for its signalfd,
             // and Rust ignores SIGPIPE: neither must leak into the app)
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            for sig in 1..32 {
+            // (raw rt_sigaction: glibc's wrapper refuses the real-time signals it reserves
+            // for itself, 32 and 33, yet an ignored disposition of those is inherited too;
+            // an all-zero kernel sigaction is SIG_DFL with no flags and an empty mask)
+            let dfl = [0u64; 4];
+            for sig in 1..=64 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::sigaction(sig, &sa, std::ptr::null_mut());
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig,
+                        dfl.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8usize,
+                    );
                 }
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();

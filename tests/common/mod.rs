@@ -1,0 +1,459 @@
+//! Test harness shared by the integration tests: a real `baton run` process with a config in a
+//! scratch directory, the project's example worker, the project's load client, and /proc
+//! inspection. Every wait is on a condition with a deadline, never a bare sleep.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Tests that drive load or measure timing take this lock, so that they do not compete for
+/// the machine's two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn baton_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_baton"))
+}
+
+/// An example binary built next to baton (cargo builds examples for `cargo test`).
+pub fn example_bin(name: &str) -> PathBuf {
+    let p = baton_bin()
+        .parent()
+        .expect("target dir")
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the examples (cargo test builds them; or cargo build --examples)",
+        p.display()
+    );
+    p
+}
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "baton-t-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        name
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Poll `cond` every few milliseconds until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a process exists at all (a zombie counts as existing).
+pub fn pid_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The state letter of a process (R, S, Z, …), if it exists.
+pub fn pid_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().next()?.chars().next()
+}
+
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Numbers of the open descriptors of `pid`, sorted.
+pub fn fds(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/pid/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn fd_target(pid: i32, fd: i32) -> String {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The environment of a process.
+pub fn environ(pid: i32) -> Vec<(String, String)> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    raw.split(|&b| b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            let (k, v) = s.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+pub fn env_of(pid: i32, key: &str) -> Option<String> {
+    environ(pid)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// Direct children of `pid` (from /proc/*/stat).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// One plain HTTP/1.1 GET with Connection: close; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// The pid in the example worker's answer "hello from pid P generation G".
+pub fn answering_pid(port: u16) -> i32 {
+    let (code, body) = http_get(port, "/").expect("GET /");
+    assert_eq!(code, 200, "GET / -> {code} {body}");
+    body.split_whitespace()
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected body {body:?}"))
+}
+
+/// A config for the example worker on `port`, plus `extra` TOML (tables after the top keys).
+pub fn hello_config(port: u16, control: &Path, instances: u32, top: &str, extra: &str) -> String {
+    format!(
+        r#"command   = ["{hello}"]
+instances = {instances}
+control   = "{control}"
+{top}
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+{extra}
+"#,
+        hello = example_bin("hello").display(),
+        control = control.display(),
+    )
+}
+
+/// A running `baton run` with its config in a scratch directory.
+pub struct Baton {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub control: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Baton {
+    /// Start baton with the config produced by `make_config(port, control_path)` and wait
+    /// until its first generation serves.
+    pub fn start(name: &str, make_config: impl FnOnce(u16, &Path) -> String) -> Baton {
+        let b = Baton::spawn(name, make_config);
+        b.wait_serving(Duration::from_secs(20));
+        b
+    }
+
+    /// Start without waiting.
+    pub fn spawn(name: &str, make_config: impl FnOnce(u16, &Path) -> String) -> Baton {
+        let dir = scratch(name);
+        let port = free_port();
+        let control = dir.join("ctl.sock");
+        let config = dir.join("baton.toml");
+        fs::write(&config, make_config(port, &control)).expect("write config");
+        let log = dir.join("baton.log");
+        let logf = fs::File::create(&log).expect("log file");
+        let child = Command::new(baton_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .current_dir(repo_dir())
+            .spawn()
+            .expect("spawn baton");
+        Baton {
+            child,
+            dir,
+            config,
+            control,
+            port,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(&self.config, text).expect("rewrite config");
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `baton status --json`, parsed.
+    pub fn status(&self) -> Option<Value> {
+        let out = Command::new(baton_bin())
+            .args(["status", "--json", "--control"])
+            .arg(&self.control)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Wait until baton is in state `serving` with every worker of the serving generation
+    /// ready and no other generation alive.
+    pub fn wait_serving(&self, timeout: Duration) {
+        wait_for("baton serving with every worker ready", timeout, || {
+            self.status().is_some_and(|s| {
+                s["state"] == "serving"
+                    && s["generations"].as_array().is_some_and(|g| {
+                        g.len() == 1
+                            && g[0]["workers"]
+                                .as_array()
+                                .is_some_and(|w| w.iter().all(|w| w["state"] == "ready"))
+                    })
+            })
+        });
+    }
+
+    /// Pids of the serving generation's workers.
+    pub fn serving_pids(&self) -> Vec<i32> {
+        let s = self.status().expect("status");
+        let serving = s["serving_generation"]
+            .as_u64()
+            .expect("serving generation");
+        let mut pids: Vec<i32> = s["generations"]
+            .as_array()
+            .expect("generations")
+            .iter()
+            .filter(|g| g["generation"].as_u64() == Some(serving))
+            .flat_map(|g| g["workers"].as_array().cloned().unwrap_or_default())
+            .filter_map(|w| w["pid"].as_i64().map(|p| p as i32))
+            .collect();
+        pids.sort();
+        pids
+    }
+
+    pub fn serving_generation(&self) -> u64 {
+        self.status().expect("status")["serving_generation"]
+            .as_u64()
+            .expect("serving generation")
+    }
+
+    /// `baton reload`; returns (success, stdout+stderr, wall time).
+    pub fn reload(&self) -> (bool, String, Duration) {
+        let t0 = Instant::now();
+        let out = Command::new(baton_bin())
+            .args(["reload", "--config"])
+            .arg(&self.config)
+            .output()
+            .expect("run baton reload");
+        let dt = t0.elapsed();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text, dt)
+    }
+
+    /// SIGTERM baton and wait for it (bounded).
+    pub fn stop(&mut self) -> ExitStatus {
+        signal(self.pid(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("baton did not exit within 30s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.pid(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- last lines of {} ----", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The project's load client, running until stopped.
+pub struct Load {
+    child: Child,
+    pub mode: String,
+}
+
+impl Load {
+    /// Start `loadgen` against 127.0.0.1:port and wait until its connections are up.
+    pub fn start(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
+        let mut child = Command::new(example_bin("loadgen"))
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--mode",
+                mode,
+                "--concurrency",
+                &concurrency.to_string(),
+                "--rate",
+                &rate.to_string(),
+                "--timeout",
+                "10s",
+                "--json",
+                "--stdin-stop",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn loadgen");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("loadgen: started") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("loadgen exited before it started"),
+            }
+        }
+        // keep draining stderr so loadgen never blocks on it
+        std::thread::spawn(move || for _ in lines {});
+        Load {
+            child,
+            mode: mode.to_string(),
+        }
+    }
+
+    /// Stop (close stdin) and return the summary JSON.
+    pub fn stop(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read loadgen output");
+        let _ = self.child.wait();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"))
+    }
+}
+
+/// Assert a loadgen summary shows traffic and not a single failed request.
+pub fn assert_no_failures(summary: &Value, min_ok: u64) {
+    let ok = summary["ok"].as_u64().unwrap_or(0);
+    let failed = summary["failed"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(
+        failed,
+        0,
+        "failed requests: {}",
+        serde_json::to_string_pretty(summary).unwrap_or_default()
+    );
+    assert!(
+        ok >= min_ok,
+        "too little traffic ({ok} ok, wanted >= {min_ok}): {summary}"
+    );
+}

@@ -1,0 +1,301 @@
+//! What a worker process sees and how baton ends it: descriptors, environment, drain deadline,
+//! crash restarts, shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A worker holds exactly 0, 1, 2 and the passed socket; LISTEN_PID is its own pid; fd 3 is the
+/// very socket baton listens on; stdin is /dev/null.
+#[test]
+fn worker_gets_exactly_the_sockets_and_its_own_listen_pid() {
+    let _g = serial();
+    // `sleep` opens nothing itself, so its descriptor table is exactly what baton passed
+    let baton = Baton::start("fds", |port, ctl| {
+        format!(
+            r#"command = ["/bin/sleep", "1000"]
+instances = 2
+control = "{}"
+[sockets]
+http = "127.0.0.1:{port}"
+[readiness]
+kind = "delay"
+delay = "50ms"
+"#,
+            ctl.display()
+        )
+    });
+    let status = baton.status().expect("status");
+    let listen_fd = status["sockets"][0]["fd"].as_i64().expect("socket fd") as i32;
+    let baton_sock = fd_target(baton.pid(), listen_fd);
+    assert!(baton_sock.starts_with("socket:["), "{baton_sock}");
+    for pid in baton.serving_pids() {
+        assert_eq!(fds(pid), vec![0, 1, 2, 3], "descriptors of worker {pid}");
+        assert_eq!(
+            fd_target(pid, 3),
+            baton_sock,
+            "fd 3 is baton's listening socket"
+        );
+        assert_eq!(fd_target(pid, 0), "/dev/null");
+        assert_eq!(env_of(pid, "LISTEN_PID"), Some(pid.to_string()));
+        assert_eq!(env_of(pid, "LISTEN_FDS").as_deref(), Some("1"));
+        assert_eq!(env_of(pid, "LISTEN_FDNAMES").as_deref(), Some("http"));
+        assert_eq!(env_of(pid, "BATON_GENERATION").as_deref(), Some("1"));
+        assert!(env_of(pid, "NOTIFY_SOCKET").is_some_and(|p| p.starts_with('/')));
+        // own process group, signal mask empty (SigBlk) and nothing ignored (SigIgn)
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let field = |k: &str| {
+            st.lines()
+                .find(|l| l.starts_with(k))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            field("SigBlk:"),
+            "0000000000000000",
+            "blocked signals of {pid}"
+        );
+        assert_eq!(
+            field("SigIgn:"),
+            "0000000000000000",
+            "ignored signals of {pid}"
+        );
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let pgrp: i32 = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(pgrp, pid, "worker leads its own process group");
+    }
+    let instances: Vec<String> = baton
+        .serving_pids()
+        .iter()
+        .map(|p| env_of(*p, "BATON_INSTANCE").unwrap_or_default())
+        .collect();
+    let mut sorted = instances.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["0", "1"]);
+}
+
+/// With an http check, the worker also gets its private probe socket, named in LISTEN_FDNAMES.
+#[test]
+fn http_check_adds_a_private_probe_socket() {
+    let _g = serial();
+    let baton = Baton::start("probe-fd", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[readiness]\nkind = \"http\"\npath = \"/healthz\"\n",
+        )
+    });
+    let pid = baton.serving_pids()[0];
+    assert_eq!(env_of(pid, "LISTEN_FDS").as_deref(), Some("2"));
+    assert_eq!(
+        env_of(pid, "LISTEN_FDNAMES").as_deref(),
+        Some("http:baton-probe")
+    );
+    assert_eq!(env_of(pid, "LISTEN_PID"), Some(pid.to_string()));
+}
+
+/// A worker that ignores SIGTERM is SIGKILLed at the drain deadline (±250 ms) and leaves no
+/// zombie.
+#[test]
+fn sigterm_ignoring_worker_is_killed_at_the_deadline() {
+    let _g = serial();
+    let baton = Baton::start("ignore-term", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"1s\"\n",
+        )
+    });
+    let old = baton.serving_pids()[0];
+    let text = std::fs::read_to_string(&baton.config).expect("config");
+    baton.write_config(&text.replace("HELLO_FAIL = \"ignore-sigterm\"", ""));
+    let (ok, out, _) = baton.reload();
+    let signalled = Instant::now(); // the reply comes right after SIGTERM went out
+    assert!(ok, "{out}");
+    // still alive (ignoring SIGTERM) for most of the deadline
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(pid_exists(old), "worker died before the drain deadline");
+    wait_for("old worker gone", Duration::from_secs(3), || {
+        !pid_exists(old)
+    });
+    let gone = signalled.elapsed();
+    assert!(
+        gone >= Duration::from_millis(750) && gone <= Duration::from_millis(1250),
+        "killed after {gone:?}, deadline 1s"
+    );
+    assert!(baton
+        .log_text()
+        .contains("did not exit within the drain timeout"));
+    assert_eq!(children_of(baton.pid()).len(), 1, "no zombie left behind");
+}
+
+/// A helper process that a worker started (same process group) does not outlive the worker.
+#[test]
+fn helpers_left_by_a_worker_are_killed() {
+    let _g = serial();
+    let hello = example_bin("hello");
+    let baton = Baton::start("helpers", |port, ctl| {
+        format!(
+            r#"command = ["/bin/sh", "-c", "sleep 1000 & exec {}"]
+instances = 1
+control = "{}"
+[sockets]
+http = "127.0.0.1:{port}"
+[drain]
+timeout = "3s"
+"#,
+            hello.display(),
+            ctl.display()
+        )
+    });
+    let worker = baton.serving_pids()[0];
+    let helper = children_of(worker);
+    assert_eq!(helper.len(), 1, "the background sleep");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    wait_for("worker and its helper gone", Duration::from_secs(5), || {
+        !pid_exists(worker) && !pid_exists(helper[0])
+    });
+}
+
+/// A crashed worker of the serving generation is restarted; its sibling is untouched.
+#[test]
+fn crashed_worker_is_restarted_with_backoff() {
+    let _g = serial();
+    let baton = Baton::start("crash", |port, ctl| hello_config(port, ctl, 2, "", ""));
+    let pids = baton.serving_pids();
+    signal(pids[0], "KILL");
+    wait_for("replacement ready", Duration::from_secs(10), || {
+        baton.status().is_some_and(|s| {
+            let w = &s["generations"][0]["workers"];
+            w.as_array().is_some_and(|ws| {
+                ws.iter().all(|w| w["state"] == "ready") && ws.iter().any(|w| w["restarts"] == 1)
+            })
+        })
+    });
+    let now = baton.serving_pids();
+    assert!(now.contains(&pids[1]), "sibling untouched");
+    assert!(!now.contains(&pids[0]));
+    assert!(!pid_exists(pids[0]));
+    let s = baton.status().expect("status");
+    let crashed = s["generations"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["restarts"] == 1)
+        .cloned()
+        .unwrap();
+    assert!(
+        crashed["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SIGKILL"),
+        "{crashed}"
+    );
+}
+
+/// A worker that keeps crashing is restarted with growing delays and shows as a crash loop.
+#[test]
+fn crash_loop_backs_off_and_shows_in_status() {
+    let _g = serial();
+    // ready, then dead 50 ms later, every time
+    let baton = Baton::spawn("crash-loop", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"crash-after-ready\"\nHELLO_CRASH_AFTER_MS = \"50\"\n\n[restart]\nbackoff_initial = \"50ms\"\nbackoff_max = \"1s\"\n",
+        )
+    });
+    let t0 = Instant::now();
+    wait_for("crash loop in status", Duration::from_secs(15), || {
+        baton.status().is_some_and(|s| {
+            s["generations"][0]["workers"][0]["state"] == "crash-loop"
+                && s["generations"][0]["workers"][0]["restarts"].as_u64() >= Some(5)
+        })
+    });
+    // five restarts took at least 50 + 100 + 200 + 400 ms of backoff
+    assert!(
+        t0.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(baton.log_text().contains("(crash loop)"));
+    let (text, _) = (
+        String::from_utf8(
+            std::process::Command::new(baton_bin())
+                .args(["status", "--control"])
+                .arg(&baton.control)
+                .output()
+                .expect("status")
+                .stdout,
+        )
+        .expect("utf8"),
+        (),
+    );
+    assert!(text.contains("crash-loop"), "{text}");
+}
+
+/// SIGTERM to baton drains: an in-flight request completes, every worker exits, baton exits 0.
+#[test]
+fn shutdown_drains_in_flight_requests() {
+    let _g = serial();
+    let mut baton = Baton::start("shutdown", |port, ctl| {
+        hello_config(port, ctl, 2, "", "[drain]\ntimeout = \"10s\"\n")
+    });
+    let pids = baton.serving_pids();
+    let port = baton.port;
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=1500"));
+    // wait until the request is in flight: a worker has an accepted connection
+    wait_for("slow request accepted", Duration::from_secs(5), || {
+        pids.iter().any(|p| fd_count(*p) > 6)
+    });
+    let st = baton.stop();
+    assert!(st.success(), "baton exit status {st:?}");
+    let (code, body) = slow.join().expect("thread").expect("slow request");
+    assert_eq!(code, 200, "{body}");
+    for p in pids {
+        assert!(!pid_exists(p), "worker {p} outlived baton");
+    }
+    assert!(!baton.control.exists(), "control socket removed");
+}
+
+/// A first generation that cannot start makes `baton run` fail (systemd sees the start fail).
+#[test]
+fn failing_first_generation_exits_non_zero() {
+    let _g = serial();
+    let mut baton = Baton::spawn("first-fails", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            2,
+            "",
+            "[env]\nHELLO_FAIL = \"exit-at-start\"\n[readiness]\ntimeout = \"5s\"\n",
+        )
+    });
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = baton.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "baton kept running");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(st.code(), Some(1));
+    assert!(baton.log_text().contains("exited before it was ready"));
+}
