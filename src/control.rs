@@ -27,7 +27,7 @@ pub enum Request {
 }
 
 /// Answer to a reload request.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadReply {
     pub ok: bool,
     /// The generation serving after the rollout.
@@ -35,6 +35,11 @@ pub struct ReloadReply {
     /// One line: what happened (on failure: why the new generation was rolled back).
     pub message: String,
     pub duration_ms: u64,
+    /// From the reload's start to its outcome (the swap, or the rollback), in microseconds.
+    pub duration_us: u64,
+    /// The new generation's slowest worker: from its exec to its readiness, in microseconds.
+    /// `duration_us - slowest_start_us` is baton's own share of the reload.
+    pub slowest_start_us: Option<u64>,
 }
 
 /// Full status, as `baton status --json` prints it.

@@ -62,6 +62,9 @@ enum Command {
         /// Give up waiting after this long (e.g. "2m"); default: wait until the rollout ends
         #[arg(long, value_name = "DURATION")]
         timeout: Option<String>,
+        /// Print baton's reply as JSON (timings in microseconds)
+        #[arg(long)]
+        json: bool,
     },
     /// Show generations, workers, pids, state, restarts and uptime
     Status {
@@ -82,7 +85,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { target, demo } => run(target, demo),
-        Command::Reload { target, timeout } => reload(target, timeout),
+        Command::Reload {
+            target,
+            timeout,
+            json,
+        } => reload(target, timeout, json),
         Command::Status { target, json } => status(target, json),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
@@ -198,7 +205,7 @@ fn client_control(target: &Target) -> Result<PathBuf, String> {
     Ok(control_path(target, cfg.as_ref()))
 }
 
-fn reload(target: Target, timeout: Option<String>) -> ExitCode {
+fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
@@ -216,6 +223,14 @@ fn reload(target: Target, timeout: Option<String>) -> ExitCode {
     };
     match control::request(&path, &control::Request::Reload, timeout) {
         Ok(line) => match serde_json::from_str::<control::ReloadReply>(&line) {
+            Ok(r) if json => {
+                print!("{line}");
+                if r.ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
             Ok(r) if r.ok => {
                 println!("{}", r.message);
                 ExitCode::SUCCESS

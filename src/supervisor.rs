@@ -109,6 +109,12 @@ impl Generation {
             .iter_mut()
             .find(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
     }
+    /// The longest time a worker of this generation took from exec to ready.
+    fn slowest_start(&self) -> Option<Duration> {
+        self.workers()
+            .filter_map(|w| w.ready_at.map(|r| r.duration_since(w.started)))
+            .max()
+    }
     fn committed(&self) -> bool {
         self.phase == Phase::Serving
     }
@@ -467,7 +473,7 @@ impl Supervisor {
                 match ctx.load_config() {
                     Err(msg) => {
                         warn!(baton_event = "reload_rejected", "reload rejected: {msg}");
-                        ctx.finish_reload(waiters, false, Some(current.id), msg, now, now);
+                        ctx.finish_reload(waiters, false, Some(current.id), msg, now, now, None);
                         (
                             State::Serving {
                                 current,
@@ -534,7 +540,8 @@ impl Supervisor {
                     );
                     let reason = format!("replaced by generation {}", next.id);
                     ctx.retire(&mut current, &reason, now);
-                    ctx.finish_reload(waiters, true, Some(next.id), msg, started, now);
+                    let slowest = next.slowest_start();
+                    ctx.finish_reload(waiters, true, Some(next.id), msg, started, now, slowest);
                     let st = State::Serving {
                         current: next,
                         retiring: Some(current),
@@ -553,7 +560,15 @@ impl Supervisor {
                         "{msg}"
                     );
                     ctx.retire(&mut next, &reason, now);
-                    ctx.finish_reload(waiters, false, Some(current.id), msg.clone(), started, now);
+                    ctx.finish_reload(
+                        waiters,
+                        false,
+                        Some(current.id),
+                        msg.clone(),
+                        started,
+                        now,
+                        None,
+                    );
                     let st = State::Serving {
                         current,
                         retiring: Some(next),
@@ -614,7 +629,7 @@ impl Supervisor {
         let mut all = waiters;
         all.extend(ctx.pending_reload.take().unwrap_or_default());
         if !all.is_empty() {
-            ctx.finish_reload(all, false, None, "baton is stopping".into(), now, now);
+            ctx.finish_reload(all, false, None, "baton is stopping".into(), now, now, None);
         }
         self.state = State::Stopping { gens, exit_code };
     }
@@ -650,8 +665,15 @@ impl Supervisor {
         if let State::Stopping { .. } | State::Done { .. } = self.state {
             if let Some(c) = client {
                 let now = Instant::now();
-                self.ctx
-                    .finish_reload(vec![c], false, None, "baton is stopping".into(), now, now);
+                self.ctx.finish_reload(
+                    vec![c],
+                    false,
+                    None,
+                    "baton is stopping".into(),
+                    now,
+                    now,
+                    None,
+                );
             }
             return;
         }
@@ -1167,12 +1189,7 @@ impl Supervisor {
             generations,
             reloads_ok: self.ctx.reloads_ok,
             reloads_failed: self.ctx.reloads_failed,
-            last_reload: self.ctx.last_reload.as_ref().map(|r| ReloadReply {
-                ok: r.ok,
-                generation: r.generation,
-                message: r.message.clone(),
-                duration_ms: r.duration_ms,
-            }),
+            last_reload: self.ctx.last_reload.clone(),
         }
     }
 }
@@ -1296,11 +1313,13 @@ impl Ctx {
                     } => Some(Tracker::new(now, *successes, *interval, *probe_timeout)),
                     _ => None,
                 };
+                // start-up is measured from the completed exec: fork/exec is baton's share
+                let execd = Instant::now();
                 slot.worker = Some(Worker {
                     pid,
-                    started: now,
+                    started: execd,
                     ready_at: None,
-                    ready_deadline: now + cfg.readiness.timeout,
+                    ready_deadline: execd + cfg.readiness.timeout,
                     stop_deadline: None,
                     killed: false,
                     status: None,
@@ -1420,6 +1439,7 @@ impl Ctx {
         message: String,
         started: Instant,
         now: Instant,
+        slowest_start: Option<Duration>,
     ) {
         if ok {
             self.reloads_ok += 1;
@@ -1431,6 +1451,8 @@ impl Ctx {
             generation,
             message,
             duration_ms: now.duration_since(started).as_millis() as u64,
+            duration_us: now.duration_since(started).as_micros() as u64,
+            slowest_start_us: slowest_start.map(|d| d.as_micros() as u64),
         };
         for mut c in waiters {
             c.reply(&reply);

@@ -299,3 +299,59 @@ fn failing_first_generation_exits_non_zero() {
     assert_eq!(st.code(), Some(1));
     assert!(baton.log_text().contains("exited before it was ready"));
 }
+
+/// READY=1 sent by a descendant of the worker (here `systemd-notify`, run by the worker's shell
+/// before it execs the app) counts for that worker; the descriptor systemd-notify sends with
+/// BARRIER=1 is closed at once, so it does not hang.
+#[test]
+fn readiness_from_a_descendant_via_systemd_notify() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let baton = Baton::start("sd-notify", |port, ctl| {
+        format!(
+            r#"command = ["/bin/sh", "-c", "systemd-notify --ready --status=from-a-child && exec sleep 1000"]
+instances = 1
+control = "{}"
+[sockets]
+http = "127.0.0.1:{port}"
+[readiness]
+kind = "notify"
+timeout = "10s"
+"#,
+            ctl.display()
+        )
+    });
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let s = baton.status().expect("status");
+    assert_eq!(s["generations"][0]["workers"][0]["status"], "from-a-child");
+}
+
+/// A datagram from a process that is not a worker is ignored and logged.
+#[test]
+fn notifications_from_strangers_are_ignored() {
+    let _g = serial();
+    let baton = Baton::spawn("stranger", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"never-ready\"\n[readiness]\ntimeout = \"20s\"\n",
+        )
+    });
+    let notify = baton.control.with_extension("notify");
+    wait_for("worker started", Duration::from_secs(5), || {
+        baton
+            .status()
+            .is_some_and(|s| s["generations"][0]["workers"][0]["pid"].is_i64())
+    });
+    let sock = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    sock.send_to(b"READY=1\nSTATUS=forged", &notify)
+        .expect("send to notify socket");
+    wait_for("stranger logged", Duration::from_secs(5), || {
+        baton.log_text().contains("which is not a worker, ignored")
+    });
+    let s = baton.status().expect("status");
+    assert_eq!(s["state"], "booting");
+    assert_eq!(s["generations"][0]["workers"][0]["state"], "starting");
+}
