@@ -1,0 +1,1350 @@
+//! baton under a real systemd (the host's own, v252 on Debian 12), booted as PID 1 of a throw-away
+//! container by `tests/sdbox/sdbox.sh`: the unit files in `units/` are installed as they are
+//! (only the port is changed, with a drop-in), the release binaries are copied in, and the tests
+//! check what an operator would see: socket activation, `systemctl reload` under load, a broken
+//! release rolled back, the journal, `systemctl stop` draining, and recovery from `kill -9`.
+//!
+//! Needs root (namespaces, mounts, cgroups) and the release binaries:
+//!
+//! ```text
+//! cargo build --release --examples --bins
+//! cargo test --release --test systemd -- --nocapture
+//! ```
+//!
+//! Every test boots its own container (`--name baton-<test>-<pid>`, ~0.5 s) and uses its own
+//! ports in the network namespace it shares with the host, so the tests run in parallel. A test
+//! that cannot boot systemd fails with the reason; none is skipped. Checks that express the
+//! expected behaviour are collected (see [`Checks`]) so that one run reports every failing
+//! assertion of a test, not only the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
+const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(25);
+
+// ------------------------------------------------------------------------------------------
+// binaries
+
+struct Bins {
+    baton: PathBuf,
+    hello: PathBuf,
+    loadgen: PathBuf,
+}
+
+fn bins() -> Bins {
+    let baton = PathBuf::from(env!("CARGO_BIN_EXE_baton"));
+    let dir = baton.parent().expect("target dir").to_path_buf();
+    let b = Bins {
+        hello: dir.join("examples/hello"),
+        loadgen: dir.join("examples/loadgen"),
+        baton,
+    };
+    for p in [&b.baton, &b.hello, &b.loadgen] {
+        assert!(
+            p.is_file(),
+            "{} is missing: run `cargo build --release --examples --bins` first",
+            p.display()
+        );
+    }
+    b
+}
+
+// ------------------------------------------------------------------------------------------
+// the container
+
+/// Output of a command run inside the container.
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Out {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
+fn to_out(o: Output, took: Duration) -> Out {
+    Out {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        took,
+    }
+}
+
+/// One booted container; powered off and removed on drop (also when the test panics).
+struct SdBox {
+    name: String,
+    t0: Instant,
+}
+
+impl SdBox {
+    fn up(tag: &str) -> SdBox {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(
+            euid, 0,
+            "these tests boot systemd in namespaces and must run as root (euid is {euid})"
+        );
+        let name = format!("baton-{tag}-{}", std::process::id());
+        assert!(name.len() <= 41, "container name {name} too long");
+        // a container of that name left over by a killed run of this very process id
+        let _ = sdbox(&["--name", &name, "down"]);
+        let t0 = Instant::now();
+        let out = sdbox(&["--name", &name, "up"]);
+        let boot = t0.elapsed();
+        assert!(
+            out.ok(),
+            "could not boot systemd in a container with {SDBOX} (needs root, overlayfs, \
+             util-linux, systemd): {out}"
+        );
+        eprintln!("[{name}] systemd booted in {:.2}s", boot.as_secs_f64());
+        SdBox { name, t0 }
+    }
+
+    fn exec(&self, args: &[&str]) -> Out {
+        let mut a = vec!["--name", &self.name, "exec"];
+        a.extend_from_slice(args);
+        sdbox(&a)
+    }
+
+    fn sh(&self, script: &str) -> Out {
+        self.exec(&["/bin/sh", "-c", script])
+    }
+
+    /// Runs a shell script inside; panics with its output if it fails.
+    fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.ok(), "[{}] `{script}` failed: {out}", self.name);
+        out.stdout
+    }
+
+    fn cp(&self, src: &Path, dst: &str) {
+        let out = sdbox(&["--name", &self.name, "cp", &src.to_string_lossy(), dst]);
+        assert!(out.ok(), "cp {} {dst}: {out}", src.display());
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let t0 = Instant::now();
+        let mut child = Command::new(SDBOX)
+            .args(["--name", &self.name, "exec", "/bin/sh", "-c"])
+            .arg(r#"mkdir -p "$(dirname "$1")" && cat > "$1""#)
+            .args(["sh", path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sdbox.sh");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
+        let out = to_out(child.wait_with_output().unwrap(), t0.elapsed());
+        assert!(out.ok(), "writing {path}: {out}");
+    }
+
+    fn show(&self, unit: &str, prop: &str) -> String {
+        let out = self.exec(&["systemctl", "show", "-P", prop, unit]);
+        assert!(out.ok(), "systemctl show {prop} {unit}: {out}");
+        out.stdout.trim().to_string()
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Out {
+        let mut a = vec!["systemctl"];
+        a.extend_from_slice(args);
+        self.exec(&a)
+    }
+
+    /// `baton status --json` inside the container.
+    fn baton_status(&self, control: Option<&str>) -> Option<Value> {
+        let out = match control {
+            None => self.exec(&[
+                "baton",
+                "status",
+                "--json",
+                "--config",
+                "/etc/baton/api.toml",
+            ]),
+            Some(c) => self.exec(&["baton", "status", "--json", "--control", c]),
+        };
+        if !out.ok() {
+            return None;
+        }
+        serde_json::from_str(out.stdout.trim()).ok()
+    }
+
+    fn journal(&self, unit: &str) -> String {
+        self.exec(&[
+            "journalctl",
+            "-u",
+            unit,
+            "--no-pager",
+            "-o",
+            "short-precise",
+        ])
+        .stdout
+    }
+
+    fn journal_json(&self, args: &[&str]) -> Vec<BTreeMap<String, Value>> {
+        let mut a = vec!["journalctl", "--no-pager", "-o", "json"];
+        a.extend_from_slice(args);
+        let out = self.exec(&a);
+        assert!(out.ok(), "journalctl -o json: {out}");
+        out.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// Waits until `unit` has the ActiveState `want`.
+    fn wait_state(&self, unit: &str, want: &str, timeout: Duration) {
+        wait_until(&format!("{unit} to become {want}"), timeout, || {
+            (self.show(unit, "ActiveState") == want).then_some(())
+        });
+    }
+
+    /// (pid, start time) of a process inside the container, None if there is none.
+    fn proc_start(&self, pid: i64) -> Option<String> {
+        let out = self.sh(&format!(
+            "cut -d' ' -f22 /proc/{pid}/stat 2>/dev/null || true"
+        ));
+        let s = out.stdout.trim().to_string();
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+impl Drop for SdBox {
+    fn drop(&mut self) {
+        let t = Instant::now();
+        let out = sdbox(&["--name", &self.name, "down"]);
+        eprintln!(
+            "[{}] down in {:.2}s (test took {:.2}s){}",
+            self.name,
+            t.elapsed().as_secs_f64(),
+            self.t0.elapsed().as_secs_f64(),
+            if out.ok() {
+                String::new()
+            } else {
+                format!(": {out}")
+            }
+        );
+    }
+}
+
+fn sdbox(args: &[&str]) -> Out {
+    let t0 = Instant::now();
+    let o = Command::new(SDBOX)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {SDBOX}: {e}"));
+    to_out(o, t0.elapsed())
+}
+
+// ------------------------------------------------------------------------------------------
+// set-up of baton inside
+
+const BASE_CONFIG: &str = r#"command   = ["/usr/local/bin/hello"]
+instances = 2
+
+[readiness]
+kind    = "notify"
+timeout = "5s"
+
+[drain]
+signal  = "SIGTERM"
+timeout = "10s"
+"#;
+
+fn config_with_env(env: &[(&str, &str)]) -> String {
+    let mut c = BASE_CONFIG.to_string();
+    if !env.is_empty() {
+        c.push_str("\n[env]\n");
+        for (k, v) in env {
+            c.push_str(&format!("{k} = \"{v}\"\n"));
+        }
+    }
+    c
+}
+
+/// Copies the binaries and the unit files in, points `socket_unit` at `port` with a drop-in.
+fn install(bx: &SdBox, sockets: &[(&str, u16)]) {
+    let b = bins();
+    bx.cp(&b.baton, "/usr/bin/baton");
+    bx.cp(&b.hello, "/usr/local/bin/hello");
+    for entry in std::fs::read_dir(UNITS).expect("units/") {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        bx.cp(&p, &format!("/etc/systemd/system/{name}"));
+    }
+    for (unit, port) in sockets {
+        bx.write(
+            &format!("/etc/systemd/system/{unit}.d/test-port.conf"),
+            &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
+        );
+    }
+    bx.sh_ok("systemctl daemon-reload");
+}
+
+/// Installs api.socket/api.service on `port` with `config`, starts the socket, and (if
+/// `activate`) makes the first request and waits until api.service is active.
+fn setup_api(bx: &SdBox, port: u16, config: &str, activate: bool) {
+    install(bx, &[("api.socket", port)]);
+    bx.write("/etc/baton/api.toml", config);
+    let out = bx.systemctl(&["start", "api.socket"]);
+    assert!(out.ok(), "systemctl start api.socket: {out}");
+    if activate {
+        let r = http_get(port, "/", Duration::from_secs(20));
+        assert!(
+            matches!(&r, Ok((200, _))),
+            "first request: {r:?}\n{}",
+            bx.journal("api")
+        );
+        bx.wait_state("api.service", "active", Duration::from_secs(20));
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// helpers
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Ports for the tests: below the ephemeral range (so that loadgen's own connections never
+/// take them), distinct per process and per test, and checked to be free right now.
+fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20000 + (std::process::id() % 400) as u16 * 25;
+    loop {
+        let p = base + NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 32000, "no free port found");
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
+fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    http_request(port, path, timeout, None)
+}
+
+/// [`http_get`] that reports its local port on `sent` once the request is written.
+fn http_request(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    sent: Option<mpsc::Sender<u16>>,
+) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    if let Some(tx) = sent {
+        let _ = tx.send(s.local_addr().unwrap().port());
+    }
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .map_err(|e| format!("read: {e} after {} bytes", buf.len()))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete response: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// Parses `hello from pid P generation G`.
+fn hello_pid_gen(body: &str) -> Option<(i64, String)> {
+    let rest = body.trim().strip_prefix("hello from pid ")?;
+    let (pid, gen) = rest.split_once(" generation ")?;
+    Some((pid.parse().ok()?, gen.to_string()))
+}
+
+/// pids of the workers of the serving generation, from `baton status --json`.
+fn serving_workers(status: &Value) -> Vec<i64> {
+    let serving = status["serving_generation"].as_u64();
+    status["generations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["generation"].as_u64() == serving)
+        .flat_map(|g| g["workers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|w| w["pid"].as_i64())
+        .collect()
+}
+
+fn all_worker_pids(status: &Value) -> Vec<i64> {
+    status["generations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["workers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|w| w["pid"].as_i64())
+        .collect()
+}
+
+/// Collected checks: a test records every expectation and reports all that failed at the end,
+/// with the journal of the units involved.
+struct Checks {
+    failed: Vec<String>,
+}
+
+impl Checks {
+    fn new() -> Checks {
+        Checks { failed: Vec::new() }
+    }
+    fn check(&mut self, ok: bool, what: impl Into<String>) -> bool {
+        let what = what.into();
+        if ok {
+            eprintln!("  ok: {what}");
+        } else {
+            eprintln!("  FAILED: {what}");
+            self.failed.push(what);
+        }
+        ok
+    }
+    fn finish(self, bx: &SdBox, units: &[&str]) {
+        if self.failed.is_empty() {
+            return;
+        }
+        let mut msg = format!("{} check(s) failed:\n", self.failed.len());
+        for f in &self.failed {
+            msg.push_str(&format!("  - {f}\n"));
+        }
+        for u in units {
+            let j = bx.journal(u);
+            let tail: Vec<&str> = j.lines().rev().take(60).collect();
+            msg.push_str(&format!("--- journalctl -u {u} (last 60 lines)\n"));
+            for l in tail.iter().rev() {
+                msg.push_str(l);
+                msg.push('\n');
+            }
+        }
+        panic!("{msg}");
+    }
+}
+
+/// A running loadgen (on the host, against the container's port).
+struct Load {
+    child: Child,
+    mode: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Load {
+    fn start(port: u16, mode: &str, concurrency: u32) -> Load {
+        let mut child = Command::new(bins().loadgen)
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", mode])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--json",
+                "--stdin-stop",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn loadgen");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("loadgen: started") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("loadgen ({mode}) did not print `loadgen: started` within 10s");
+                }
+            }
+        }
+        Load {
+            child,
+            mode: mode.to_string(),
+            stderr: rx,
+        }
+    }
+
+    /// Stops it (stdin EOF) and returns its JSON report.
+    fn stop(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        let errs: Vec<String> = self.stderr.try_iter().collect();
+        assert!(
+            status.success(),
+            "loadgen {}: {status}: {errs:?}",
+            self.mode
+        );
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
+        eprintln!(
+            "  loadgen {}: {} requests, {} ok, {} failed {}, {} pids, p99 {} us",
+            self.mode,
+            v["total"],
+            v["ok"],
+            v["failed"],
+            v["failures"],
+            v["pids"].as_object().map(|m| m.len()).unwrap_or(0),
+            v["latency_us"]["p99"]
+        );
+        v
+    }
+}
+
+/// One IPv4 TCP socket of the (shared) network namespace, from /proc/net/tcp.
+#[derive(Debug)]
+struct TcpSock {
+    local_port: u16,
+    remote_port: u16,
+    /// "0A" listen, "01" established, ...
+    state: String,
+    /// Unacknowledged bytes sent.
+    tx_queue: u64,
+    /// Unread bytes received; for a listening socket: connections waiting in the accept queue.
+    rx_queue: u64,
+}
+
+fn tcp_sockets() -> Vec<TcpSock> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (tx, rx) = f.get(4)?.split_once(':')?;
+            Some(TcpSock {
+                local_port: port(f.get(1)?)?,
+                remote_port: port(f.get(2)?)?,
+                state: f.get(3)?.to_string(),
+                tx_queue: u64::from_str_radix(tx, 16).ok()?,
+                rx_queue: u64::from_str_radix(rx, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// tests
+
+/// api.socket starts api.service on the first connection; the service becomes active only when
+/// baton reports READY=1, i.e. when every worker is ready; the queued first request is answered.
+#[test]
+fn socket_activation_starts_api_on_first_request() {
+    const STARTUP_MS: u64 = 1500;
+    let bx = SdBox::up("activate");
+    let port = free_port();
+    let config = config_with_env(&[("HELLO_STARTUP_MS", &STARTUP_MS.to_string())]);
+    setup_api(&bx, port, &config, false);
+    let mut c = Checks::new();
+
+    c.check(
+        bx.show("api.socket", "ActiveState") == "active",
+        "api.socket is active (listening)",
+    );
+    let st = bx.show("api.service", "ActiveState");
+    c.check(
+        st == "inactive",
+        format!("api.service not started before the first connection (ActiveState={st})"),
+    );
+
+    let t0 = Instant::now();
+    let req = thread::spawn(move || {
+        let r = http_get(port, "/", Duration::from_secs(30));
+        (r, t0.elapsed())
+    });
+    let mut seen = BTreeSet::new();
+    let active_after = wait_until(
+        "api.service to become active",
+        Duration::from_secs(30),
+        || {
+            let s = bx.show("api.service", "ActiveState");
+            seen.insert(s.clone());
+            (s == "active").then(|| t0.elapsed())
+        },
+    );
+    // baton says READY=1 only after every worker did; status is monotonic from here
+    let status = bx.baton_status(None);
+    eprintln!(
+        "  active after {:.3}s (worker start-up {STARTUP_MS} ms); states seen: {seen:?}",
+        active_after.as_secs_f64()
+    );
+    c.check(
+        seen.contains("activating"),
+        format!("api.service was `activating` while its workers started (seen: {seen:?})"),
+    );
+    c.check(
+        active_after >= Duration::from_millis(STARTUP_MS),
+        format!(
+            "api.service active only after the workers' {STARTUP_MS} ms start-up (active after {active_after:?})"
+        ),
+    );
+    match &status {
+        Some(s) => {
+            let ready: Vec<&Value> = s["generations"][0]["workers"]
+                .as_array()
+                .map(|w| w.iter().collect())
+                .unwrap_or_default();
+            c.check(
+                ready.len() == 2 && ready.iter().all(|w| w["state"] == "ready"),
+                format!("both workers ready when systemd said active: {ready:?}"),
+            );
+            c.check(
+                s["state"] == "serving",
+                format!("baton state is serving: {}", s["state"]),
+            );
+        }
+        None => {
+            c.check(false, "baton status --json answers");
+        }
+    }
+    let (r, took) = req.join().unwrap();
+    match &r {
+        Ok((200, body)) => {
+            c.check(
+                hello_pid_gen(body).is_some_and(|(_, g)| g == "1"),
+                format!("first request answered by generation 1: {body:?}"),
+            );
+            c.check(
+                took >= Duration::from_millis(STARTUP_MS),
+                format!("first request waited in the socket's queue for the workers ({took:?})"),
+            );
+        }
+        other => {
+            c.check(false, format!("first request answered with 200: {other:?}"));
+        }
+    }
+    let text = bx.show("api.service", "StatusText");
+    c.check(
+        text.contains("2/2 ready"),
+        format!("StatusText from baton's STATUS=: {text:?}"),
+    );
+    let out = bx.systemctl(&["is-active", "api"]);
+    c.check(
+        out.stdout.trim() == "active",
+        format!("systemctl is-active api: {}", out.stdout.trim()),
+    );
+    c.finish(&bx, &["api.service", "api.socket"]);
+}
+
+fn reloads_under_load(tag: &str, mode: &str) {
+    const RELOADS: usize = 20;
+    let bx = SdBox::up(tag);
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let mut c = Checks::new();
+    let main_pid = bx.show("api.service", "MainPID");
+
+    let load = Load::start(port, mode, 8);
+    let t0 = Instant::now();
+    let mut times = Vec::new();
+    for i in 1..=RELOADS {
+        let out = bx.systemctl(&["reload", "api"]);
+        times.push(out.took);
+        c.check(
+            out.ok(),
+            format!("systemctl reload api #{i} exits 0 ({out})"),
+        );
+    }
+    let total = t0.elapsed();
+    let report = load.stop();
+    times.sort();
+    eprintln!(
+        "  {RELOADS} reloads in {:.2}s (median {:?}, max {:?})",
+        total.as_secs_f64(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+
+    c.check(
+        report["failed"] == 0,
+        format!(
+            "loadgen ({mode}) saw 0 failed requests: failed={} {} errors={}",
+            report["failed"], report["failures"], report["errors"]
+        ),
+    );
+    c.check(
+        report["ok"].as_u64().unwrap_or(0) > 0,
+        format!("loadgen made requests: ok={}", report["ok"]),
+    );
+    let pids = report["pids"].as_object().map(|m| m.len()).unwrap_or(0);
+    c.check(
+        pids > 2,
+        format!("responses came from more than the first generation's 2 workers ({pids} pids)"),
+    );
+    let now_pid = bx.show("api.service", "MainPID");
+    c.check(
+        now_pid == main_pid,
+        format!("MainPID unchanged ({main_pid} -> {now_pid})"),
+    );
+    c.check(
+        bx.show("api.service", "NRestarts") == "0",
+        "api.service was never restarted",
+    );
+    match bx.baton_status(None) {
+        Some(s) => {
+            c.check(
+                s["serving_generation"] == (RELOADS as u64 + 1),
+                format!("generation {} serves", RELOADS + 1),
+            );
+            c.check(
+                s["reloads_ok"] == RELOADS as u64 && s["reloads_failed"] == 0,
+                format!(
+                    "baton counted {RELOADS} good reloads: ok={} failed={}",
+                    s["reloads_ok"], s["reloads_failed"]
+                ),
+            );
+        }
+        None => {
+            c.check(false, "baton status --json answers");
+        }
+    }
+    c.finish(&bx, &["api.service"]);
+}
+
+/// 20 × `systemctl reload api` while loadgen hammers the port over kept-alive connections.
+#[test]
+fn reloads_under_keepalive_load_lose_nothing() {
+    reloads_under_load("reload-ka", "keepalive");
+}
+
+/// 20 × `systemctl reload api` while loadgen opens a new connection per request.
+#[test]
+fn reloads_under_close_load_lose_nothing() {
+    reloads_under_load("reload-close", "close");
+}
+
+/// A release whose workers exit at start: `systemctl reload` fails with the reason in the
+/// journal and the status, the old generation keeps serving; so does a release that never gets
+/// ready (readiness timeout). A good release afterwards goes through.
+#[test]
+fn broken_release_is_rolled_back() {
+    let bx = SdBox::up("broken");
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let mut c = Checks::new();
+    let main_pid = bx.show("api.service", "MainPID");
+    let before = bx.baton_status(None).expect("baton status");
+    let pids: BTreeSet<i64> = serving_workers(&before).into_iter().collect();
+    assert_eq!(pids.len(), 2, "two serving workers: {before}");
+
+    let serves_old = |c: &mut Checks, when: &str| {
+        let mut seen = BTreeMap::new();
+        for _ in 0..20 {
+            match http_get(port, "/", Duration::from_secs(5)) {
+                Ok((200, body)) => match hello_pid_gen(&body) {
+                    Some(pg) => *seen.entry(pg).or_insert(0) += 1,
+                    None => *seen.entry((-1, body)).or_insert(0) += 1,
+                },
+                other => *seen.entry((-2, format!("{other:?}"))).or_insert(0) += 1,
+            }
+        }
+        c.check(
+            seen.keys().all(|(p, g)| pids.contains(p) && g == "1"),
+            format!("{when}: every answer from the old workers {pids:?} of generation 1: {seen:?}"),
+        );
+    };
+    serves_old(&mut c, "before");
+
+    // 1. workers exit at start
+    bx.write(
+        "/etc/baton/api.toml",
+        &config_with_env(&[("HELLO_FAIL", "exit-at-start")]),
+    );
+    let out = bx.systemctl(&["reload", "api"]);
+    eprintln!("  systemctl reload (exit-at-start): {out}");
+    c.check(
+        !out.ok(),
+        "systemctl reload api fails for an exit-at-start release",
+    );
+    c.check(
+        bx.show("api.service", "ActiveState") == "active",
+        "api.service stays active after the failed reload",
+    );
+    c.check(
+        bx.show("api.service", "MainPID") == main_pid,
+        "MainPID unchanged after the failed reload",
+    );
+    let rr = bx.show("api.service", "ReloadResult");
+    c.check(
+        rr == "exit-code",
+        format!("ReloadResult=exit-code (is {rr})"),
+    );
+    serves_old(&mut c, "after the exit-at-start release");
+    let journal = wait_until(
+        "the rollback in the journal",
+        Duration::from_secs(10),
+        || {
+            let j = bx.journal("api");
+            j.contains("reload failed").then_some(j)
+        },
+    );
+    c.check(
+        journal.contains("rolled back") && journal.contains("exited before it was ready"),
+        "journalctl -u api says the generation was rolled back because its workers exited before they were ready",
+    );
+    let status_out = bx.systemctl(&["status", "api", "--no-pager", "--lines=20"]);
+    c.check(
+        status_out.stdout.contains("rolled back"),
+        format!(
+            "systemctl status api mentions the rollback:\n{}",
+            status_out.stdout
+        ),
+    );
+    let text = bx.show("api.service", "StatusText");
+    c.check(
+        text.contains("reload failed") || text.contains("rolled back"),
+        format!(
+            "the unit's Status: line (STATUS= from baton) still tells that the last reload failed, \
+             after the failed generation has exited: {text:?}"
+        ),
+    );
+    match bx.baton_status(None) {
+        Some(s) => {
+            c.check(
+                s["serving_generation"] == 1
+                    && serving_workers(&s).into_iter().collect::<BTreeSet<_>>() == pids,
+                format!("baton status: generation 1 with the same workers serves: {s}"),
+            );
+            c.check(
+                s["last_reload"]["ok"] == false,
+                format!("baton status: last reload failed: {}", s["last_reload"]),
+            );
+        }
+        None => {
+            c.check(false, "baton status --json answers");
+        }
+    }
+
+    // 2. workers that never get ready: the reload waits for [readiness] timeout, then fails
+    bx.write(
+        "/etc/baton/api.toml",
+        &config_with_env(&[("HELLO_FAIL", "never-ready")])
+            .replace("timeout = \"5s\"", "timeout = \"2s\""),
+    );
+    let out = bx.systemctl(&["reload", "api"]);
+    eprintln!(
+        "  systemctl reload (never-ready): exit {:?} after {:?}",
+        out.code, out.took
+    );
+    c.check(
+        !out.ok(),
+        "systemctl reload api fails for a never-ready release",
+    );
+    c.check(
+        out.took >= Duration::from_secs(2),
+        format!(
+            "systemctl reload waited for the 2s readiness timeout ({:?})",
+            out.took
+        ),
+    );
+    serves_old(&mut c, "after the never-ready release");
+    let j = wait_until(
+        "the readiness timeout in the journal",
+        Duration::from_secs(10),
+        || {
+            let j = bx.journal("api");
+            j.contains("not ready after").then_some(j)
+        },
+    );
+    c.check(
+        j.contains("not ready after 2s"),
+        "journalctl -u api names the readiness timeout",
+    );
+
+    // 3. a good release afterwards
+    bx.write("/etc/baton/api.toml", BASE_CONFIG);
+    let out = bx.systemctl(&["reload", "api"]);
+    c.check(
+        out.ok(),
+        format!("a good release reloads fine afterwards: {out}"),
+    );
+    let r = http_get(port, "/", Duration::from_secs(5));
+    c.check(
+        matches!(&r, Ok((200, b)) if hello_pid_gen(b).is_some_and(|(p, _)| !pids.contains(&p))),
+        format!("the new release serves: {r:?}"),
+    );
+    c.check(
+        bx.show("api.service", "MainPID") == main_pid,
+        "MainPID unchanged through all reloads",
+    );
+    c.finish(&bx, &["api.service"]);
+}
+
+/// baton's own events reach the journal with BATON_* fields attached to api.service.
+#[test]
+fn journal_has_baton_fields_on_baton_events() {
+    let bx = SdBox::up("journal");
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let out = bx.systemctl(&["reload", "api"]);
+    assert!(out.ok(), "reload: {out}");
+    let mut c = Checks::new();
+    let main_pid = bx.show("api.service", "MainPID");
+
+    let entries = wait_until(
+        "reload_done in the journal",
+        Duration::from_secs(10),
+        || {
+            let e = bx.journal_json(&["-u", "api"]);
+            e.iter()
+                .any(|e| e.get("BATON_EVENT") == Some(&Value::from("reload_done")))
+                .then_some(e)
+        },
+    );
+    let field = |e: &BTreeMap<String, Value>, k: &str| -> Option<String> {
+        e.get(k).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    let baton: Vec<&BTreeMap<String, Value>> = entries
+        .iter()
+        .filter(|e| field(e, "BATON_EVENT").is_some())
+        .collect();
+    eprintln!(
+        "  {} journal entries, {} with BATON_EVENT",
+        entries.len(),
+        baton.len()
+    );
+    c.check(!baton.is_empty(), "baton's events carry BATON_EVENT");
+    c.check(
+        baton.iter().all(|e| {
+            field(e, "_PID").as_deref() == Some(main_pid.as_str())
+                && field(e, "_SYSTEMD_UNIT").as_deref() == Some("api.service")
+                && field(e, "SYSLOG_IDENTIFIER").as_deref() == Some("baton")
+        }),
+        "every BATON_EVENT entry comes from baton's MainPID, unit api.service, identifier baton",
+    );
+    let of = |ev: &str| -> Vec<&BTreeMap<String, Value>> {
+        baton
+            .iter()
+            .copied()
+            .filter(|e| field(e, "BATON_EVENT").as_deref() == Some(ev))
+            .collect()
+    };
+    let gens: BTreeSet<String> = of("generation_start")
+        .iter()
+        .filter_map(|e| field(e, "BATON_GENERATION"))
+        .collect();
+    c.check(
+        gens == BTreeSet::from(["1".to_string(), "2".to_string()]),
+        format!("generation_start events carry BATON_GENERATION 1 and 2: {gens:?}"),
+    );
+    for ev in ["worker_start", "worker_ready"] {
+        let es = of(ev);
+        c.check(
+            es.len() == 4
+                && es.iter().all(|e| {
+                    field(e, "BATON_GENERATION").is_some()
+                        && field(e, "BATON_WORKER_PID").is_some_and(|p| p.parse::<i64>().is_ok())
+                        && field(e, "BATON_INSTANCE").is_some()
+                }),
+            format!(
+                "4 {ev} events, each with BATON_GENERATION, BATON_WORKER_PID, BATON_INSTANCE: {:?}",
+                es.iter()
+                    .map(|e| (
+                        field(e, "BATON_GENERATION"),
+                        field(e, "BATON_WORKER_PID"),
+                        field(e, "BATON_INSTANCE")
+                    ))
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    c.check(
+        of("reload_done")
+            .iter()
+            .any(|e| field(e, "BATON_GENERATION").as_deref() == Some("2")),
+        "reload_done carries BATON_GENERATION=2",
+    );
+    c.check(
+        of("generation_retire")
+            .iter()
+            .any(|e| field(e, "BATON_GENERATION").as_deref() == Some("1")),
+        "generation_retire carries BATON_GENERATION=1",
+    );
+    // the journal can be filtered by generation
+    let g2 = bx.journal_json(&["-u", "api", "BATON_GENERATION=2"]);
+    c.check(
+        !g2.is_empty()
+            && g2
+                .iter()
+                .all(|e| field(e, "BATON_GENERATION").as_deref() == Some("2")),
+        format!(
+            "journalctl -u api BATON_GENERATION=2 selects generation 2 ({} entries)",
+            g2.len()
+        ),
+    );
+    c.finish(&bx, &["api.service"]);
+}
+
+/// What the workers print (stdout/stderr) reaches the journal tagged with the generation,
+/// worker pid and instance, so `journalctl -u api BATON_GENERATION=N` shows a release's own
+/// output. (baton does not capture worker output yet: workers inherit its journal stream.)
+#[test]
+fn journal_has_baton_fields_on_worker_output() {
+    let bx = SdBox::up("wjournal");
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let out = bx.systemctl(&["reload", "api"]);
+    assert!(out.ok(), "reload: {out}");
+    let mut c = Checks::new();
+    let field = |e: &BTreeMap<String, Value>, k: &str| -> Option<String> {
+        e.get(k).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    // hello logs `hello: pid=P generation=G instance=I listening on ...` at start
+    let lines = wait_until(
+        "4 worker start lines in the journal",
+        Duration::from_secs(10),
+        || {
+            let e: Vec<BTreeMap<String, Value>> = bx
+                .journal_json(&["-u", "api"])
+                .into_iter()
+                .filter(|e| {
+                    field(e, "MESSAGE").is_some_and(|m| {
+                        m.starts_with("hello: pid=") && m.contains(" listening on ")
+                    })
+                })
+                .collect();
+            (e.len() >= 4).then_some(e)
+        },
+    );
+    for e in &lines {
+        let msg = field(e, "MESSAGE").unwrap();
+        let pid = msg
+            .split("pid=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        let gen = msg
+            .split("generation=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        let inst = msg
+            .split("instance=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        c.check(
+            field(e, "BATON_GENERATION").as_deref() == Some(gen)
+                && field(e, "BATON_WORKER_PID").as_deref() == Some(pid)
+                && field(e, "BATON_INSTANCE").as_deref() == Some(inst),
+            format!(
+                "worker line {msg:?} carries BATON_GENERATION={gen} BATON_WORKER_PID={pid} BATON_INSTANCE={inst} \
+                 (has {:?} {:?} {:?}; SYSLOG_IDENTIFIER={:?}, _PID={:?})",
+                field(e, "BATON_GENERATION"),
+                field(e, "BATON_WORKER_PID"),
+                field(e, "BATON_INSTANCE"),
+                field(e, "SYSLOG_IDENTIFIER"),
+                field(e, "_PID"),
+            ),
+        );
+    }
+    c.finish(&bx, &["api.service"]);
+}
+
+/// `systemctl stop api` while a slow request is in flight: baton drains, the request completes
+/// with 200, and systemd waits for it (no SIGKILL, result success).
+#[test]
+fn stop_lets_in_flight_request_finish() {
+    let bx = SdBox::up("stop");
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let mut c = Checks::new();
+    let pids: BTreeSet<i64> = serving_workers(&bx.baton_status(None).expect("status"))
+        .into_iter()
+        .collect();
+
+    let t0 = Instant::now();
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let req = thread::spawn(move || {
+        let r = http_request(
+            port,
+            "/slow?ms=1500",
+            Duration::from_secs(20),
+            Some(sent_tx),
+        );
+        (r, t0.elapsed())
+    });
+    let client_port = sent_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the slow request was sent");
+    // In flight = a worker has accepted the connection and read the request: the client's
+    // bytes are acknowledged (tx_queue 0) and nothing is left unread on the server side
+    // (rx_queue 0). A request still queued would instead re-activate the service after the stop.
+    wait_until(
+        "a worker to read the slow request",
+        Duration::from_secs(5),
+        || {
+            let socks = tcp_sockets();
+            let client = socks
+                .iter()
+                .find(|t| t.local_port == client_port && t.remote_port == port)?;
+            let server = socks
+                .iter()
+                .find(|t| t.local_port == port && t.remote_port == client_port)?;
+            (client.tx_queue == 0 && server.state == "01" && server.rx_queue == 0).then_some(())
+        },
+    );
+    let accepted = t0.elapsed();
+    let out = bx.systemctl(&["stop", "api"]);
+    let stop_returned = t0.elapsed();
+    let (r, answered) = req.join().unwrap();
+    eprintln!(
+        "  request accepted at {accepted:?}, answered at {answered:?}; systemctl stop returned at {stop_returned:?}: {r:?}"
+    );
+    c.check(out.ok(), format!("systemctl stop api exits 0: {out}"));
+    c.check(
+        matches!(&r, Ok((200, b)) if b.starts_with("slept 1500 ms in pid ")
+            && b.trim().rsplit(' ').next().and_then(|p| p.parse::<i64>().ok()).is_some_and(|p| pids.contains(&p))),
+        format!("the in-flight /slow?ms=1500 completed with 200 from a worker of {pids:?}: {r:?}"),
+    );
+    c.check(
+        answered <= stop_returned,
+        "systemctl stop returned only after the in-flight request was answered",
+    );
+    let st = bx.show("api.service", "ActiveState");
+    let result = bx.show("api.service", "Result");
+    c.check(
+        st == "inactive" && result == "success",
+        format!("api.service inactive with result success (is {st}, {result})"),
+    );
+    c.check(
+        bx.show("api.socket", "ActiveState") == "active",
+        "api.socket keeps listening",
+    );
+    let j = bx.journal("api");
+    c.check(
+        !j.contains("SIGKILL") && !j.contains("Killing process"),
+        "nothing was SIGKILLed during the stop",
+    );
+    c.check(
+        j.contains("all workers have exited"),
+        "baton logged that all workers exited before it did",
+    );
+    c.finish(&bx, &["api.service"]);
+}
+
+/// kill -9 of baton: systemd restarts api.service (Restart=on-failure), no worker of the old
+/// baton survives, and clients are never refused (api.socket keeps the listening socket).
+#[test]
+fn kill9_of_baton_restarts_without_refused_connections() {
+    let bx = SdBox::up("kill9");
+    let port = free_port();
+    setup_api(&bx, port, BASE_CONFIG, true);
+    let mut c = Checks::new();
+    let old_main = bx.show("api.service", "MainPID");
+    let status = bx.baton_status(None).expect("baton status");
+    let old_workers: Vec<(i64, String)> = all_worker_pids(&status)
+        .into_iter()
+        .map(|p| (p, bx.proc_start(p).expect("worker alive")))
+        .collect();
+    assert_eq!(old_workers.len(), 2, "{status}");
+
+    let close = Load::start(port, "close", 4);
+    let keepalive = Load::start(port, "keepalive", 4);
+    let t0 = Instant::now();
+    let out = bx.exec(&["kill", "-9", &old_main]);
+    assert!(out.ok(), "kill -9 {old_main}: {out}");
+    let new_main = wait_until("a new MainPID, active", Duration::from_secs(30), || {
+        let m = bx.show("api.service", "MainPID");
+        (m != old_main && m != "0" && bx.show("api.service", "ActiveState") == "active")
+            .then_some(m)
+    });
+    let restarted = t0.elapsed();
+    // the new generation answers on the same socket
+    let new_workers = wait_until(
+        "the new baton's workers to serve",
+        Duration::from_secs(10),
+        || {
+            let s = bx.baton_status(None)?;
+            let w = serving_workers(&s);
+            (s["state"] == "serving" && w.len() == 2).then_some(w)
+        },
+    );
+    let r = wait_until(
+        "a response from a new worker",
+        Duration::from_secs(10),
+        || match http_get(port, "/", Duration::from_secs(5)) {
+            Ok((200, b)) if hello_pid_gen(&b).is_some_and(|(p, _)| new_workers.contains(&p)) => {
+                Some(b)
+            }
+            _ => None,
+        },
+    );
+    let served = t0.elapsed();
+    let rc = close.stop();
+    let rk = keepalive.stop();
+    eprintln!("  restarted after {restarted:?}, new workers serving after {served:?}: {r:?}");
+
+    c.check(
+        bx.show("api.service", "NRestarts") == "1",
+        format!("NRestarts=1 (is {})", bx.show("api.service", "NRestarts")),
+    );
+    for (pid, start) in &old_workers {
+        let now = bx.proc_start(*pid);
+        c.check(
+            now.as_ref() != Some(start),
+            format!("old worker {pid} is gone (start time then {start}, now {now:?})"),
+        );
+    }
+    let hellos = bx.sh_ok("for p in $(pgrep -x hello); do echo \"$p $(ps -o ppid= -p $p)\"; done");
+    let orphans: Vec<&str> = hellos
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) != Some(new_main.as_str()))
+        .collect();
+    c.check(
+        orphans.is_empty(),
+        format!("every hello process is a child of the new baton {new_main}: {hellos:?}"),
+    );
+    for (mode, r) in [("close", &rc), ("keepalive", &rk)] {
+        c.check(
+            r["failures"]["refused"] == 0
+                && r["failures"]["connect_timeout"] == 0
+                && r["failures"]["connect_other"] == 0,
+            format!(
+                "loadgen ({mode}) saw no refused or failed connect: {}",
+                r["failures"]
+            ),
+        );
+        c.check(
+            r["ok"].as_u64().unwrap_or(0) > 0,
+            format!("loadgen ({mode}) got answers: ok={}", r["ok"]),
+        );
+    }
+    c.finish(&bx, &["api.service"]);
+}
+
+/// Two template instances and api.service side by side: own sockets, own control sockets
+/// (/run/baton/<instance>/control.sock), reloads independent; stopping one instance or
+/// api.service does not take another instance's control socket away.
+#[test]
+fn template_instances_are_independent() {
+    let bx = SdBox::up("template");
+    let (pa, pb, papi) = (free_port(), free_port(), free_port());
+    install(
+        &bx,
+        &[
+            ("baton@a.socket", pa),
+            ("baton@b.socket", pb),
+            ("api.socket", papi),
+        ],
+    );
+    for name in ["a", "b", "api"] {
+        bx.write(&format!("/etc/baton/{name}.toml"), BASE_CONFIG);
+    }
+    let out = bx.systemctl(&["start", "baton@a.socket", "baton@b.socket", "api.socket"]);
+    assert!(out.ok(), "start sockets: {out}");
+    let mut c = Checks::new();
+    for (unit, port) in [("baton@a", pa), ("baton@b", pb), ("api", papi)] {
+        let r = http_get(port, "/", Duration::from_secs(20));
+        c.check(
+            matches!(&r, Ok((200, b)) if b.starts_with("hello from pid")),
+            format!("{unit} answers on {port}: {r:?}"),
+        );
+        bx.wait_state(
+            &format!("{unit}.service"),
+            "active",
+            Duration::from_secs(20),
+        );
+    }
+    for inst in ["a", "b"] {
+        let out = bx.systemctl(&["reload", &format!("baton@{inst}")]);
+        c.check(out.ok(), format!("systemctl reload baton@{inst}: {out}"));
+        let s = bx.baton_status(Some(&format!("/run/baton/{inst}/control.sock")));
+        c.check(
+            s.as_ref().is_some_and(|s| s["serving_generation"] == 2),
+            format!(
+                "baton@{inst} serves generation 2 (control socket /run/baton/{inst}/control.sock)"
+            ),
+        );
+    }
+    let s = bx.baton_status(None);
+    c.check(
+        s.as_ref().is_some_and(|s| s["serving_generation"] == 1),
+        "api.service (control socket /run/baton/api.sock) still at generation 1",
+    );
+    let out = bx.systemctl(&["stop", "baton@a"]);
+    c.check(out.ok(), format!("systemctl stop baton@a: {out}"));
+    c.check(
+        !bx.sh("test -e /run/baton/a").ok(),
+        "baton@a's runtime directory /run/baton/a is removed on stop",
+    );
+    let out = bx.systemctl(&["stop", "api"]);
+    c.check(out.ok(), format!("systemctl stop api: {out}"));
+    c.check(
+        bx.sh("test -S /run/baton/b/control.sock").ok(),
+        "baton@b's control socket survives the stop of baton@a and of api.service",
+    );
+    let out = bx.systemctl(&["reload", "baton@b"]);
+    c.check(
+        out.ok(),
+        format!("systemctl reload baton@b after the others stopped: {out}"),
+    );
+    c.finish(&bx, &["baton@a.service", "baton@b.service", "api.service"]);
+}
