@@ -36,7 +36,8 @@ fn level() -> Level {
 }
 
 /// Install the global subscriber. Level from BATON_LOG (error|warn|info|debug|trace).
-pub fn init() {
+/// Returns true when baton logs to the journal (and should send workers' output there too).
+pub fn init() -> bool {
     let filter = tracing_subscriber::filter::LevelFilter::from_level(level());
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
@@ -47,7 +48,7 @@ pub fn init() {
                 .with(filter)
                 .with(layer)
                 .try_init();
-            return;
+            return true;
         }
     }
     let fmt = tracing_subscriber::fmt::layer()
@@ -59,4 +60,5 @@ pub fn init() {
         .with(filter)
         .with(fmt)
         .try_init();
+    false
 }

@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod logging;
 mod notify;
+mod output;
 mod readiness;
 mod sockets;
 mod supervisor;
@@ -148,7 +149,7 @@ fn run(target: Target, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    logging::init();
+    let journal = logging::init();
     let config = match (&target.config, demo) {
         (Some(path), _) => match Config::load(path) {
             Ok(c) => c,
@@ -181,6 +182,7 @@ fn run(target: Target, demo: bool) -> ExitCode {
         listeners,
         control_path,
         signals,
+        capture_output: journal,
     };
     let sup = match supervisor::Supervisor::new(setup) {
         Ok(s) => s,

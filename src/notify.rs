@@ -63,6 +63,11 @@ impl Manager {
         }
     }
 
+    /// Whether baton runs under a service manager that listens.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// How often to send WATCHDOG=1 (half of WatchdogSec=), when systemd asked for it.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.map(|d| d / 2)

@@ -77,6 +77,7 @@ impl Listeners {
                 source: "bound",
             });
         }
+        store_in_fdstore(&list);
         Ok(Listeners { list })
     }
 
@@ -87,5 +88,33 @@ impl Listeners {
     /// LISTEN_FDNAMES for the workers.
     pub fn names(&self) -> Vec<String> {
         self.list.iter().map(|l| l.name.clone()).collect()
+    }
+}
+
+/// Under systemd, sockets baton bound itself go to the service's fd store (FDSTORE=1, FDNAME=),
+/// so that after `systemctl restart` systemd passes them back through LISTEN_FDS and no
+/// connection is refused while baton restarts. Needs `FileDescriptorStoreMax=` in the unit;
+/// without it systemd drops them, which is harmless.
+fn store_in_fdstore(list: &[Listener]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    for l in list {
+        let states = [
+            sd_notify::NotifyState::FdStore,
+            sd_notify::NotifyState::FdName(&l.name),
+        ];
+        match sd_notify::notify_with_fds(&states, &[l.fd.as_fd()]) {
+            Ok(()) => tracing::info!(
+                baton_event = "fdstore",
+                "socket `{}` stored in systemd's fd store",
+                l.name
+            ),
+            Err(e) => tracing::warn!(
+                baton_event = "fdstore",
+                "could not store socket `{}` in systemd's fd store: {e}",
+                l.name
+            ),
+        }
     }
 }

@@ -36,6 +36,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, ReadinessKind};
 use crate::control::{self, Client, Incoming, ReloadReply, Request};
 use crate::notify::{Manager, Message};
+use crate::output;
 use crate::readiness::{self, ProbeResult, Tracker, WakeReceiver, Waker};
 use crate::sockets::Listeners;
 use crate::sys::{self, ExitStatus, NotifySocket, Pid, PollSet, SignalFd};
@@ -271,6 +272,11 @@ struct Ctx {
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload: Option<ReloadReply>,
+    /// Where workers' output lines go; `None` = workers inherit baton's stdout/stderr.
+    journal: Option<output::Journal>,
+    pipes: Vec<output::Pipe>,
+    /// The STATUS= last sent to systemd.
+    last_status: String,
 }
 
 pub struct Supervisor {
@@ -285,6 +291,8 @@ pub struct Setup {
     pub listeners: Listeners,
     pub control_path: PathBuf,
     pub signals: SignalFd,
+    /// Send workers' stdout/stderr to the journal (when baton itself logs there).
+    pub capture_output: bool,
 }
 
 impl Supervisor {
@@ -320,7 +328,16 @@ impl Supervisor {
             reloads_ok: 0,
             reloads_failed: 0,
             last_reload: None,
+            journal: None,
+            pipes: Vec::new(),
+            last_status: String::new(),
         };
+        if setup.capture_output {
+            match output::Journal::connect() {
+                Ok(j) => ctx.journal = Some(j),
+                Err(e) => warn!("workers' output stays on stderr: cannot reach journald: {e}"),
+            }
+        }
         for l in &ctx.listeners.list {
             info!(
                 baton_event = "socket",
@@ -351,6 +368,7 @@ impl Supervisor {
             if let State::Done { exit_code } = self.state {
                 return exit_code;
             }
+            self.publish_status();
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
@@ -359,7 +377,11 @@ impl Supervisor {
             let i_notify = poll.add(self.ctx.notify.as_fd());
             let i_control = poll.add(self.ctx.control.as_fd());
             let i_wake = poll.add(self.ctx.wake_rx.as_fd());
-            let conn_base = i_wake + 1;
+            let pipe_base = i_wake + 1;
+            for p in &self.ctx.pipes {
+                poll.add(p.as_fd());
+            }
+            let conn_base = pipe_base + self.ctx.pipes.len();
             for c in &self.ctx.conns {
                 poll.add(c.as_fd());
             }
@@ -377,6 +399,10 @@ impl Supervisor {
                 self.ctx.wake_rx.drain();
                 self.on_probe_results();
             }
+            let readable: Vec<bool> = (0..self.ctx.pipes.len())
+                .map(|i| poll.readable(pipe_base + i))
+                .collect();
+            self.on_output(&readable);
             let readable: Vec<bool> = (0..self.ctx.conns.len())
                 .map(|i| poll.readable(conn_base + i))
                 .collect();
@@ -473,14 +499,23 @@ impl Supervisor {
                 match ctx.load_config() {
                     Err(msg) => {
                         warn!(baton_event = "reload_rejected", "reload rejected: {msg}");
-                        ctx.finish_reload(waiters, false, Some(current.id), msg, now, now, None);
-                        (
-                            State::Serving {
-                                current,
-                                retiring: None,
-                            },
+                        // a reload systemd asked for (Type=notify-reload) still gets its
+                        // RELOADING=1 … READY=1 pair, with the reason in STATUS=
+                        ctx.manager.reloading("reloading: reading the config");
+                        ctx.finish_reload(
+                            waiters,
                             false,
-                        )
+                            Some(current.id),
+                            msg,
+                            Duration::ZERO,
+                            None,
+                        );
+                        let st = State::Serving {
+                            current,
+                            retiring: None,
+                        };
+                        ctx.manager.ready(&ctx.summary(&st));
+                        (st, false)
                     }
                     Ok(config) => {
                         let config = Rc::new(config);
@@ -541,7 +576,14 @@ impl Supervisor {
                     let reason = format!("replaced by generation {}", next.id);
                     ctx.retire(&mut current, &reason, now);
                     let slowest = next.slowest_start();
-                    ctx.finish_reload(waiters, true, Some(next.id), msg, started, now, slowest);
+                    ctx.finish_reload(
+                        waiters,
+                        true,
+                        Some(next.id),
+                        msg,
+                        now.duration_since(started),
+                        slowest,
+                    );
                     let st = State::Serving {
                         current: next,
                         retiring: Some(current),
@@ -565,8 +607,7 @@ impl Supervisor {
                         false,
                         Some(current.id),
                         msg.clone(),
-                        started,
-                        now,
+                        now.duration_since(started),
                         None,
                     );
                     let st = State::Serving {
@@ -629,7 +670,14 @@ impl Supervisor {
         let mut all = waiters;
         all.extend(ctx.pending_reload.take().unwrap_or_default());
         if !all.is_empty() {
-            ctx.finish_reload(all, false, None, "baton is stopping".into(), now, now, None);
+            ctx.finish_reload(
+                all,
+                false,
+                None,
+                "baton is stopping".into(),
+                Duration::ZERO,
+                None,
+            );
         }
         self.state = State::Stopping { gens, exit_code };
     }
@@ -664,14 +712,12 @@ impl Supervisor {
     fn request_reload(&mut self, client: Option<Client>) {
         if let State::Stopping { .. } | State::Done { .. } = self.state {
             if let Some(c) = client {
-                let now = Instant::now();
                 self.ctx.finish_reload(
                     vec![c],
                     false,
                     None,
                     "baton is stopping".into(),
-                    now,
-                    now,
+                    Duration::ZERO,
                     None,
                 );
             }
@@ -914,6 +960,31 @@ impl Supervisor {
                 }
                 return;
             }
+        }
+    }
+
+    /// Workers' output lines to the journal; a pipe goes away at EOF.
+    fn on_output(&mut self, readable: &[bool]) {
+        let Some(journal) = &self.ctx.journal else {
+            return;
+        };
+        let mut i = 0;
+        self.ctx.pipes.retain_mut(|p| {
+            let keep = !readable.get(i).copied().unwrap_or(false) || p.pump(journal);
+            i += 1;
+            keep
+        });
+    }
+
+    /// STATUS= to systemd whenever the one-line summary changes.
+    fn publish_status(&mut self) {
+        if !self.ctx.manager.enabled() {
+            return;
+        }
+        let summary = self.ctx.summary(&self.state);
+        if summary != self.ctx.last_status {
+            self.ctx.manager.status(&summary);
+            self.ctx.last_status = summary;
         }
     }
 
@@ -1273,6 +1344,31 @@ impl Ctx {
             },
             _ => None,
         };
+        // workers' output to the journal: one pipe per stream, the pid filled in once known
+        let mut pipes = Vec::new();
+        let mut writers = Vec::new();
+        if self.journal.is_some() {
+            let identifier = std::path::Path::new(&cfg.command[0])
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "worker".into());
+            for stream in [output::Stream::Stdout, output::Stream::Stderr] {
+                let origin = output::Origin {
+                    generation: gen_id,
+                    pid: 0,
+                    instance: slot.instance,
+                    identifier: identifier.clone(),
+                    stream,
+                };
+                match output::pipe(origin) {
+                    Ok((p, w)) => {
+                        pipes.push(p);
+                        writers.push(w);
+                    }
+                    Err(e) => return Err(format!("cannot create an output pipe: {e}")),
+                }
+            }
+        }
         let spec = WorkerSpec {
             config: cfg,
             listeners: &self.listeners,
@@ -1280,11 +1376,17 @@ impl Ctx {
             generation: gen_id,
             instance: slot.instance,
             probe: probe_socket.as_ref(),
-            stdout: None,
-            stderr: None,
+            stdout: writers.first().map(|w| w.as_fd()),
+            stderr: writers.get(1).map(|w| w.as_fd()),
         };
-        match worker::spawn(&spec) {
+        let spawned = worker::spawn(&spec);
+        drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
+        match spawned {
             Ok(pid) => {
+                for mut p in pipes {
+                    p.origin.pid = pid;
+                    self.pipes.push(p);
+                }
                 info!(
                     baton_event = "worker_start",
                     baton_generation = gen_id,
@@ -1437,8 +1539,7 @@ impl Ctx {
         ok: bool,
         generation: Option<u64>,
         message: String,
-        started: Instant,
-        now: Instant,
+        took: Duration,
         slowest_start: Option<Duration>,
     ) {
         if ok {
@@ -1450,8 +1551,8 @@ impl Ctx {
             ok,
             generation,
             message,
-            duration_ms: now.duration_since(started).as_millis() as u64,
-            duration_us: now.duration_since(started).as_micros() as u64,
+            duration_ms: took.as_millis() as u64,
+            duration_us: took.as_micros() as u64,
             slowest_start_us: slowest_start.map(|d| d.as_micros() as u64),
         };
         for mut c in waiters {
@@ -1470,6 +1571,9 @@ impl Ctx {
                 _ => format!("{}/{} starting", g.ready_count(), g.slots.len()),
             };
             parts.push(format!("gen {}: {what}", g.id));
+        }
+        if let Some(r) = self.last_reload.as_ref().filter(|r| !r.ok) {
+            parts.push(format!("last reload failed: {}", r.message));
         }
         parts.join("; ")
     }

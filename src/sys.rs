@@ -299,6 +299,25 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
 }
 
 // ------------------------------------------------------------------------------------------
+// Pipes for workers' output
+
+/// A pipe for one output stream of a worker: the read end non-blocking (for the event loop),
+/// both close-on-exec (the write end is dup'ed onto the child's fd 1 or 2), 1 MiB of buffer so
+/// a chatty worker does not stall on a busy loop.
+pub fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(1 << 20));
+    Ok((r, w))
+}
+
+/// read(2) on a descriptor.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    nix::unistd::read(fd, buf).map_err(io::Error::from)
+}
+
+// ------------------------------------------------------------------------------------------
 // Notify socket
 
 /// One datagram received on baton's private notify socket.
