@@ -12,6 +12,7 @@ mod readiness;
 mod sockets;
 mod supervisor;
 mod sys;
+mod units;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print (or write) a socket + service unit pair for an app supervised by baton
+    Units {
+        /// Service name: NAME.socket and NAME.service
+        name: String,
+        /// Address systemd listens on (ListenStream=); repeatable
+        #[arg(long, required = true, value_name = "ADDR")]
+        listen: Vec<String>,
+        /// The app's baton config
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Path of the baton binary in the units
+        #[arg(long, value_name = "PATH", default_value = "/usr/bin/baton")]
+        baton: PathBuf,
+        /// Write NAME.socket and NAME.service into this directory instead of printing them
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+    },
     /// Validate a config file and exit non-zero if it has an error
     Check {
         #[arg(short, long, value_name = "FILE")]
@@ -92,6 +110,36 @@ fn main() -> ExitCode {
             json,
         } => reload(target, timeout, json),
         Command::Status { target, json } => status(target, json),
+        Command::Units {
+            name,
+            listen,
+            config,
+            baton,
+            output_dir,
+        } => {
+            let (socket, service) = units::render(&name, &listen, &config, &baton);
+            match output_dir {
+                None => {
+                    println!("# ---- {name}.socket\n{socket}\n# ---- {name}.service\n{service}");
+                    ExitCode::SUCCESS
+                }
+                Some(dir) => {
+                    let write = |file: String, text: &str| {
+                        std::fs::write(dir.join(&file), text)
+                            .map_err(|e| format!("baton: writing {file}: {e}"))
+                    };
+                    match write(format!("{name}.socket"), &socket)
+                        .and_then(|_| write(format!("{name}.service"), &service))
+                    {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("{e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                }
+            }
+        }
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
