@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --release -- -D warnings
+cargo build --release --bins --examples
 cargo test --release

@@ -88,7 +88,12 @@ impl std::fmt::Display for Out {
                 None => s.to_string(),
             }
         };
-        write!(f, "exit {:?} after {:.3}s", self.code, self.took.as_secs_f64())?;
+        write!(
+            f,
+            "exit {:?} after {:.3}s",
+            self.code,
+            self.took.as_secs_f64()
+        )?;
         if !self.stdout.trim().is_empty() {
             write!(f, "; stdout: {}", clip(&self.stdout))?;
         }
@@ -124,6 +129,7 @@ impl SdBox {
         );
         let name = format!("baton-{tag}-{}", std::process::id());
         assert!(name.len() <= 41, "container name {name} too long");
+        reap_orphans();
         // a container of that name left over by a killed run of this very process id
         let _ = sdbox(&["--name", &name, "down"]);
         let t0 = Instant::now();
@@ -242,7 +248,8 @@ impl SdBox {
         });
     }
 
-    /// (pid, start time) of a process inside the container, None if there is none.
+    /// Start time (field 22 of /proc/PID/stat) of a process inside the container, None if
+    /// there is none: tells a pid that was reused from the one that was recorded.
     fn proc_start(&self, pid: i64) -> Option<String> {
         let out = self.sh(&format!(
             "cut -d' ' -f22 /proc/{pid}/stat 2>/dev/null || true"
@@ -268,6 +275,33 @@ impl Drop for SdBox {
             }
         );
     }
+}
+
+/// Powers off containers of earlier runs of this file that were killed before their `Drop`
+/// ran: named `baton-<tag>-<pid>` with a test process `<pid>` that no longer exists. (sdbox.sh
+/// itself only ever signals processes it recorded for that container.)
+fn reap_orphans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let base = std::env::var("SDBOX_STATE").unwrap_or_else(|_| "/tmp/baton-sdbox".into());
+        let Ok(dir) = std::fs::read_dir(&base) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("baton-")
+                .and_then(|rest| rest.rsplit('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if entry.path().is_dir() && !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("[{name}] left over by a killed test run: powering it off");
+                let _ = sdbox(&["--name", &name, "down"]);
+            }
+        }
+    });
 }
 
 fn sdbox(args: &[&str]) -> Out {
@@ -467,6 +501,17 @@ impl Checks {
             return;
         }
         let mut msg = format!("{} check(s) failed:\n", self.failed.len());
+        // the whole journal of the container, for the post-mortem
+        let full = bx
+            .exec(&["journalctl", "--no-pager", "-o", "short-precise"])
+            .stdout;
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{}.journal", bx.name));
+        if std::fs::write(&path, full).is_ok() {
+            msg.push_str(&format!(
+                "(full journal of the container: {})\n",
+                path.display()
+            ));
+        }
         for f in &self.failed {
             msg.push_str(&format!("  - {f}\n"));
         }
@@ -482,6 +527,13 @@ impl Checks {
         panic!("{msg}");
     }
 }
+
+/// Requests per second of every loadgen. Throttled on purpose: an unthrottled loadgen keeps
+/// both vCPUs of a small VM busy, and with a non-preemptible kernel that starves the RCU
+/// grace-period kthread (dmesg: "rcu_preempt kthread starved for 14752 jiffies"); everything
+/// that waits for a grace period (systemd forking a sandboxed ExecReload into a cgroup, a
+/// worker creating a thread) then stalls for up to a minute, which looks like a 60 s reload.
+const LOAD_RATE: u32 = 2000;
 
 /// A running loadgen (on the host, against the container's port).
 struct Load {
@@ -499,6 +551,8 @@ impl Load {
                 &concurrency.to_string(),
                 "--json",
                 "--stdin-stop",
+                "--rate",
+                &LOAD_RATE.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -730,6 +784,13 @@ fn reloads_under_load(tag: &str, mode: &str) {
     }
     let total = t0.elapsed();
     let report = load.stop();
+    eprintln!(
+        "  reload times: {:?}",
+        times
+            .iter()
+            .map(|t| format!("{:.2}s", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
     times.sort();
     eprintln!(
         "  {RELOADS} reloads in {:.2}s (median {:?}, max {:?})",
@@ -1060,7 +1121,7 @@ fn journal_has_baton_fields_on_baton_events() {
 
 /// What the workers print (stdout/stderr) reaches the journal tagged with the generation,
 /// worker pid and instance, so `journalctl -u api BATON_GENERATION=N` shows a release's own
-/// output. (baton does not capture worker output yet: workers inherit its journal stream.)
+/// output. (Failed at 61c6e9e, where workers inherited baton's journal stream untagged.)
 #[test]
 fn journal_has_baton_fields_on_worker_output() {
     let bx = SdBox::up("wjournal");
@@ -1196,7 +1257,9 @@ fn stop_lets_in_flight_request_finish() {
     );
     let j = bx.journal("api");
     c.check(
-        !j.contains("Killing process") && !j.contains("timed out") && !j.contains("did not exit within"),
+        !j.contains("Killing process")
+            && !j.contains("timed out")
+            && !j.contains("did not exit within"),
         "nobody was SIGKILLed during the stop (neither by systemd nor at baton's drain deadline)",
     );
     c.check(
