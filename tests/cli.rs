@@ -76,9 +76,11 @@ fn takes_sockets_from_socket_activation() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("systemd-socket-activate (package systemd)");
-    wait_for("systemd-socket-activate listening", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_for(
+        "systemd-socket-activate listening",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     // systemd-socket-activate started baton on that first connection
     let (code, body) = http_get(port, "/").expect("first request");
     assert_eq!(code, 200, "{body}");
