@@ -1427,3 +1427,127 @@ fn template_instances_are_independent() {
     );
     c.finish(&bx, &["baton@a.service", "baton@b.service", "api.service"]);
 }
+
+/// A service without a socket unit: baton binds `[sockets]` itself and puts the socket in
+/// systemd's fd store, so `systemctl restart` hands the very same socket to the new baton and
+/// no connection is refused while baton restarts.
+#[test]
+fn restart_with_self_bound_sockets_uses_the_fd_store() {
+    let bx = SdBox::up("fdstore");
+    let port = free_port();
+    install(&bx, &[]);
+    // api.service minus the socket unit, plus an fd store
+    let unit = std::fs::read_to_string(format!("{UNITS}/api.service"))
+        .expect("units/api.service")
+        .lines()
+        .filter(|l| !l.starts_with("Requires=api.socket") && !l.starts_with("After=api.socket"))
+        .map(|l| {
+            if l == "[Service]" {
+                "[Service]\nFileDescriptorStoreMax=8".to_string()
+            } else {
+                l.replace("/etc/baton/api.toml", "/etc/baton/bound.toml")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    bx.write("/etc/systemd/system/bound.service", &unit);
+    bx.write(
+        "/etc/baton/bound.toml",
+        &format!("{BASE_CONFIG}\n[sockets]\nhttp = \"127.0.0.1:{port}\"\n"),
+    );
+    bx.sh_ok("systemctl daemon-reload");
+    let out = bx.systemctl(&["start", "bound.service"]);
+    assert!(
+        out.ok(),
+        "systemctl start bound: {out}\n{}",
+        bx.journal("bound")
+    );
+    let mut c = Checks::new();
+    c.check(
+        bx.show("bound.service", "NFileDescriptorStore") == "1",
+        format!(
+            "the bound socket is in the fd store (NFileDescriptorStore={})",
+            bx.show("bound.service", "NFileDescriptorStore")
+        ),
+    );
+    let status = |bx: &SdBox| bx.baton_status(Some("/run/baton/bound.sock"));
+    let first = status(&bx).expect("baton status");
+    c.check(
+        first["sockets"][0]["source"] == "bound",
+        format!("first start binds the socket itself: {}", first["sockets"]),
+    );
+    let old_main = bx.show("bound.service", "MainPID");
+
+    let close = Load::start(port, "close", 4);
+    let keepalive = Load::start(port, "keepalive", 4);
+    let out = bx.systemctl(&["restart", "bound.service"]);
+    c.check(out.ok(), format!("systemctl restart bound: {out}"));
+    let new_main = bx.show("bound.service", "MainPID");
+    c.check(new_main != old_main, "a new baton runs after the restart");
+    let after = wait_until("new baton serving", Duration::from_secs(20), || {
+        status(&bx).filter(|s| s["state"] == "serving")
+    });
+    c.check(
+        after["sockets"][0]["source"] == "systemd" && after["sockets"][0]["name"] == "http",
+        format!(
+            "after the restart the socket comes back from the fd store: {}",
+            after["sockets"]
+        ),
+    );
+    // the new workers answer on the same port
+    let new_workers = serving_workers(&after);
+    wait_until(
+        "a new worker answers",
+        Duration::from_secs(10),
+        || match http_get(port, "/", Duration::from_secs(5)) {
+            Ok((200, b)) if hello_pid_gen(&b).is_some_and(|(p, _)| new_workers.contains(&p)) => {
+                Some(())
+            }
+            _ => None,
+        },
+    );
+    let rc = close.stop();
+    let rk = keepalive.stop();
+    for (mode, r) in [("close", &rc), ("keepalive", &rk)] {
+        c.check(
+            r["failed"] == 0 && r["ok"].as_u64().unwrap_or(0) > 0,
+            format!(
+                "loadgen ({mode}) across the restart: ok={} failures={}",
+                r["ok"], r["failures"]
+            ),
+        );
+    }
+    c.finish(&bx, &["bound.service"]);
+}
+
+/// With WatchdogSec= set, baton pings systemd from its event loop; the service is not killed
+/// by the watchdog.
+#[test]
+fn watchdog_is_fed_from_the_event_loop() {
+    let bx = SdBox::up("watchdog");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/etc/systemd/system/api.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=1s\n",
+    );
+    bx.sh_ok("systemctl daemon-reload");
+    bx.write("/etc/baton/api.toml", BASE_CONFIG);
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    // WatchdogTimestampMonotonic moves with every WATCHDOG=1 systemd receives: see it move
+    // three times (every 0.5 s), i.e. well past one WatchdogSec without a restart
+    let mut seen = BTreeSet::new();
+    wait_until("three watchdog pings", Duration::from_secs(10), || {
+        seen.insert(bx.show("api.service", "WatchdogTimestampMonotonic"));
+        (seen.len() >= 4).then_some(())
+    });
+    let mut c = Checks::new();
+    c.check(
+        bx.show("api.service", "NRestarts") == "0"
+            && bx.show("api.service", "ActiveState") == "active",
+        "no watchdog restart",
+    );
+    c.finish(&bx, &["api.service"]);
+}
