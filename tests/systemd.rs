@@ -1551,3 +1551,102 @@ fn watchdog_is_fed_from_the_event_loop() {
     );
     c.finish(&bx, &["api.service"]);
 }
+
+/// Worker output reaches the journal line by line across a swap: every line once, in order,
+/// never merged with another worker's; a long line is split, not lost; a partial last line
+/// (no newline) written before the worker exits is kept.
+#[test]
+fn worker_output_lines_survive_the_swap_whole() {
+    let bx = SdBox::up("lines");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/usr/local/bin/chatty",
+        "#!/bin/sh\n\
+         # 500 numbered lines, one 100000-byte line, then a partial line without newline\n\
+         i=0\n\
+         while [ $i -lt 500 ]; do echo \"line $BATON_GENERATION $$ $i\"; i=$((i+1)); done\n\
+         head -c 100000 /dev/zero | tr '\\0' x; echo\n\
+         printf 'partial-%s-%s' \"$BATON_GENERATION\" \"$$\"\n\
+         trap 'exit 0' TERM\n\
+         sleep 1000 & wait\n",
+    );
+    bx.sh_ok("chmod +x /usr/local/bin/chatty");
+    bx.write(
+        "/etc/baton/api.toml",
+        "command = [\"/usr/local/bin/chatty\"]\ninstances = 2\n\
+         [readiness]\nkind = \"delay\"\ndelay = \"300ms\"\n[drain]\ntimeout = \"5s\"\n",
+    );
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    let gen1 = all_worker_pids(&bx.baton_status(None).expect("status"));
+    let out = bx.systemctl(&["reload", "api"]);
+    assert!(out.ok(), "reload: {out}");
+    // generation 1 exits (its partial lines flush at EOF); generation 2 keeps running
+    wait_until("generation 1 gone", Duration::from_secs(10), || {
+        bx.baton_status(None)
+            .filter(|s| s["generations"].as_array().is_some_and(|g| g.len() == 1))
+    });
+    let mut c = Checks::new();
+    let workers: Vec<(i64, u64)> = {
+        let s = bx.baton_status(None).expect("status");
+        let mut v: Vec<(i64, u64)> = gen1.iter().map(|p| (*p, 1)).collect();
+        v.extend(all_worker_pids(&s).into_iter().map(|p| (p, 2)));
+        v
+    };
+    let entries = wait_until(
+        "every worker's 500 lines in the journal",
+        Duration::from_secs(20),
+        || {
+            // --all: journalctl prints fields over 4096 bytes as null otherwise
+            let e = bx.journal_json(&["--all", "-u", "api", "BATON_STREAM=stdout"]);
+            let n = e
+                .iter()
+                .filter(|e| {
+                    e["MESSAGE"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("line "))
+                })
+                .count();
+            (n >= 500 * workers.len()).then_some(e)
+        },
+    );
+    for (pid, gen) in &workers {
+        let mine: Vec<&str> = entries
+            .iter()
+            .filter(|e| e["BATON_WORKER_PID"].as_str() == Some(&pid.to_string()))
+            .filter_map(|e| e["MESSAGE"].as_str())
+            .collect();
+        let numbered: Vec<String> = mine
+            .iter()
+            .filter(|m| m.starts_with("line "))
+            .map(|m| m.to_string())
+            .collect();
+        let expected: Vec<String> = (0..500).map(|i| format!("line {gen} {pid} {i}")).collect();
+        c.check(
+            numbered == expected,
+            format!(
+                "worker {pid} (generation {gen}): 500 lines, each once, in order, unmerged (got {})",
+                numbered.len()
+            ),
+        );
+        let long: Vec<usize> = mine
+            .iter()
+            .filter(|m| !m.is_empty() && m.bytes().all(|b| b == b'x'))
+            .map(|m| m.len())
+            .collect();
+        c.check(
+            long.iter().sum::<usize>() == 100_000 && long.iter().all(|l| *l <= 32 * 1024),
+            format!("worker {pid}: the 100000-byte line arrives whole, in pieces: {long:?}"),
+        );
+        if *gen == 1 {
+            let partial = format!("partial-1-{pid}");
+            c.check(
+                mine.contains(&partial.as_str()),
+                format!("worker {pid}: the partial last line {partial:?} is kept"),
+            );
+        }
+    }
+    c.finish(&bx, &["api.service"]);
+}
