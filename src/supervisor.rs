@@ -1522,8 +1522,15 @@ impl Ctx {
             reason: reason.to_string(),
         };
         let pids: Vec<Pid> = gen.workers().map(|w| w.pid).collect();
-        self.exec_probes
-            .retain(|_, (worker, _)| !pids.contains(worker));
+        // checks still running for these workers are moot: end them (they are reaped as
+        // unknown children)
+        self.exec_probes.retain(|probe, (worker, _)| {
+            let moot = pids.contains(worker);
+            if moot {
+                let _ = sys::kill_group(*probe, libc::SIGKILL);
+            }
+            !moot
+        });
         for slot in gen.slots.iter_mut() {
             slot.restart_at = None;
             if let Some(w) = slot.worker.as_mut() {
