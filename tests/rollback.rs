@@ -144,3 +144,52 @@ fn bad_config_keeps_the_running_generation() {
     assert_eq!(baton.serving_generation(), 1);
     assert_eq!(children_of(baton.pid()), old, "nothing was started");
 }
+
+/// `exec` readiness: the check command gets the worker's pid; a check that keeps failing rolls
+/// the new generation back with its exit status as the reason.
+#[test]
+fn exec_check_gates_the_swap() {
+    let _g = serial();
+    let check = |ok: bool| {
+        format!(
+            "[readiness]\nkind = \"exec\"\nexec = [\"/bin/sh\", \"-c\", \"test -d /proc/$BATON_WORKER_PID && {}\"]\ninterval = \"50ms\"\ntimeout = \"1s\"\n",
+            if ok { "true" } else { "exit 7" }
+        )
+    };
+    let baton = Baton::start("exec-check", |port, ctl| {
+        hello_config(port, ctl, 2, "", &check(true))
+    });
+    let old = baton.serving_pids();
+    let text = std::fs::read_to_string(&baton.config).expect("config");
+    baton.write_config(&text.replace("&& true", "&& exit 7"));
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "{out}");
+    assert!(out.contains("exec check exit code 7"), "{out}");
+    assert_eq!(baton.serving_pids(), old);
+    baton.write_config(&text);
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+}
+
+/// `tcp` readiness connects to the worker's private probe socket.
+#[test]
+fn tcp_check_reaches_the_new_worker() {
+    let _g = serial();
+    let baton = Baton::start("tcp-check", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[readiness]\nkind = \"tcp\"\ninterval = \"50ms\"\n",
+        )
+    });
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert!(baton.log_text().contains("readiness check passed"));
+    // a worker that never serves (exits at start) cannot pass it
+    let text = std::fs::read_to_string(&baton.config).expect("config");
+    baton.write_config(&format!("{text}\n[env]\nHELLO_FAIL = \"exit-at-start\"\n"));
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "{out}");
+}
