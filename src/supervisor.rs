@@ -738,6 +738,14 @@ impl Supervisor {
                 baton_event = "reload_queued",
                 "reload queued: it starts when the current rollout/drain has ended"
             );
+            // the waiting reload job may outlast systemd's timeout: a drain, then a rollout
+            let cfg = &self.ctx.config;
+            self.ctx.manager.extend_timeout(
+                cfg.drain.timeout
+                    + cfg.readiness.timeout
+                    + cfg.readiness.stable
+                    + Duration::from_secs(5),
+            );
         }
     }
 
