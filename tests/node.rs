@@ -1,0 +1,54 @@
+//! An unchanged-style Node.js app (`server.listen({fd})`, no notify support) supervised with the
+//! `http` readiness check on its private probe socket; reloads under load lose nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn node_reloads_under_load_with_http_readiness() {
+    let _g = serial();
+    let app = repo_dir().join("tests/apps/server.js");
+    let baton = Baton::spawn("node", |port, ctl| {
+        format!(
+            r#"command = ["node", "{app}"]
+instances = 2
+control = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "http"
+path = "/"
+interval = "50ms"
+timeout = "20s"
+
+[drain]
+timeout = "10s"
+"#,
+            app = app.display(),
+            ctl = ctl.display()
+        )
+    });
+    baton.wait_serving(Duration::from_secs(30));
+    let (code, body) = http_get(baton.port, "/").expect("GET");
+    assert_eq!(code, 200);
+    assert!(body.starts_with("hello from node"), "{body}");
+    let keep = Load::start(baton.port, "keepalive", 2, 300);
+    let close = Load::start(baton.port, "close", 2, 200);
+    for i in 1..=5 {
+        let old = baton.serving_pids();
+        let (ok, out, _) = baton.reload();
+        assert!(ok, "node reload {i}: {out}");
+        assert!(baton.serving_pids().iter().all(|p| !old.contains(p)));
+        wait_for("old node workers gone", Duration::from_secs(15), || {
+            old.iter().all(|p| !pid_exists(*p))
+        });
+    }
+    assert_no_failures(&keep.stop(), 100);
+    assert_no_failures(&close.stop(), 100);
+    assert!(baton.log_text().contains("readiness check passed"));
+}
