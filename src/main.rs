@@ -98,6 +98,18 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write the man pages (`man`) or shell completions (`completions SHELL...`) into a
+    /// directory; used by packaging/build.sh
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "completions"])]
+        what: String,
+        /// Shells for `completions`
+        #[arg(required_if_eq("what", "completions"))]
+        shells: Vec<clap_complete::Shell>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +169,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Generate { what, shells, out } => generate(&what, &shells, &out),
+    }
+}
+
+/// `baton generate`: man pages (baton.1 and one page per visible subcommand) or completion
+/// scripts (baton.bash, _baton, baton.fish), generated from the clap definition above.
+fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    // clap_complete would offer hidden subcommands (this one) too: complete a copy without them.
+    let visible = clap::Command::new("baton")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(cmd.get_about().cloned().unwrap_or_default())
+        .subcommand_required(true)
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let result = std::fs::create_dir_all(out).and_then(|()| match what {
+        "man" => clap_mangen::generate_to(cmd, out),
+        _ => shells.iter().try_for_each(|&shell| {
+            clap_complete::generate_to(shell, &mut visible.clone(), "baton", out).map(drop)
+        }),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("baton: generate {what} into {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
     }
 }
 
