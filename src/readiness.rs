@@ -11,13 +11,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::Pid;
+use crate::sys::{self, Pid};
 
 /// Result of one probe attempt against one worker.
 #[derive(Debug)]
@@ -119,9 +119,10 @@ impl AsFd for WakeReceiver {
 }
 
 /// What to probe.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Target {
-    Tcp(SocketAddr),
+    /// The worker's private listener (a duplicate of it, to read its accept queue) and address.
+    Tcp(SocketAddr, OwnedFd),
     Http(SocketAddr, String),
 }
 
@@ -138,7 +139,7 @@ pub fn start(
         .stack_size(64 * 1024)
         .spawn(move || {
             let (ok, detail) = match &target {
-                Target::Tcp(addr) => tcp(*addr, timeout),
+                Target::Tcp(addr, listener) => tcp(*addr, listener.as_fd(), timeout),
                 Target::Http(addr, path) => http(*addr, path, timeout),
             };
             let _ = tx.send(ProbeResult { worker, ok, detail });
@@ -147,10 +148,25 @@ pub fn start(
     Ok(())
 }
 
-fn tcp(addr: SocketAddr, timeout: Duration) -> (bool, String) {
-    match TcpStream::connect_timeout(&addr, timeout) {
-        Ok(_) => (true, "connected".into()),
-        Err(e) => (false, format!("tcp connect: {e}")),
+/// A TCP check must show that the *worker* accepts: baton created the private listener, so a
+/// bare connect would succeed through the kernel's backlog even if the worker never accepted.
+/// Success = our connection left the listener's accept queue (the worker took it).
+fn tcp(addr: SocketAddr, listener: BorrowedFd<'_>, timeout: Duration) -> (bool, String) {
+    let deadline = Instant::now() + timeout;
+    let _conn = match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(c) => c,
+        Err(e) => return (false, format!("tcp connect: {e}")),
+    };
+    loop {
+        match sys::accept_queue_len(listener) {
+            Ok(0) => return (true, "connection accepted".into()),
+            Ok(_) => {}
+            Err(e) => return (false, format!("tcp: reading the accept queue: {e}")),
+        }
+        if Instant::now() >= deadline {
+            return (false, "tcp: connection not accepted in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -237,6 +253,25 @@ mod tests {
         assert!(!t.record(t0, true, "ok".into()));
         assert!(t.record(t0, true, "ok".into()));
         assert_eq!(t.last_failure.as_deref(), Some("HTTP 503"));
+    }
+
+    #[test]
+    fn tcp_probe_needs_the_connection_accepted() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let dup = OwnedFd::from(l.try_clone().unwrap());
+        // nobody accepts: the connect succeeds through the backlog, the check must not
+        let (ok, detail) = tcp(addr, dup.as_fd(), Duration::from_millis(200));
+        assert!(!ok, "{detail}");
+        // drain the stale connection, then accept the probe's
+        let h = std::thread::spawn(move || {
+            let _stale = l.accept().unwrap();
+            let _probe = l.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let (ok, detail) = tcp(addr, dup.as_fd(), Duration::from_secs(2));
+        assert!(ok, "{detail}");
+        h.join().unwrap();
     }
 
     #[test]

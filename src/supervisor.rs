@@ -149,12 +149,13 @@ impl Generation {
                     let reason = match slot {
                         Some(s) => {
                             let w = s.worker.as_ref().expect("found by filter");
-                            let why = w
-                                .tracker
-                                .as_ref()
-                                .and_then(|t| t.last_failure.clone())
-                                .map(|f| format!(" (last check: {f})"))
-                                .unwrap_or_default();
+                            let why = match &w.tracker {
+                                Some(t) => match &t.last_failure {
+                                    Some(f) => format!(" (last check: {f})"),
+                                    None => " (no check completed yet)".to_string(),
+                                },
+                                None => String::new(),
+                            };
                             format!(
                                 "instance {} (pid {}) not ready after {}{why}",
                                 s.instance,
@@ -1477,13 +1478,15 @@ impl Ctx {
                 self.probe_tx.clone(),
                 self.waker.clone(),
             ),
-            (ReadinessKind::Tcp { .. }, Some(p)) => readiness::start(
-                readiness::Target::Tcp(p.addr),
-                timeout,
-                w.pid,
-                self.probe_tx.clone(),
-                self.waker.clone(),
-            ),
+            (ReadinessKind::Tcp { .. }, Some(p)) => p.fd.try_clone().and_then(|listener| {
+                readiness::start(
+                    readiness::Target::Tcp(p.addr, listener),
+                    timeout,
+                    w.pid,
+                    self.probe_tx.clone(),
+                    self.waker.clone(),
+                )
+            }),
             (ReadinessKind::Exec { argv, .. }, _) => {
                 worker::spawn_exec_probe(argv, cfg.cwd.as_deref(), w.pid, gen_id, instance).map(
                     |probe_pid| {

@@ -298,6 +298,33 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// How many connections wait in a listening TCP socket's accept queue. For a socket in LISTEN
+/// state, Linux reports the queue length in TCP_INFO's `tcpi_unacked`.
+pub fn accept_queue_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info: libc::tcp_info = unsafe_zeroed_tcp_info();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a valid, writable tcp_info and `len` holds its size; the kernel writes
+    // at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_unacked)
+}
+
+fn unsafe_zeroed_tcp_info() -> libc::tcp_info {
+    // SAFETY: tcp_info is a plain C struct of integers, for which all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
 // ------------------------------------------------------------------------------------------
 // Pipes for workers' output
 

@@ -171,9 +171,10 @@ fn exec_check_gates_the_swap() {
     assert!(ok, "{out}");
 }
 
-/// `tcp` readiness connects to the worker's private probe socket.
+/// `tcp` readiness: the worker must accept a connection on its private probe socket (a bare
+/// connect would succeed through the kernel's backlog, since baton created the listener).
 #[test]
-fn tcp_check_reaches_the_new_worker() {
+fn tcp_check_needs_the_new_worker_to_accept() {
     let _g = serial();
     let baton = Baton::start("tcp-check", |port, ctl| {
         hello_config(
@@ -181,15 +182,26 @@ fn tcp_check_reaches_the_new_worker() {
             ctl,
             1,
             "",
-            "[readiness]\nkind = \"tcp\"\ninterval = \"50ms\"\n",
+            "[readiness]\nkind = \"tcp\"\ninterval = \"50ms\"\nprobe_timeout = \"200ms\"\ntimeout = \"1s\"\n",
         )
     });
     let (ok, out, _) = baton.reload();
     assert!(ok, "{out}");
     assert!(baton.log_text().contains("readiness check passed"));
-    // a worker that never serves (exits at start) cannot pass it
+    let old = baton.serving_pids();
+    // a worker that is alive but never accepts (it crashes 5 s later) cannot pass it
     let text = std::fs::read_to_string(&baton.config).expect("config");
+    baton.write_config(&format!(
+        "{text}\n[env]\nHELLO_FAIL = \"crash-after-ready\"\nHELLO_CRASH_AFTER_MS = \"5000\"\n"
+    ));
+    let (ok, out, dt) = baton.reload();
+    assert!(!ok, "{out}");
+    assert!(out.contains("not accepted"), "{out}");
+    assert!(dt < std::time::Duration::from_secs(2), "{dt:?}");
+    assert_eq!(baton.serving_pids(), old);
+    // nor does one that exits at start
     baton.write_config(&format!("{text}\n[env]\nHELLO_FAIL = \"exit-at-start\"\n"));
     let (ok, out, _) = baton.reload();
     assert!(!ok, "{out}");
+    assert_eq!(baton.serving_pids(), old);
 }
