@@ -39,7 +39,11 @@ timeout = "10s"
     assert!(body.starts_with("hello from node"), "{body}");
     let keep = Load::start(baton.port, "keepalive", 2, 300);
     let close = Load::start(baton.port, "close", 2, 200);
-    for i in 1..=5 {
+    // one reload every 500 ms, so that every generation takes traffic
+    let t0 = std::time::Instant::now();
+    for i in 1..=5u64 {
+        let at = t0 + Duration::from_millis(500 * i);
+        std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
         let old = baton.serving_pids();
         let (ok, out, _) = baton.reload();
         assert!(ok, "node reload {i}: {out}");
