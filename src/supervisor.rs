@@ -57,6 +57,13 @@ struct Worker {
     tracker: Option<Tracker>,
 }
 
+/// A forked worker whose exec has not been confirmed yet.
+struct Launch {
+    started: sys::Started,
+    probe_socket: Option<ProbeSocket>,
+    pipes: Vec<output::Pipe>,
+}
+
 /// One instance position of a generation; its worker may be restarted.
 struct Slot {
     instance: u32,
@@ -1329,16 +1336,27 @@ impl Ctx {
                 .collect(),
             failure: None,
         };
-        for slot in gen.slots.iter_mut() {
-            if let Err(reason) = self.spawn_slot(&config, id, slot, now) {
+        // fork every worker first, then wait for their execs: they exec in parallel, and
+        // baton is not scheduled out and back in once per worker
+        let mut launched = Vec::new();
+        for (i, slot) in gen.slots.iter_mut().enumerate() {
+            match self.launch_slot(&config, id, slot) {
+                Ok(l) => launched.push((i, l)),
+                Err(reason) => {
+                    gen.failure.get_or_insert(reason);
+                    break;
+                }
+            }
+        }
+        for (i, l) in launched {
+            if let Err(reason) = self.land_slot(&config, id, &mut gen.slots[i], l, now) {
                 gen.failure.get_or_insert(reason);
-                break;
             }
         }
         gen
     }
 
-    /// Start the worker of one slot.
+    /// Start the worker of one slot and wait for its exec.
     fn spawn_slot(
         &mut self,
         cfg: &Config,
@@ -1346,6 +1364,17 @@ impl Ctx {
         slot: &mut Slot,
         now: Instant,
     ) -> Result<(), String> {
+        let l = self.launch_slot(cfg, gen_id, slot)?;
+        self.land_slot(cfg, gen_id, slot, l, now)
+    }
+
+    /// Fork the worker of one slot (with its probe socket and output pipes).
+    fn launch_slot(
+        &mut self,
+        cfg: &Config,
+        gen_id: u64,
+        slot: &mut Slot,
+    ) -> Result<Launch, String> {
         let probe_socket = match cfg.readiness.kind {
             ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. } => match ProbeSocket::new() {
                 Ok(p) => Some(p),
@@ -1388,9 +1417,33 @@ impl Ctx {
             stdout: writers.first().map(|w| w.as_fd()),
             stderr: writers.get(1).map(|w| w.as_fd()),
         };
-        let spawned = worker::spawn(&spec);
+        let forked = worker::spawn(&spec);
         drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
-        match spawned {
+        match forked {
+            Ok(started) => Ok(Launch {
+                started,
+                probe_socket,
+                pipes,
+            }),
+            Err(e) => Err(self.spawn_failed(cfg, gen_id, slot, e)),
+        }
+    }
+
+    /// Wait for a launched worker's exec and record it in its slot.
+    fn land_slot(
+        &mut self,
+        cfg: &Config,
+        gen_id: u64,
+        slot: &mut Slot,
+        launch: Launch,
+        now: Instant,
+    ) -> Result<(), String> {
+        let Launch {
+            started,
+            probe_socket,
+            pipes,
+        } = launch;
+        match started.wait_exec() {
             Ok(pid) => {
                 for mut p in pipes {
                     p.origin.pid = pid;
@@ -1439,21 +1492,29 @@ impl Ctx {
                 });
                 Ok(())
             }
-            Err(e) => {
-                let reason = format!(
-                    "instance {} could not be started: {e} (command {:?})",
-                    slot.instance, cfg.command
-                );
-                error!(
-                    baton_event = "worker_spawn_failed",
-                    baton_generation = gen_id,
-                    baton_instance = slot.instance,
-                    "{reason}"
-                );
-                slot.last_exit = Some(format!("spawn failed: {e}"));
-                Err(reason)
-            }
+            Err(e) => Err(self.spawn_failed(cfg, gen_id, slot, e)),
         }
+    }
+
+    fn spawn_failed(
+        &self,
+        cfg: &Config,
+        gen_id: u64,
+        slot: &mut Slot,
+        e: std::io::Error,
+    ) -> String {
+        let reason = format!(
+            "instance {} could not be started: {e} (command {:?})",
+            slot.instance, cfg.command
+        );
+        error!(
+            baton_event = "worker_spawn_failed",
+            baton_generation = gen_id,
+            baton_instance = slot.instance,
+            "{reason}"
+        );
+        slot.last_exit = Some(format!("spawn failed: {e}"));
+        reason
     }
 
     fn start_probe(

@@ -547,11 +547,25 @@ fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
     len
 }
 
+/// Start a child and wait until it has exec'd; see [`spawn_start`].
+pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
+    spawn_start(spec)?.wait_exec()
+}
+
+/// A forked child on its way to `execve`.
+pub struct Started {
+    pid: Pid,
+    /// Closed by the kernel at a successful exec; carries errno and stage if the child failed.
+    err_r: OwnedFd,
+}
+
 /// Start a child: own process group, SIGKILL when baton dies, empty signal mask and default
 /// dispositions, stdin from /dev/null, `spec.fds` at 3.. and no other descriptor of baton,
-/// `LISTEN_PID` equal to the child's own pid. Returns once the child has exec'd (or fails with
-/// the child's errno if it could not).
-pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
+/// `LISTEN_PID` equal to the child's own pid. Returns right after fork: the child has its own
+/// copies of every descriptor, so the caller may close its own at once. Call
+/// [`Started::wait_exec`] to learn whether the exec worked; forking several children before
+/// waiting for any lets them exec in parallel.
+pub fn spawn_start(spec: &Spawn) -> io::Result<Started> {
     let n = spec.fds.len() as RawFd;
     // --- everything that allocates happens here, before fork
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
@@ -710,35 +724,42 @@ pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
     }
     // ---------------- parent ----------------
     drop(err_w);
-    let mut msg = [0u8; 5];
-    let mut got = 0;
-    loop {
-        match nix::unistd::read(&err_r, &mut msg[got..]) {
-            Ok(0) => break,
-            Ok(k) => {
-                got += k;
-                if got == msg.len() {
-                    break;
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
     drop(devnull);
-    if got == 0 {
-        return Ok(pid);
+    Ok(Started { pid, err_r })
+}
+
+impl Started {
+    /// Block until the child has exec'd (its copy of the error pipe closed) or failed.
+    pub fn wait_exec(self) -> io::Result<Pid> {
+        let mut msg = [0u8; 5];
+        let mut got = 0;
+        loop {
+            match nix::unistd::read(&self.err_r, &mut msg[got..]) {
+                Ok(0) => break,
+                Ok(k) => {
+                    got += k;
+                    if got == msg.len() {
+                        break;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if got == 0 {
+            return Ok(self.pid);
+        }
+        // the child failed before or at exec: collect it and report why
+        // SAFETY: waitpid on our own child's pid; writes to a valid local.
+        unsafe {
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+        let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let stage = STAGES.get(msg[4] as usize).copied().unwrap_or("spawn");
+        let e = io::Error::from_raw_os_error(errno);
+        Err(io::Error::new(e.kind(), format!("{stage}: {e}")))
     }
-    // the child failed before or at exec: collect it and report why
-    // SAFETY: waitpid on our own child's pid; writes to a valid local.
-    unsafe {
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-    }
-    let errno = i32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
-    let stage = STAGES.get(msg[4] as usize).copied().unwrap_or("spawn");
-    let e = io::Error::from_raw_os_error(errno);
-    Err(io::Error::new(e.kind(), format!("{stage}: {e}")))
 }
 
 #[cfg(test)]
