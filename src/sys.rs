@@ -81,6 +81,30 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Make baton's scheduling priority non-inheritable (SCHED_RESET_ON_FORK): baton may run at a
+/// negative nice value (`Nice=` in its unit) so that its event loop is not starved by busy
+/// workers on a loaded machine, while every child starts again at nice 0 (and a real-time
+/// policy, if an admin chose one, is not passed on either). The current policy and priority
+/// are kept; setting the flag needs no privilege.
+pub fn reset_priority_on_fork() -> io::Result<()> {
+    // SAFETY: sched_getscheduler/sched_getparam/sched_setscheduler on our own pid (0) with a
+    // valid sched_param owned by this frame.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut param: libc::sched_param = std::mem::zeroed();
+        if libc::sched_getparam(0, &mut param) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// How a child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -57,6 +57,8 @@ pub fn render(name: &str, listen: &[String], config: &Path, baton: &Path) -> (St
          RuntimeDirectory=baton\n\
          RuntimeDirectoryPreserve=yes\n\
          LimitNOFILE=65536\n\
+         # baton's loop ahead of busy workers; workers start at nice 0 again\n\
+         Nice=-10\n\
          NoNewPrivileges=yes\n\
          ProtectSystem=strict\n\
          ProtectHome=yes\n\

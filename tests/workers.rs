@@ -355,3 +355,28 @@ fn notifications_from_strangers_are_ignored() {
     assert_eq!(s["state"], "booting");
     assert_eq!(s["generations"][0]["workers"][0]["state"], "starting");
 }
+
+/// baton may run at a higher priority (`Nice=-10` in its unit) so that busy workers cannot
+/// starve its event loop; its workers still start at nice 0.
+#[test]
+fn workers_do_not_inherit_batons_priority() {
+    let _g = serial();
+    let baton = Baton::spawn_with(&["nice", "-n", "-10"], "nice", |port, ctl| {
+        hello_config(port, ctl, 2, "", "")
+    });
+    baton.wait_serving(Duration::from_secs(10));
+    let nice = |pid: i32| -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let rest = stat.rsplit_once(')').expect("stat").1;
+        // fields after the command: state(3) ... nice is field 19, i.e. the 17th after ')'
+        rest.split_whitespace()
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(nice(baton.pid()), -10);
+    for pid in baton.serving_pids() {
+        assert_eq!(nice(pid), 0, "worker {pid}");
+    }
+}

@@ -221,6 +221,15 @@ impl Baton {
 
     /// Start without waiting.
     pub fn spawn(name: &str, make_config: impl FnOnce(u16, &Path) -> String) -> Baton {
+        Baton::spawn_with(&[], name, make_config)
+    }
+
+    /// Start `prefix… baton run …` (e.g. under `nice`) without waiting.
+    pub fn spawn_with(
+        prefix: &[&str],
+        name: &str,
+        make_config: impl FnOnce(u16, &Path) -> String,
+    ) -> Baton {
         let dir = scratch(name);
         let port = free_port();
         let control = dir.join("ctl.sock");
@@ -228,7 +237,15 @@ impl Baton {
         fs::write(&config, make_config(port, &control)).expect("write config");
         let log = dir.join("baton.log");
         let logf = fs::File::create(&log).expect("log file");
-        let child = Command::new(baton_bin())
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(baton_bin()),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(baton_bin());
+                c
+            }
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config)
