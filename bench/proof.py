@@ -813,8 +813,10 @@ def main():
     ap.add_argument("--only", help="comma-separated phases: compare,target,scale,idle (default: all)")
     ap.add_argument("--ns", help="worker counts for compare/target, e.g. 4,64 (default: 1,4,64; quick: 4)")
     ap.add_argument("--modes", default="keepalive,close", help="load modes for compare/target")
-    ap.add_argument("--baton-prefix", default="", help="run `baton run` under this command (an experiment, "
-                    "e.g. 'chrt --reset-on-fork -f 10'); not used by the published runs")
+    ap.add_argument("--baton-prefix", default="nice -n -10",
+                    help="run `baton run` under this command (default: 'nice -n -10', as the shipped units "
+                         "run it with Nice=-10; baton puts its workers back at nice 0); '' for none, or an "
+                         "experiment such as 'chrt --reset-on-fork -f 10'")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     if args.ns:
@@ -827,7 +829,7 @@ def main():
     env.t_start = time.monotonic()
     env.retry_budget_s = 150 if args.quick else 780  # repeat noisy runs only while this young
     results = dict(config={k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in cfg.items()},
-                   quick=args.quick, argv=sys.argv[1:], concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
+                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
                    machine=machine(), capacity=[], comparison=[], target=[], scale=[], idle=None,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.monotonic()
