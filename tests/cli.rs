@@ -67,7 +67,7 @@ fn takes_sockets_from_socket_activation() {
         ),
     )
     .unwrap();
-    let mut child = Command::new("systemd-socket-activate")
+    let child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=web"])
         .arg(baton_bin())
         .args(["run", "--config"])
@@ -76,6 +76,17 @@ fn takes_sockets_from_socket_activation() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("systemd-socket-activate (package systemd)");
+    // ends it (and baton, with its workers) even when an assertion below fails
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let mut child = KillOnDrop(child);
     wait_for(
         "systemd-socket-activate listening",
         Duration::from_secs(5),
@@ -103,8 +114,8 @@ fn takes_sockets_from_socket_activation() {
         assert_eq!(env_of(pid, "LISTEN_PID"), Some(pid.to_string()));
         assert_eq!(env_of(pid, "LISTEN_FDNAMES").as_deref(), Some("web"));
     }
-    signal(child.id() as i32, "TERM");
-    let st = child.wait().unwrap();
+    signal(child.0.id() as i32, "TERM");
+    let st = child.0.wait().unwrap();
     assert!(st.success(), "{st:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
