@@ -60,6 +60,7 @@ struct Worker {
 /// A forked worker whose exec has not been confirmed yet.
 struct Launch {
     started: sys::Started,
+    forked_at: Instant,
     probe_socket: Option<ProbeSocket>,
     pipes: Vec<output::Pipe>,
 }
@@ -863,6 +864,12 @@ impl Supervisor {
                 continue;
             };
             let msg = Message::parse(&dg.data);
+            // when the worker sent it, not when the loop got to it (the difference is baton's)
+            let sent = dg
+                .received
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .and_then(|ago| now.checked_sub(ago))
+                .unwrap_or(now);
             if dg.fds_closed > 0 {
                 debug!(
                     "closed {} descriptor(s) sent by pid {sender} (barrier: {})",
@@ -888,7 +895,7 @@ impl Supervisor {
                     }
                     if msg.ready && notify_kind && w.ready_at.is_none() && w.stop_deadline.is_none()
                     {
-                        w.ready_at = Some(now);
+                        w.ready_at = Some(sent.max(w.started));
                         info!(
                             baton_event = "worker_ready",
                             baton_generation = gen_id,
@@ -1425,6 +1432,7 @@ impl Ctx {
         match forked {
             Ok(started) => Ok(Launch {
                 started,
+                forked_at: Instant::now(),
                 probe_socket,
                 pipes,
             }),
@@ -1443,6 +1451,7 @@ impl Ctx {
     ) -> Result<(), String> {
         let Launch {
             started,
+            forked_at,
             probe_socket,
             pipes,
         } = launch;
@@ -1480,13 +1489,13 @@ impl Ctx {
                     } => Some(Tracker::new(now, *successes, *interval, *probe_timeout)),
                     _ => None,
                 };
-                // start-up is measured from the completed exec: fork/exec is baton's share
-                let execd = Instant::now();
+                // a worker's own start-up runs from its fork to its READY=1 as the kernel
+                // received it: baton's handling before and after is baton's share
                 slot.worker = Some(Worker {
                     pid,
-                    started: execd,
+                    started: forked_at,
                     ready_at: None,
-                    ready_deadline: execd + cfg.readiness.timeout,
+                    ready_deadline: forked_at + cfg.readiness.timeout,
                     stop_deadline: None,
                     killed: false,
                     status: None,

@@ -379,6 +379,9 @@ pub struct Datagram {
     pub data: Vec<u8>,
     /// How many descriptors came with it (all already closed).
     pub fds_closed: usize,
+    /// When the kernel received it (SO_TIMESTAMPNS, wall clock): how long ago the sender sent
+    /// it, however late the event loop reads it.
+    pub received: Option<std::time::SystemTime>,
 }
 
 /// baton's private `NOTIFY_SOCKET` for workers: a unix datagram socket at a filesystem path,
@@ -398,6 +401,7 @@ impl NotifySocket {
         let sock = UnixDatagram::bind(path)?;
         sock.set_nonblocking(true)?;
         nsock::setsockopt(&sock, sockopt::PassCred, &true)?;
+        let _ = nsock::setsockopt(&sock, sockopt::ReceiveTimestampns, &true);
         // Workers' notifications are short; a larger buffer absorbs bursts from many workers.
         let _ = nsock::setsockopt(&sock, sockopt::RcvBuf, &(1 << 20));
         Ok(NotifySocket { sock })
@@ -407,8 +411,12 @@ impl NotifySocket {
     /// the BARRIER=1 pipe of `systemd-notify`) are closed at once.
     pub fn recv(&self) -> io::Result<Option<Datagram>> {
         let mut buf = vec![0u8; 4096];
-        let mut cmsg = nix::cmsg_space!(nsock::UnixCredentials, [RawFd; 16]);
-        let (len, pid, fds) = {
+        let mut cmsg = nix::cmsg_space!(
+            nsock::UnixCredentials,
+            nix::sys::time::TimeSpec,
+            [RawFd; 16]
+        );
+        let (len, pid, fds, received) = {
             let mut iov = [io::IoSliceMut::new(&mut buf)];
             let msg = match nsock::recvmsg::<()>(
                 self.sock.as_raw_fd(),
@@ -422,17 +430,24 @@ impl NotifySocket {
                 Err(e) => return Err(e.into()),
             };
             let mut pid = None;
+            let mut received = None;
             let mut fds: Vec<RawFd> = Vec::new();
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     match c {
                         nsock::ControlMessageOwned::ScmCredentials(cred) => pid = Some(cred.pid()),
                         nsock::ControlMessageOwned::ScmRights(r) => fds.extend(r),
+                        nsock::ControlMessageOwned::ScmTimestampns(ts) => {
+                            received = std::time::UNIX_EPOCH.checked_add(Duration::new(
+                                ts.tv_sec().max(0) as u64,
+                                ts.tv_nsec().clamp(0, 999_999_999) as u32,
+                            ));
+                        }
                         _ => {}
                     }
                 }
             }
-            (msg.bytes, pid, fds)
+            (msg.bytes, pid, fds, received)
         };
         for fd in &fds {
             // SAFETY: the kernel just installed these descriptors in our table for this
@@ -444,6 +459,7 @@ impl NotifySocket {
             pid,
             data: buf,
             fds_closed: fds.len(),
+            received,
         }))
     }
 }
