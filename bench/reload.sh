@@ -7,7 +7,7 @@
 # connection-per-request load with the project's load client, runs RELOADS `baton reload --json`
 # one after the other (waiting for each old generation to exit), and prints:
 #   * per reload: baton's rollout time (reload start -> swap), the slowest new worker's own
-#     start-up (exec -> READY=1), and their difference: baton's own overhead; plus the wall
+#     start-up (fork -> the kernel receiving its READY=1), and their difference: baton's own overhead; plus the wall
 #     time of the `baton reload` command;
 #   * failed requests of the load (must be 0);
 #   * baton's RSS (VmRSS, VmHWM) after the reloads;
@@ -100,7 +100,7 @@ print(f"reloads: {len(rel)}, instances: {inst}")
 print("| per reload (ms) | median | p90 | p99 | max |")
 print("|---|---|---|---|---|")
 row("baton rollout (reload start -> swap)", dur)
-row("slowest worker start-up (exec -> READY=1)", start)
+row("slowest worker start-up (fork -> READY=1 received)", start)
 row("baton's own overhead (rollout - start-up)", over)
 row("`baton reload` wall time (incl. CLI process)", wall)
 for name in ("keep", "close"):
