@@ -259,7 +259,9 @@ impl State {
 /// can be borrowed at once.
 struct Ctx {
     config_path: Option<PathBuf>,
-    config: Rc<Config>,
+    /// The config baton started with: its sockets and control path hold for baton's lifetime
+    /// (a generation's own config lives in the generation).
+    boot_config: Rc<Config>,
     listeners: Listeners,
     notify_path: PathBuf,
     notify: NotifySocket,
@@ -320,7 +322,7 @@ impl Supervisor {
         let now = Instant::now();
         let mut ctx = Ctx {
             config_path: setup.config_path,
-            config: config.clone(),
+            boot_config: config.clone(),
             listeners: setup.listeners,
             notify_path,
             notify,
@@ -572,7 +574,6 @@ impl Supervisor {
                 Verdict::Ready => {
                     // the swap: the new generation is ready, so (and only now) the old one drains
                     next.phase = Phase::Serving;
-                    ctx.config = next.config.clone();
                     let msg = format!(
                         "generation {} serving ({} worker(s) ready in {} ms); generation {} draining",
                         next.id,
@@ -751,7 +752,10 @@ impl Supervisor {
                 "reload queued: it starts when the current rollout/drain has ended"
             );
             // the waiting reload job may outlast systemd's timeout: a drain, then a rollout
-            let cfg = &self.ctx.config;
+            let gens = self.state.gens();
+            let Some(cfg) = gens.first().map(|g| &g.config) else {
+                return;
+            };
             self.ctx.manager.extend_timeout(
                 cfg.drain.timeout
                     + cfg.readiness.timeout
@@ -1295,17 +1299,17 @@ impl Ctx {
     /// Re-read the config for a reload. The running generation is untouched on error.
     fn load_config(&self) -> Result<Config, String> {
         let Some(path) = &self.config_path else {
-            return Ok((*self.config).clone());
+            return Ok((*self.boot_config).clone());
         };
         let cfg = Config::load(path).map_err(|e| format!("config error: {e}"))?;
-        if cfg.sockets != self.config.sockets {
+        if cfg.sockets != self.boot_config.sockets {
             warn!(
                 baton_event = "config_sockets_changed",
                 "[sockets] changed in {}: sockets are kept for baton's lifetime; restart baton to apply",
                 path.display()
             );
         }
-        if cfg.control != self.config.control {
+        if cfg.control != self.boot_config.control {
             warn!(
                 baton_event = "config_control_changed",
                 "`control` changed in {}: the control socket moves only when baton restarts",
