@@ -5,15 +5,7 @@
 #   PyPI: gunicorn 27.0.1, matplotlib 3.11.2 (the plot)
 set -euo pipefail
 cd "$(dirname "$0")"
-need_apt=()
-for c in systemd-socket-activate:systemd node:nodejs npm:npm strip:binutils; do
-  command -v "${c%%:*}" >/dev/null 2>&1 || need_apt+=("${c#*:}")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+bash ../tests/need-commands.sh systemd-socket-activate:systemd node:nodejs npm:npm strip:binutils
 PM2_VERSION=7.0.4
 # (the version from package.json: any `pm2` command would spawn a daemon)
 if [ "$(node -p "require('./.peers/node_modules/pm2/package.json').version" 2>/dev/null)" != "$PM2_VERSION" ]; then

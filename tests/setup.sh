@@ -2,19 +2,12 @@
 # Install what the test suite needs on a fresh Debian 12 machine (idempotent, quiet when done).
 #   apt:  systemd (systemd-notify, systemd-socket-activate, the PID 1 the systemd tests boot),
 #         util-linux / bsdutils (unshare, nsenter, script for the systemd harness)
+#   apt:  nodejs (tests/node.rs)
 #   PyPI: gunicorn (an unchanged third-party app that takes systemd sockets)
 #   packaging/build.sh --tools-only: cargo-deb, rpm, lintian, rpmlint (tests/packaging.rs)
 set -euo pipefail
-need_apt=()
-for c in systemd-notify:systemd systemd-socket-activate:systemd unshare:util-linux \
-         nsenter:util-linux script:bsdutils curl:curl; do
-  command -v "${c%%:*}" >/dev/null 2>&1 || need_apt+=("${c#*:}")
-done
-if [ ${#need_apt[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+bash "$(dirname "$0")/need-commands.sh" systemd-notify:systemd systemd-socket-activate:systemd \
+  unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs
 GUNICORN_VERSION=27.0.1
 if ! python3 -c "import gunicorn, sys; sys.exit(gunicorn.__version__ != '$GUNICORN_VERSION')" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "gunicorn==$GUNICORN_VERSION"
