@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigHandler, SigSet, Signal};
 use nix::sys::socket;
 use sd_notify::NotifyState;
@@ -210,21 +211,40 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
     }
 
     // Accept loop: wait for any listener or the drain pipe; never block in accept(),
-    // since other processes accept on the same sockets.
+    // since other processes accept on the same sockets. The listeners are watched
+    // with EPOLLEXCLUSIVE: a new connection wakes one waiting process, not every
+    // process of every generation (poll() would wake them all, 2N at a reload).
+    // A process that is busy accepting does not swallow the wake-up: the kernel only
+    // counts it as delivered to an epoll that has a waiter.
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    for (i, listener) in listeners.iter().enumerate() {
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        epoll.add(listener.as_fd(), EpollEvent::new(flags, i as u64))?;
+    }
+    let drain_token = listeners.len() as u64;
+    epoll.add(
+        shared.drain_rx.as_fd(),
+        EpollEvent::new(EpollFlags::EPOLLIN, drain_token),
+    )?;
+    let mut events = vec![EpollEvent::empty(); listeners.len() + 1];
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !shared.is_draining() {
-        let mut fds: Vec<PollFd> = listeners
-            .iter()
-            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
-            .collect();
-        fds.push(PollFd::new(shared.drain_rx.as_fd(), PollFlags::POLLIN));
-        poll_until(&mut fds, None)?;
-        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
         conns.retain(|c| !c.is_finished());
-        for (listener, _) in listeners.iter().zip(ready).filter(|(_, r)| *r) {
-            listener.accept_all(&shared, &mut conns);
+        for event in &events[..n] {
+            if let Some(listener) = listeners.get(event.data() as usize) {
+                listener.accept_all(&shared, &mut conns);
+            }
         }
     }
+    // Leave the listeners' wait queues before anything else, so that no wake-up
+    // for the next generation is queued on this process while it drains. (Closing
+    // our fds would not do it: the sockets stay open in other processes.)
+    drop(epoll);
 
     // Our listeners are duplicates: closing them leaves the shared socket open.
     drop(listeners);
