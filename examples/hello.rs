@@ -215,7 +215,8 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
     // with EPOLLEXCLUSIVE: a new connection wakes one waiting process, not every
     // process of every generation (poll() would wake them all, 2N at a reload).
     // A process that is busy accepting does not swallow the wake-up: the kernel only
-    // counts it as delivered to an epoll that has a waiter.
+    // counts it as delivered to an epoll that has a waiter. The other side of that
+    // contract: a process that was woken accepts until the queue is empty (accept_all).
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     for (i, listener) in listeners.iter().enumerate() {
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
@@ -241,9 +242,9 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
             }
         }
     }
-    // Leave the listeners' wait queues before anything else, so that no wake-up
-    // for the next generation is queued on this process while it drains. (Closing
-    // our fds would not do it: the sockets stay open in other processes.)
+    // Leave the listeners' wait queues before anything else: this process is never
+    // a waiter again, so every later connection wakes a process that will accept it.
+    // (Closing our fds would not do it: the sockets stay open in other processes.)
     drop(epoll);
 
     // Our listeners are duplicates: closing them leaves the shared socket open.
@@ -374,8 +375,14 @@ impl Listener {
     }
 
     /// Accepts until the backlog is empty; each connection gets its own thread.
+    ///
+    /// It does so even once the drain has begun: with EPOLLEXCLUSIVE the kernel woke this
+    /// process *instead of* the others, so a process that returned without accepting would
+    /// leave the connections queued with nobody woken for them (until some later connection
+    /// arrives, which with a few busy clients may be never). Connections accepted while
+    /// draining are served like in-flight ones, with `Connection: close`.
     fn accept_all(&self, shared: &Arc<Shared>, conns: &mut Vec<JoinHandle<()>>) {
-        while !shared.is_draining() {
+        loop {
             let accepted = match self {
                 Listener::Tcp(l) => l.accept().map(|(s, _)| {
                     let _ = s.set_nodelay(true);
