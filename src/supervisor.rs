@@ -312,9 +312,6 @@ impl Supervisor {
         let control = control::Server::bind(&setup.control_path)?;
         let notify = NotifySocket::bind(&notify_path)?;
         sys::set_child_subreaper()?;
-        if let Err(e) = sys::reset_priority_on_fork() {
-            warn!("workers may inherit baton's scheduling priority: {e}");
-        }
         let (waker, wake_rx) = readiness::waker()?;
         let (probe_tx, probe_rx) = mpsc::channel();
         let manager = Manager::from_env();

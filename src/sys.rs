@@ -4,10 +4,11 @@
 //! functions). Each `unsafe` block carries a `// SAFETY:` comment. The rest of the crate only sees
 //! safe types: [`SignalFd`], [`NotifySocket`], [`Spawn`], [`ExitStatus`], plain pids and `OwnedFd`s.
 //!
-//! The delicate part is [`spawn`]: between `fork` and `execve` the child may only use
-//! async-signal-safe calls, so everything that allocates (argv, envp, the `LISTEN_PID=` buffer)
-//! is prepared before `fork`, and the child only fills in its own pid, moves descriptors and
-//! resets its signal state.
+//! The delicate part is [`spawn`]: between `clone` and `execve` the child runs on baton's
+//! memory (CLONE_VM | CLONE_VFORK, as `posix_spawn` does) and may only use async-signal-safe
+//! calls, so everything that allocates (argv, envp, the `LISTEN_PID=` buffer) is prepared
+//! before `clone`, and the child only fills in its own pid, moves descriptors and resets its
+//! signal state.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -81,28 +82,30 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// Make baton's scheduling priority non-inheritable (SCHED_RESET_ON_FORK): baton may run at a
-/// negative nice value (`Nice=` in its unit) so that its event loop is not starved by busy
-/// workers on a loaded machine, while every child starts again at nice 0 (and a real-time
-/// policy, if an admin chose one, is not passed on either). The current policy and priority
-/// are kept; setting the flag needs no privilege.
-pub fn reset_priority_on_fork() -> io::Result<()> {
-    // SAFETY: sched_getscheduler/sched_getparam/sched_setscheduler on our own pid (0) with a
-    // valid sched_param owned by this frame.
+/// What a worker must shed of baton's scheduling priority before it execs. baton may run at a
+/// negative nice value (`Nice=` in its unit) so that busy workers cannot starve its event loop,
+/// and an admin may give it a real-time policy; its workers start at nice 0 and SCHED_OTHER.
+/// The child keeps baton's priority until just before `execve` (the part of a worker's start
+/// that baton waits for runs at baton's priority), then drops it.
+#[derive(Clone, Copy)]
+struct Shed {
+    nice: bool,
+    realtime: bool,
+}
+
+fn priority_to_shed() -> Shed {
+    // SAFETY: sched_getscheduler and getpriority on the calling thread take integers and touch
+    // no memory; errno is cleared first because -1 is a valid nice value.
     unsafe {
-        let policy = libc::sched_getscheduler(0);
-        if policy < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut param: libc::sched_param = std::mem::zeroed();
-        if libc::sched_getparam(0, &mut param) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) < 0 {
-            return Err(io::Error::last_os_error());
+        let policy = libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK;
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
+        let nice_known = *libc::__errno_location() == 0;
+        Shed {
+            nice: nice_known && nice < 0,
+            realtime: policy == libc::SCHED_FIFO || policy == libc::SCHED_RR,
         }
     }
-    Ok(())
 }
 
 /// How a child ended.
@@ -592,22 +595,54 @@ pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
     spawn_start(spec)?.wait_exec()
 }
 
-/// A forked child on its way to `execve`.
+/// A child that has exec'd, or failed on its way to `execve`.
 pub struct Started {
     pid: Pid,
     /// Closed by the kernel at a successful exec; carries errno and stage if the child failed.
     err_r: OwnedFd,
 }
 
+/// Everything the child reads between `clone` and `execve`: built by the parent, which is
+/// suspended (CLONE_VFORK) while the child runs on the parent's memory.
+struct ChildArgs<'a> {
+    spec: &'a Spawn,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The `LISTEN_PID=` envp entry; the child writes its pid after the `=`.
+    listen_pid: *mut u8,
+    /// Scratch space for the moved sockets, one slot per `spec.fds` entry.
+    tmp_fds: *mut RawFd,
+    devnull: RawFd,
+    err_w: RawFd,
+    /// Lowest descriptor at which sources are parked before they move down to 3.. .
+    high: RawFd,
+    parent: libc::pid_t,
+    shed: Shed,
+}
+
+/// The stack the child runs on until `execve`. It lives in spawn_start's own frame, as in musl's
+/// posix_spawn: no mapping to create and tear down per worker (at 64 workers, mmap + munmap
+/// with its TLB shoot-down cost more than the clone itself). The parent's thread is suspended
+/// while the child runs, and an overflow would run down into the unused part of the parent's
+/// stack, below every live frame. The child's code needs a few hundred bytes.
+#[repr(C, align(16))]
+struct ChildStack([std::mem::MaybeUninit<u8>; 16 * 1024]);
+
 /// Start a child: own process group, SIGKILL when baton dies, empty signal mask and default
 /// dispositions, stdin from /dev/null, `spec.fds` at 3.. and no other descriptor of baton,
-/// `LISTEN_PID` equal to the child's own pid. Returns right after fork: the child has its own
-/// copies of every descriptor, so the caller may close its own at once. Call
-/// [`Started::wait_exec`] to learn whether the exec worked; forking several children before
-/// waiting for any lets them exec in parallel.
+/// `LISTEN_PID` equal to the child's own pid. Returns once the child has exec'd (or failed):
+/// the child has its own copies of every descriptor, so the caller may close its own at once.
+/// Call [`Started::wait_exec`] to learn whether the exec worked.
+///
+/// The child is created like `posix_spawn` does it, with `clone(CLONE_VM | CLONE_VFORK)`: it
+/// shares baton's memory and baton's thread waits until the child's `execve` has replaced
+/// it. Nothing is copied (no page tables, no copy-on-write faults in baton afterwards, no
+/// address space to tear down at exec), which is what makes starting 64 or 256 workers cheap.
+/// (`posix_spawn` itself cannot be used: the environment is fixed before the child's pid
+/// exists, so `LISTEN_PID` could not be the child's own.)
 pub fn spawn_start(spec: &Spawn) -> io::Result<Started> {
     let n = spec.fds.len() as RawFd;
-    // --- everything that allocates happens here, before fork
+    // --- everything that allocates happens here, before clone
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut listen_pid_buf = [0u8; 32];
@@ -639,133 +674,188 @@ pub fn spawn_start(spec: &Spawn) -> io::Result<Started> {
         .unwrap_or(2)
         + 1;
     let mut tmp_fds = vec![-1 as RawFd; spec.fds.len()];
-    let parent = std::process::id() as libc::pid_t;
+    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); 16 * 1024]);
+    // stacks grow down on every Linux target baton builds for; the end is 16-byte aligned
+    let stack_top = stack.0.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let args = ChildArgs {
+        spec,
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        listen_pid: listen_pid_ptr,
+        tmp_fds: tmp_fds.as_mut_ptr(),
+        devnull: devnull.as_raw_fd(),
+        err_w: err_w.as_raw_fd(),
+        high,
+        parent: std::process::id() as libc::pid_t,
+        shed: priority_to_shed(),
+    };
 
-    // SAFETY: fork is called with every buffer the child needs already allocated. In the child
-    // branch only async-signal-safe functions are called (setpgid, prctl, getppid, rt_sigaction,
-    // sigprocmask, fcntl, dup2, syscall(close_range), chdir, getpid, execve, write, _exit), and
-    // memory is only written in the child's own copy (the LISTEN_PID buffer, tmp_fds). The child
-    // never returns from this function: it either execs or calls _exit.
-    let pid = unsafe { libc::fork() };
+    // Block every signal in this thread around clone: the child starts with this mask, so no
+    // handler (std's SIGSEGV handler, glibc's internal ones) can run on baton's memory in the
+    // child before it has reset every disposition.
+    // SAFETY: sigfillset/pthread_sigmask write only to the valid locals passed.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
+    }
+    // SAFETY: `child_main` runs on `stack` (ours, unused otherwise) and only reads `args` and
+    // the buffers it points to, all alive until clone returns, which with CLONE_VFORK is after
+    // the child's execve succeeded or it called _exit. It never returns (exec or _exit), so
+    // glibc's clone wrapper never calls exit() in the child. The only memory it writes is
+    // `listen_pid_buf`, `tmp_fds` and errno, which this thread does not touch meanwhile (it
+    // is suspended), and no other thread knows about.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack_top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs<'_> as *mut libc::c_void,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: restores the mask saved above; writes nothing.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut()) };
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(clone_error);
     }
-    if pid == 0 {
-        // ---------------- child ----------------
-        // SAFETY: see the fork comment above; all pointers refer to buffers prepared before
-        // fork, which stay valid in the child's copy of the address space.
-        unsafe {
-            let fail = |stage: u8, errfd: RawFd| -> ! {
-                let errno = *libc::__errno_location();
-                let mut msg = [0u8; 5];
-                msg[..4].copy_from_slice(&errno.to_ne_bytes());
-                msg[4] = stage;
-                libc::write(errfd, msg.as_ptr() as *const libc::c_void, 5);
-                libc::_exit(127);
-            };
-            // the error pipe goes high first, so dup2 to 3.. cannot overwrite it
-            let errfd = libc::fcntl(err_w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high + n);
-            if errfd < 0 {
-                libc::_exit(127);
-            }
-            if libc::setpgid(0, 0) < 0 {
-                fail(0, errfd);
-            }
-            // die with baton; if baton already died before prctl, give up now
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent {
-                libc::_exit(127);
-            }
-            // default dispositions and an empty mask (baton blocks signals for its signalfd,
-            // and Rust ignores SIGPIPE: neither must leak into the app)
-            // (raw rt_sigaction: glibc's wrapper refuses the real-time signals it reserves
-            // for itself, 32 and 33, yet an ignored disposition of those is inherited too;
-            // an all-zero kernel sigaction is SIG_DFL with no flags and an empty mask)
-            let dfl = [0u64; 4];
-            for sig in 1..=64 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(
-                        libc::SYS_rt_sigaction,
-                        sig,
-                        dfl.as_ptr(),
-                        std::ptr::null_mut::<u64>(),
-                        8usize,
-                    );
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
-                fail(5, errfd);
-            }
-            // sockets: move high, then down to 3..; dup2 clears FD_CLOEXEC on the target
-            for (i, fd) in spec.fds.iter().enumerate() {
-                let t = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, high);
-                if t < 0 {
-                    fail(1, errfd);
-                }
-                tmp_fds[i] = t;
-            }
-            let out = spec
-                .stdout
-                .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high));
-            let err = spec
-                .stderr
-                .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high));
-            if libc::dup2(devnull.as_raw_fd(), 0) < 0 {
-                fail(2, errfd);
-            }
-            if let Some(fd) = out {
-                if fd < 0 || libc::dup2(fd, 1) < 0 {
-                    fail(2, errfd);
-                }
-            }
-            if let Some(fd) = err {
-                if fd < 0 || libc::dup2(fd, 2) < 0 {
-                    fail(2, errfd);
-                }
-            }
-            for (i, t) in tmp_fds.iter().enumerate() {
-                if libc::dup2(*t, 3 + i as RawFd) < 0 {
-                    fail(1, errfd);
-                }
-            }
-            // Every other descriptor closes at exec: mark 3+n.. close-on-exec in one call
-            // (the error pipe must stay usable until execve).
-            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-            let r = libc::syscall(
-                libc::SYS_close_range,
-                (3 + n) as libc::c_uint,
-                libc::c_uint::MAX,
-                CLOSE_RANGE_CLOEXEC,
-            );
-            if r < 0 {
-                // kernel < 5.11: mark them one by one up to a bound
-                for fd in (3 + n)..65536 {
-                    if fd != errfd {
-                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-            }
-            if let Some(dir) = &spec.cwd {
-                if libc::chdir(dir.as_ptr()) < 0 {
-                    fail(3, errfd);
-                }
-            }
-            if spec.set_listen_pid {
-                let mut digits = [0u8; 12];
-                let len = write_decimal(&mut digits, libc::getpid() as u32);
-                std::ptr::copy_nonoverlapping(digits.as_ptr(), listen_pid_ptr.add(11), len);
-                *listen_pid_ptr.add(11 + len) = 0;
-            }
-            libc::execve(spec.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            fail(4, errfd);
-        }
-    }
-    // ---------------- parent ----------------
     drop(err_w);
     drop(devnull);
     Ok(Started { pid, err_r })
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that spawn_start keeps alive until this child has
+    // exec'd or exited (see the clone call).
+    unsafe { child_exec(&*(arg as *const ChildArgs<'_>)) }
+}
+
+/// The child, between clone and execve. It runs on baton's memory while baton's thread waits:
+/// only async-signal-safe calls (setpgid, prctl, getppid, rt_sigaction, sigprocmask, fcntl,
+/// dup2, syscall(close_range), chdir, getpid, sched_setscheduler, setpriority, execve, write,
+/// _exit), no allocation, no panic,
+/// and writes only to the `ChildArgs` scratch buffers. It never returns.
+///
+/// # Safety
+/// `a` and every pointer in it must be valid, as spawn_start makes them.
+unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
+    let spec = a.spec;
+    let n = spec.fds.len();
+    let fail = |stage: u8, errfd: RawFd| -> ! {
+        let errno = *libc::__errno_location();
+        let mut msg = [0u8; 5];
+        msg[..4].copy_from_slice(&errno.to_ne_bytes());
+        msg[4] = stage;
+        libc::write(errfd, msg.as_ptr() as *const libc::c_void, 5);
+        libc::_exit(127);
+    };
+    // the error pipe goes high first, so dup2 to 3.. cannot overwrite it
+    let errfd = libc::fcntl(a.err_w, libc::F_DUPFD_CLOEXEC, a.high + n as RawFd);
+    if errfd < 0 {
+        libc::_exit(127);
+    }
+    if libc::setpgid(0, 0) < 0 {
+        fail(0, errfd);
+    }
+    // die with baton; if baton already died before prctl, give up now
+    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    if libc::getppid() != a.parent {
+        libc::_exit(127);
+    }
+    // default dispositions and an empty mask (baton blocks signals for its signalfd,
+    // and Rust ignores SIGPIPE: neither must leak into the app)
+    // (raw rt_sigaction: glibc's wrapper refuses the real-time signals it reserves
+    // for itself, 32 and 33, yet an ignored disposition of those is inherited too;
+    // an all-zero kernel sigaction is SIG_DFL with no flags and an empty mask)
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) < 0 {
+        fail(5, errfd);
+    }
+    // sockets: move high, then down to 3..; dup2 clears FD_CLOEXEC on the target
+    for (i, fd) in spec.fds.iter().enumerate() {
+        let t = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, a.high);
+        if t < 0 {
+            fail(1, errfd);
+        }
+        *a.tmp_fds.add(i) = t;
+    }
+    let out = spec
+        .stdout
+        .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, a.high));
+    let err = spec
+        .stderr
+        .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, a.high));
+    if libc::dup2(a.devnull, 0) < 0 {
+        fail(2, errfd);
+    }
+    if let Some(fd) = out {
+        if fd < 0 || libc::dup2(fd, 1) < 0 {
+            fail(2, errfd);
+        }
+    }
+    if let Some(fd) = err {
+        if fd < 0 || libc::dup2(fd, 2) < 0 {
+            fail(2, errfd);
+        }
+    }
+    for i in 0..n {
+        if libc::dup2(*a.tmp_fds.add(i), 3 + i as RawFd) < 0 {
+            fail(1, errfd);
+        }
+    }
+    // Every other descriptor closes at exec: mark 3+n.. close-on-exec in one call
+    // (the error pipe must stay usable until execve).
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let r = libc::syscall(
+        libc::SYS_close_range,
+        (3 + n) as libc::c_uint,
+        libc::c_uint::MAX,
+        CLOSE_RANGE_CLOEXEC,
+    );
+    if r < 0 {
+        // kernel < 5.11: mark them one by one up to a bound
+        for fd in (3 + n as RawFd)..65536 {
+            if fd != errfd {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+    if let Some(dir) = &spec.cwd {
+        if libc::chdir(dir.as_ptr()) < 0 {
+            fail(3, errfd);
+        }
+    }
+    if spec.set_listen_pid {
+        let mut digits = [0u8; 12];
+        let len = write_decimal(&mut digits, libc::getpid() as u32);
+        std::ptr::copy_nonoverlapping(digits.as_ptr(), a.listen_pid.add(11), len);
+        *a.listen_pid.add(11 + len) = 0;
+    }
+    // last, so that everything baton waits for ran at baton's priority (lowering needs no
+    // privilege; a failure leaves the worker at baton's priority, which is only a missed wish)
+    if a.shed.realtime {
+        let param: libc::sched_param = std::mem::zeroed();
+        libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+    }
+    if a.shed.nice {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+    }
+    libc::execve(spec.program.as_ptr(), a.argv, a.envp);
+    fail(4, errfd);
 }
 
 impl Started {
