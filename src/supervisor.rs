@@ -57,14 +57,6 @@ struct Worker {
     tracker: Option<Tracker>,
 }
 
-/// A forked worker whose exec has not been confirmed yet.
-struct Launch {
-    started: sys::Started,
-    forked_at: Instant,
-    probe_socket: Option<ProbeSocket>,
-    pipes: Vec<output::Pipe>,
-}
-
 /// One instance position of a generation; its worker may be restarted.
 struct Slot {
     instance: u32,
@@ -1347,27 +1339,17 @@ impl Ctx {
                 .collect(),
             failure: None,
         };
-        // fork every worker first, then wait for their execs: they exec in parallel, and
-        // baton is not scheduled out and back in once per worker
-        let mut launched = Vec::new();
-        for (i, slot) in gen.slots.iter_mut().enumerate() {
-            match self.launch_slot(&config, id, slot) {
-                Ok(l) => launched.push((i, l)),
-                Err(reason) => {
-                    gen.failure.get_or_insert(reason);
-                    break;
-                }
-            }
-        }
-        for (i, l) in launched {
-            if let Err(reason) = self.land_slot(&config, id, &mut gen.slots[i], l, now) {
-                gen.failure.get_or_insert(reason);
+        // one after the other: each spawn returns once its worker has exec'd (CLONE_VFORK)
+        for slot in gen.slots.iter_mut() {
+            if let Err(reason) = self.spawn_slot(&config, id, slot, now) {
+                gen.failure = Some(reason);
+                break;
             }
         }
         gen
     }
 
-    /// Start the worker of one slot and wait for its exec.
+    /// Start the worker of one slot (with its probe socket and output pipes) and record it.
     fn spawn_slot(
         &mut self,
         cfg: &Config,
@@ -1375,17 +1357,6 @@ impl Ctx {
         slot: &mut Slot,
         now: Instant,
     ) -> Result<(), String> {
-        let l = self.launch_slot(cfg, gen_id, slot)?;
-        self.land_slot(cfg, gen_id, slot, l, now)
-    }
-
-    /// Fork the worker of one slot (with its probe socket and output pipes).
-    fn launch_slot(
-        &mut self,
-        cfg: &Config,
-        gen_id: u64,
-        slot: &mut Slot,
-    ) -> Result<Launch, String> {
         let probe_socket = match cfg.readiness.kind {
             ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. } => match ProbeSocket::new() {
                 Ok(p) => Some(p),
@@ -1428,35 +1399,12 @@ impl Ctx {
             stdout: writers.first().map(|w| w.as_fd()),
             stderr: writers.get(1).map(|w| w.as_fd()),
         };
-        let forked = worker::spawn(&spec);
+        // a worker's own start-up runs from here (its exec included) to its READY=1 as the
+        // kernel received it: baton's handling before and after is baton's share
+        let spawned_at = Instant::now();
+        let spawned = worker::spawn(&spec);
         drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
-        match forked {
-            Ok(started) => Ok(Launch {
-                started,
-                forked_at: Instant::now(),
-                probe_socket,
-                pipes,
-            }),
-            Err(e) => Err(self.spawn_failed(cfg, gen_id, slot, e)),
-        }
-    }
-
-    /// Wait for a launched worker's exec and record it in its slot.
-    fn land_slot(
-        &mut self,
-        cfg: &Config,
-        gen_id: u64,
-        slot: &mut Slot,
-        launch: Launch,
-        now: Instant,
-    ) -> Result<(), String> {
-        let Launch {
-            started,
-            forked_at,
-            probe_socket,
-            pipes,
-        } = launch;
-        match started.wait_exec() {
+        match spawned {
             Ok(pid) => {
                 for mut p in pipes {
                     p.origin.pid = pid;
@@ -1490,13 +1438,11 @@ impl Ctx {
                     } => Some(Tracker::new(now, *successes, *interval, *probe_timeout)),
                     _ => None,
                 };
-                // a worker's own start-up runs from its fork to its READY=1 as the kernel
-                // received it: baton's handling before and after is baton's share
                 slot.worker = Some(Worker {
                     pid,
-                    started: forked_at,
+                    started: spawned_at,
                     ready_at: None,
-                    ready_deadline: forked_at + cfg.readiness.timeout,
+                    ready_deadline: spawned_at + cfg.readiness.timeout,
                     stop_deadline: None,
                     killed: false,
                     status: None,

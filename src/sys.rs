@@ -596,7 +596,7 @@ pub fn spawn(spec: &Spawn) -> io::Result<Pid> {
 }
 
 /// A child that has exec'd, or failed on its way to `execve`.
-pub struct Started {
+struct Started {
     pid: Pid,
     /// Closed by the kernel at a successful exec; carries errno and stage if the child failed.
     err_r: OwnedFd,
@@ -624,7 +624,7 @@ struct ChildArgs<'a> {
 /// posix_spawn: no mapping to create and tear down per worker (at 64 workers, mmap + munmap
 /// with its TLB shoot-down cost more than the clone itself). The parent's thread is suspended
 /// while the child runs, and an overflow would run down into the unused part of the parent's
-/// stack, below every live frame. The child's code needs a few hundred bytes.
+/// stack, below every live frame. The child needs far less than these 16 KiB.
 #[repr(C, align(16))]
 struct ChildStack([std::mem::MaybeUninit<u8>; 16 * 1024]);
 
@@ -640,7 +640,7 @@ struct ChildStack([std::mem::MaybeUninit<u8>; 16 * 1024]);
 /// address space to tear down at exec), which is what makes starting 64 or 256 workers cheap.
 /// (`posix_spawn` itself cannot be used: the environment is fixed before the child's pid
 /// exists, so `LISTEN_PID` could not be the child's own.)
-pub fn spawn_start(spec: &Spawn) -> io::Result<Started> {
+fn spawn_start(spec: &Spawn) -> io::Result<Started> {
     let n = spec.fds.len() as RawFd;
     // --- everything that allocates happens here, before clone
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
@@ -860,7 +860,7 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
 
 impl Started {
     /// Block until the child has exec'd (its copy of the error pipe closed) or failed.
-    pub fn wait_exec(self) -> io::Result<Pid> {
+    fn wait_exec(self) -> io::Result<Pid> {
         let mut msg = [0u8; 5];
         let mut got = 0;
         loop {

@@ -106,8 +106,8 @@ pub struct WorkerSpec<'a> {
     pub stderr: Option<BorrowedFd<'a>>,
 }
 
-/// Start one worker: returns right after fork (see [`sys::Started::wait_exec`]).
-pub fn spawn(spec: &WorkerSpec<'_>) -> io::Result<sys::Started> {
+/// Start one worker; returns its pid once it has exec'd.
+pub fn spawn(spec: &WorkerSpec<'_>) -> io::Result<Pid> {
     let cfg = spec.config;
     let program = resolve_program(&cfg.command[0], cfg.cwd.as_deref())?;
     let mut sp = sys::Spawn::new(&program, &cfg.command)?;
@@ -142,7 +142,7 @@ pub fn spawn(spec: &WorkerSpec<'_>) -> io::Result<sys::Started> {
         sp.cwd(dir)?;
     }
     sp.stdio(spec.stdout, spec.stderr);
-    sys::spawn_start(&sp)
+    sys::spawn(&sp)
 }
 
 /// Start an `exec` readiness probe for a worker: the command gets BATON_WORKER_PID,
