@@ -52,26 +52,24 @@ timeout = "15s"
     assert!(body.starts_with("hello from gunicorn"), "{body}");
     let keep = Load::start(baton.port, "keepalive", 2, 200);
     let close = Load::start(baton.port, "close", 2, 200);
-    for i in 1..=5 {
-        let mut old = baton.serving_pids();
-        let master = old[0];
-        // gunicorn sends READY=1 from its master before it forks its workers
-        wait_for(
-            "gunicorn's 2 workers forked",
-            Duration::from_secs(10),
-            || children_of(master).len() == 2,
-        );
-        old.extend(children_of(master));
-        assert!(old.len() >= 3, "master and its 2 workers: {old:?}");
-        let (ok, out, _) = baton.reload();
-        assert!(ok, "gunicorn reload {i}: {out}");
-        assert!(baton.serving_pids().iter().all(|p| !old.contains(p)));
-        // the old master and its workers (its process group) are gone after the drain
-        wait_for("old gunicorn gone", Duration::from_secs(20), || {
-            old.iter().all(|p| !pid_exists(*p))
-        });
-        assert_eq!(children_of(baton.pid()).len(), 1, "one gunicorn master");
-    }
+    // back to back: each reload already waits for a new gunicorn master to start and be ready
+    baton.paced_reloads(
+        5,
+        Duration::ZERO,
+        Duration::from_secs(20),
+        |old| {
+            // gunicorn sends READY=1 from its master before it forks its workers; the old
+            // master's workers (its process group) must be gone after the drain too
+            let master = old[0];
+            wait_for(
+                "gunicorn's 2 workers forked",
+                Duration::from_secs(10),
+                || children_of(master).len() == 2,
+            );
+            children_of(master)
+        },
+        |_| assert_eq!(children_of(baton.pid()).len(), 1, "one gunicorn master"),
+    );
     assert_no_failures(&keep.stop(), 100);
     assert_no_failures(&close.stop(), 100);
     assert!(

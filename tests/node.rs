@@ -40,18 +40,13 @@ timeout = "10s"
     let keep = Load::start(baton.port, "keepalive", 2, 300);
     let close = Load::start(baton.port, "close", 2, 200);
     // one reload every 500 ms, so that every generation takes traffic
-    let t0 = std::time::Instant::now();
-    for i in 1..=5u64 {
-        let at = t0 + Duration::from_millis(500 * i);
-        std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
-        let old = baton.serving_pids();
-        let (ok, out, _) = baton.reload();
-        assert!(ok, "node reload {i}: {out}");
-        assert!(baton.serving_pids().iter().all(|p| !old.contains(p)));
-        wait_for("old node workers gone", Duration::from_secs(15), || {
-            old.iter().all(|p| !pid_exists(*p))
-        });
-    }
+    baton.paced_reloads(
+        5,
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        |_| Vec::new(),
+        |_| {},
+    );
     assert_no_failures(&keep.stop(), 100);
     assert_no_failures(&close.stop(), 100);
     assert!(baton.log_text().contains("readiness check passed"));

@@ -16,110 +16,30 @@
 //! are missing; `tests/setup.sh` already did. Every wait is on a condition with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+#[path = "sdbox/harness.rs"]
+mod harness;
+use harness::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
 /// The demo instance's address in the package (packaging/systemd/demo.conf, demo.toml).
 const DEMO_PORT: u16 = 8470;
-/// Requests per second of the load client (see LOAD_RATE in tests/systemd.rs: an unthrottled
-/// loadgen starves a 2-vCPU VM's RCU kthread and makes systemd's forks stall).
-const LOAD_RATE: &str = "2000";
 
 // ------------------------------------------------------------------------------------------
 // commands
 
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let clip = |s: &str| -> String {
-            let s = s.trim();
-            match s.char_indices().nth(4000) {
-                Some((i, _)) => format!("{}…", &s[..i]),
-                None => s.to_string(),
-            }
-        };
-        write!(f, "exit {:?}", self.code)?;
-        if !self.stdout.trim().is_empty() {
-            write!(f, "; stdout: {}", clip(&self.stdout))?;
-        }
-        if !self.stderr.trim().is_empty() {
-            write!(f, "; stderr: {}", clip(&self.stderr))?;
-        }
-        Ok(())
-    }
-}
-
-fn to_out(o: Output) -> Out {
-    Out {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 fn run(prog: &str, args: &[&str]) -> Out {
-    let o = Command::new(prog)
-        .args(args)
-        .current_dir(ROOT)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    to_out(o)
+    run_in(Path::new(ROOT), prog, args)
 }
 
 fn run_ok(prog: &str, args: &[&str]) -> String {
     let out = run(prog, args);
     assert!(out.ok(), "{prog} {args:?}: {out}");
     out.stdout
-}
-
-/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// Whether `cond` holds within `timeout` (polled).
-fn within(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -662,110 +582,15 @@ fn metadata_dependencies_and_scripts_agree() {
 // ------------------------------------------------------------------------------------------
 // under a real systemd
 
-/// One booted container (tests/sdbox/sdbox.sh); powered off and removed on drop.
-struct SdBox {
-    name: String,
-}
+/// How `baton status` finds the demo instance's baton.
+const DEMO: &[&str] = &["--config", "/etc/baton/demo.toml"];
 
-fn sdbox(args: &[&str]) -> Out {
-    run(SDBOX, args)
-}
-
-impl SdBox {
-    fn up(tag: &str) -> SdBox {
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        assert_eq!(euid, 0, "the systemd harness needs root (euid is {euid})");
-        let name = format!("baton-pkg{tag}-{}", std::process::id());
-        let _ = sdbox(&["--name", &name, "down"]);
-        let t0 = Instant::now();
-        let out = sdbox(&["--name", &name, "up"]);
-        assert!(out.ok(), "could not boot systemd with {SDBOX}: {out}");
-        eprintln!(
-            "[{name}] systemd booted in {:.2}s",
-            t0.elapsed().as_secs_f64()
-        );
-        SdBox { name }
-    }
-
-    fn exec(&self, args: &[&str]) -> Out {
-        let mut a = vec!["--name", &self.name, "exec"];
-        a.extend_from_slice(args);
-        sdbox(&a)
-    }
-
-    fn sh(&self, script: &str) -> Out {
-        self.exec(&["/bin/sh", "-c", script])
-    }
-
-    fn sh_ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(out.ok(), "[{}] `{script}`: {out}", self.name);
-        out.stdout
-    }
-
-    fn cp(&self, src: &Path, dst: &str) {
-        let out = sdbox(&["--name", &self.name, "cp", src.to_str().unwrap(), dst]);
-        assert!(out.ok(), "cp {} {dst}: {out}", src.display());
-    }
-
-    fn show(&self, unit: &str, prop: &str) -> String {
-        self.sh_ok(&format!("systemctl show -P {prop} {unit}"))
-            .trim()
-            .to_string()
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self.exec(&[
-            "baton",
-            "status",
-            "--json",
-            "--config",
-            "/etc/baton/demo.toml",
-        ]);
-        out.ok()
-            .then(|| serde_json::from_str(out.stdout.trim()).ok())
-            .flatten()
-    }
-
-    /// Paths named like baton anywhere the packages write, for before/after comparisons.
-    fn baton_paths(&self) -> BTreeSet<String> {
-        self.sh_ok("find /etc /usr /var /run -xdev -name '*baton*' 2>/dev/null | sort || true")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for SdBox {
-    fn drop(&mut self) {
-        let out = sdbox(&["--name", &self.name, "down"]);
-        if !out.ok() {
-            eprintln!("[{}] down: {out}", self.name);
-        }
-    }
-}
-
-fn http_get(port: u16) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)
-        .map_err(|e| format!("read: {e}"))?;
-    let (head, body) = buf
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete response: {buf:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok((code, body.to_string()))
+/// Paths named like baton anywhere the packages write, for before/after comparisons.
+fn baton_paths(bx: &SdBox) -> BTreeSet<String> {
+    bx.sh_ok("find /etc /usr /var /run -xdev -name '*baton*' 2>/dev/null | sort || true")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn refused(port: u16) -> bool {
@@ -782,128 +607,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// The example load client on the host, against the container's port.
-struct Load {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let loadgen = Path::new(env!("CARGO_BIN_EXE_baton"))
-            .parent()
-            .unwrap()
-            .join("examples/loadgen");
-        let mut child = Command::new(&loadgen)
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--mode",
-                "keepalive",
-            ])
-            .args([
-                "--concurrency",
-                "4",
-                "--json",
-                "--stdin-stop",
-                "--rate",
-                LOAD_RATE,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", loadgen.display()));
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains("loadgen: started") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("loadgen did not start within 10s");
-                }
-            }
-        }
-        Load { child, stderr: rx }
-    }
-
-    /// Stops it (stdin EOF) and returns its JSON report.
-    fn stop(mut self) -> Value {
-        drop(self.child.stdin.take());
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let errs: Vec<String> = self.stderr.try_iter().collect();
-        assert!(status.success(), "loadgen: {status}: {errs:?}");
-        let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"));
-        eprintln!(
-            "  loadgen: {} requests, {} ok, {} failed {}, p99 {} us, pids {}",
-            v["total"], v["ok"], v["failed"], v["failures"], v["latency_us"]["p99"], v["pids"]
-        );
-        v
-    }
-}
-
-fn serving_workers(status: &Value) -> BTreeSet<i64> {
-    let serving = status["serving_generation"].as_u64();
-    status["generations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|g| g["generation"].as_u64() == serving)
-        .flat_map(|g| g["workers"].as_array().cloned().unwrap_or_default())
-        .filter_map(|w| w["pid"].as_i64())
-        .collect()
-}
-
-/// pids that answered during a load run.
-fn answered_by(report: &Value) -> BTreeSet<i64> {
-    report["pids"]
-        .as_object()
-        .map(|m| m.keys().filter_map(|k| k.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-/// Collected checks: every expectation is recorded, all failures reported at the end.
-struct Checks {
-    failed: Vec<String>,
-}
-
-impl Checks {
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
-        let what = what.into();
-        eprintln!("  {}: {what}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            self.failed.push(what);
-        }
-    }
-    fn finish(self, bx: &SdBox) {
-        if self.failed.is_empty() {
-            return;
-        }
-        let journal = bx.sh("journalctl --no-pager -o short-precise -u 'baton@*' | tail -n 80");
-        panic!(
-            "{} check(s) failed:\n  - {}\n--- journal of baton@* (last 80 lines)\n{}",
-            self.failed.len(),
-            self.failed.join("\n  - "),
-            journal.stdout
-        );
-    }
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Deb,
@@ -918,12 +621,12 @@ fn lifecycle(kind: Kind) {
         Kind::Deb => ("deb", &p.deb, &p.deb2),
         Kind::Rpm => ("rpm", &p.rpm, &p.rpm2),
     };
-    let bx = SdBox::up(tag);
-    let mut c = Checks { failed: Vec::new() };
+    let bx = SdBox::up(&format!("pkg{tag}"));
+    let mut c = Checks::new();
     // Docker images ship a policy-rc.d that forbids every service action in maintainer
     // scripts (the container's root is a copy of the host's); a systemd host has none.
     bx.sh_ok("rm -f /usr/sbin/policy-rc.d");
-    let before = bx.baton_paths();
+    let before = baton_paths(&bx);
     assert!(
         !bx.sh("test -e /usr/bin/baton || test -e /etc/baton || dpkg -s baton >/dev/null 2>&1")
             .ok(),
@@ -1012,7 +715,7 @@ fn lifecycle(kind: Kind) {
     };
     let out = bx.sh("systemctl enable --now baton@demo.socket");
     assert!(out.ok(), "systemctl enable --now baton@demo.socket: {out}");
-    let first = http_get(port);
+    let first = http_get(port, "/", Duration::from_secs(20));
     c.check(
         matches!(&first, Ok((200, b))
             if b.starts_with("hello from pid") && b.trim().ends_with("generation 1")),
@@ -1025,7 +728,7 @@ fn lifecycle(kind: Kind) {
     let st = wait_until(
         "baton status --config /etc/baton/demo.toml",
         Duration::from_secs(10),
-        || bx.status(),
+        || bx.baton_status(DEMO),
     );
     c.check(
         st["serving_generation"] == 1 && serving_workers(&st).len() == 2,
@@ -1033,10 +736,10 @@ fn lifecycle(kind: Kind) {
     );
 
     // ---- systemctl reload under load
-    let load = Load::start(port);
+    let load = Load::start(port, "keepalive", 4);
     let out = bx.sh("systemctl reload baton@demo");
     let gen1 = serving_workers(&st);
-    let st = bx.status().unwrap_or_default();
+    let st = bx.baton_status(DEMO).unwrap_or_default();
     let report = load.stop();
     c.check(out.ok(), format!("systemctl reload baton@demo: {out}"));
     c.check(
@@ -1077,7 +780,7 @@ fn lifecycle(kind: Kind) {
     );
 
     // ---- upgrade to the newer build while the demo serves, then reload
-    let load = Load::start(port);
+    let load = Load::start(port, "keepalive", 4);
     let r0 = reloads();
     let t0 = Instant::now();
     let out = match kind {
@@ -1090,7 +793,7 @@ fn lifecycle(kind: Kind) {
         within(Duration::from_secs(5), || reloads() > r0),
         "the upgrade made systemd reload its units (daemon-reload; PID 1 logged `Reloading`)",
     );
-    let st_after = bx.status().unwrap_or_default();
+    let st_after = bx.baton_status(DEMO).unwrap_or_default();
     c.check(
         serving_workers(&st_after) == gen2 && st_after["serving_generation"] == 2,
         format!("the upgrade left the serving workers alone ({gen2:?}): {st_after}"),
@@ -1114,7 +817,7 @@ fn lifecycle(kind: Kind) {
              {out}"
         ),
     );
-    let st = bx.status().unwrap_or_default();
+    let st = bx.baton_status(DEMO).unwrap_or_default();
     let report = load.stop();
     c.check(
         report["failed"] == 0 && report["ok"].as_u64().unwrap_or(0) > 0,
@@ -1161,7 +864,7 @@ fn lifecycle(kind: Kind) {
         new_pid != main_pid && exe.trim() == "/usr/bin/baton",
         format!("after a restart baton (MainPID {new_pid}) runs the new /usr/bin/baton: {exe:?}"),
     );
-    let r = http_get(port);
+    let r = http_get(port, "/", Duration::from_secs(20));
     c.check(
         matches!(&r, Ok((200, b)) if b.trim().ends_with("generation 1")),
         format!("the restarted baton serves: {r:?}"),
@@ -1233,7 +936,7 @@ fn lifecycle(kind: Kind) {
         still.is_empty(),
         format!("every installed path is gone: {still:?} left"),
     );
-    let after = bx.baton_paths();
+    let after = baton_paths(&bx);
     let new: Vec<&String> = after.difference(&before).collect();
     let allowed: BTreeSet<&str> = match kind {
         Kind::Deb => BTreeSet::new(),
@@ -1250,7 +953,7 @@ fn lifecycle(kind: Kind) {
         new.iter().all(|p| allowed.contains(p.as_str())),
         format!("nothing named *baton* is left behind under /etc /usr /var /run: {new:?}"),
     );
-    c.finish(&bx);
+    c.finish(&bx, &["baton@*"]);
 }
 
 #[test]

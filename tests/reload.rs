@@ -29,72 +29,58 @@ fn fifty_reloads_under_load_lose_nothing() {
     let close = Load::start(baton.port, "close", 4, 400);
 
     let mut after_first = None;
-    let mut durations = Vec::new();
-    // one reload every 100 ms, so that every generation takes real traffic
-    let t0 = Instant::now();
-    for i in 1..=50 {
-        let at = t0 + Duration::from_millis(100 * i as u64);
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        let old = baton.serving_pids();
-        let gen_before = baton.serving_generation();
-        let (ok, out, dt) = baton.reload();
-        assert!(ok, "reload {i} failed: {out}");
-        durations.push(dt);
-        assert_eq!(baton.serving_generation(), gen_before + 1);
-        let new = baton.serving_pids();
-        assert!(
-            new.iter().all(|p| !old.contains(p)),
-            "reload {i}: same pids"
-        );
-        // the old generation drains (the example worker closes keep-alive connections after
-        // their next response) and is gone well before the 5 s deadline
-        wait_for(
-            &format!("generation {gen_before} pids {old:?} gone"),
-            Duration::from_secs(7),
-            || old.iter().all(|p| !pid_exists(*p)),
-        );
-        wait_for(
-            "only the serving generation in status",
-            Duration::from_secs(2),
-            || {
-                baton
-                    .status()
-                    .is_some_and(|s| s["generations"].as_array().map(|g| g.len()) == Some(1))
-            },
-        );
-        // descriptors and children of baton: the same after every reload as after the first
-        // (a control connection being closed at this instant may still show: wait for a stable
-        // reading, and name every descriptor if it does not come)
-        let snapshot = || {
-            let fds: Vec<String> = fds(baton.pid())
-                .into_iter()
-                .map(|fd| format!("{fd}->{}", fd_target(baton.pid(), fd)))
-                .collect();
-            (fds, children_of(baton.pid()).len())
-        };
-        match &after_first {
-            None => {
-                let (fds, kids) = snapshot();
-                assert_eq!(kids, 2, "reload {i}: children of baton");
-                after_first = Some((fds.len(), kids, fds));
-            }
-            Some((nfds, kids, first)) => {
-                let deadline = Instant::now() + Duration::from_secs(2);
-                loop {
-                    let (now_fds, now_kids) = snapshot();
-                    if now_fds.len() == *nfds && now_kids == *kids {
-                        break;
+    // one reload every 100 ms, so that every generation takes real traffic; the old generation
+    // drains (the example worker closes keep-alive connections after their next response) and
+    // is gone well before its 5 s deadline
+    let mut durations = baton.paced_reloads(
+        50,
+        Duration::from_millis(100),
+        Duration::from_secs(7),
+        |_| Vec::new(),
+        |i| {
+            wait_for(
+                "only the serving generation in status",
+                Duration::from_secs(2),
+                || {
+                    baton
+                        .status()
+                        .is_some_and(|s| s["generations"].as_array().map(|g| g.len()) == Some(1))
+                },
+            );
+            // descriptors and children of baton: the same after every reload as after the
+            // first (a control connection being closed at this instant may still show: wait
+            // for a stable reading, and name every descriptor if it does not come)
+            let snapshot = || {
+                let fds: Vec<String> = fds(baton.pid())
+                    .into_iter()
+                    .map(|fd| format!("{fd}->{}", fd_target(baton.pid(), fd)))
+                    .collect();
+                (fds, children_of(baton.pid()).len())
+            };
+            match &after_first {
+                None => {
+                    let (fds, kids) = snapshot();
+                    assert_eq!(kids, 2, "reload {i}: children of baton");
+                    after_first = Some((fds.len(), kids, fds));
+                }
+                Some((nfds, kids, first)) => {
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    loop {
+                        let (now_fds, now_kids) = snapshot();
+                        if now_fds.len() == *nfds && now_kids == *kids {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "reload {i}: baton has {} fds and {now_kids} children; after reload 1: {nfds} fds and {kids} children\nnow: {now_fds:?}\nthen: {first:?}",
+                            now_fds.len()
+                        );
+                        std::thread::sleep(Duration::from_millis(10));
                     }
-                    assert!(
-                        Instant::now() < deadline,
-                        "reload {i}: baton has {} fds and {now_kids} children; after reload 1: {nfds} fds and {kids} children\nnow: {now_fds:?}\nthen: {first:?}",
-                        now_fds.len()
-                    );
-                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
-        }
-    }
+        },
+    );
     let k = keep.stop();
     let c = close.stop();
     assert_no_failures(&k, 2000);

@@ -347,6 +347,46 @@ impl Baton {
         (out.status.success(), text, dt)
     }
 
+    /// `count` reloads, the i-th due `every * i` after the first call (so that each generation
+    /// takes traffic under a running load; `Duration::ZERO` for back to back). Each one must
+    /// succeed, move the serving generation up by one and replace every serving pid; its old
+    /// pids, with those `also_old` adds (e.g. a master's forked workers), must be gone within
+    /// `drain`. `after_each(i)` then runs its own checks. Returns the wall times of the reloads.
+    pub fn paced_reloads(
+        &self,
+        count: u32,
+        every: Duration,
+        drain: Duration,
+        mut also_old: impl FnMut(&[i32]) -> Vec<i32>,
+        mut after_each: impl FnMut(u32),
+    ) -> Vec<Duration> {
+        let t0 = Instant::now();
+        let mut took = Vec::new();
+        for i in 1..=count {
+            std::thread::sleep((t0 + every * i).saturating_duration_since(Instant::now()));
+            let mut old = self.serving_pids();
+            let extra = also_old(&old);
+            old.extend(extra);
+            let gen_before = self.serving_generation();
+            let (ok, out, dt) = self.reload();
+            assert!(ok, "reload {i} failed: {out}");
+            took.push(dt);
+            assert_eq!(self.serving_generation(), gen_before + 1, "reload {i}");
+            let new = self.serving_pids();
+            assert!(
+                new.iter().all(|p| !old.contains(p)),
+                "reload {i}: pids {new:?} were serving before: {old:?}"
+            );
+            wait_for(
+                &format!("reload {i}: generation {gen_before} (pids {old:?}) gone"),
+                drain,
+                || old.iter().all(|p| !pid_exists(*p)),
+            );
+            after_each(i);
+        }
+        took
+    }
+
     /// SIGTERM baton and wait for it (bounded).
     pub fn stop(&mut self) -> ExitStatus {
         signal(self.pid(), "TERM");
