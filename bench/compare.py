@@ -34,7 +34,8 @@ def main(dirs):
     for mode, n in keys:
         cells = []
         for _, r in runs:
-            t = next((t for t in r["target"] if (t["mode"], t["n"]) == (mode, n)), None)
+            t = next((t for t in r["target"] if (t["mode"], t["n"]) == (mode, n)
+                      and t.get("kind", "back-to-back") == "back-to-back"), None)
             if t is None:
                 cells.append("–")
                 continue

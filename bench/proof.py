@@ -18,15 +18,17 @@ Phases, in this order, all on this machine (127.0.0.1 only, every loop bounded i
               (prefork.py: SIGTERM every copy, wait, start new ones; no readiness check)
      pm2      PM2 cluster mode, `pm2 reload` (bench/apps/hello.js, wait_ready)
      gunicorn gunicorn 27.0.1, `kill -HUP` on the master (bench/apps/wsgi_hello.py, gthread)
-3. target: baton alone, RELOADS consecutive reloads at a fixed interval under 70 % load, both
-   modes, each N: failed requests, baton's own overhead per reload, p99 while reloading versus
-   the steady p99 of the same run.
+3. target: baton alone, RELOADS reloads at a fixed interval under 70 % load, both modes, each N,
+   twice: back to back (every 0.25-0.6 s, so that the reload windows overlap and the whole phase
+   is "reloading"), and isolated (every 1.25-1.5 s, each window [start - 0.1 s, end + 0.5 s]
+   apart, so that the steady requests between them ran under the same load). Failed requests,
+   baton's own overhead per reload, p99 while reloading versus the steady p99 of the same run.
 4. scale: baton with 1, 16, 64 and 256 workers: boot to serving, reload time, baton's CPU ticks.
 5. idle: baton's CPU ticks over IDLE_S seconds with 16 idle workers, RSS, stripped binary size.
 
 Latency statistics count successful requests only (failures are counted by kind). "steady"
 = requests started at least 1 s after the load began and outside every reload window; a reload
-window = [reload start - 1 s, reload end + 1 s]. Prints markdown tables, writes results.json,
+window = [reload start - 1 s, reload end + 1 s] (isolated targets: - 0.1 s, + 0.5 s). Prints markdown tables, writes results.json,
 table.md and latency.png into --out.
 """
 import argparse
@@ -54,9 +56,11 @@ GUNICORN_VERSION = "27.0.1"
 
 FULL = dict(ns=[1, 4, 64], capacity_s=3.0, lead_s=4.0, k=3, interval_s=3.0, tail_s=3.0,
             reloads=100, target_interval={1: 0.25, 4: 0.25, 64: 0.6}, target_lead_s=5.0,
+            iso_interval={1: 1.25, 4: 1.25, 64: 1.5}, iso_window=(0.1, 0.5),
             scale_ns=[1, 16, 64, 256], scale_reloads=10, idle_s=60, plot_n=4)
 QUICK = dict(ns=[4], capacity_s=2.0, lead_s=3.0, k=2, interval_s=3.0, tail_s=2.5,
              reloads=20, target_interval={1: 0.25, 4: 0.25, 64: 0.6}, target_lead_s=3.0,
+             iso_interval={1: 1.25, 4: 1.25, 64: 1.5}, iso_window=(0.1, 0.5),
              scale_ns=[1, 16, 64, 256], scale_reloads=3, idle_s=10, plot_n=4)
 
 
@@ -478,9 +482,10 @@ def merge_windows(reloads, before=1.0, after=1.0):
     return out
 
 
-def analyze(log_path, reloads, warmup_s=1.0, plot_reload=None, plot_span=(-1.5, 2.0), bin_s=0.01):
+def analyze(log_path, reloads, warmup_s=1.0, plot_reload=None, plot_span=(-1.5, 2.0), bin_s=0.01,
+            window=(1.0, 1.0)):
     """Per-request log -> totals, failures by kind (steady / in windows), latency summaries."""
-    wins = merge_windows(reloads)
+    wins = merge_windows(reloads, *window)
     starts = [w[0] for w in wins]
     steady, inwin = [], []
     fail = {k: 0 for k in KINDS}
@@ -558,7 +563,7 @@ def load_run(env, sc, *args, **kw):
     return r
 
 
-def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=False):
+def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=False, window=(1.0, 1.0)):
     """Steady load at `rate`, K reloads of `sc` in the middle; returns the analysed run."""
     path = os.path.join(env.work, f"{tag}.csv")
     sup = sc.sup_pid()
@@ -580,7 +585,8 @@ def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=
     sup = sc.sup_pid()  # the naive launcher changes at every reload
     rss = rss_kb(sup)
     t_sup1 = ticks(sup)
-    res = analyze(path, reloads, plot_reload=reloads[min(1, len(reloads) - 1)] if plot else None)
+    res = analyze(path, reloads, plot_reload=reloads[min(1, len(reloads) - 1)] if plot else None,
+                  window=window)
     os.unlink(path)
     if res["requests"] != summary["total"] or res["failed"] != summary["failed"]:
         log(f"  warning: log ({res['requests']}, {res['failed']}) != summary "
@@ -588,7 +594,8 @@ def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=
     res.update(scenario=sc.name, label=sc.label, mode=mode, n=sc.n, rate=rate, duration_s=summary["duration_s"],
                reloads=reloads, sup_rss_kb=rss.get("VmRSS"), sup_hwm_kb=rss.get("VmHWM"),
                sup_cpu_ticks=(t_sup1 - t_sup0) if (t_sup1 is not None and sc.name != "naive") else None,
-               errors=summary["errors"][:5], machine_cpu=machine_cpu)
+               errors=summary["errors"][:5], machine_cpu=machine_cpu, interval_s=interval_s,
+               window_s=list(window))
     return res
 
 
@@ -643,11 +650,11 @@ APP_NAMES = {"hello": "examples/hello", "node": "apps/hello.js", "wsgi": "apps/w
 
 
 def target_table(rows):
-    out = ["| mode | N | rate req/s (70 %) | reloads (late) | requests | failed | steady p99 ms | p99 while reloading ms "
+    out = ["| mode | N | rate req/s (70 %) | reloads (late) | every s | requests | failed | steady p99 ms | p99 while reloading ms "
            "| ratio (≤ 1.5) | max while reloading ms | baton overhead ms median / p90 / max (≤ 5 median) "
            "| rollout ms median | slowest start ms median | `baton reload` wall ms median "
            "| baton on-CPU / run-queue wait ms per reload, median | baton RSS kB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rl = r["reloads"]
         over = sorted((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000 for x in rl)
@@ -660,7 +667,7 @@ def target_table(rows):
         r["p99_ratio"] = ratio
         ok = lambda c: "" if c else " ✗"
         out.append(
-            f"| {r['mode']} | {r['n']} | {r['rate']:.0f} | {len(rl)} ({late}) | {r['requests']} | {fmt_fail(r)}{ok(r['failed'] == 0)} "
+            f"| {r['mode']} | {r['n']} | {r['rate']:.0f} | {len(rl)} ({late}) | {r['interval_s']} | {r['requests']} | {fmt_fail(r)}{ok(r['failed'] == 0)} "
             f"| {fmt_ms(r['steady']['p99_us'])} | {fmt_ms(r['reload']['p99_us'])} | {ratio:.2f}{ok(ratio <= 1.5)} "
             f"| {fmt_ms(r['reload']['max_us'])} "
             f"| {statistics.median(over):.2f}{ok(statistics.median(over) <= 5)} / {pct(over, 0.9):.2f} / {over[-1]:.2f} "
@@ -698,17 +705,19 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                             f"steady p99 {fmt_ms(r['steady']['p99_us'])} ms, reload p99 {fmt_ms(r['reload']['p99_us'])} ms, "
                             f"max {fmt_ms(r['reload']['max_us'])} ms, reload {statistics.median(x['wall_s'] for x in r['reloads'])*1000:.1f} ms")
                     if sc.name == "baton" and do_target:
-                        iv = cfg["target_interval"][n] if n in cfg["target_interval"] else 0.6
-                        log(f"  baton target {mode}: {cfg['reloads']} reloads every {iv} s at {rate} req/s")
-                        t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
-                                     cfg["target_lead_s"], f"target-{n}-{mode}")
-                        t.update(app=sc.app)
-                        results["target"].append(t)
-                        over = statistics.median((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000
-                                                 for x in t["reloads"])
-                        log(f"    {t['requests']} requests, failed {t['failed']} {t['failures']}, steady p99 "
-                            f"{fmt_ms(t['steady']['p99_us'])} ms, reloading p99 {fmt_ms(t['reload']['p99_us'])} ms, "
-                            f"overhead median {over:.2f} ms")
+                        for kind, iv, win in (
+                                ("back-to-back", cfg["target_interval"].get(n, 0.6), (1.0, 1.0)),
+                                ("isolated", cfg["iso_interval"].get(n, 1.5), tuple(cfg["iso_window"]))):
+                            log(f"  baton target {mode} {kind}: {cfg['reloads']} reloads every {iv} s at {rate} req/s")
+                            t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
+                                         cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win)
+                            t.update(app=sc.app, kind=kind)
+                            results["target"].append(t)
+                            over = statistics.median((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000
+                                                     for x in t["reloads"])
+                            log(f"    {t['requests']} requests, failed {t['failed']} {t['failures']}, steady p99 "
+                                f"{fmt_ms(t['steady']['p99_us'])} ms, reloading p99 {fmt_ms(t['reload']['p99_us'])} ms, "
+                                f"overhead median {over:.2f} ms")
             finally:
                 sc.stop()
 
@@ -867,8 +876,14 @@ def main():
     if results["comparison"]:
         md += [f"### Reloads under load, side by side ({cfg['k']} reloads every {cfg['interval_s']} s, "
                f"load at 70 % of each app's capacity)", "", comparison_table(results["comparison"]), ""]
-    if results["target"]:
-        md += [f"### baton targets: {cfg['reloads']} reloads under 70 % load", "", target_table(results["target"]), ""]
+    for kind in ("back-to-back", "isolated"):
+        rows = [t for t in results["target"] if t.get("kind") == kind]
+        if rows:
+            what = (f"the reload windows overlap: the whole reload phase counts as reloading, the "
+                    f"{cfg['target_lead_s']:g} s lead-in and tail as steady" if kind == "back-to-back" else
+                    "each window [start - 0.1 s, end + 0.5 s] apart: requests between the windows are steady")
+            md += [f"### baton targets, {kind}: {cfg['reloads']} reloads under 70 % load ({what})", "",
+                   target_table(rows), ""]
     if results["scale"]:
         md += ["### Scale: baton with 1 to 256 workers (light close-mode load, 500 req/s)", "",
                scale_table(results["scale"]), ""]
