@@ -356,6 +356,18 @@ fn notifications_from_strangers_are_ignored() {
     assert_eq!(s["generations"][0]["workers"][0]["state"], "starting");
 }
 
+/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, for n > 2.
+fn stat_field(pid: i32, n: usize) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // the command (field 2) may contain spaces: count from its closing parenthesis
+    let rest = stat.rsplit_once(')').expect("stat").1;
+    rest.split_whitespace()
+        .nth(n - 3)
+        .expect("field")
+        .parse()
+        .expect("number")
+}
+
 /// baton may run at a higher priority (`Nice=-10` in its unit) so that busy workers cannot
 /// starve its event loop; its workers still start at nice 0.
 #[test]
@@ -365,18 +377,27 @@ fn workers_do_not_inherit_batons_priority() {
         hello_config(port, ctl, 2, "", "")
     });
     baton.wait_serving(Duration::from_secs(10));
-    let nice = |pid: i32| -> i32 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-        let rest = stat.rsplit_once(')').expect("stat").1;
-        // fields after the command: state(3) ... nice is field 19, i.e. the 17th after ')'
-        rest.split_whitespace()
-            .nth(16)
-            .expect("nice")
-            .parse()
-            .expect("number")
-    };
-    assert_eq!(nice(baton.pid()), -10);
+    const NICE: usize = 19;
+    assert_eq!(stat_field(baton.pid(), NICE), -10);
     for pid in baton.serving_pids() {
-        assert_eq!(nice(pid), 0, "worker {pid}");
+        assert_eq!(stat_field(pid, NICE), 0, "worker {pid}");
+    }
+}
+
+/// An admin may give baton a real-time policy; its workers still run under SCHED_OTHER.
+#[test]
+fn workers_do_not_inherit_a_realtime_policy() {
+    let _g = serial();
+    let baton = Baton::spawn_with(&["chrt", "--fifo", "10"], "rt", |port, ctl| {
+        hello_config(port, ctl, 2, "", "")
+    });
+    baton.wait_serving(Duration::from_secs(10));
+    const POLICY: usize = 41;
+    const RT_PRIORITY: usize = 40;
+    assert_eq!(stat_field(baton.pid(), POLICY), 1, "baton runs SCHED_FIFO");
+    assert_eq!(stat_field(baton.pid(), RT_PRIORITY), 10);
+    for pid in baton.serving_pids() {
+        assert_eq!(stat_field(pid, POLICY), 0, "worker {pid}: SCHED_OTHER");
+        assert_eq!(stat_field(pid, RT_PRIORITY), 0, "worker {pid}");
     }
 }
