@@ -263,6 +263,7 @@ class Baton:
         # baton's own time on a CPU, and waiting for one (run queue), during `baton reload`
         return dict(wall_s=wall, duration_us=rep["duration_us"],
                     slowest_start_us=rep["slowest_start_us"],
+                    last_spawn_us=rep.get("last_spawn_us"), last_ready_us=rep.get("last_ready_us"),
                     baton_cpu_us=(s1[0] - s0[0]) // 1000, baton_runq_us=(s1[1] - s0[1]) // 1000)
 
     def sup_pid(self):
@@ -649,12 +650,22 @@ def comparison_table(rows):
 APP_NAMES = {"hello": "examples/hello", "node": "apps/hello.js", "wsgi": "apps/wsgi_hello.py"}
 
 
+def split(rl):
+    """Median of when the last spawn began, and of the swap's latency after the last READY=1."""
+    if any(x.get("last_spawn_us") is None or x.get("last_ready_us") is None for x in rl):
+        return "–"
+    spawn = statistics.median(x["last_spawn_us"] for x in rl) / 1000
+    swap = statistics.median(x["duration_us"] - x["last_ready_us"] for x in rl) / 1000
+    return f"{spawn:.2f} / {swap:.2f}"
+
+
 def target_table(rows):
     out = ["| mode | N | rate req/s (70 %) | reloads (late) | every s | requests | failed | steady p99 ms | p99 while reloading ms "
            "| ratio (≤ 1.5) | max while reloading ms | baton overhead ms median / p90 / max (≤ 5 median) "
            "| rollout ms median | slowest start ms median | `baton reload` wall ms median "
-           "| baton on-CPU / run-queue wait ms per reload, median | baton RSS kB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| baton on-CPU / run-queue wait ms per reload, median "
+           "| last spawn began / last ready → swap ms, median | baton RSS kB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rl = r["reloads"]
         over = sorted((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000 for x in rl)
@@ -673,7 +684,8 @@ def target_table(rows):
             f"| {statistics.median(over):.2f}{ok(statistics.median(over) <= 5)} / {pct(over, 0.9):.2f} / {over[-1]:.2f} "
             f"| {statistics.median(dur):.2f} | {statistics.median(ss):.2f} | {statistics.median(wall):.2f} "
             f"| {statistics.median(x['baton_cpu_us'] for x in rl) / 1000:.2f} / "
-            f"{statistics.median(x['baton_runq_us'] for x in rl) / 1000:.2f} | {r['sup_rss_kb']} |")
+            f"{statistics.median(x['baton_runq_us'] for x in rl) / 1000:.2f} "
+            f"| {split(rl)} | {r['sup_rss_kb']} |")
     return "\n".join(out)
 
 

@@ -37,9 +37,17 @@ pub struct ReloadReply {
     pub duration_ms: u64,
     /// From the reload's start to its outcome (the swap, or the rollback), in microseconds.
     pub duration_us: u64,
-    /// The new generation's slowest worker: from its exec to its readiness, in microseconds.
-    /// `duration_us - slowest_start_us` is baton's own share of the reload.
+    /// The new generation's slowest worker: from just before its spawn to its readiness (the
+    /// kernel's receive time of its READY=1), in microseconds. `duration_us - slowest_start_us`
+    /// is baton's own share of the reload.
     pub slowest_start_us: Option<u64>,
+    /// From the reload's start to the start of the last worker's spawn, in microseconds.
+    #[serde(default)]
+    pub last_spawn_us: Option<u64>,
+    /// From the reload's start to the last worker's readiness, in microseconds;
+    /// `duration_us - last_ready_us` is the swap's latency (plus `readiness.stable`, if set).
+    #[serde(default)]
+    pub last_ready_us: Option<u64>,
 }
 
 /// Full status, as `baton status --json` prints it.

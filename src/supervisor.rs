@@ -57,6 +57,17 @@ struct Worker {
     tracker: Option<Tracker>,
 }
 
+/// Where a successful rollout's time went, each from the rollout's start except
+/// `slowest_start`, which is the longest start-up of one worker (from just before its spawn to
+/// the kernel's receive time of its READY=1, or to its passed check).
+struct Timings {
+    slowest_start: Duration,
+    /// The last worker's spawn began.
+    last_spawn: Duration,
+    /// The last worker became ready (the swap follows, after `readiness.stable` if set).
+    last_ready: Duration,
+}
+
 /// One instance position of a generation; its worker may be restarted.
 struct Slot {
     instance: u32,
@@ -111,10 +122,17 @@ impl Generation {
             .find(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
     }
     /// The longest time a worker of this generation took from exec to ready.
-    fn slowest_start(&self) -> Option<Duration> {
-        self.workers()
-            .filter_map(|w| w.ready_at.map(|r| r.duration_since(w.started)))
-            .max()
+    /// Where a rollout that began at `since` spent its time (once every worker is ready).
+    fn timings(&self, since: Instant) -> Option<Timings> {
+        let ready: Vec<(Instant, Instant)> = self
+            .workers()
+            .filter_map(|w| w.ready_at.map(|r| (w.started, r)))
+            .collect();
+        Some(Timings {
+            slowest_start: ready.iter().map(|(s, r)| r.duration_since(*s)).max()?,
+            last_spawn: ready.iter().map(|(s, _)| s.duration_since(since)).max()?,
+            last_ready: ready.iter().map(|(_, r)| r.duration_since(since)).max()?,
+        })
     }
     fn committed(&self) -> bool {
         self.phase == Phase::Serving
@@ -577,14 +595,14 @@ impl Supervisor {
                     );
                     let reason = format!("replaced by generation {}", next.id);
                     ctx.retire(&mut current, &reason, now);
-                    let slowest = next.slowest_start();
+                    let timings = next.timings(started);
                     ctx.finish_reload(
                         waiters,
                         true,
                         Some(next.id),
                         msg,
                         now.duration_since(started),
-                        slowest,
+                        timings,
                     );
                     let st = State::Serving {
                         current: next,
@@ -1578,7 +1596,7 @@ impl Ctx {
         generation: Option<u64>,
         message: String,
         took: Duration,
-        slowest_start: Option<Duration>,
+        timings: Option<Timings>,
     ) {
         if ok {
             self.reloads_ok += 1;
@@ -1591,7 +1609,9 @@ impl Ctx {
             message,
             duration_ms: took.as_millis() as u64,
             duration_us: took.as_micros() as u64,
-            slowest_start_us: slowest_start.map(|d| d.as_micros() as u64),
+            slowest_start_us: timings.as_ref().map(|t| t.slowest_start.as_micros() as u64),
+            last_spawn_us: timings.as_ref().map(|t| t.last_spawn.as_micros() as u64),
+            last_ready_us: timings.as_ref().map(|t| t.last_ready.as_micros() as u64),
         };
         for mut c in waiters {
             c.reply(&reply);

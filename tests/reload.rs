@@ -162,3 +162,35 @@ fn sighup_reloads() {
     });
     assert_ne!(answering_pid(baton.port), old[0]);
 }
+
+/// `baton reload --json` reports where the rollout's time went, and the figures agree with
+/// the workers' known start-up time (HELLO_STARTUP_MS) and with each other.
+#[test]
+fn reload_json_reports_the_rollout_timings() {
+    let _g = serial();
+    let baton = Baton::start("timings", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            3,
+            "",
+            "[env]\nHELLO_STARTUP_MS = \"80\"\n\n[readiness]\nkind = \"notify\"\ntimeout = \"10s\"\n",
+        )
+    });
+    let out = std::process::Command::new(baton_bin())
+        .args(["reload", "--json", "--config"])
+        .arg(&baton.config)
+        .output()
+        .expect("run baton reload --json");
+    assert!(out.status.success(), "{out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON reply");
+    let us = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["generation"], 2, "{r}");
+    let (total, slowest) = (us("duration_us"), us("slowest_start_us"));
+    let (last_spawn, last_ready) = (us("last_spawn_us"), us("last_ready_us"));
+    // every worker sleeps 80 ms before READY=1
+    assert!(slowest >= 80_000, "slowest start-up {slowest} us: {r}");
+    assert!(last_ready >= last_spawn + 80_000, "{r}");
+    assert!(slowest <= last_ready && last_ready <= total, "{r}");
+}
