@@ -263,7 +263,8 @@ class Baton:
         # baton's own time on a CPU, and waiting for one (run queue), during `baton reload`
         return dict(wall_s=wall, duration_us=rep["duration_us"],
                     slowest_start_us=rep["slowest_start_us"],
-                    last_spawn_us=rep.get("last_spawn_us"), last_ready_us=rep.get("last_ready_us"),
+                    first_spawn_us=rep.get("first_spawn_us"), last_spawn_us=rep.get("last_spawn_us"),
+                    last_ready_us=rep.get("last_ready_us"),
                     baton_cpu_us=(s1[0] - s0[0]) // 1000, baton_runq_us=(s1[1] - s0[1]) // 1000)
 
     def sup_pid(self):
@@ -651,12 +652,15 @@ APP_NAMES = {"hello": "examples/hello", "node": "apps/hello.js", "wsgi": "apps/w
 
 
 def split(rl):
-    """Median of when the last spawn began, and of the swap's latency after the last READY=1."""
-    if any(x.get("last_spawn_us") is None or x.get("last_ready_us") is None for x in rl):
+    """Medians: when the first and the last spawn began, and the swap's latency after the last
+    READY=1 (ms from the reload's start)."""
+    keys = ("first_spawn_us", "last_spawn_us", "last_ready_us")
+    if any(x.get(k) is None for x in rl for k in keys):
         return "–"
-    spawn = statistics.median(x["last_spawn_us"] for x in rl) / 1000
+    first = statistics.median(x["first_spawn_us"] for x in rl) / 1000
+    last = statistics.median(x["last_spawn_us"] for x in rl) / 1000
     swap = statistics.median(x["duration_us"] - x["last_ready_us"] for x in rl) / 1000
-    return f"{spawn:.2f} / {swap:.2f}"
+    return f"{first:.2f} / {last:.2f} / {swap:.2f}"
 
 
 def target_table(rows):
@@ -664,7 +668,7 @@ def target_table(rows):
            "| ratio (≤ 1.5) | max while reloading ms | baton overhead ms median / p90 / max (≤ 5 median) "
            "| rollout ms median | slowest start ms median | `baton reload` wall ms median "
            "| baton on-CPU / run-queue wait ms per reload, median "
-           "| last spawn began / last ready → swap ms, median | baton RSS kB |",
+           "| first / last spawn began, last ready → swap ms, median | baton RSS kB |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rl = r["reloads"]

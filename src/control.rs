@@ -41,6 +41,9 @@ pub struct ReloadReply {
     /// kernel's receive time of its READY=1), in microseconds. `duration_us - slowest_start_us`
     /// is baton's own share of the reload.
     pub slowest_start_us: Option<u64>,
+    /// From the reload's start to the start of the first worker's spawn, in microseconds.
+    #[serde(default)]
+    pub first_spawn_us: Option<u64>,
     /// From the reload's start to the start of the last worker's spawn, in microseconds.
     #[serde(default)]
     pub last_spawn_us: Option<u64>,

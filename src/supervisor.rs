@@ -62,6 +62,8 @@ struct Worker {
 /// the kernel's receive time of its READY=1, or to its passed check).
 struct Timings {
     slowest_start: Duration,
+    /// The first worker's spawn began (config re-read and the recipes done).
+    first_spawn: Duration,
     /// The last worker's spawn began.
     last_spawn: Duration,
     /// The last worker became ready (the swap follows, after `readiness.stable` if set).
@@ -130,6 +132,7 @@ impl Generation {
             .collect();
         Some(Timings {
             slowest_start: ready.iter().map(|(s, r)| r.duration_since(*s)).max()?,
+            first_spawn: ready.iter().map(|(s, _)| s.duration_since(since)).min()?,
             last_spawn: ready.iter().map(|(s, _)| s.duration_since(since)).max()?,
             last_ready: ready.iter().map(|(_, r)| r.duration_since(since)).max()?,
         })
@@ -1610,6 +1613,7 @@ impl Ctx {
             duration_ms: took.as_millis() as u64,
             duration_us: took.as_micros() as u64,
             slowest_start_us: timings.as_ref().map(|t| t.slowest_start.as_micros() as u64),
+            first_spawn_us: timings.as_ref().map(|t| t.first_spawn.as_micros() as u64),
             last_spawn_us: timings.as_ref().map(|t| t.last_spawn.as_micros() as u64),
             last_ready_us: timings.as_ref().map(|t| t.last_ready.as_micros() as u64),
         };

@@ -189,6 +189,8 @@ fn reload_json_reports_the_rollout_timings() {
     assert_eq!(r["generation"], 2, "{r}");
     let (total, slowest) = (us("duration_us"), us("slowest_start_us"));
     let (last_spawn, last_ready) = (us("last_spawn_us"), us("last_ready_us"));
+    let first_spawn = us("first_spawn_us");
+    assert!(first_spawn <= last_spawn, "{r}");
     // every worker sleeps 80 ms before READY=1
     assert!(slowest >= 80_000, "slowest start-up {slowest} us: {r}");
     assert!(last_ready >= last_spawn + 80_000, "{r}");
