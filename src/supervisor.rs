@@ -123,7 +123,6 @@ impl Generation {
             .iter_mut()
             .find(|s| s.worker.as_ref().is_some_and(|w| w.pid == pid))
     }
-    /// The longest time a worker of this generation took from exec to ready.
     /// Where a rollout that began at `since` spent its time (once every worker is ready).
     fn timings(&self, since: Instant) -> Option<Timings> {
         let ready: Vec<(Instant, Instant)> = self
