@@ -62,17 +62,12 @@ delay = "50ms"
             "0000000000000000",
             "ignored signals of {pid}"
         );
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-        let pgrp: i32 = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(pgrp, pid, "worker leads its own process group");
+        const PGRP: usize = 5;
+        assert_eq!(
+            stat_number(pid, PGRP),
+            i64::from(pid),
+            "worker leads its own process group"
+        );
     }
     let instances: Vec<String> = baton
         .serving_pids()
@@ -356,14 +351,10 @@ fn notifications_from_strangers_are_ignored() {
     assert_eq!(s["generations"][0]["workers"][0]["state"], "starting");
 }
 
-/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, for n > 2.
-fn stat_field(pid: i32, n: usize) -> i64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // the command (field 2) may contain spaces: count from its closing parenthesis
-    let rest = stat.rsplit_once(')').expect("stat").1;
-    rest.split_whitespace()
-        .nth(n - 3)
-        .expect("field")
+/// A numeric field of /proc/PID/stat (see `stat_field`).
+fn stat_number(pid: i32, n: usize) -> i64 {
+    stat_field(pid, n)
+        .unwrap_or_else(|| panic!("field {n} of /proc/{pid}/stat"))
         .parse()
         .expect("number")
 }
@@ -378,9 +369,9 @@ fn workers_do_not_inherit_batons_priority() {
     });
     baton.wait_serving(Duration::from_secs(10));
     const NICE: usize = 19;
-    assert_eq!(stat_field(baton.pid(), NICE), -10);
+    assert_eq!(stat_number(baton.pid(), NICE), -10);
     for pid in baton.serving_pids() {
-        assert_eq!(stat_field(pid, NICE), 0, "worker {pid}");
+        assert_eq!(stat_number(pid, NICE), 0, "worker {pid}");
     }
 }
 
@@ -394,10 +385,10 @@ fn workers_do_not_inherit_a_realtime_policy() {
     baton.wait_serving(Duration::from_secs(10));
     const POLICY: usize = 41;
     const RT_PRIORITY: usize = 40;
-    assert_eq!(stat_field(baton.pid(), POLICY), 1, "baton runs SCHED_FIFO");
-    assert_eq!(stat_field(baton.pid(), RT_PRIORITY), 10);
+    assert_eq!(stat_number(baton.pid(), POLICY), 1, "baton runs SCHED_FIFO");
+    assert_eq!(stat_number(baton.pid(), RT_PRIORITY), 10);
     for pid in baton.serving_pids() {
-        assert_eq!(stat_field(pid, POLICY), 0, "worker {pid}: SCHED_OTHER");
-        assert_eq!(stat_field(pid, RT_PRIORITY), 0, "worker {pid}");
+        assert_eq!(stat_number(pid, POLICY), 0, "worker {pid}: SCHED_OTHER");
+        assert_eq!(stat_number(pid, RT_PRIORITY), 0, "worker {pid}");
     }
 }

@@ -83,11 +83,17 @@ pub fn pid_exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Field `n` (1-based, as in proc(5); n > 2) of /proc/PID/stat, if the process exists.
+pub fn stat_field(pid: i32, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command (field 2) may contain spaces: count from its closing parenthesis
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(n - 3).map(str::to_string)
+}
+
 /// The state letter of a process (R, S, Z, …), if it exists.
 pub fn pid_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().next()?.chars().next()
+    stat_field(pid, 3)?.chars().next()
 }
 
 pub fn fd_count(pid: i32) -> usize {
@@ -138,13 +144,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        let ppid = stat_field(p, 4).and_then(|s| s.parse().ok());
         if ppid == Some(pid) {
             out.push(p);
         }
