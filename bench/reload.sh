@@ -7,7 +7,7 @@
 # connection-per-request load with the project's load client, runs RELOADS `baton reload --json`
 # one after the other (waiting for each old generation to exit), and prints:
 #   * per reload: baton's rollout time (reload start -> swap), the slowest new worker's own
-#     start-up (fork -> the kernel receiving its READY=1), and their difference: baton's own overhead; plus the wall
+#     start-up (spawn -> the kernel receiving its READY=1), and their difference: baton's own overhead; plus the wall
 #     time of the `baton reload` command;
 #   * failed requests of the load (must be 0);
 #   * baton's RSS (VmRSS, VmHWM) after the reloads;
@@ -20,61 +20,28 @@ RELOADS=${1:-100}
 IDLE=${2:-60}
 INSTANCES=${3:-2}
 
-cargo build --release --bins --examples -q
-BATON=$PWD/target/release/baton
-HELLO=$PWD/target/release/examples/hello
-LOADGEN=$PWD/target/release/examples/loadgen
-WORK=$(mktemp -d /tmp/baton-bench.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/bench.toml" <<TOML
-command   = ["$HELLO"]
-instances = $INSTANCES
-control   = "$WORK/ctl.sock"
-[sockets]
-http = "127.0.0.1:$PORT"
-[readiness]
-kind    = "notify"
-timeout = "10s"
-[drain]
-timeout = "10s"
-TOML
-
-cleanup() {
-  [ -n "${LOAD1:-}" ] && kill "$LOAD1" 2>/dev/null || true
-  [ -n "${LOAD2:-}" ] && kill "$LOAD2" 2>/dev/null || true
-  [ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$BATON" run --config "$WORK/bench.toml" 2>"$WORK/baton.log" &
-BPID=$!
-until "$BATON" status --json --config "$WORK/bench.toml" 2>/dev/null | grep -q '"state":"serving"'; do
-  kill -0 $BPID || { cat "$WORK/baton.log"; exit 1; }
-  sleep 0.05
-done
+source bench/lib.sh
 
 "$LOADGEN" --addr 127.0.0.1:$PORT --mode keepalive --concurrency 4 --rate 1000 --json > "$WORK/keep.json" 2>/dev/null &
 LOAD1=$!
 "$LOADGEN" --addr 127.0.0.1:$PORT --mode close --concurrency 4 --rate 500 --json > "$WORK/close.json" 2>/dev/null &
 LOAD2=$!
+KILL_AT_EXIT+=("$LOAD1" "$LOAD2")
 sleep 1   # let the load reach its steady rate before the first reload
 
 : > "$WORK/reloads.jsonl"
 for i in $(seq 1 "$RELOADS"); do
   t0=$(date +%s%N)
-  "$BATON" reload --json --config "$WORK/bench.toml" >> "$WORK/reloads.jsonl"
+  "$BATON" reload --json --config "$CONFIG" >> "$WORK/reloads.jsonl"
   t1=$(date +%s%N)
   echo "{\"wall_us\": $(( (t1 - t0) / 1000 ))}" >> "$WORK/wall.jsonl"
   # wait until the old generation has exited before the next reload
-  until "$BATON" status --json --config "$WORK/bench.toml" | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["generations"])==1 else 1)'; do
-    sleep 0.01
-  done
+  wait_one_generation
 done
 sleep 1
 kill -TERM $LOAD1 $LOAD2
 wait $LOAD1 $LOAD2 || true
-LOAD1= LOAD2=
+KILL_AT_EXIT=()
 
 RSS=$(grep -E 'VmRSS|VmHWM' /proc/$BPID/status | tr -s ' \t' ' ' | paste -sd ';')
 TICKS0=$(awk '{print $14+$15}' /proc/$BPID/stat)
@@ -100,7 +67,7 @@ print(f"reloads: {len(rel)}, instances: {inst}")
 print("| per reload (ms) | median | p90 | p99 | max |")
 print("|---|---|---|---|---|")
 row("baton rollout (reload start -> swap)", dur)
-row("slowest worker start-up (fork -> READY=1 received)", start)
+row("slowest worker start-up (spawn -> READY=1 received)", start)
 row("baton's own overhead (rollout - start-up)", over)
 row("`baton reload` wall time (incl. CLI process)", wall)
 for name in ("keep", "close"):

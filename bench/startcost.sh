@@ -11,46 +11,18 @@
 # generation, READY=1, the swap, stopping and reaping the old one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORKERS=${1:-64}
+INSTANCES=${1:-64}
 RELOADS=${2:-5}
 
-cargo build --release --bins --examples -q
-BATON=$PWD/target/release/baton
-HELLO=$PWD/target/release/examples/hello
-WORK=$(mktemp -d /tmp/baton-startcost.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/bench.toml" <<TOML
-command   = ["$HELLO"]
-instances = $WORKERS
-control   = "$WORK/ctl.sock"
-[sockets]
-http = "127.0.0.1:$PORT"
-[readiness]
-kind    = "notify"
-timeout = "30s"
-[drain]
-timeout = "10s"
-TOML
-
-cleanup() {
-  [ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$BATON" run --config "$WORK/bench.toml" 2>"$WORK/baton.log" &
-BPID=$!
-status() { "$BATON" status --json --config "$WORK/bench.toml"; }
-until status 2>/dev/null | grep -q '"state":"serving"'; do sleep 0.05; done
+READY_TIMEOUT=30s
+source bench/lib.sh
 
 run_ns() { cut -d' ' -f1 "/proc/$1/schedstat"; }
 for i in $(seq "$RELOADS"); do
   b0=$(run_ns "$BPID")
-  "$BATON" reload --json --config "$WORK/bench.toml" > "$WORK/reload.json"
+  "$BATON" reload --json --config "$CONFIG" > "$WORK/reload.json"
   # the old generation is gone: baton's share of the reload is complete
-  until status | python3 -c 'import json,sys; sys.exit(0 if len(json.load(sys.stdin)["generations"])==1 else 1)'; do
-    sleep 0.02
-  done
+  wait_one_generation
   b1=$(run_ns "$BPID")
   pids=$(status | python3 -c 'import json,sys; s=json.load(sys.stdin); print(" ".join(str(w["pid"]) for g in s["generations"] if g["generation"]==s["serving_generation"] for w in g["workers"]))')
   python3 - "$b0" "$b1" "$WORK/reload.json" $pids <<'EOF'
