@@ -50,6 +50,16 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Variables baton sets in every worker's environment; `[env]` may not set them.
+const SET_BY_BATON: [&str; 6] = [
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "BATON_GENERATION",
+    "BATON_INSTANCE",
+];
+
 /// Largest accepted `instances`.
 pub const MAX_INSTANCES: u32 = 1024;
 
@@ -763,6 +773,13 @@ impl Ctx<'_> {
                     "environment values must not contain NUL",
                 ));
             }
+            if SET_BY_BATON.contains(&name.as_str()) {
+                return Err(self.err(
+                    Some(value.span()),
+                    key,
+                    "baton sets this variable for every worker (socket activation and notify)",
+                ));
+            }
             env.insert(name, value.into_inner());
         }
 
@@ -1464,6 +1481,17 @@ backoff_max     = "1m"
         assert_err(&format!("{MIN}cwd = \"\"\n"), 2, "cwd");
         // env
         assert_err(&format!("{MIN}[env]\n\"A=B\" = \"1\"\n"), 3, "env.A=B");
+        let e = assert_err(
+            &format!("{MIN}[env]\nLISTEN_FDS = \"1\"\n"),
+            3,
+            "env.LISTEN_FDS",
+        );
+        assert!(e.message.contains("baton sets"), "{e}");
+        assert_err(
+            &format!("{MIN}[env]\nNOTIFY_SOCKET = \"/x\"\n"),
+            3,
+            "env.NOTIFY_SOCKET",
+        );
         // sockets
         assert_err(
             &format!("{MIN}[sockets]\nhttp = \"localhost:80\"\n"),
