@@ -40,7 +40,7 @@ use crate::output;
 use crate::readiness::{self, ProbeResult, Tracker, WakeReceiver, Waker};
 use crate::sockets::Listeners;
 use crate::sys::{self, ExitStatus, NotifySocket, Pid, PollSet, SignalFd};
-use crate::worker::{self, ProbeSocket, WorkerSpec};
+use crate::worker::{self, ProbeSocket, Recipe};
 
 /// One worker process.
 struct Worker {
@@ -95,6 +95,8 @@ enum Phase {
 struct Generation {
     id: u64,
     config: Rc<Config>,
+    /// How its workers are started; `None` when even that failed (see `failure`).
+    recipe: Option<Rc<Recipe>>,
     started: Instant,
     phase: Phase,
     slots: Vec<Slot>,
@@ -1080,14 +1082,15 @@ impl Supervisor {
             let committed = gen.committed();
             let retiring = gen.retiring();
             let cfg = gen.config.clone();
+            let recipe = gen.recipe.clone();
             let gen_id = gen.id;
             for slot in gen.slots.iter_mut() {
                 // restarts of crashed workers of the serving generation
                 if slot.worker.is_none() && committed {
-                    if let Some(at) = slot.restart_at {
+                    if let (Some(at), Some(recipe)) = (slot.restart_at, &recipe) {
                         if now >= at {
                             slot.restart_at = None;
-                            if ctx.spawn_slot(&cfg, gen_id, slot, now).is_err() {
+                            if ctx.spawn_slot(&cfg, recipe, gen_id, slot, now).is_err() {
                                 // try again later, with the same backoff as a crash
                                 let delay = slot.backoff;
                                 slot.backoff = (slot.backoff * 2).min(cfg.restart.backoff_max);
@@ -1340,9 +1343,25 @@ impl Ctx {
             config.command,
             config.readiness.kind.name()
         );
+        let probe = matches!(
+            config.readiness.kind,
+            ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. }
+        );
+        let recipe = Recipe::new(&config, &self.listeners, &self.notify_path, id, probe)
+            .map(Rc::new)
+            .map_err(|e| {
+                let reason = format!("cannot start {:?}: {e}", config.command);
+                error!(
+                    baton_event = "worker_spawn_failed",
+                    baton_generation = id,
+                    "{reason}"
+                );
+                reason
+            });
         let mut gen = Generation {
             id,
             config: config.clone(),
+            recipe: recipe.as_ref().ok().cloned(),
             started: now,
             phase: Phase::Starting {
                 deadline: now + config.readiness.timeout,
@@ -1359,9 +1378,16 @@ impl Ctx {
                 .collect(),
             failure: None,
         };
+        let recipe = match recipe {
+            Ok(r) => r,
+            Err(reason) => {
+                gen.failure = Some(reason);
+                return gen;
+            }
+        };
         // one after the other: each spawn returns once its worker has exec'd (CLONE_VFORK)
         for slot in gen.slots.iter_mut() {
-            if let Err(reason) = self.spawn_slot(&config, id, slot, now) {
+            if let Err(reason) = self.spawn_slot(&config, &recipe, id, slot, now) {
                 gen.failure = Some(reason);
                 break;
             }
@@ -1373,6 +1399,7 @@ impl Ctx {
     fn spawn_slot(
         &mut self,
         cfg: &Config,
+        recipe: &Recipe,
         gen_id: u64,
         slot: &mut Slot,
         now: Instant,
@@ -1409,20 +1436,16 @@ impl Ctx {
                 }
             }
         }
-        let spec = WorkerSpec {
-            config: cfg,
-            listeners: &self.listeners,
-            notify_path: &self.notify_path,
-            generation: gen_id,
-            instance: slot.instance,
-            probe: probe_socket.as_ref(),
-            stdout: writers.first().map(|w| w.as_fd()),
-            stderr: writers.get(1).map(|w| w.as_fd()),
-        };
         // a worker's own start-up runs from here (its exec included) to its READY=1 as the
         // kernel received it: baton's handling before and after is baton's share
         let spawned_at = Instant::now();
-        let spawned = worker::spawn(&spec);
+        let spawned = recipe.spawn(
+            &self.listeners,
+            slot.instance,
+            probe_socket.as_ref(),
+            writers.first().map(|w| w.as_fd()),
+            writers.get(1).map(|w| w.as_fd()),
+        );
         drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
         match spawned {
             Ok(pid) => {

@@ -94,55 +94,82 @@ fn inherited_env() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// What a worker needs from the supervisor to be started.
-pub struct WorkerSpec<'a> {
-    pub config: &'a Config,
-    pub listeners: &'a Listeners,
-    pub notify_path: &'a Path,
-    pub generation: u64,
-    pub instance: u32,
-    pub probe: Option<&'a ProbeSocket>,
-    pub stdout: Option<BorrowedFd<'a>>,
-    pub stderr: Option<BorrowedFd<'a>>,
+/// How the workers of one generation are started: the program resolved, the environment they
+/// all share built, `/dev/null` opened, once per generation rather than once per worker.
+pub struct Recipe {
+    spawn: sys::Spawn,
+    /// Whether each worker gets a private probe socket after the shared ones.
+    probe: bool,
 }
 
-/// Start one worker; returns its pid once it has exec'd.
-pub fn spawn(spec: &WorkerSpec<'_>) -> io::Result<Pid> {
-    let cfg = spec.config;
-    let program = resolve_program(&cfg.command[0], cfg.cwd.as_deref())?;
-    let mut sp = sys::Spawn::new(&program, &cfg.command)?;
-    let mut names = spec.listeners.names();
-    let mut fds: Vec<BorrowedFd<'_>> = spec.listeners.fds();
-    if let Some(p) = spec.probe {
-        fds.push(p.fd.as_fd());
-        names.push(PROBE_FDNAME.to_string());
-    }
-    for (k, v) in inherited_env() {
-        if cfg.env.contains_key(k.to_string_lossy().as_ref()) {
-            continue;
+impl Recipe {
+    /// `probe`: every worker of this generation gets a [`ProbeSocket`] (http/tcp readiness).
+    pub fn new(
+        config: &Config,
+        listeners: &Listeners,
+        notify_path: &Path,
+        generation: u64,
+        probe: bool,
+    ) -> io::Result<Recipe> {
+        let program = resolve_program(&config.command[0], config.cwd.as_deref())?;
+        let mut sp = sys::Spawn::new(&program, &config.command)?;
+        let mut names = listeners.names();
+        if probe {
+            names.push(PROBE_FDNAME.to_string());
         }
-        sp.env(&k, &v)?;
+        for (k, v) in inherited_env() {
+            if config.env.contains_key(k.to_string_lossy().as_ref()) {
+                continue;
+            }
+            sp.env(&k, &v)?;
+        }
+        for (k, v) in &config.env {
+            sp.env(OsStr::new(k), OsStr::new(v))?;
+        }
+        sp.env(
+            OsStr::new("LISTEN_FDS"),
+            OsStr::new(&names.len().to_string()),
+        )?;
+        sp.env(OsStr::new("LISTEN_FDNAMES"), OsStr::new(&names.join(":")))?;
+        sp.env(OsStr::new("NOTIFY_SOCKET"), notify_path.as_os_str())?;
+        sp.env(
+            OsStr::new("BATON_GENERATION"),
+            OsStr::new(&generation.to_string()),
+        )?;
+        if let Some(dir) = &config.cwd {
+            sp.cwd(dir)?;
+        }
+        Ok(Recipe { spawn: sp, probe })
     }
-    for (k, v) in &cfg.env {
-        sp.env(OsStr::new(k), OsStr::new(v))?;
+
+    /// Start one worker; returns its pid once it has exec'd. `probe` must be given exactly
+    /// when the recipe was made for probe sockets.
+    pub fn spawn(
+        &self,
+        listeners: &Listeners,
+        instance: u32,
+        probe: Option<&ProbeSocket>,
+        stdout: Option<BorrowedFd<'_>>,
+        stderr: Option<BorrowedFd<'_>>,
+    ) -> io::Result<Pid> {
+        debug_assert_eq!(
+            self.probe,
+            probe.is_some(),
+            "probe socket and recipe disagree"
+        );
+        let mut child = sys::Child::new();
+        let mut fds: Vec<BorrowedFd<'_>> = listeners.fds();
+        if let Some(p) = probe {
+            fds.push(p.fd.as_fd());
+        }
+        child.env(
+            OsStr::new("BATON_INSTANCE"),
+            OsStr::new(&instance.to_string()),
+        )?;
+        child.pass_fds(&fds, true);
+        child.stdio(stdout, stderr);
+        sys::spawn(&self.spawn, &child)
     }
-    sp.env(OsStr::new("LISTEN_FDS"), OsStr::new(&fds.len().to_string()))?;
-    sp.env(OsStr::new("LISTEN_FDNAMES"), OsStr::new(&names.join(":")))?;
-    sp.env(OsStr::new("NOTIFY_SOCKET"), spec.notify_path.as_os_str())?;
-    sp.env(
-        OsStr::new("BATON_GENERATION"),
-        OsStr::new(&spec.generation.to_string()),
-    )?;
-    sp.env(
-        OsStr::new("BATON_INSTANCE"),
-        OsStr::new(&spec.instance.to_string()),
-    )?;
-    sp.pass_fds(&fds, true);
-    if let Some(dir) = &cfg.cwd {
-        sp.cwd(dir)?;
-    }
-    sp.stdio(spec.stdout, spec.stderr);
-    sys::spawn(&sp)
 }
 
 /// Start an `exec` readiness probe for a worker: the command gets BATON_WORKER_PID,
@@ -174,5 +201,5 @@ pub fn spawn_exec_probe(
     if let Some(dir) = cwd {
         sp.cwd(dir)?;
     }
-    sys::spawn(&sp)
+    sys::spawn(&sp, &sys::Child::new())
 }
