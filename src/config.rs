@@ -28,6 +28,7 @@
 //! exec          = ["/usr/bin/check"]       # exec only (required)
 //! delay         = "2s"                     # delay only (required)
 //! stable        = "0s"                     # any kind
+//! startup_nice  = 10                       # 0..=19, nice of a worker until it is ready
 //!
 //! [drain]
 //! signal  = "SIGTERM"
@@ -164,6 +165,10 @@ pub struct Readiness {
     /// Once all workers of a new generation are ready, how long it must stay
     /// up before the old generation is retired.
     pub stable: Duration,
+    /// The nice value a worker starts at; it runs at its normal priority once it is ready.
+    /// So a starting generation takes the CPU the serving one leaves idle, rather than the
+    /// CPU it needs to answer requests. 0 starts workers at their normal priority.
+    pub startup_nice: i32,
 }
 
 impl Default for Readiness {
@@ -172,6 +177,7 @@ impl Default for Readiness {
             kind: ReadinessKind::Notify,
             timeout: DEFAULT_READY_TIMEOUT,
             stable: Duration::ZERO,
+            startup_nice: DEFAULT_STARTUP_NICE,
         }
     }
 }
@@ -377,6 +383,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_STARTUP_NICE: i32 = 10;
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -552,6 +559,7 @@ struct RawReadiness {
     exec: Option<Spanned<RawArgv>>,
     delay: Option<Spanned<RawDuration>>,
     stable: Option<Spanned<RawDuration>>,
+    startup_nice: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -926,6 +934,22 @@ impl Ctx<'_> {
             ));
         }
         let stable = self.duration(&r.stable, "readiness.stable", Duration::ZERO)?;
+        let startup_nice = match &r.startup_nice {
+            None => DEFAULT_STARTUP_NICE,
+            Some(n) => match i32::try_from(*n.get_ref()) {
+                Ok(v) if (0..=19).contains(&v) => v,
+                _ => {
+                    return Err(self.err(
+                        Some(n.span()),
+                        "readiness.startup_nice",
+                        format!(
+                            "startup_nice must be a nice value from 0 to 19, got {}",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+            },
+        };
 
         let kind_name = r.kind.as_ref().map_or("notify", |k| k.get_ref().as_str());
         let kind_span = r.kind.as_ref().map(|k| k.span());
@@ -1085,6 +1109,7 @@ impl Ctx<'_> {
             kind,
             timeout,
             stable,
+            startup_nice,
         })
     }
 
@@ -1238,6 +1263,7 @@ interval = "250ms"
 probe_timeout = "2s"
 successes = 3
 stable   = "5s"
+startup_nice = 5
 
 [drain]
 signal  = "quit"
@@ -1282,6 +1308,7 @@ backoff_max     = "1m"
                     },
                     timeout: Duration::from_secs(45),
                     stable: Duration::from_secs(5),
+                    startup_nice: 5,
                 },
                 drain: Drain {
                     signal: StopSignal::from_name("SIGQUIT").unwrap(),

@@ -55,6 +55,25 @@ struct Worker {
     status: Option<String>,
     probe_socket: Option<ProbeSocket>,
     tracker: Option<Tracker>,
+    /// The nice value it gets once ready (it started at `readiness.startup_nice`).
+    ready_nice: Option<i32>,
+}
+
+impl Worker {
+    /// It is ready (as of `at`): from now on it serves, at its running priority.
+    fn set_ready(&mut self, at: Instant) {
+        self.ready_at = Some(at);
+        if let Some(nice) = self.ready_nice.take() {
+            if let Err(e) = sys::renice_group(self.pid, nice) {
+                warn!(
+                    baton_event = "worker_renice_failed",
+                    baton_worker_pid = self.pid,
+                    "worker {} stays at its startup priority: {e}",
+                    self.pid
+                );
+            }
+        }
+    }
 }
 
 /// Where a successful rollout's time went, each from the rollout's start except
@@ -910,7 +929,7 @@ impl Supervisor {
                     }
                     if msg.ready && notify_kind && w.ready_at.is_none() && w.stop_deadline.is_none()
                     {
-                        w.ready_at = Some(sent.max(w.started));
+                        w.set_ready(sent.max(w.started));
                         info!(
                             baton_event = "worker_ready",
                             baton_generation = gen_id,
@@ -987,7 +1006,7 @@ impl Supervisor {
                     );
                 }
                 if t.record(now, ok, detail) && w.ready_at.is_none() && w.stop_deadline.is_none() {
-                    w.ready_at = Some(now);
+                    w.set_ready(now);
                     info!(
                         baton_event = "worker_ready",
                         baton_generation = gen_id,
@@ -1124,7 +1143,7 @@ impl Supervisor {
                 match &cfg.readiness.kind {
                     ReadinessKind::Delay { delay } => {
                         if now >= w.started + *delay {
-                            w.ready_at = Some(now);
+                            w.set_ready(now);
                             info!(
                                 baton_event = "worker_ready",
                                 baton_generation = gen_id,
@@ -1491,6 +1510,7 @@ impl Ctx {
                     status: None,
                     probe_socket,
                     tracker,
+                    ready_nice: recipe.ready_nice(),
                 });
                 Ok(())
             }

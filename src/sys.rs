@@ -82,30 +82,70 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// What a worker must shed of baton's scheduling priority before it execs. baton may run at a
-/// negative nice value (`Nice=` in its unit) so that busy workers cannot starve its event loop,
-/// and an admin may give it a real-time policy; its workers start at nice 0 and SCHED_OTHER.
-/// The child keeps baton's priority until just before `execve` (the part of a worker's start
-/// that baton waits for runs at baton's priority), then drops it.
+/// The scheduling priority a child execs with. baton may run at a negative nice value
+/// (`Nice=` in its unit) so that busy workers cannot starve its event loop, and an admin may
+/// give it a real-time policy; its workers run at nice `max(0, baton's)` and SCHED_OTHER. The
+/// child keeps baton's priority until just before `execve` (the part of a worker's start that
+/// baton waits for runs at baton's priority), then takes `nice` and drops a real-time policy.
 #[derive(Clone, Copy)]
-struct Shed {
-    nice: bool,
+struct Priority {
+    /// The nice value to take before exec; `None` keeps baton's.
+    nice: Option<i32>,
     realtime: bool,
 }
 
-fn priority_to_shed() -> Shed {
+/// baton's own nice value (of the calling thread) and whether it has a real-time policy.
+fn own_priority() -> (i32, bool) {
     // SAFETY: sched_getscheduler and getpriority on the calling thread take integers and touch
     // no memory; errno is cleared first because -1 is a valid nice value.
     unsafe {
         let policy = libc::sched_getscheduler(0) & !libc::SCHED_RESET_ON_FORK;
         *libc::__errno_location() = 0;
         let nice = libc::getpriority(libc::PRIO_PROCESS, 0);
-        let nice_known = *libc::__errno_location() == 0;
-        Shed {
-            nice: nice_known && nice < 0,
-            realtime: policy == libc::SCHED_FIFO || policy == libc::SCHED_RR,
-        }
+        let nice = if *libc::__errno_location() == 0 {
+            nice
+        } else {
+            0
+        };
+        (nice, policy == libc::SCHED_FIFO || policy == libc::SCHED_RR)
     }
+}
+
+/// The nice value a worker runs at: baton's, but never below 0.
+fn worker_nice() -> i32 {
+    own_priority().0.max(0)
+}
+
+/// Whether this process may lower a nice value down to `to` (raise a priority): with
+/// CAP_SYS_NICE, or within RLIMIT_NICE (whose limit allows nice values down to 20 - rlim).
+fn may_lower_nice_to(to: i32) -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    let cap = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            let hex = st
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0);
+    let rlimit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NICE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(0);
+    cap || 20 - (rlimit.min(40) as i32) <= to
+}
+
+/// Set the nice value of every thread of every process in process group `pgid` (a worker and
+/// what it started): a worker that started at its startup nice runs at `nice` once ready.
+pub fn renice_group(pgid: Pid, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes integers and touches no memory.
+    let r = unsafe { libc::setpriority(libc::PRIO_PGRP, pgid as libc::id_t, nice) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// How a child ended.
@@ -521,9 +561,9 @@ pub struct Spawn {
     env: Vec<CString>,
     cwd: Option<CString>,
     devnull: OwnedFd,
-    /// What each child drops right before its exec: baton's priority, read when the recipe
-    /// is made.
-    shed: Shed,
+    /// The priority each child takes right before its exec, from baton's own read when the
+    /// recipe is made.
+    priority: Priority,
     /// Signals whose disposition is not SIG_DFL in baton (bit `sig - 1`), read when the
     /// recipe is made: the only ones a child has to reset before it unblocks signals.
     /// (baton never changes a disposition: the ones it has are inherited or set by the Rust
@@ -565,7 +605,13 @@ impl Spawn {
             env: Vec::new(),
             cwd: None,
             devnull: OwnedFd::from(std::fs::File::open("/dev/null")?), // O_CLOEXEC by std
-            shed: priority_to_shed(),
+            priority: {
+                let (nice, realtime) = own_priority();
+                Priority {
+                    nice: (nice < 0).then_some(0),
+                    realtime,
+                }
+            },
             reset_signals: non_default_signals(),
         })
     }
@@ -576,6 +622,19 @@ impl Spawn {
     pub fn cwd(&mut self, dir: &Path) -> io::Result<()> {
         self.cwd = Some(cstring(dir.as_os_str().as_bytes())?);
         Ok(())
+    }
+    /// Start children at nice `startup_nice` (if above the nice they run at) rather than at
+    /// their running priority. Returns the nice value to give a child's process group once it
+    /// is ready ([`renice_group`]), or `None` when it already runs at it: when
+    /// `startup_nice` is not above it, or when baton could not give the priority back
+    /// (neither CAP_SYS_NICE nor RLIMIT_NICE allows it).
+    pub fn startup_nice(&mut self, startup_nice: i32) -> Option<i32> {
+        let run = worker_nice();
+        if startup_nice <= run || !may_lower_nice_to(run) {
+            return None;
+        }
+        self.priority.nice = Some(startup_nice);
+        Some(run)
     }
 }
 
@@ -931,12 +990,12 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
     }
     // last, so that everything baton waits for ran at baton's priority (lowering needs no
     // privilege; a failure leaves the worker at baton's priority, which is only a missed wish)
-    if spec.shed.realtime {
+    if spec.priority.realtime {
         let param: libc::sched_param = std::mem::zeroed();
         libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
     }
-    if spec.shed.nice {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 0);
+    if let Some(nice) = spec.priority.nice {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
     }
     libc::execve(spec.program.as_ptr(), a.argv, a.envp);
     fail(4);

@@ -100,6 +100,9 @@ pub struct Recipe {
     spawn: sys::Spawn,
     /// Whether each worker gets a private probe socket after the shared ones.
     probe: bool,
+    /// The nice value of a worker once it is ready, when it starts at a higher one
+    /// (`readiness.startup_nice`); see [`sys::renice_group`].
+    ready_nice: Option<i32>,
 }
 
 impl Recipe {
@@ -139,7 +142,18 @@ impl Recipe {
         if let Some(dir) = &config.cwd {
             sp.cwd(dir)?;
         }
-        Ok(Recipe { spawn: sp, probe })
+        let ready_nice = sp.startup_nice(config.readiness.startup_nice);
+        Ok(Recipe {
+            spawn: sp,
+            probe,
+            ready_nice,
+        })
+    }
+
+    /// The nice value to give a worker's process group once it is ready, if it started at
+    /// another one.
+    pub fn ready_nice(&self) -> Option<i32> {
+        self.ready_nice
     }
 
     /// Start one worker; returns its pid once it has exec'd. `probe` must be given exactly

@@ -392,3 +392,117 @@ fn workers_do_not_inherit_a_realtime_policy() {
         assert_eq!(stat_number(pid, RT_PRIORITY), 0, "worker {pid}");
     }
 }
+
+/// The one worker of `held_config`, and the `sleep` it started, once both exist.
+fn held_worker(baton: &Baton) -> (i32, i32) {
+    let mut worker = 0;
+    wait_for("the starting worker", Duration::from_secs(10), || {
+        worker = baton
+            .status()
+            .and_then(|s| s["generations"][0]["workers"][0]["pid"].as_i64())
+            .unwrap_or(0) as i32;
+        worker > 0
+    });
+    let mut sleep = 0;
+    wait_for("the worker's sleep child", Duration::from_secs(10), || {
+        sleep = children_of(worker).first().copied().unwrap_or(0);
+        sleep > 0
+    });
+    (worker, sleep)
+}
+
+/// One worker that starts a `sleep` (in its process group), then waits on `fifo` before it
+/// execs the example worker, which sends READY=1; `readiness_extra` goes into `[readiness]`.
+fn held_config(
+    fifo: &std::path::Path,
+    readiness_extra: &str,
+) -> impl FnOnce(u16, &std::path::Path) -> String {
+    let script = format!(
+        "sleep 60 & read go < {}; exec {}",
+        fifo.display(),
+        example_bin("hello").display()
+    );
+    let top = readiness_extra.to_string();
+    move |port, ctl| {
+        format!(
+            r#"command = ["/bin/sh", "-c", "{script}"]
+control = "{}"
+[sockets]
+http = "127.0.0.1:{port}"
+[readiness]
+kind = "notify"
+{top}
+"#,
+            ctl.display()
+        )
+    }
+}
+
+fn release(fifo: &std::path::Path) {
+    std::fs::write(fifo, "go\n").expect("write the fifo");
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+}
+
+/// A starting worker runs at `readiness.startup_nice` (default 10), its whole process group
+/// included, so that a new generation's start-up takes the CPU the serving one leaves idle;
+/// once ready, all of it runs at nice 0.
+#[test]
+fn workers_start_at_the_startup_nice_until_ready() {
+    let _g = serial();
+    let dir = scratch("startup-nice-fifo");
+    let fifo = dir.join("go");
+    mkfifo(&fifo);
+    let baton = Baton::spawn("startup-nice", held_config(&fifo, ""));
+    let (worker, sleep) = held_worker(&baton);
+    const NICE: usize = 19;
+    assert_eq!(stat_number(worker, NICE), 10, "starting worker");
+    assert_eq!(
+        stat_number(sleep, NICE),
+        10,
+        "what the starting worker started"
+    );
+    release(&fifo);
+    baton.wait_serving(Duration::from_secs(10));
+    assert_eq!(baton.serving_pids(), vec![worker]);
+    assert_eq!(stat_number(worker, NICE), 0, "ready worker");
+    assert_eq!(stat_number(sleep, NICE), 0, "what the ready worker started");
+}
+
+/// Without the right to give the priority back (no CAP_SYS_NICE, RLIMIT_NICE 0), baton
+/// starts workers at their running nice rather than leave them at the startup one; and
+/// `startup_nice = 0` starts them there anyway.
+#[test]
+fn workers_start_at_their_running_nice_when_baton_could_not_give_it_back() {
+    let _g = serial();
+    const NICE: usize = 19;
+    for (name, prefix, top) in [
+        (
+            "no-cap-sys-nice",
+            &[
+                "setpriv",
+                "--inh-caps=-sys_nice",
+                "--bounding-set=-sys_nice",
+            ][..],
+            "",
+        ),
+        ("startup-nice-0", &[][..], "startup_nice = 0"),
+    ] {
+        let dir = scratch(&format!("{name}-fifo"));
+        let fifo = dir.join("go");
+        mkfifo(&fifo);
+        let baton = Baton::spawn_with(prefix, name, held_config(&fifo, top));
+        let (worker, sleep) = held_worker(&baton);
+        assert_eq!(stat_number(worker, NICE), 0, "{name}: starting worker");
+        assert_eq!(stat_number(sleep, NICE), 0, "{name}: its child");
+        release(&fifo);
+        baton.wait_serving(Duration::from_secs(10));
+        assert_eq!(stat_number(worker, NICE), 0, "{name}: ready worker");
+    }
+}
