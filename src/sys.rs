@@ -138,7 +138,8 @@ fn may_lower_nice_to(to: i32) -> bool {
 }
 
 /// Set the nice value of every thread of every process in process group `pgid` (a worker and
-/// what it started): a worker that started at its startup nice runs at `nice` once ready.
+/// what it started): a worker is moved to its startup nice right after its spawn, and back to
+/// its running nice once ready.
 pub fn renice_group(pgid: Pid, nice: i32) -> io::Result<()> {
     // SAFETY: setpriority takes integers and touches no memory.
     let r = unsafe { libc::setpriority(libc::PRIO_PGRP, pgid as libc::id_t, nice) };
@@ -623,18 +624,15 @@ impl Spawn {
         self.cwd = Some(cstring(dir.as_os_str().as_bytes())?);
         Ok(())
     }
-    /// Start children at nice `startup_nice` (if above the nice they run at) rather than at
-    /// their running priority. Returns the nice value to give a child's process group once it
-    /// is ready ([`renice_group`]), or `None` when it already runs at it: when
-    /// `startup_nice` is not above it, or when baton could not give the priority back
-    /// (neither CAP_SYS_NICE nor RLIMIT_NICE allows it).
-    pub fn startup_nice(&mut self, startup_nice: i32) -> Option<i32> {
+    /// Whether children of this recipe may start at nice `startup_nice` and be given their
+    /// running priority back once ready: returns that running nice value, or `None` when
+    /// `startup_nice` is not above it or baton could not give it back (neither CAP_SYS_NICE nor
+    /// RLIMIT_NICE allows it). The child itself always execs at its running priority: its
+    /// exec is part of the spawn baton waits for, and at a lower priority it would wait behind
+    /// the serving workers; [`renice_group`] moves it to `startup_nice` once spawned.
+    pub fn can_start_at(&self, startup_nice: i32) -> Option<i32> {
         let run = worker_nice();
-        if startup_nice <= run || !may_lower_nice_to(run) {
-            return None;
-        }
-        self.priority.nice = Some(startup_nice);
-        Some(run)
+        (startup_nice > run && may_lower_nice_to(run)).then_some(run)
     }
 }
 

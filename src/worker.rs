@@ -100,9 +100,9 @@ pub struct Recipe {
     spawn: sys::Spawn,
     /// Whether each worker gets a private probe socket after the shared ones.
     probe: bool,
-    /// The nice value of a worker once it is ready, when it starts at a higher one
-    /// (`readiness.startup_nice`); see [`sys::renice_group`].
-    ready_nice: Option<i32>,
+    /// (startup nice, running nice) when a worker starts at a higher nice value than it runs
+    /// at once ready (`readiness.startup_nice`); see [`sys::renice_group`].
+    nice: Option<(i32, i32)>,
 }
 
 impl Recipe {
@@ -142,18 +142,19 @@ impl Recipe {
         if let Some(dir) = &config.cwd {
             sp.cwd(dir)?;
         }
-        let ready_nice = sp.startup_nice(config.readiness.startup_nice);
+        let startup = config.readiness.startup_nice;
+        let nice = sp.can_start_at(startup).map(|run| (startup, run));
         Ok(Recipe {
             spawn: sp,
             probe,
-            ready_nice,
+            nice,
         })
     }
 
     /// The nice value to give a worker's process group once it is ready, if it started at
     /// another one.
     pub fn ready_nice(&self) -> Option<i32> {
-        self.ready_nice
+        self.nice.map(|(_, run)| run)
     }
 
     /// Start one worker; returns its pid once it has exec'd. `probe` must be given exactly
@@ -182,7 +183,14 @@ impl Recipe {
         )?;
         child.pass_fds(&fds, true);
         child.stdio(stdout, stderr);
-        sys::spawn(&self.spawn, &child)
+        let pid = sys::spawn(&self.spawn, &child)?;
+        if let Some((startup, _)) = self.nice {
+            // It has just exec'd, so its group is this one process. Raising a nice value
+            // needs no privilege; should it fail anyway, the worker merely starts at its
+            // running priority (and it is running: no error may hide it from the supervisor).
+            let _ = sys::renice_group(pid, startup);
+        }
+        Ok(pid)
     }
 }
 

@@ -736,7 +736,7 @@ fn lifecycle(kind: Kind) {
     );
 
     // ---- systemctl reload under load
-    let load = Load::start(port, "keepalive", 4);
+    let load = Load::start(port, "keepalive", 4, LOAD_RATE);
     let out = bx.sh("systemctl reload baton@demo");
     let gen1 = serving_workers(&st);
     let st = bx.baton_status(DEMO).unwrap_or_default();
@@ -780,7 +780,7 @@ fn lifecycle(kind: Kind) {
     );
 
     // ---- upgrade to the newer build while the demo serves, then reload
-    let load = Load::start(port, "keepalive", 4);
+    let load = Load::start(port, "keepalive", 4, LOAD_RATE);
     let r0 = reloads();
     let t0 = Instant::now();
     let out = match kind {

@@ -180,13 +180,7 @@ fn reload_json_reports_the_rollout_timings() {
             "[env]\nHELLO_STARTUP_MS = \"80\"\n\n[readiness]\nkind = \"notify\"\ntimeout = \"10s\"\n",
         )
     });
-    let out = std::process::Command::new(baton_bin())
-        .args(["reload", "--json", "--config"])
-        .arg(&baton.config)
-        .output()
-        .expect("run baton reload --json");
-    assert!(out.status.success(), "{out:?}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON reply");
+    let r = baton.reload_json();
     let us = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["generation"], 2, "{r}");

@@ -269,7 +269,7 @@ fn reloads_under_load(tag: &str, mode: &str) {
     let mut c = Checks::new();
     let main_pid = bx.show("api.service", "MainPID");
 
-    let load = Load::start(port, mode, 8);
+    let load = Load::start(port, mode, 8, LOAD_RATE);
     let t0 = Instant::now();
     let mut times = Vec::new();
     for i in 1..=RELOADS {
@@ -783,8 +783,8 @@ fn kill9_of_baton_restarts_without_refused_connections() {
         .collect();
     assert_eq!(old_workers.len(), 2, "{status}");
 
-    let close = Load::start(port, "close", 4);
-    let keepalive = Load::start(port, "keepalive", 4);
+    let close = Load::start(port, "close", 4, LOAD_RATE);
+    let keepalive = Load::start(port, "keepalive", 4, LOAD_RATE);
     let t0 = Instant::now();
     let out = bx.exec(&["kill", "-9", &old_main]);
     assert!(out.ok(), "kill -9 {old_main}: {out}");
@@ -976,8 +976,8 @@ fn restart_with_self_bound_sockets_uses_the_fd_store() {
     );
     let old_main = bx.show("bound.service", "MainPID");
 
-    let close = Load::start(port, "close", 4);
-    let keepalive = Load::start(port, "keepalive", 4);
+    let close = Load::start(port, "close", 4, LOAD_RATE);
+    let keepalive = Load::start(port, "keepalive", 4, LOAD_RATE);
     let out = bx.systemctl(&["restart", "bound.service"]);
     c.check(out.ok(), format!("systemctl restart bound: {out}"));
     let new_main = bx.show("bound.service", "MainPID");

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,6 +13,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod load;
+#[allow(unused_imports)] // not every test file drives load
+pub use load::Load;
 
 /// Tests that drive load or measure timing take this lock, so that they do not compete for
 /// the machine's two cores.
@@ -333,11 +337,7 @@ impl Baton {
     /// `baton reload`; returns (success, stdout+stderr, wall time).
     pub fn reload(&self) -> (bool, String, Duration) {
         let t0 = Instant::now();
-        let out = Command::new(baton_bin())
-            .args(["reload", "--config"])
-            .arg(&self.config)
-            .output()
-            .expect("run baton reload");
+        let out = self.run_reload(&[]);
         let dt = t0.elapsed();
         let text = format!(
             "{}{}",
@@ -345,6 +345,23 @@ impl Baton {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), text, dt)
+    }
+
+    /// `baton reload --json`, which must succeed; its reply.
+    pub fn reload_json(&self) -> Value {
+        let out = self.run_reload(&["--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON reply")
+    }
+
+    fn run_reload(&self, flags: &[&str]) -> std::process::Output {
+        Command::new(baton_bin())
+            .arg("reload")
+            .args(flags)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run baton reload")
     }
 
     /// `count` reloads, the i-th due `every * i` after the first call (so that each generation
@@ -436,67 +453,6 @@ pub fn signal(pid: i32, sig: &str) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
-}
-
-/// The project's load client, running until stopped.
-pub struct Load {
-    child: Child,
-    pub mode: String,
-}
-
-impl Load {
-    /// Start `loadgen` against 127.0.0.1:port and wait until its connections are up.
-    pub fn start(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
-        let mut child = Command::new(example_bin("loadgen"))
-            .args([
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--mode",
-                mode,
-                "--concurrency",
-                &concurrency.to_string(),
-                "--rate",
-                &rate.to_string(),
-                "--timeout",
-                "10s",
-                "--json",
-                "--stdin-stop",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn loadgen");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("loadgen: started") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("loadgen exited before it started"),
-            }
-        }
-        // keep draining stderr so loadgen never blocks on it
-        std::thread::spawn(move || for _ in lines {});
-        Load {
-            child,
-            mode: mode.to_string(),
-        }
-    }
-
-    /// Stop (close stdin) and return the summary JSON.
-    pub fn stop(mut self) -> Value {
-        drop(self.child.stdin.take());
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_string(&mut out)
-            .expect("read loadgen output");
-        let _ = self.child.wait();
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"))
-    }
 }
 
 /// Assert a loadgen summary shows traffic and not a single failed request.

@@ -1,20 +1,24 @@
 //! The systemd harness shared by `tests/systemd.rs` and `tests/packaging.rs` (each pulls it
 //! in with `#[path = "sdbox/harness.rs"] mod harness;`): a booted container ([`SdBox`], from
 //! `tests/sdbox/sdbox.sh`), commands run in it ([`Out`]), the host-side load client
-//! ([`Load`]), plain HTTP ([`http_get`]), polling with a deadline ([`wait_until`], [`within`])
+//! ([`Load`], the one in `tests/common/load.rs`), plain HTTP ([`http_get`]), polling with a deadline ([`wait_until`], [`within`])
 //! and collected checks ([`Checks`]). Not every test file uses every item.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "../common/load.rs"]
+mod load;
+pub use load::Load;
 
 pub const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
 
@@ -384,95 +388,6 @@ pub fn http_request(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line: {head:?}"))?;
     Ok((status, body.to_string()))
-}
-
-/// A running loadgen (on the host, against the container's port), at [`LOAD_RATE`].
-pub struct Load {
-    child: Child,
-    mode: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Load {
-    pub fn start(port: u16, mode: &str, concurrency: u32) -> Load {
-        let mut child = Command::new(bins().loadgen)
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", mode])
-            .args([
-                "--concurrency",
-                &concurrency.to_string(),
-                "--json",
-                "--stdin-stop",
-                "--rate",
-                &LOAD_RATE.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn loadgen");
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains("loadgen: started") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("loadgen ({mode}) did not print `loadgen: started` within 10s");
-                }
-            }
-        }
-        Load {
-            child,
-            mode: mode.to_string(),
-            stderr: rx,
-        }
-    }
-
-    /// Stops it (stdin EOF) and returns its JSON report.
-    pub fn stop(mut self) -> Value {
-        drop(self.child.stdin.take());
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let errs: Vec<String> = self.stderr.try_iter().collect();
-        assert!(
-            status.success(),
-            "loadgen {}: {status}: {errs:?}",
-            self.mode
-        );
-        let v: Value = serde_json::from_str(out.trim())
-            .unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
-        eprintln!(
-            "  loadgen {}: {} requests in {:.2}s, {} ok, {} failed {}, p99 {} us, max {} us, {} pids: {}",
-            self.mode,
-            v["total"],
-            v["duration_s"].as_f64().unwrap_or(0.0),
-            v["ok"],
-            v["failed"],
-            v["failures"],
-            v["latency_us"]["p99"],
-            v["latency_us"]["max"],
-            v["pids"].as_object().map(|m| m.len()).unwrap_or(0),
-            v["pids"]
-        );
-        if v["failed"] != 0 {
-            eprintln!("  loadgen {} errors: {}", self.mode, v["errors"]);
-        }
-        v
-    }
 }
 
 /// pids that answered during a load run (from its report).

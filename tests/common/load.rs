@@ -1,0 +1,110 @@
+//! The project's load client (`examples/loadgen`) driven from a test: one wrapper for every
+//! test crate (`tests/common` has it as `mod load`, the systemd harness pulls it in with
+//! `#[path]`). It records every request's outcome; [`Load::stop`] returns loadgen's JSON report
+//! and fails the test if loadgen itself failed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A request that gets no complete answer within this long counts as a timeout.
+const REQUEST_TIMEOUT: &str = "10s";
+
+fn loadgen_bin() -> PathBuf {
+    let baton = PathBuf::from(env!("CARGO_BIN_EXE_baton"));
+    baton.parent().expect("target dir").join("examples/loadgen")
+}
+
+/// A running loadgen, until [`Load::stop`].
+pub struct Load {
+    child: Child,
+    pub mode: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Load {
+    /// Start loadgen against 127.0.0.1:`port` (`mode` "keepalive" or "close", `concurrency`
+    /// connections, `rate` requests per second in all) and wait until its connections are up.
+    /// Keep `rate` modest: an unthrottled loadgen on two vCPUs starves the rest of the machine.
+    pub fn start(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
+        let mut child = Command::new(loadgen_bin())
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", mode])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--rate", &rate.to_string(), "--timeout", REQUEST_TIMEOUT])
+            .args(["--json", "--stdin-stop"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn loadgen");
+        // stderr is drained all along (loadgen must never block on it) and kept for the report
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("loadgen: started") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("loadgen ({mode}) did not print `loadgen: started` within 10s");
+                }
+            }
+        }
+        Load {
+            child,
+            mode: mode.to_string(),
+            stderr: rx,
+        }
+    }
+
+    /// Stop it (stdin EOF) and return its JSON report, after checking that loadgen exited
+    /// successfully. The report is printed (shown when the test fails).
+    pub fn stop(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read loadgen output");
+        let status = self.child.wait().expect("wait for loadgen");
+        let errs: Vec<String> = self.stderr.try_iter().collect();
+        assert!(
+            status.success(),
+            "loadgen {}: {status}: {errs:?}",
+            self.mode
+        );
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
+        eprintln!(
+            "  loadgen {}: {} requests in {:.2}s, {} ok, {} failed {}, p99 {} us, max {} us, {} pids: {}",
+            self.mode,
+            v["total"],
+            v["duration_s"].as_f64().unwrap_or(0.0),
+            v["ok"],
+            v["failed"],
+            v["failures"],
+            v["latency_us"]["p99"],
+            v["latency_us"]["max"],
+            v["pids"].as_object().map(|m| m.len()).unwrap_or(0),
+            v["pids"]
+        );
+        if v["failed"] != 0 {
+            eprintln!("  loadgen {} errors: {}", self.mode, v["errors"]);
+        }
+        v
+    }
+}
