@@ -225,7 +225,8 @@ class Baton:
             f.write(f'command = ["{env.hello}"]\ninstances = {n}\n'
                     f'control = "{self.dir}/ctl.sock"\n[sockets]\nhttp = "127.0.0.1:{port}"\n'
                     '[readiness]\nkind = "notify"\ntimeout = "60s"\n'
-                    '[drain]\ntimeout = "10s"\n')
+                    + (f'startup_nice = {env.startup_nice}\n' if env.startup_nice is not None else '')
+                    + '[drain]\ntimeout = "10s"\n')
         self.p = None
 
     def start(self):
@@ -606,7 +607,9 @@ def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=
 
 
 class Env:
-    pass
+    startup_nice = None  # baton's default
+    rates = {}
+    kinds = ("back-to-back", "isolated")
 
 
 def make_env(args):
@@ -710,7 +713,7 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                         results["capacity"].append(dict(app=sc.app, n=n, mode=mode, **c))
                         log(f"  capacity {sc.app} N={n} {mode}: {c['rps']:.0f} req/s")
                 for mode in modes:
-                    rate = round(LOAD_FRACTION * cap[sc.app][mode]["rps"])
+                    rate = env.rates.get(mode) or round(LOAD_FRACTION * cap[sc.app][mode]["rps"])
                     if do_compare:
                         log(f"  {sc.name} {mode} at {rate} req/s, {cfg['k']} reloads every {cfg['interval_s']} s")
                         r = load_run(env, sc, mode, rate, cfg["k"], cfg["lead_s"], cfg["interval_s"],
@@ -724,6 +727,8 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                         for kind, iv, win in (
                                 ("back-to-back", cfg["target_interval"].get(n, 0.6), (1.0, 1.0)),
                                 ("isolated", cfg["iso_interval"].get(n, 1.5), tuple(cfg["iso_window"]))):
+                            if kind not in env.kinds:
+                                continue
                             log(f"  baton target {mode} {kind}: {cfg['reloads']} reloads every {iv} s at {rate} req/s")
                             t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
                                          cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win)
@@ -842,6 +847,12 @@ def main():
                     help="run `baton run` under this command (default: 'nice -n -10', as the shipped units "
                          "run it with Nice=-10; baton puts its workers back at nice 0); '' for none, or an "
                          "experiment such as 'chrt --reset-on-fork -f 10'")
+    ap.add_argument("--startup-nice", type=int,
+                    help="readiness.startup_nice in baton's config (default: baton's default, 10)")
+    ap.add_argument("--rates", default="",
+                    help="for A/B experiments: fixed target rates instead of 70 %% of the measured capacity, "
+                         "e.g. keepalive=77000,close=9600")
+    ap.add_argument("--kinds", default="back-to-back,isolated", help="target kinds to run")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     if args.ns:
@@ -851,10 +862,13 @@ def main():
     phases = (args.only or "compare,target,scale,idle").split(",")
     env = make_env(args)
     env.baton_prefix = args.baton_prefix.split()
+    env.startup_nice = args.startup_nice
+    env.rates = {m: int(r) for m, r in (x.split("=") for x in args.rates.split(",") if x)}
+    env.kinds = args.kinds.split(",")
     env.t_start = time.monotonic()
     env.retry_budget_s = 150 if args.quick else 780  # repeat noisy runs only while this young
     results = dict(config={k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in cfg.items()},
-                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
+                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
                    machine=machine(), capacity=[], comparison=[], target=[], scale=[], idle=None,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.monotonic()
