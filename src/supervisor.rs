@@ -55,14 +55,23 @@ struct Worker {
     status: Option<String>,
     probe_socket: Option<ProbeSocket>,
     tracker: Option<Tracker>,
-    /// The nice value it gets once ready (it started at `readiness.startup_nice`).
+    /// The nice value it gets once ready (it started at `readiness.startup_nice`), at the
+    /// latest at `startup_nice_until`.
     ready_nice: Option<i32>,
+    /// Half its readiness timeout: a worker still not ready by then continues at its running
+    /// priority, so that on a saturated host the startup nice cannot make a reload fail.
+    startup_nice_until: Instant,
 }
 
 impl Worker {
     /// It is ready (as of `at`): from now on it serves, at its running priority.
     fn set_ready(&mut self, at: Instant) {
         self.ready_at = Some(at);
+        self.restore_priority();
+    }
+
+    /// Its process group leaves the startup nice for its running nice (once).
+    fn restore_priority(&mut self) {
         if let Some(nice) = self.ready_nice.take() {
             if let Err(e) = sys::renice_group(self.pid, nice) {
                 warn!(
@@ -1166,6 +1175,18 @@ impl Supervisor {
                         }
                     }
                 }
+                if w.ready_at.is_none() && w.ready_nice.is_some() && now >= w.startup_nice_until {
+                    info!(
+                        baton_event = "worker_startup_nice_ended",
+                        baton_generation = gen_id,
+                        baton_worker_pid = w.pid,
+                        baton_instance = slot.instance,
+                        "worker {} not ready after {}, half its readiness timeout: it continues at its running priority",
+                        w.pid,
+                        fmt_duration(w.startup_nice_until.duration_since(w.started))
+                    );
+                    w.restore_priority();
+                }
                 // a restarted worker of the serving generation that never gets ready is
                 // stopped (and then restarted with backoff); an uncommitted generation fails
                 // as a whole through its verdict instead
@@ -1217,6 +1238,9 @@ impl Supervisor {
                 if w.ready_at.is_none() && !gen.retiring() {
                     if gen.committed() {
                         consider(w.ready_deadline);
+                    }
+                    if w.ready_nice.is_some() {
+                        consider(w.startup_nice_until);
                     }
                     if let ReadinessKind::Delay { delay } = gen.config.readiness.kind {
                         consider(w.started + delay);
@@ -1511,6 +1535,7 @@ impl Ctx {
                     probe_socket,
                     tracker,
                     ready_nice: recipe.ready_nice(),
+                    startup_nice_until: spawned_at + cfg.readiness.timeout / 2,
                 });
                 Ok(())
             }

@@ -506,3 +506,31 @@ fn workers_start_at_their_running_nice_when_baton_could_not_give_it_back() {
         assert_eq!(stat_number(worker, NICE), 0, "{name}: ready worker");
     }
 }
+
+/// A worker still not ready after half its readiness timeout continues at its running priority
+/// (on a saturated host the startup nice must not be what makes a reload miss its timeout).
+#[test]
+fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
+    let _g = serial();
+    let dir = scratch("startup-nice-slow-fifo");
+    let fifo = dir.join("go");
+    mkfifo(&fifo);
+    let t0 = Instant::now();
+    let baton = Baton::spawn("startup-nice-slow", held_config(&fifo, "timeout = \"4s\""));
+    let (worker, sleep) = held_worker(&baton);
+    const NICE: usize = 19;
+    assert_eq!(stat_number(worker, NICE), 10, "starting worker");
+    wait_for("the priority given back", Duration::from_secs(3), || {
+        stat_number(worker, NICE) == 0 && stat_number(sleep, NICE) == 0
+    });
+    assert!(t0.elapsed() >= Duration::from_secs(2), "given back after {:?}", t0.elapsed());
+    assert!(
+        baton.log_text().contains("half its readiness timeout"),
+        "{}",
+        baton.log_text()
+    );
+    // still held, so still starting; then it becomes ready and serves
+    release(&fifo);
+    baton.wait_serving(Duration::from_secs(10));
+    assert_eq!(baton.serving_pids(), vec![worker]);
+}
