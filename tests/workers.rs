@@ -523,7 +523,11 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     wait_for("the priority given back", Duration::from_secs(3), || {
         stat_number(worker, NICE) == 0 && stat_number(sleep, NICE) == 0
     });
-    assert!(t0.elapsed() >= Duration::from_secs(2), "given back after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "given back after {:?}",
+        t0.elapsed()
+    );
     assert!(
         baton.log_text().contains("half its readiness timeout"),
         "{}",
