@@ -1378,29 +1378,35 @@ impl Ctx {
     fn start_generation(&mut self, config: Rc<Config>, now: Instant) -> Generation {
         let id = self.next_generation;
         self.next_generation += 1;
-        info!(
-            baton_event = "generation_start",
-            baton_generation = id,
-            "starting generation {id}: {} x {:?} (readiness: {})",
-            config.instances,
-            config.command,
-            config.readiness.kind.name()
-        );
         let probe = matches!(
             config.readiness.kind,
             ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. }
         );
-        let recipe = Recipe::new(&config, &self.listeners, &self.notify_path, id, probe)
-            .map(Rc::new)
-            .map_err(|e| {
-                let reason = format!("cannot start {:?}: {e}", config.command);
-                error!(
-                    baton_event = "worker_spawn_failed",
-                    baton_generation = id,
-                    "{reason}"
-                );
-                reason
-            });
+        let recipe = Recipe::new(&config, &self.listeners, &self.notify_path, id, probe);
+        let priority = match recipe.as_ref().ok().and_then(|r| r.ready_nice()) {
+            Some(run) => format!(
+                ", at nice {} until ready, then {run}",
+                config.readiness.startup_nice
+            ),
+            None => String::new(),
+        };
+        info!(
+            baton_event = "generation_start",
+            baton_generation = id,
+            "starting generation {id}: {} x {:?} (readiness: {}{priority})",
+            config.instances,
+            config.command,
+            config.readiness.kind.name()
+        );
+        let recipe = recipe.map(Rc::new).map_err(|e| {
+            let reason = format!("cannot start {:?}: {e}", config.command);
+            error!(
+                baton_event = "worker_spawn_failed",
+                baton_generation = id,
+                "{reason}"
+            );
+            reason
+        });
         let mut gen = Generation {
             id,
             config: config.clone(),
