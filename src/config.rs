@@ -33,6 +33,7 @@
 //! [drain]
 //! signal  = "SIGTERM"
 //! timeout = "30s"
+//! nice    = 10                             # 0..=19, nice of a stopped worker while it drains
 //!
 //! [restart]
 //! backoff_initial = "100ms"
@@ -236,6 +237,10 @@ pub struct Drain {
     pub signal: StopSignal,
     /// Grace period after `signal` before SIGKILL (may be zero).
     pub timeout: Duration,
+    /// The nice value a worker's process group gets with its stop signal while another
+    /// generation serves (not when baton itself stops): its drain and exit then yield the CPU
+    /// to the serving workers. 0 leaves it at its running priority.
+    pub nice: i32,
 }
 
 impl Default for Drain {
@@ -243,6 +248,7 @@ impl Default for Drain {
         Drain {
             signal: StopSignal::TERM,
             timeout: DEFAULT_DRAIN_TIMEOUT,
+            nice: DEFAULT_DRAIN_NICE,
         }
     }
 }
@@ -384,6 +390,7 @@ impl std::error::Error for ConfigError {}
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_STARTUP_NICE: i32 = 10;
+const DEFAULT_DRAIN_NICE: i32 = 10;
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -567,6 +574,7 @@ struct RawReadiness {
 struct RawDrain {
     signal: Option<Spanned<String>>,
     timeout: Option<Spanned<RawDuration>>,
+    nice: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -803,6 +811,7 @@ impl Ctx<'_> {
                     .map_err(|m: String| self.err(Some(s.span()), "drain.signal", m))?,
             },
             timeout: self.duration(&raw.drain.timeout, "drain.timeout", DEFAULT_DRAIN_TIMEOUT)?,
+            nice: self.nice(&raw.drain.nice, "drain.nice", DEFAULT_DRAIN_NICE)?,
         };
 
         let r = raw.restart;
@@ -934,22 +943,11 @@ impl Ctx<'_> {
             ));
         }
         let stable = self.duration(&r.stable, "readiness.stable", Duration::ZERO)?;
-        let startup_nice = match &r.startup_nice {
-            None => DEFAULT_STARTUP_NICE,
-            Some(n) => match i32::try_from(*n.get_ref()) {
-                Ok(v) if (0..=19).contains(&v) => v,
-                _ => {
-                    return Err(self.err(
-                        Some(n.span()),
-                        "readiness.startup_nice",
-                        format!(
-                            "startup_nice must be a nice value from 0 to 19, got {}",
-                            n.get_ref()
-                        ),
-                    ))
-                }
-            },
-        };
+        let startup_nice = self.nice(
+            &r.startup_nice,
+            "readiness.startup_nice",
+            DEFAULT_STARTUP_NICE,
+        )?;
 
         let kind_name = r.kind.as_ref().map_or("notify", |k| k.get_ref().as_str());
         let kind_span = r.kind.as_ref().map(|k| k.span());
@@ -1113,6 +1111,25 @@ impl Ctx<'_> {
         })
     }
 
+    /// A nice value for workers: 0 (their running priority) to 19.
+    fn nice(&self, v: &Option<Spanned<i64>>, key: &str, default: i32) -> Result<i32, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(n) => match i32::try_from(*n.get_ref()) {
+                Ok(v) if (0..=19).contains(&v) => Ok(v),
+                _ => Err(self.err(
+                    Some(n.span()),
+                    key,
+                    format!(
+                        "{} must be a nice value from 0 to 19, got {}",
+                        key.rsplit('.').next().unwrap_or(key),
+                        n.get_ref()
+                    ),
+                )),
+            },
+        }
+    }
+
     fn duration(
         &self,
         v: &Option<Spanned<RawDuration>>,
@@ -1268,6 +1285,7 @@ startup_nice = 5
 [drain]
 signal  = "quit"
 timeout = "1m30s"
+nice    = 15
 
 [restart]
 backoff_initial = "50ms"
@@ -1313,6 +1331,7 @@ backoff_max     = "1m"
                 drain: Drain {
                     signal: StopSignal::from_name("SIGQUIT").unwrap(),
                     timeout: Duration::from_secs(90),
+                    nice: 15,
                 },
                 restart: Restart {
                     backoff_initial: Duration::from_millis(50),
@@ -1506,6 +1525,19 @@ backoff_max     = "1m"
             "control",
         );
         assert_err(&format!("{MIN}cwd = \"\"\n"), 2, "cwd");
+        // nice values
+        for (table, key, bad) in [
+            ("readiness", "startup_nice", "20"),
+            ("readiness", "startup_nice", "-1"),
+            ("drain", "nice", "40"),
+        ] {
+            let e = assert_err(
+                &format!("{MIN}[{table}]\n{key} = {bad}\n"),
+                3,
+                &format!("{table}.{key}"),
+            );
+            assert!(e.message.contains("0 to 19"), "{e}");
+        }
         // env
         assert_err(&format!("{MIN}[env]\n\"A=B\" = \"1\"\n"), 3, "env.A=B");
         let e = assert_err(

@@ -515,7 +515,7 @@ impl Supervisor {
                         gen.id
                     );
                     ctx.manager.stopping(&format!("failed to start: {reason}"));
-                    ctx.retire(&mut gen, &reason, now);
+                    ctx.retire(&mut gen, &reason, now, false);
                     (
                         State::Stopping {
                             gens: vec![gen],
@@ -626,7 +626,7 @@ impl Supervisor {
                         "{msg}"
                     );
                     let reason = format!("replaced by generation {}", next.id);
-                    ctx.retire(&mut current, &reason, now);
+                    ctx.retire(&mut current, &reason, now, true);
                     let timings = next.timings(started);
                     ctx.finish_reload(
                         waiters,
@@ -653,7 +653,7 @@ impl Supervisor {
                         baton_generation = next.id,
                         "{msg}"
                     );
-                    ctx.retire(&mut next, &reason, now);
+                    ctx.retire(&mut next, &reason, now, true);
                     ctx.finish_reload(
                         waiters,
                         false,
@@ -717,7 +717,7 @@ impl Supervisor {
             .unwrap_or_default();
         ctx.manager.extend_timeout(drain + Duration::from_secs(5));
         for g in gens.iter_mut() {
-            ctx.retire(g, "baton is stopping", now);
+            ctx.retire(g, "baton is stopping", now, false);
         }
         let mut all = waiters;
         all.extend(ctx.pending_reload.take().unwrap_or_default());
@@ -1200,7 +1200,7 @@ impl Supervisor {
                         w.pid,
                         fmt_duration(cfg.readiness.timeout)
                     );
-                    ctx.stop_worker(w, &cfg, now);
+                    ctx.stop_worker(w, &cfg, now, true);
                 }
             }
         }
@@ -1618,9 +1618,18 @@ impl Ctx {
     }
 
     /// Send the stop signal to one worker and arm its SIGKILL deadline.
-    fn stop_worker(&mut self, w: &mut Worker, cfg: &Config, now: Instant) {
+    /// Send a worker its stop signal. `while_serving`: another generation serves meanwhile,
+    /// so the worker's process group drains and exits at `drain.nice`, yielding the CPU to it
+    /// (when baton itself stops, in-flight requests finish at full speed instead).
+    fn stop_worker(&mut self, w: &mut Worker, cfg: &Config, now: Instant, while_serving: bool) {
         if w.stop_deadline.is_some() {
             return;
+        }
+        // a stopped worker's priority only goes down from here
+        w.ready_nice = None;
+        if while_serving && cfg.drain.nice > sys::worker_nice() {
+            // raising a nice value needs no privilege; a failure only leaves it where it was
+            let _ = sys::renice_group(w.pid, cfg.drain.nice);
         }
         let _ = sys::kill(w.pid, cfg.drain.signal.number());
         w.stop_deadline = Some(now + cfg.drain.timeout);
@@ -1629,15 +1638,21 @@ impl Ctx {
 
     /// Retire a whole generation: stop signal to every worker, SIGKILL at the drain deadline,
     /// no more restarts.
-    fn retire(&mut self, gen: &mut Generation, reason: &str, now: Instant) {
+    /// `while_serving`: another generation serves meanwhile (see `stop_worker`).
+    fn retire(&mut self, gen: &mut Generation, reason: &str, now: Instant, while_serving: bool) {
         if gen.retiring() {
             return;
         }
         let cfg = gen.config.clone();
+        let priority = if while_serving && cfg.drain.nice > sys::worker_nice() {
+            format!(" at nice {}", cfg.drain.nice)
+        } else {
+            String::new()
+        };
         info!(
             baton_event = "generation_retire",
             baton_generation = gen.id,
-            "retiring generation {} ({reason}): {} to {} worker(s), SIGKILL after {}",
+            "retiring generation {} ({reason}): {} to {} worker(s){priority}, SIGKILL after {}",
             gen.id,
             cfg.drain.signal.name(),
             gen.alive(),
@@ -1659,7 +1674,7 @@ impl Ctx {
         for slot in gen.slots.iter_mut() {
             slot.restart_at = None;
             if let Some(w) = slot.worker.as_mut() {
-                self.stop_worker(w, &cfg, now);
+                self.stop_worker(w, &cfg, now, while_serving);
             }
         }
     }

@@ -112,7 +112,7 @@ fn own_priority() -> (i32, bool) {
 }
 
 /// The nice value a worker runs at: baton's, but never below 0.
-fn worker_nice() -> i32 {
+pub fn worker_nice() -> i32 {
     own_priority().0.max(0)
 }
 

@@ -538,3 +538,46 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     baton.wait_serving(Duration::from_secs(10));
     assert_eq!(baton.serving_pids(), vec![worker]);
 }
+
+/// A generation told to stop while another one serves drains at `drain.nice` (default 10), so
+/// its drain and exit yield the CPU to the serving workers; when baton itself stops, its
+/// workers drain at their running priority.
+#[test]
+fn a_replaced_generation_drains_at_the_drain_nice() {
+    let _g = serial();
+    const NICE: usize = 19;
+    // workers that ignore SIGTERM stay alive (draining) until the 3 s deadline
+    let baton = Baton::start("drain-nice", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"3s\"\n",
+        )
+    });
+    let old = baton.serving_pids()[0];
+    assert_eq!(stat_number(old, NICE), 0, "serving worker");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let new = baton.serving_pids()[0];
+    assert_ne!(new, old);
+    assert!(pid_exists(old), "the old worker drains until its deadline");
+    assert_eq!(
+        stat_number(old, NICE),
+        10,
+        "draining worker of the replaced generation"
+    );
+    assert_eq!(stat_number(new, NICE), 0, "serving worker");
+    assert!(baton.log_text().contains("at nice 10, SIGKILL after 3s"));
+    signal(baton.pid(), "TERM");
+    wait_for("baton stopping", Duration::from_secs(5), || {
+        baton.log_text().contains("(baton is stopping)")
+    });
+    assert!(pid_exists(new), "the last worker drains until its deadline");
+    assert_eq!(
+        stat_number(new, NICE),
+        0,
+        "draining worker when baton stops"
+    );
+}
