@@ -1453,12 +1453,13 @@ impl Ctx {
         slot: &mut Slot,
         now: Instant,
     ) -> Result<(), String> {
-        let probe_socket = match cfg.readiness.kind {
-            ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. } => match ProbeSocket::new() {
+        let probe_socket = if recipe.wants_probe() {
+            match ProbeSocket::new() {
                 Ok(p) => Some(p),
                 Err(e) => return Err(format!("cannot create the probe socket: {e}")),
-            },
-            _ => None,
+            }
+        } else {
+            None
         };
         // workers' output to the journal: one pipe per stream, the pid filled in once known
         let mut pipes = Vec::new();

@@ -157,8 +157,13 @@ impl Recipe {
         self.nice.map(|(_, run)| run)
     }
 
-    /// Start one worker; returns its pid once it has exec'd. `probe` must be given exactly
-    /// when the recipe was made for probe sockets.
+    /// Whether each worker of this recipe gets a private probe socket (see [`Recipe::spawn`]).
+    pub fn wants_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Start one worker; returns its pid once it has exec'd. `probe` is given exactly when
+    /// [`Recipe::wants_probe`].
     pub fn spawn(
         &self,
         listeners: &Listeners,
@@ -167,11 +172,6 @@ impl Recipe {
         stdout: Option<BorrowedFd<'_>>,
         stderr: Option<BorrowedFd<'_>>,
     ) -> io::Result<Pid> {
-        debug_assert_eq!(
-            self.probe,
-            probe.is_some(),
-            "probe socket and recipe disagree"
-        );
         let mut child = sys::Child::new();
         let mut fds: Vec<BorrowedFd<'_>> = listeners.fds();
         if let Some(p) = probe {
