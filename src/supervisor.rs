@@ -1200,7 +1200,8 @@ impl Supervisor {
                         w.pid,
                         fmt_duration(cfg.readiness.timeout)
                     );
-                    ctx.stop_worker(w, &cfg, now, true);
+                    let drain_nice = recipe.as_ref().and_then(|r| r.drain_nice());
+                    ctx.stop_worker(w, &cfg, now, drain_nice);
                 }
             }
         }
@@ -1619,18 +1620,18 @@ impl Ctx {
     }
 
     /// Send the stop signal to one worker and arm its SIGKILL deadline.
-    /// Send a worker its stop signal. `while_serving`: another generation serves meanwhile,
-    /// so the worker's process group drains and exits at `drain.nice`, yielding the CPU to it
-    /// (when baton itself stops, in-flight requests finish at full speed instead).
-    fn stop_worker(&mut self, w: &mut Worker, cfg: &Config, now: Instant, while_serving: bool) {
+    /// Send a worker its stop signal. `drain_nice`: another generation serves meanwhile, so
+    /// the worker's process group drains and exits at this nice value, yielding the CPU to it
+    /// (`None` when baton itself stops: in-flight requests finish at full speed instead).
+    fn stop_worker(&mut self, w: &mut Worker, cfg: &Config, now: Instant, drain_nice: Option<i32>) {
         if w.stop_deadline.is_some() {
             return;
         }
         // a stopped worker's priority only goes down from here
         w.ready_nice = None;
-        if while_serving && cfg.drain.nice > sys::worker_nice() {
+        if let Some(nice) = drain_nice {
             // raising a nice value needs no privilege; a failure only leaves it where it was
-            let _ = sys::renice_group(w.pid, cfg.drain.nice);
+            let _ = sys::renice_group(w.pid, nice);
         }
         let _ = sys::kill(w.pid, cfg.drain.signal.number());
         w.stop_deadline = Some(now + cfg.drain.timeout);
@@ -1645,10 +1646,14 @@ impl Ctx {
             return;
         }
         let cfg = gen.config.clone();
-        let priority = if while_serving && cfg.drain.nice > sys::worker_nice() {
-            format!(" at nice {}", cfg.drain.nice)
-        } else {
-            String::new()
+        let drain_nice = gen
+            .recipe
+            .as_ref()
+            .and_then(|r| r.drain_nice())
+            .filter(|_| while_serving);
+        let priority = match drain_nice {
+            Some(nice) => format!(" at nice {nice}"),
+            None => String::new(),
         };
         info!(
             baton_event = "generation_retire",
@@ -1675,7 +1680,7 @@ impl Ctx {
         for slot in gen.slots.iter_mut() {
             slot.restart_at = None;
             if let Some(w) = slot.worker.as_mut() {
-                self.stop_worker(w, &cfg, now, while_serving);
+                self.stop_worker(w, &cfg, now, drain_nice);
             }
         }
     }

@@ -103,6 +103,9 @@ pub struct Recipe {
     /// (startup nice, running nice) when a worker starts at a higher nice value than it runs
     /// at once ready (`readiness.startup_nice`); see [`sys::renice_group`].
     nice: Option<(i32, i32)>,
+    /// `drain.nice`, when it is above the running nice (a worker's priority only goes down
+    /// once it is told to stop).
+    drain_nice: Option<i32>,
 }
 
 impl Recipe {
@@ -144,11 +147,19 @@ impl Recipe {
         }
         let startup = config.readiness.startup_nice;
         let nice = sp.can_start_at(startup).map(|run| (startup, run));
+        let drain_nice = (config.drain.nice > sys::worker_nice()).then_some(config.drain.nice);
         Ok(Recipe {
             spawn: sp,
             probe,
             nice,
+            drain_nice,
         })
+    }
+
+    /// The nice value to give a worker's process group with its stop signal while another
+    /// generation serves, if it is to drain below its running priority.
+    pub fn drain_nice(&self) -> Option<i32> {
+        self.drain_nice
     }
 
     /// The nice value to give a worker's process group once it is ready, if it started at
