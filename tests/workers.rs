@@ -352,6 +352,9 @@ fn notifications_from_strangers_are_ignored() {
 }
 
 /// A numeric field of /proc/PID/stat (see `stat_field`).
+/// The nice value's field in /proc/PID/stat.
+const NICE: usize = 19;
+
 fn stat_number(pid: i32, n: usize) -> i64 {
     stat_field(pid, n)
         .unwrap_or_else(|| panic!("field {n} of /proc/{pid}/stat"))
@@ -368,7 +371,6 @@ fn workers_do_not_inherit_batons_priority() {
         hello_config(port, ctl, 2, "", "")
     });
     baton.wait_serving(Duration::from_secs(10));
-    const NICE: usize = 19;
     assert_eq!(stat_number(baton.pid(), NICE), -10);
     for pid in baton.serving_pids() {
         assert_eq!(stat_number(pid, NICE), 0, "worker {pid}");
@@ -461,7 +463,6 @@ fn workers_start_at_the_startup_nice_until_ready() {
     mkfifo(&fifo);
     let baton = Baton::spawn("startup-nice", held_config(&fifo, ""));
     let (worker, sleep) = held_worker(&baton);
-    const NICE: usize = 19;
     assert_eq!(stat_number(worker, NICE), 10, "starting worker");
     assert_eq!(
         stat_number(sleep, NICE),
@@ -481,7 +482,6 @@ fn workers_start_at_the_startup_nice_until_ready() {
 #[test]
 fn workers_start_at_their_running_nice_when_baton_could_not_give_it_back() {
     let _g = serial();
-    const NICE: usize = 19;
     for (name, prefix, top) in [
         (
             "no-cap-sys-nice",
@@ -518,7 +518,6 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     let t0 = Instant::now();
     let baton = Baton::spawn("startup-nice-slow", held_config(&fifo, "timeout = \"4s\""));
     let (worker, sleep) = held_worker(&baton);
-    const NICE: usize = 19;
     assert_eq!(stat_number(worker, NICE), 10, "starting worker");
     wait_for("the priority given back", Duration::from_secs(3), || {
         stat_number(worker, NICE) == 0 && stat_number(sleep, NICE) == 0
@@ -545,7 +544,6 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
 #[test]
 fn a_replaced_generation_drains_at_the_drain_nice() {
     let _g = serial();
-    const NICE: usize = 19;
     // workers that ignore SIGTERM stay alive (draining) until the 3 s deadline
     let baton = Baton::start("drain-nice", |port, ctl| {
         hello_config(
