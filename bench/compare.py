@@ -12,6 +12,9 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import proof  # noqa: E402
+
 
 def label(d, r):
     m = r["machine"]
@@ -40,7 +43,7 @@ def main(dirs):
                 cells.append("–")
                 continue
             rl = t["reloads"]
-            over = statistics.median((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000 for x in rl)
+            over = statistics.median(proof.overhead_ms(x) for x in rl)
             roll = statistics.median(x["duration_us"] / 1000 for x in rl)
             runq = statistics.median(x["baton_runq_us"] / 1000 for x in rl) if "baton_runq_us" in rl[0] else float("nan")
             ratio = t["reload"]["p99_us"] / t["steady"]["p99_us"]

@@ -226,6 +226,7 @@ class Baton:
                     f'control = "{self.dir}/ctl.sock"\n[sockets]\nhttp = "127.0.0.1:{port}"\n'
                     '[readiness]\nkind = "notify"\ntimeout = "60s"\n'
                     + (f'startup_nice = {env.startup_nice}\n' if env.startup_nice is not None else '')
+                    + (f'max_starting = {env.max_starting}\n' if env.max_starting is not None else '')
                     + '[drain]\ntimeout = "10s"\n')
         self.p = None
 
@@ -263,7 +264,7 @@ class Baton:
             raise RuntimeError(f"baton reload failed: {rep}")
         # baton's own time on a CPU, and waiting for one (run queue), during `baton reload`
         return dict(wall_s=wall, duration_us=rep["duration_us"],
-                    slowest_start_us=rep["slowest_start_us"],
+                    slowest_start_us=rep["slowest_start_us"], app_starting_us=rep.get("app_starting_us"),
                     first_spawn_us=rep.get("first_spawn_us"), last_spawn_us=rep.get("last_spawn_us"),
                     last_ready_us=rep.get("last_ready_us"),
                     baton_cpu_us=(s1[0] - s0[0]) // 1000, baton_runq_us=(s1[1] - s0[1]) // 1000)
@@ -608,6 +609,7 @@ def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=
 
 class Env:
     startup_nice = None  # baton's default
+    max_starting = None  # baton's default
     rates = {}
     kinds = ("back-to-back", "isolated")
 
@@ -666,6 +668,15 @@ def split(rl):
     return f"{first:.2f} / {last:.2f} / {swap:.2f}"
 
 
+def overhead_ms(x):
+    """baton's own time in one rollout: the part in which no worker of the new generation was
+    starting (each from just before its spawn to its readiness). Workers started all at once
+    overlap, so this is about rollout - slowest start; paced ones (readiness.max_starting)
+    follow each other."""
+    app = x.get("app_starting_us")
+    return (x["duration_us"] - (app if app is not None else x["slowest_start_us"] or 0)) / 1000
+
+
 def target_table(rows):
     out = ["| mode | N | rate req/s (70 %) | reloads (late) | every s | requests | failed | steady p99 ms | p99 while reloading ms "
            "| ratio (≤ 1.5) | max while reloading ms | baton overhead ms median / p90 / max (≤ 5 median) "
@@ -675,7 +686,7 @@ def target_table(rows):
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rl = r["reloads"]
-        over = sorted((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000 for x in rl)
+        over = sorted(overhead_ms(x) for x in rl)
         dur = [x["duration_us"] / 1000 for x in rl]
         ss = [(x["slowest_start_us"] or 0) / 1000 for x in rl]
         wall = [x["wall_s"] * 1000 for x in rl]
@@ -734,8 +745,7 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                                          cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win)
                             t.update(app=sc.app, kind=kind)
                             results["target"].append(t)
-                            over = statistics.median((x["duration_us"] - (x["slowest_start_us"] or 0)) / 1000
-                                                     for x in t["reloads"])
+                            over = statistics.median(overhead_ms(x) for x in t["reloads"])
                             log(f"    {t['requests']} requests, failed {t['failed']} {t['failures']}, steady p99 "
                                 f"{fmt_ms(t['steady']['p99_us'])} ms, reloading p99 {fmt_ms(t['reload']['p99_us'])} ms, "
                                 f"overhead median {over:.2f} ms")
@@ -770,7 +780,7 @@ def phase_scale(env, cfg, results):
         sc.stop()
         dur = [r["duration_us"] / 1000 for r in reps]
         ss = [(r["slowest_start_us"] or 0) / 1000 for r in reps]
-        over = [d - s for d, s in zip(dur, ss)]
+        over = [overhead_ms(r) for r in reps]
         row = dict(n=n, boot_s=boot, boot_ticks=t_boot, reload_ticks=t1 - t0, reloads=len(reps),
                    ticks_per_reload=(t1 - t0) / len(reps), rollout_ms=statistics.median(dur),
                    rollout_ms_max=max(dur), slowest_start_ms=statistics.median(ss),
@@ -847,6 +857,8 @@ def main():
                     help="run `baton run` under this command (default: 'nice -n -10', as the shipped units "
                          "run it with Nice=-10; baton puts its workers back at nice 0); '' for none, or an "
                          "experiment such as 'chrt --reset-on-fork -f 10'")
+    ap.add_argument("--max-starting", type=int,
+                    help="readiness.max_starting in baton's config (default: baton's default, the CPU count)")
     ap.add_argument("--startup-nice", type=int,
                     help="readiness.startup_nice in baton's config (default: baton's default, 10)")
     ap.add_argument("--rates", default="",
@@ -863,12 +875,13 @@ def main():
     env = make_env(args)
     env.baton_prefix = args.baton_prefix.split()
     env.startup_nice = args.startup_nice
+    env.max_starting = args.max_starting
     env.rates = {m: int(r) for m, r in (x.split("=") for x in args.rates.split(",") if x)}
     env.kinds = args.kinds.split(",")
     env.t_start = time.monotonic()
     env.retry_budget_s = 150 if args.quick else 780  # repeat noisy runs only while this young
     results = dict(config={k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in cfg.items()},
-                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
+                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, max_starting=args.max_starting, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
                    machine=machine(), capacity=[], comparison=[], target=[], scale=[], idle=None,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.monotonic()

@@ -7,7 +7,8 @@
 # connection-per-request load with the project's load client, runs RELOADS `baton reload --json`
 # one after the other (waiting for each old generation to exit), and prints:
 #   * per reload: baton's rollout time (reload start -> swap), the slowest new worker's own
-#     start-up (spawn -> the kernel receiving its READY=1), and their difference: baton's own overhead; plus the wall
+#     start-up (spawn -> the kernel receiving its READY=1), and baton's own overhead (the part of the
+#     rollout in which no worker was starting, from the reply's app_starting_us); plus the wall
 #     time of the `baton reload` command;
 #   * failed requests of the load (must be 0);
 #   * baton's RSS (VmRSS, VmHWM) after the reloads;
@@ -58,7 +59,8 @@ wall = [json.loads(l)["wall_us"] for l in open(os.path.join(work, "wall.jsonl"))
 assert all(r["ok"] for r in rel), "a reload failed"
 dur = [r["duration_us"] for r in rel]
 start = [r["slowest_start_us"] for r in rel]
-over = [d - s for d, s in zip(dur, start)]
+# baton's own time: the part of the rollout in which no worker was starting
+over = [d - r.get("app_starting_us", s) for d, s, r in zip(dur, start, rel)]
 def row(name, xs):
     xs = sorted(xs)
     p = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -68,7 +70,7 @@ print("| per reload (ms) | median | p90 | p99 | max |")
 print("|---|---|---|---|---|")
 row("baton rollout (reload start -> swap)", dur)
 row("slowest worker start-up (spawn -> READY=1 received)", start)
-row("baton's own overhead (rollout - start-up)", over)
+row("baton's own overhead (rollout - time with a worker starting)", over)
 row("`baton reload` wall time (incl. CLI process)", wall)
 for name in ("keep", "close"):
     s = json.load(open(os.path.join(work, name + ".json")))

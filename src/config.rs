@@ -29,6 +29,8 @@
 //! delay         = "2s"                     # delay only (required)
 //! stable        = "0s"                     # any kind
 //! startup_nice  = 10                       # 0..=19, nice of a worker until it is ready
+//! max_starting  = 4                        # 1..=1024 workers starting at once during a reload
+//!                                          #   (default: the CPUs baton may run on)
 //!
 //! [drain]
 //! signal  = "SIGTERM"
@@ -170,6 +172,13 @@ pub struct Readiness {
     /// So a starting generation takes the CPU the serving one leaves idle, rather than the
     /// CPU it needs to answer requests. 0 starts workers at their normal priority.
     pub startup_nice: i32,
+    /// At most this many workers of a generation that starts while another one serves are
+    /// starting (spawned, not yet ready) at once; the next one is spawned when one is ready.
+    /// Starting a process is CPU work that delays the serving generation's requests however
+    /// low its priority (much of it runs in the kernel), so it is paced rather than piled up.
+    /// `None`: as many as there are CPUs baton may run on. The first generation, with no
+    /// requests to protect, starts all its workers at once.
+    pub max_starting: Option<u32>,
 }
 
 impl Default for Readiness {
@@ -179,6 +188,7 @@ impl Default for Readiness {
             timeout: DEFAULT_READY_TIMEOUT,
             stable: Duration::ZERO,
             startup_nice: DEFAULT_STARTUP_NICE,
+            max_starting: None,
         }
     }
 }
@@ -567,6 +577,7 @@ struct RawReadiness {
     delay: Option<Spanned<RawDuration>>,
     stable: Option<Spanned<RawDuration>>,
     startup_nice: Option<Spanned<i64>>,
+    max_starting: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -948,6 +959,22 @@ impl Ctx<'_> {
             "readiness.startup_nice",
             DEFAULT_STARTUP_NICE,
         )?;
+        let max_starting = match &r.max_starting {
+            None => None,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if (1..=MAX_INSTANCES).contains(&v) => Some(v),
+                _ => {
+                    return Err(self.err(
+                        Some(n.span()),
+                        "readiness.max_starting",
+                        format!(
+                            "max_starting must be from 1 to {MAX_INSTANCES}, got {}",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+            },
+        };
 
         let kind_name = r.kind.as_ref().map_or("notify", |k| k.get_ref().as_str());
         let kind_span = r.kind.as_ref().map(|k| k.span());
@@ -1108,6 +1135,7 @@ impl Ctx<'_> {
             timeout,
             stable,
             startup_nice,
+            max_starting,
         })
     }
 
@@ -1281,6 +1309,7 @@ probe_timeout = "2s"
 successes = 3
 stable   = "5s"
 startup_nice = 5
+max_starting = 3
 
 [drain]
 signal  = "quit"
@@ -1327,6 +1356,7 @@ backoff_max     = "1m"
                     timeout: Duration::from_secs(45),
                     stable: Duration::from_secs(5),
                     startup_nice: 5,
+                    max_starting: Some(3),
                 },
                 drain: Drain {
                     signal: StopSignal::from_name("SIGQUIT").unwrap(),
@@ -1537,6 +1567,14 @@ backoff_max     = "1m"
                 &format!("{table}.{key}"),
             );
             assert!(e.message.contains("0 to 19"), "{e}");
+        }
+        for bad in ["0", "-2", "1025"] {
+            let e = assert_err(
+                &format!("{MIN}[readiness]\nmax_starting = {bad}\n"),
+                3,
+                "readiness.max_starting",
+            );
+            assert!(e.message.contains("from 1 to 1024"), "{e}");
         }
         // env
         assert_err(&format!("{MIN}[env]\n\"A=B\" = \"1\"\n"), 3, "env.A=B");

@@ -38,9 +38,14 @@ pub struct ReloadReply {
     /// From the reload's start to its outcome (the swap, or the rollback), in microseconds.
     pub duration_us: u64,
     /// The new generation's slowest worker: from just before its spawn to its readiness (the
-    /// kernel's receive time of its READY=1), in microseconds. `duration_us - slowest_start_us`
-    /// is baton's own share of the reload.
+    /// kernel's receive time of its READY=1), in microseconds.
     pub slowest_start_us: Option<u64>,
+    /// How long at least one worker of the new generation was starting (each from just before
+    /// its spawn to its readiness; overlaps counted once), in microseconds.
+    /// `duration_us - app_starting_us` is baton's own share of the reload. (Workers started all
+    /// at once overlap, so this is about `slowest_start_us`; paced ones follow each other.)
+    #[serde(default)]
+    pub app_starting_us: Option<u64>,
     /// From the reload's start to the start of the first worker's spawn, in microseconds.
     #[serde(default)]
     pub first_spawn_us: Option<u64>,

@@ -90,6 +90,9 @@ impl Worker {
 /// the kernel's receive time of its READY=1, or to its passed check).
 struct Timings {
     slowest_start: Duration,
+    /// How long at least one worker was starting (the union of the workers' start-ups); the
+    /// rest of the rollout is baton's own time.
+    app_starting: Duration,
     /// The first worker's spawn began (config re-read and the recipes done).
     first_spawn: Duration,
     /// The last worker's spawn began.
@@ -102,6 +105,8 @@ struct Timings {
 struct Slot {
     instance: u32,
     worker: Option<Worker>,
+    /// Not spawned yet: waits for a place among the generation's `max_starting`.
+    waiting: bool,
     restarts: u32,
     backoff: Duration,
     restart_at: Option<Instant>,
@@ -110,8 +115,8 @@ struct Slot {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
-    /// Waiting for every worker's readiness, until `deadline`.
-    Starting { deadline: Instant },
+    /// Waiting for every worker's readiness; each has `readiness.timeout` from its spawn.
+    Starting,
     /// Every worker is ready; must stay so until `until` (readiness.stable).
     Settling { until: Instant },
     /// Committed: takes traffic, crashed workers are restarted.
@@ -128,6 +133,8 @@ struct Generation {
     started: Instant,
     phase: Phase,
     slots: Vec<Slot>,
+    /// How many of its workers may be starting at once (`usize::MAX`: all of them).
+    max_starting: usize,
     /// First reason this generation cannot become ready.
     failure: Option<String>,
 }
@@ -161,6 +168,7 @@ impl Generation {
             .collect();
         Some(Timings {
             slowest_start: ready.iter().map(|(s, r)| r.duration_since(*s)).max()?,
+            app_starting: union_length(ready.clone()),
             first_spawn: ready.iter().map(|(s, _)| s.duration_since(since)).min()?,
             last_spawn: ready.iter().map(|(s, _)| s.duration_since(since)).max()?,
             last_ready: ready.iter().map(|(_, r)| r.duration_since(since)).max()?,
@@ -181,7 +189,7 @@ impl Generation {
         let total = self.slots.len();
         let ready = self.ready_count();
         match self.phase.clone() {
-            Phase::Starting { deadline } => {
+            Phase::Starting => {
                 if ready == total {
                     let until = now + self.config.readiness.stable;
                     self.phase = Phase::Settling { until };
@@ -190,34 +198,26 @@ impl Generation {
                     }
                     return Verdict::Pending;
                 }
-                if now >= deadline {
-                    let timeout = self.config.readiness.timeout;
-                    let slot = self
-                        .slots
-                        .iter()
-                        .find(|s| s.worker.as_ref().is_some_and(|w| w.ready_at.is_none()));
-                    let reason = match slot {
-                        Some(s) => {
-                            let w = s.worker.as_ref().expect("found by filter");
-                            let why = match &w.tracker {
-                                Some(t) => match &t.last_failure {
-                                    Some(f) => format!(" (last check: {f})"),
-                                    None => " (no check completed yet)".to_string(),
-                                },
-                                None => String::new(),
-                            };
-                            format!(
-                                "instance {} (pid {}) not ready after {}{why}",
-                                s.instance,
-                                w.pid,
-                                fmt_duration(timeout)
-                            )
-                        }
-                        None => format!("not ready after {}", fmt_duration(timeout)),
-                    };
-                    return Verdict::Failed(reason);
-                }
-                Verdict::Pending
+                // the first worker (in instance order) whose time is up
+                let late = self.slots.iter().find_map(|s| {
+                    let w = s.worker.as_ref()?;
+                    (w.ready_at.is_none() && now >= w.ready_deadline).then_some((s.instance, w))
+                });
+                let Some((instance, w)) = late else {
+                    return Verdict::Pending;
+                };
+                let why = match &w.tracker {
+                    Some(t) => match &t.last_failure {
+                        Some(f) => format!(" (last check: {f})"),
+                        None => " (no check completed yet)".to_string(),
+                    },
+                    None => String::new(),
+                };
+                Verdict::Failed(format!(
+                    "instance {instance} (pid {}) not ready after {}{why}",
+                    w.pid,
+                    fmt_duration(self.config.readiness.timeout)
+                ))
             }
             Phase::Settling { until } => {
                 if now >= until {
@@ -404,7 +404,7 @@ impl Supervisor {
         );
         ctx.manager
             .extend_timeout(config.readiness.timeout + Duration::from_secs(5));
-        let gen = ctx.start_generation(config, now);
+        let gen = ctx.start_generation(config, now, false);
         Ok(Supervisor {
             ctx,
             state: State::Booting { gen },
@@ -581,7 +581,7 @@ impl Supervisor {
                                 + config.readiness.stable
                                 + Duration::from_secs(5),
                         );
-                        let next = ctx.start_generation(config, now);
+                        let next = ctx.start_generation(config, now, true);
                         (
                             State::RollingOut {
                                 current,
@@ -1107,6 +1107,10 @@ impl Supervisor {
             let _ = sys::kill_group(p, libc::SIGKILL);
         }
         for gen in self.state.gens_mut() {
+            // a paced generation: spawn in the places its ready workers left
+            if let Some(recipe) = gen.recipe.clone() {
+                ctx.spawn_waiting(gen, &recipe, now);
+            }
             let committed = gen.committed();
             let retiring = gen.retiring();
             let cfg = gen.config.clone();
@@ -1220,10 +1224,8 @@ impl Supervisor {
             // handled by advance; nothing to wait for here
         }
         for gen in self.state.gens() {
-            match &gen.phase {
-                Phase::Starting { deadline } => consider(*deadline),
-                Phase::Settling { until } => consider(*until),
-                _ => {}
+            if let Phase::Settling { until } = &gen.phase {
+                consider(*until);
             }
             for slot in &gen.slots {
                 if let Some(at) = slot.restart_at {
@@ -1237,9 +1239,7 @@ impl Supervisor {
                     continue;
                 }
                 if w.ready_at.is_none() && !gen.retiring() {
-                    if gen.committed() {
-                        consider(w.ready_deadline);
-                    }
+                    consider(w.ready_deadline);
                     if w.ready_nice.is_some() {
                         consider(w.startup_nice_until);
                     }
@@ -1282,7 +1282,7 @@ impl Supervisor {
                 generation: g.id,
                 role: role(g).into(),
                 phase: match &g.phase {
-                    Phase::Starting { .. } => "starting".into(),
+                    Phase::Starting => "starting".into(),
                     Phase::Settling { .. } => "settling".into(),
                     Phase::Serving => "serving".into(),
                     Phase::Retiring { reason } => format!("retiring: {reason}"),
@@ -1293,6 +1293,7 @@ impl Supervisor {
                     .iter()
                     .map(|s| {
                         let state = match &s.worker {
+                            None if s.waiting => "waiting".to_string(),
                             None if s.restart_at.is_some() => {
                                 if s.backoff >= g.config.restart.backoff_max {
                                     "crash-loop".to_string()
@@ -1375,8 +1376,10 @@ impl Ctx {
         Ok(cfg)
     }
 
-    /// Create generation N and spawn all its workers.
-    fn start_generation(&mut self, config: Rc<Config>, now: Instant) -> Generation {
+    /// Create generation N and spawn its workers: all of them, or, when `paced` (another
+    /// generation serves), the first `readiness.max_starting`; [`Ctx::spawn_waiting`] spawns
+    /// the others as these get ready.
+    fn start_generation(&mut self, config: Rc<Config>, now: Instant, paced: bool) -> Generation {
         let id = self.next_generation;
         self.next_generation += 1;
         let probe = matches!(
@@ -1391,10 +1394,24 @@ impl Ctx {
             ),
             None => String::new(),
         };
+        let max_starting = if paced {
+            config
+                .readiness
+                .max_starting
+                .map(|n| n as usize)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        } else {
+            usize::MAX
+        };
+        let pacing = if max_starting < config.instances as usize {
+            format!(", at most {max_starting} starting at once")
+        } else {
+            String::new()
+        };
         info!(
             baton_event = "generation_start",
             baton_generation = id,
-            "starting generation {id}: {} x {:?} (readiness: {}{priority})",
+            "starting generation {id}: {} x {:?} (readiness: {}{priority}{pacing})",
             config.instances,
             config.command,
             config.readiness.kind.name()
@@ -1413,13 +1430,12 @@ impl Ctx {
             config: config.clone(),
             recipe: recipe.as_ref().ok().cloned(),
             started: now,
-            phase: Phase::Starting {
-                deadline: now + config.readiness.timeout,
-            },
+            phase: Phase::Starting,
             slots: (0..config.instances)
                 .map(|instance| Slot {
                     instance,
                     worker: None,
+                    waiting: true,
                     restarts: 0,
                     backoff: config.restart.backoff_initial,
                     restart_at: None,
@@ -1427,6 +1443,7 @@ impl Ctx {
                 })
                 .collect(),
             failure: None,
+            max_starting,
         };
         let recipe = match recipe {
             Ok(r) => r,
@@ -1435,14 +1452,35 @@ impl Ctx {
                 return gen;
             }
         };
-        // one after the other: each spawn returns once its worker has exec'd (CLONE_VFORK)
-        for slot in gen.slots.iter_mut() {
-            if let Err(reason) = self.spawn_slot(&config, &recipe, id, slot, now) {
+        self.spawn_waiting(&mut gen, &recipe, now);
+        gen
+    }
+
+    /// Spawn waiting workers of a starting generation while fewer than its `max_starting` are
+    /// starting, one after the other (each spawn returns once its worker has exec'd).
+    fn spawn_waiting(&mut self, gen: &mut Generation, recipe: &Recipe, now: Instant) {
+        if gen.phase != Phase::Starting || gen.failure.is_some() {
+            return;
+        }
+        let starting = gen.workers().filter(|w| w.ready_at.is_none()).count();
+        let room = gen.max_starting.saturating_sub(starting);
+        let config = gen.config.clone();
+        let mut spawned = false;
+        for slot in gen.slots.iter_mut().filter(|s| s.waiting).take(room) {
+            slot.waiting = false;
+            spawned = true;
+            if let Err(reason) = self.spawn_slot(&config, recipe, gen.id, slot, now) {
                 gen.failure = Some(reason);
-                break;
+                return;
             }
         }
-        gen
+        if spawned && gen.max_starting != usize::MAX {
+            // a paced reload takes longer than one readiness timeout: the worker just
+            // spawned has a whole one, and systemd must wait for it
+            let r = &config.readiness;
+            self.manager
+                .extend_timeout(r.timeout + r.stable + Duration::from_secs(5));
+        }
     }
 
     /// Start the worker of one slot (with its probe socket and output pipes) and record it.
@@ -1707,6 +1745,7 @@ impl Ctx {
             duration_ms: took.as_millis() as u64,
             duration_us: took.as_micros() as u64,
             slowest_start_us: timings.as_ref().map(|t| t.slowest_start.as_micros() as u64),
+            app_starting_us: timings.as_ref().map(|t| t.app_starting.as_micros() as u64),
             first_spawn_us: timings.as_ref().map(|t| t.first_spawn.as_micros() as u64),
             last_spawn_us: timings.as_ref().map(|t| t.last_spawn.as_micros() as u64),
             last_ready_us: timings.as_ref().map(|t| t.last_ready.as_micros() as u64),
@@ -1733,6 +1772,24 @@ impl Ctx {
         }
         parts.join("; ")
     }
+}
+
+/// The total length of a set of time intervals, overlaps counted once.
+fn union_length(mut intervals: Vec<(Instant, Instant)>) -> Duration {
+    intervals.sort();
+    let mut total = Duration::ZERO;
+    let mut current: Option<(Instant, Instant)> = None;
+    for (start, end) in intervals {
+        current = match current {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e.duration_since(s);
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(Duration::ZERO, |(s, e)| e.duration_since(s))
 }
 
 fn secs(d: Duration) -> f64 {
@@ -1763,8 +1820,8 @@ pub fn fmt_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_duration;
-    use std::time::Duration;
+    use super::{fmt_duration, union_length};
+    use std::time::{Duration, Instant};
 
     #[test]
     fn durations() {
@@ -1773,5 +1830,22 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(fmt_duration(Duration::from_secs(120)), "2m");
         assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn overlapping_intervals_count_once() {
+        let t = Instant::now();
+        let ms = |a: u64, b: u64| (t + Duration::from_millis(a), t + Duration::from_millis(b));
+        assert_eq!(union_length(vec![]), Duration::ZERO);
+        // nested, overlapping, touching, and a gap (40..50) that does not count
+        let set = vec![
+            ms(30, 40),
+            ms(0, 10),
+            ms(5, 8),
+            ms(8, 20),
+            ms(20, 25),
+            ms(50, 60),
+        ];
+        assert_eq!(union_length(set), Duration::from_millis(25 + 10 + 10));
     }
 }

@@ -192,4 +192,111 @@ fn reload_json_reports_the_rollout_timings() {
     assert!(slowest >= 80_000, "slowest start-up {slowest} us: {r}");
     assert!(last_ready >= last_spawn + 80_000, "{r}");
     assert!(slowest <= last_ready && last_ready <= total, "{r}");
+    // the start-ups, overlaps counted once, cover at least the slowest one
+    let app = us("app_starting_us");
+    assert!(slowest <= app && app <= last_ready, "{r}");
+}
+
+/// When the process started, in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_ticks(pid: i32) -> u64 {
+    const STARTTIME: usize = 22;
+    stat_field(pid, STARTTIME)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("start time of {pid}"))
+}
+
+/// A reload starts at most `readiness.max_starting` new workers at once: the next one when
+/// one is ready. Each worker has the whole readiness timeout from its own spawn, so a paced
+/// rollout may take longer than one timeout. The first generation, with nothing serving to
+/// protect, starts all its workers at once.
+#[test]
+fn a_reload_starts_at_most_max_starting_workers_at_once() {
+    let _g = serial();
+    const STARTUP_MS: u64 = 300;
+    let baton = Baton::start("max-starting", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            4,
+            "",
+            &format!(
+                "[env]\nHELLO_STARTUP_MS = \"{STARTUP_MS}\"\n\n[readiness]\nkind = \"notify\"\n\
+                 timeout = \"1s\"\nmax_starting = 1\n"
+            ),
+        )
+    });
+    let ticks_per_ms = 100.0 / 1000.0; // USER_HZ
+    let started = |pids: &[i32]| {
+        let mut t: Vec<u64> = pids.iter().map(|p| start_ticks(*p)).collect();
+        t.sort();
+        t
+    };
+    // boot: all four within a fraction of one start-up
+    let boot = started(&baton.serving_pids());
+    assert_eq!(boot.len(), 4);
+    assert!(
+        ((boot[3] - boot[0]) as f64) < STARTUP_MS as f64 * ticks_per_ms / 2.0,
+        "first generation started over {} ticks: {boot:?}",
+        boot[3] - boot[0]
+    );
+
+    let r = baton.reload_json();
+    assert_eq!(r["ok"], true, "{r}");
+    let us = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    // one after the other: four start-ups end to end, longer than the 1 s timeout
+    assert!(us("app_starting_us") >= 4 * STARTUP_MS * 1000, "{r}");
+    assert!(us("duration_us") > 1_000_000, "{r}");
+    assert!(us("slowest_start_us") < 1_000_000, "{r}");
+    assert!(us("app_starting_us") <= us("duration_us"), "{r}");
+    let next = started(&baton.serving_pids());
+    assert_eq!(next.len(), 4);
+    for pair in next.windows(2) {
+        assert!(
+            (pair[1] - pair[0]) as f64 >= (STARTUP_MS as f64 - 20.0) * ticks_per_ms,
+            "reload spawned workers {} ticks apart: {next:?}",
+            pair[1] - pair[0]
+        );
+    }
+    let log = baton.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("starting generation 2: 4 x")
+            && l.contains(", at most 1 starting at once)")),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("starting generation 1") && l.contains("at most")),
+        "{log}"
+    );
+}
+
+/// A paced rollout that fails stops where it is: the workers still waiting for their turn are
+/// never started, and the reload fails with the late worker's reason.
+#[test]
+fn a_paced_rollout_that_fails_starts_no_more_workers() {
+    let _g = serial();
+    let baton = Baton::start("max-starting-fail", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            3,
+            "",
+            "[readiness]\nkind = \"notify\"\ntimeout = \"500ms\"\nmax_starting = 1\n",
+        )
+    });
+    let old = baton.serving_pids();
+    let text = std::fs::read_to_string(&baton.config).expect("config");
+    baton.write_config(&format!("{text}\n[env]\nHELLO_FAIL = \"never-ready\"\n"));
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "{out}");
+    assert!(out.contains("instance 0 (pid"), "{out}");
+    assert!(out.contains("not ready after 500ms"), "{out}");
+    let log = baton.log_text();
+    let started = log
+        .lines()
+        .filter(|l| l.contains("started (generation 2,"))
+        .count();
+    assert_eq!(started, 1, "{log}");
+    assert_eq!(baton.serving_pids(), old);
+    assert_eq!(baton.serving_generation(), 1);
 }
