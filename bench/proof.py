@@ -227,7 +227,8 @@ class Baton:
                     '[readiness]\nkind = "notify"\ntimeout = "60s"\n'
                     + (f'startup_nice = {env.startup_nice}\n' if env.startup_nice is not None else '')
                     + (f'max_starting = {env.max_starting}\n' if env.max_starting is not None else '')
-                    + '[drain]\ntimeout = "10s"\n')
+                    + '[drain]\ntimeout = "10s"\n'
+                    + (f'nice = {env.drain_nice}\n' if env.drain_nice is not None else ''))
         self.p = None
 
     def start(self):
@@ -610,6 +611,7 @@ def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=
 class Env:
     startup_nice = None  # baton's default
     max_starting = None  # baton's default
+    drain_nice = None  # baton's default
     rates = {}
     kinds = ("back-to-back", "isolated")
 
@@ -857,6 +859,8 @@ def main():
                     help="run `baton run` under this command (default: 'nice -n -10', as the shipped units "
                          "run it with Nice=-10; baton puts its workers back at nice 0); '' for none, or an "
                          "experiment such as 'chrt --reset-on-fork -f 10'")
+    ap.add_argument("--drain-nice", type=int,
+                    help="drain.nice in baton's config (default: baton's default, 10)")
     ap.add_argument("--max-starting", type=int,
                     help="readiness.max_starting in baton's config (default: baton's default, the CPU count)")
     ap.add_argument("--startup-nice", type=int,
@@ -876,12 +880,13 @@ def main():
     env.baton_prefix = args.baton_prefix.split()
     env.startup_nice = args.startup_nice
     env.max_starting = args.max_starting
+    env.drain_nice = args.drain_nice
     env.rates = {m: int(r) for m, r in (x.split("=") for x in args.rates.split(",") if x)}
     env.kinds = args.kinds.split(",")
     env.t_start = time.monotonic()
     env.retry_budget_s = 150 if args.quick else 780  # repeat noisy runs only while this young
     results = dict(config={k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in cfg.items()},
-                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, max_starting=args.max_starting, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
+                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, max_starting=args.max_starting, drain_nice=args.drain_nice, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
                    machine=machine(), capacity=[], comparison=[], target=[], scale=[], idle=None,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.monotonic()

@@ -19,6 +19,9 @@
 //! * at most two generations are alive (`RollingOut` has no retiring generation; a reload that
 //!   arrives while one drains waits for it);
 //! * a generation is never sent its stop signal before its successor is ready (and stable);
+//! * while another generation serves, at most `readiness.max_starting` workers of a new one are
+//!   starting at once (the others wait in their slots; `on_timers` spawns them as places free
+//!   up), and each has `readiness.timeout` from its own spawn;
 //! * a failed new generation is retired gently (stop signal, SIGKILL at the drain deadline), and
 //!   the serving generation is not touched;
 //! * every process group of a worker is SIGKILLed once its leader has exited or its drain

@@ -452,7 +452,7 @@ fn mkfifo(path: &std::path::Path) {
     assert!(st.success());
 }
 
-/// A starting worker runs at `readiness.startup_nice` (default 10), its whole process group
+/// A starting worker runs at `readiness.startup_nice` (here 10; off by default), its whole process group
 /// included, so that a new generation's start-up takes the CPU the serving one leaves idle;
 /// once ready, all of it runs at nice 0.
 #[test]
@@ -461,7 +461,7 @@ fn workers_start_at_the_startup_nice_until_ready() {
     let dir = scratch("startup-nice-fifo");
     let fifo = dir.join("go");
     mkfifo(&fifo);
-    let baton = Baton::spawn("startup-nice", held_config(&fifo, ""));
+    let baton = Baton::spawn("startup-nice", held_config(&fifo, "startup_nice = 10"));
     let (worker, sleep) = held_worker(&baton);
     assert_eq!(stat_number(worker, NICE), 10, "starting worker");
     assert_eq!(
@@ -477,8 +477,8 @@ fn workers_start_at_the_startup_nice_until_ready() {
 }
 
 /// Without the right to give the priority back (no CAP_SYS_NICE, RLIMIT_NICE 0), baton
-/// starts workers at their running nice rather than leave them at the startup one; and
-/// `startup_nice = 0` starts them there anyway.
+/// starts workers at their running nice rather than leave them at the startup one; and by
+/// default (`startup_nice = 0`) they start there anyway.
 #[test]
 fn workers_start_at_their_running_nice_when_baton_could_not_give_it_back() {
     let _g = serial();
@@ -490,9 +490,9 @@ fn workers_start_at_their_running_nice_when_baton_could_not_give_it_back() {
                 "--inh-caps=-sys_nice",
                 "--bounding-set=-sys_nice",
             ][..],
-            "",
+            "startup_nice = 10",
         ),
-        ("startup-nice-0", &[][..], "startup_nice = 0"),
+        ("startup-nice-default", &[][..], ""),
     ] {
         let dir = scratch(&format!("{name}-fifo"));
         let fifo = dir.join("go");
@@ -516,7 +516,10 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     let fifo = dir.join("go");
     mkfifo(&fifo);
     let t0 = Instant::now();
-    let baton = Baton::spawn("startup-nice-slow", held_config(&fifo, "timeout = \"4s\""));
+    let baton = Baton::spawn(
+        "startup-nice-slow",
+        held_config(&fifo, "timeout = \"4s\"\nstartup_nice = 10"),
+    );
     let (worker, sleep) = held_worker(&baton);
     assert_eq!(stat_number(worker, NICE), 10, "starting worker");
     wait_for("the priority given back", Duration::from_secs(3), || {
@@ -538,7 +541,7 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     assert_eq!(baton.serving_pids(), vec![worker]);
 }
 
-/// A generation told to stop while another one serves drains at `drain.nice` (default 10), so
+/// A generation told to stop while another one serves drains at `drain.nice` (here 10; off by default), so
 /// its drain and exit yield the CPU to the serving workers; when baton itself stops, its
 /// workers drain at their running priority.
 #[test]
@@ -551,7 +554,7 @@ fn a_replaced_generation_drains_at_the_drain_nice() {
             ctl,
             1,
             "",
-            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"3s\"\n",
+            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"3s\"\nnice = 10\n",
         )
     });
     let old = baton.serving_pids()[0];
