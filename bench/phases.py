@@ -15,8 +15,11 @@ is assigned, by its start time, to a phase of the nearest reload, from `baton re
     after      100 to 500 ms after the swap
     steady     everything else, outside [start - 0.1 s, swap + 0.5 s]
 
-and the table shows, per phase, the time it covers, its requests, their p50 / p99 / max, and how
-many took longer than the steady p99 and than 2 ms.
+and the table shows, per phase, the time it covers, its requests, their p50 / p99 / max, how
+many took longer than the steady p99 and than 2 ms, and how many of those over 2 ms a worker of
+the new generation answered (a pid first seen after the reload started). With the start-ups
+paced (readiness.max_starting), the last spawn begins near the end: "spawning" then covers most
+of the start-up.
 """
 import os
 import statistics
