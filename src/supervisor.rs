@@ -1467,6 +1467,8 @@ impl Ctx {
         }
         let starting = gen.workers().filter(|w| w.ready_at.is_none()).count();
         let room = gen.max_starting.saturating_sub(starting);
+        // the first batch is covered by the extension the rollout began with
+        let later_batch = gen.workers().next().is_some();
         let config = gen.config.clone();
         let mut spawned = false;
         for slot in gen.slots.iter_mut().filter(|s| s.waiting).take(room) {
@@ -1477,7 +1479,7 @@ impl Ctx {
                 return;
             }
         }
-        if spawned && gen.max_starting != usize::MAX {
+        if spawned && later_batch {
             // a paced reload takes longer than one readiness timeout: the worker just
             // spawned has a whole one, and systemd must wait for it
             let r = &config.readiness;
