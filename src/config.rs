@@ -35,7 +35,8 @@
 //! [drain]
 //! signal  = "SIGTERM"
 //! timeout = "30s"
-//! nice    = 0                              # 0..=19, nice of a stopped worker while it drains
+//! nice    = 10                             # 0..=19, nice of a stopped worker while it drains
+//!                                          #   (default: 10 with more workers than CPUs, else 0)
 //!
 //! [restart]
 //! backoff_initial = "100ms"
@@ -249,8 +250,9 @@ pub struct Drain {
     pub timeout: Duration,
     /// The nice value a worker's process group gets with its stop signal while another
     /// generation serves (not when baton itself stops): its drain and exit then yield the CPU
-    /// to the serving workers. 0 leaves it at its running priority.
-    pub nice: i32,
+    /// to the serving workers. 0 leaves it at its running priority. `None`: automatic, see
+    /// [`Config::drain_nice`].
+    pub nice: Option<i32>,
 }
 
 impl Default for Drain {
@@ -258,7 +260,7 @@ impl Default for Drain {
         Drain {
             signal: StopSignal::TERM,
             timeout: DEFAULT_DRAIN_TIMEOUT,
-            nice: DEFAULT_DRAIN_NICE,
+            nice: None,
         }
     }
 }
@@ -400,17 +402,46 @@ impl std::error::Error for ConfigError {}
 
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 // Off by default: with the start-ups paced (`readiness.max_starting`), starting at nice 10
-// made rollouts under load up to 17 times longer for no lower latency, and draining at nice 10
-// slowed the old generation's last requests (BENCHMARKS.md).
+// made rollouts under load up to 17 times longer for no lower latency (BENCHMARKS.md).
 const DEFAULT_STARTUP_NICE: i32 = 0;
-const DEFAULT_DRAIN_NICE: i32 = 0;
+/// `drain.nice` when the key is absent and a generation has more workers than CPUs: 64
+/// workers on 2 CPUs under per-request load reloaded with half the p99 (BENCHMARKS.md).
+/// With at most one worker per CPU it stays 0: a single draining worker's last requests
+/// were slower at nice 10, and its exit costs little.
+pub const AUTO_DRAIN_NICE: i32 = 10;
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The CPUs baton may run on (its affinity mask and cgroup CPU quota, as the standard library
+/// reads them): what the defaults of `readiness.max_starting` and `drain.nice` scale with.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Config {
+    /// `readiness.max_starting`, or by default the CPUs baton may run on.
+    pub fn max_starting(&self) -> usize {
+        self.readiness
+            .max_starting
+            .map_or_else(cpus, |n| n as usize)
+    }
+
+    /// `drain.nice`, or by default [`AUTO_DRAIN_NICE`] when a generation has more workers
+    /// than baton has CPUs (their exits, all at once, would otherwise queue in front of the
+    /// serving workers), else 0.
+    pub fn drain_nice(&self) -> i32 {
+        self.drain
+            .nice
+            .unwrap_or(if self.instances as usize > cpus() {
+                AUTO_DRAIN_NICE
+            } else {
+                0
+            })
+    }
+
     /// The text [`Config::demo`] parses (printed by `baton run --demo`).
     pub const DEMO_TOML: &'static str = r#"# baton demo configuration
 #
@@ -825,7 +856,10 @@ impl Ctx<'_> {
                     .map_err(|m: String| self.err(Some(s.span()), "drain.signal", m))?,
             },
             timeout: self.duration(&raw.drain.timeout, "drain.timeout", DEFAULT_DRAIN_TIMEOUT)?,
-            nice: self.nice(&raw.drain.nice, "drain.nice", DEFAULT_DRAIN_NICE)?,
+            nice: match &raw.drain.nice {
+                None => None,
+                v => Some(self.nice(v, "drain.nice", 0)?),
+            },
         };
 
         let r = raw.restart;
@@ -1364,7 +1398,7 @@ backoff_max     = "1m"
                 drain: Drain {
                     signal: StopSignal::from_name("SIGQUIT").unwrap(),
                     timeout: Duration::from_secs(90),
-                    nice: 15,
+                    nice: Some(15),
                 },
                 restart: Restart {
                     backoff_initial: Duration::from_millis(50),
@@ -1395,6 +1429,26 @@ backoff_max     = "1m"
         assert_eq!(c.drain.timeout, Duration::from_secs(30));
         assert_eq!(c.restart.backoff_initial, Duration::from_millis(100));
         assert_eq!(c.restart.backoff_max, Duration::from_secs(10));
+        assert_eq!(c.max_starting(), cpus());
+    }
+
+    /// Absent, `drain.nice` follows the worker count: 10 with more workers than CPUs, else 0;
+    /// a value, 0 included, is kept as written.
+    #[test]
+    fn drain_nice_default_follows_workers_per_cpu() {
+        let with = |extra: &str| parse(&format!("{MIN}{extra}")).unwrap();
+        let n = cpus();
+        assert_eq!(with("").drain.nice, None);
+        assert_eq!(with("").drain_nice(), 0, "one worker");
+        assert_eq!(
+            with(&format!("instances = {n}\n")).drain_nice(),
+            0,
+            "one per CPU"
+        );
+        let over = format!("instances = {}\n", n + 1);
+        assert_eq!(with(&over).drain_nice(), AUTO_DRAIN_NICE, "more than CPUs");
+        assert_eq!(with(&format!("{over}[drain]\nnice = 0\n")).drain_nice(), 0);
+        assert_eq!(with("[drain]\nnice = 7\n").drain_nice(), 7);
     }
 
     #[test]

@@ -1398,11 +1398,7 @@ impl Ctx {
             None => String::new(),
         };
         let max_starting = if paced {
-            config
-                .readiness
-                .max_starting
-                .map(|n| n as usize)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            config.max_starting()
         } else {
             usize::MAX
         };

@@ -147,7 +147,8 @@ impl Recipe {
         }
         let startup = config.readiness.startup_nice;
         let nice = sp.can_start_at(startup).map(|run| (startup, run));
-        let drain_nice = (config.drain.nice > sys::worker_nice()).then_some(config.drain.nice);
+        let drain = config.drain_nice();
+        let drain_nice = (drain > sys::worker_nice()).then_some(drain);
         Ok(Recipe {
             spawn: sp,
             probe,

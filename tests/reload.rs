@@ -285,7 +285,7 @@ fn a_paced_rollout_that_fails_starts_no_more_workers() {
         )
     });
     let old = baton.serving_pids();
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     baton.write_config(&format!("{text}\n[env]\nHELLO_FAIL = \"never-ready\"\n"));
     let (ok, out, _) = baton.reload();
     assert!(!ok, "{out}");

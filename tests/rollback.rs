@@ -21,7 +21,7 @@ fn rollback_case(name: &str, readiness: &str, broken_env: &str, timeout: Duratio
         )
     };
     let baton = Baton::start(name, good);
-    let good_text = std::fs::read_to_string(&baton.config).expect("config");
+    let good_text = baton.config_text();
     let old = baton.serving_pids();
     let keep = Load::start(baton.port, "keepalive", 3, 500);
     let close = Load::start(baton.port, "close", 3, 300);
@@ -119,7 +119,7 @@ fn missing_command_fails_reload() {
         hello_config(port, ctl, 1, "", "")
     });
     let old = baton.serving_pids();
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     let hello = example_bin("hello").display().to_string();
     baton.write_config(&text.replace(&hello, "/nonexistent/app"));
     let (ok, out, _) = baton.reload();
@@ -134,7 +134,7 @@ fn bad_config_keeps_the_running_generation() {
     let _g = serial();
     let baton = Baton::start("bad-config", |port, ctl| hello_config(port, ctl, 1, "", ""));
     let old = baton.serving_pids();
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     baton.write_config(&format!("{text}\n[drain]\ntimout = \"3s\"\n"));
     let (ok, out, _) = baton.reload();
     assert!(!ok, "{out}");
@@ -160,7 +160,7 @@ fn exec_check_gates_the_swap() {
         hello_config(port, ctl, 2, "", &check(true))
     });
     let old = baton.serving_pids();
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     baton.write_config(&text.replace("&& true", "&& exit 7"));
     let (ok, out, _) = baton.reload();
     assert!(!ok, "{out}");
@@ -190,7 +190,7 @@ fn tcp_check_needs_the_new_worker_to_accept() {
     assert!(baton.log_text().contains("readiness check passed"));
     let old = baton.serving_pids();
     // a worker that is alive but never accepts (it crashes 5 s later) cannot pass it
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     baton.write_config(&format!(
         "{text}\n[env]\nHELLO_FAIL = \"crash-after-ready\"\nHELLO_CRASH_AFTER_MS = \"5000\"\n"
     ));

@@ -116,7 +116,7 @@ fn sigterm_ignoring_worker_is_killed_at_the_deadline() {
         )
     });
     let old = baton.serving_pids()[0];
-    let text = std::fs::read_to_string(&baton.config).expect("config");
+    let text = baton.config_text();
     baton.write_config(&text.replace("HELLO_FAIL = \"ignore-sigterm\"", ""));
     let (ok, out, _) = baton.reload();
     let signalled = Instant::now(); // the reply comes right after SIGTERM went out
@@ -541,7 +541,7 @@ fn a_slow_starter_gets_its_priority_back_at_half_the_readiness_timeout() {
     assert_eq!(baton.serving_pids(), vec![worker]);
 }
 
-/// A generation told to stop while another one serves drains at `drain.nice` (here 10; off by default), so
+/// A generation told to stop while another one serves drains at `drain.nice` (here 10, set for one worker), so
 /// its drain and exit yield the CPU to the serving workers; when baton itself stops, its
 /// workers drain at their running priority.
 #[test]
@@ -581,4 +581,44 @@ fn a_replaced_generation_drains_at_the_drain_nice() {
         0,
         "draining worker when baton stops"
     );
+}
+
+/// Without a `drain.nice`, a replaced generation drains at nice 10 when it has more workers
+/// than baton has CPUs (their exits would otherwise queue in front of the serving workers), and
+/// at its running priority when it has at most one per CPU.
+#[test]
+fn by_default_only_a_generation_with_more_workers_than_cpus_drains_at_nice_10() {
+    let _g = serial();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    for (instances, want) in [(cpus + 1, 10), (1, 0)] {
+        // workers that ignore SIGTERM stay alive (draining) until the 3 s deadline
+        let mut baton = Baton::start("drain-nice-default", |port, ctl| {
+            hello_config(
+                port,
+                ctl,
+                instances,
+                "",
+                "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"3s\"\n",
+            )
+        });
+        let old = baton.serving_pids();
+        assert_eq!(old.len(), instances as usize);
+        let (ok, out, _) = baton.reload();
+        assert!(ok, "{out}");
+        for pid in &old {
+            assert!(
+                pid_exists(*pid),
+                "old worker {pid} drains until its deadline"
+            );
+            assert_eq!(
+                stat_number(*pid, NICE),
+                want,
+                "draining worker of a replaced generation of {instances} on {cpus} CPUs"
+            );
+        }
+        for pid in baton.serving_pids() {
+            assert_eq!(stat_number(pid, NICE), 0, "serving worker");
+        }
+        baton.stop();
+    }
 }

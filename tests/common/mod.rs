@@ -273,6 +273,11 @@ impl Baton {
         self.child.id() as i32
     }
 
+    /// The config file as the test wrote it (to edit a copy for a reload).
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(&self.config).expect("read config")
+    }
+
     pub fn write_config(&self, text: &str) {
         fs::write(&self.config, text).expect("rewrite config");
     }
