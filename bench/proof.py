@@ -8,7 +8,8 @@ Phases, in this order, all on this machine (127.0.0.1 only, every loop bounded i
 1. capacity: for each worker count N, the maximum rate of each app (the example worker under
    baton; the Node app under PM2; the WSGI app under gunicorn), keep-alive and
    connection-per-request, with the load client at --concurrency 16 and rate 0 (as fast as
-   possible), for CAPACITY_S seconds. Every later run of that app uses 70 % of it.
+   possible), for CAPACITY_S seconds, CAPACITY_PROBES times: the median. Every later run of that
+   app uses 70 % of it.
 2. comparison: for each N, mode and scenario, one run: steady load at 70 % of the app's capacity,
    K reloads at a fixed interval in the middle, every request logged (loadgen --log). Scenarios:
      baton    `baton reload` (example worker, readiness notify)
@@ -23,6 +24,9 @@ Phases, in this order, all on this machine (127.0.0.1 only, every loop bounded i
    is "reloading"), and isolated (every 1.25-1.5 s, each window [start - 0.1 s, end + 0.5 s]
    apart, so that the steady requests between them ran under the same load). Failed requests,
    baton's own overhead per reload, p99 while reloading versus the steady p99 of the same run.
+   Then, for N in FLOOR_NS (64), the floor ("neighbour"): as isolated, but the reloads are of a
+   second, unloaded baton with the same N workers on another port, so the loaded service bears
+   the CPU of an identical rollout (N start-ups, N exits) and none of the handover.
 4. scale: baton with 1, 16, 64 and 256 workers: boot to serving, reload time, baton's CPU ticks.
 5. idle: baton's CPU ticks over IDLE_S seconds with 16 idle workers, RSS, stripped binary size.
 
@@ -51,17 +55,18 @@ KINDS = ["refused", "connect_timeout", "connect_other", "reset", "eof", "timeout
          "bad_status", "malformed"]
 CONCURRENCY = 16
 LOAD_FRACTION = 0.70
+CAPACITY_PROBES = 3
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GUNICORN_VERSION = "27.0.1"
 
 FULL = dict(ns=[1, 4, 64], capacity_s=3.0, lead_s=4.0, k=3, interval_s=3.0, tail_s=3.0,
             reloads=100, target_interval={1: 0.25, 4: 0.25, 64: 0.6}, target_lead_s=5.0,
             iso_interval={1: 1.25, 4: 1.25, 64: 1.5}, iso_window=(0.1, 0.5),
-            scale_ns=[1, 16, 64, 256], scale_reloads=10, idle_s=60, plot_n=4)
+            scale_ns=[1, 16, 64, 256], scale_reloads=10, idle_s=60, plot_n=4, floor_ns=[64])
 QUICK = dict(ns=[4], capacity_s=2.0, lead_s=3.0, k=2, interval_s=3.0, tail_s=2.5,
              reloads=20, target_interval={1: 0.25, 4: 0.25, 64: 0.6}, target_lead_s=3.0,
              iso_interval={1: 1.25, 4: 1.25, 64: 1.5}, iso_window=(0.1, 0.5),
-             scale_ns=[1, 16, 64, 256], scale_reloads=3, idle_s=10, plot_n=4)
+             scale_ns=[1, 16, 64, 256], scale_reloads=3, idle_s=10, plot_n=4, floor_ns=[])
 
 
 LIVE = []  # scenarios and load processes to stop if the run is cut short
@@ -457,11 +462,17 @@ class Load:
         return json.loads(out)
 
 
-def capacity(env, port, mode, seconds):
+def capacity(env, port, mode, seconds, probes=CAPACITY_PROBES):
+    """The app's capacity: the median of PROBES closed-loop readings (one reading varies by
+    10-30 % from run to run, and a high one would put the "70 %" load at saturation)."""
     cmd = [env.loadgen, "--addr", f"127.0.0.1:{port}", "--mode", mode, "--concurrency",
            str(CONCURRENCY), "--duration", f"{seconds}s", "--json", "--log", "/dev/null"]
-    r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    return dict(rps=r["ok"] / r["duration_s"], failed=r["failed"], p99_us=r["latency_us"]["p99"])
+    runs = []
+    for _ in range(probes):
+        r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        runs.append(dict(rps=r["ok"] / r["duration_s"], failed=r["failed"], p99_us=r["latency_us"]["p99"]))
+    mid = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
+    return dict(mid, readings=[round(x["rps"]) for x in runs])
 
 
 def pct(sorted_xs, q):
@@ -568,14 +579,16 @@ def load_run(env, sc, *args, **kw):
     return r
 
 
-def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=False, window=(1.0, 1.0)):
-    """Steady load at `rate`, K reloads of `sc` in the middle; returns the analysed run."""
+def load_run_once(env, sc, mode, rate, k, lead_s, interval_s, tail_s, tag, plot=False, window=(1.0, 1.0),
+                  reload_sc=None):
+    """Steady load at `rate` on `sc`, K reloads of `reload_sc` (default: `sc`) in the middle;
+    returns the analysed run."""
     path = os.path.join(env.work, f"{tag}.csv")
     sup = sc.sup_pid()
     t_sup0 = ticks(sup) or 0
     snap0 = cpu_snapshot()
     load = Load(env, sc.port, mode, rate, path)
-    reloads = run_reloads(sc, load, lead_s, interval_s, k)
+    reloads = run_reloads(reload_sc or sc, load, lead_s, interval_s, k)
     remaining = reloads[-1]["t_end"] + tail_s - load.now()
     if remaining > 0:
         time.sleep(remaining)
@@ -724,7 +737,7 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                         c = capacity(env, sc.port, mode, cfg["capacity_s"])
                         cap[sc.app][mode] = c
                         results["capacity"].append(dict(app=sc.app, n=n, mode=mode, **c))
-                        log(f"  capacity {sc.app} N={n} {mode}: {c['rps']:.0f} req/s")
+                        log(f"  capacity {sc.app} N={n} {mode}: {c['rps']:.0f} req/s (median of {c['readings']})")
                 for mode in modes:
                     rate = env.rates.get(mode) or round(LOAD_FRACTION * cap[sc.app][mode]["rps"])
                     if do_compare:
@@ -739,12 +752,25 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                     if sc.name == "baton" and do_target:
                         for kind, iv, win in (
                                 ("back-to-back", cfg["target_interval"].get(n, 0.6), (1.0, 1.0)),
-                                ("isolated", cfg["iso_interval"].get(n, 1.5), tuple(cfg["iso_window"]))):
-                            if kind not in env.kinds:
+                                ("isolated", cfg["iso_interval"].get(n, 1.5), tuple(cfg["iso_window"])),
+                                ("neighbour", cfg["iso_interval"].get(n, 1.5), tuple(cfg["iso_window"]))):
+                            if kind not in env.kinds or (kind == "neighbour" and n not in cfg["floor_ns"]):
                                 continue
                             log(f"  baton target {mode} {kind}: {cfg['reloads']} reloads every {iv} s at {rate} req/s")
-                            t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
-                                         cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win)
+                            nb = None
+                            try:
+                                if kind == "neighbour":
+                                    # the floor: the same rollout (N workers started, N stopped) by a
+                                    # second, unloaded baton next to the loaded one
+                                    nb = Baton(env, n, free_port())
+                                    LIVE.append(nb)
+                                    nb.start()
+                                t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
+                                             cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win,
+                                             reload_sc=nb)
+                            finally:
+                                if nb is not None:
+                                    nb.stop()
                             t.update(app=sc.app, kind=kind)
                             results["target"].append(t)
                             over = statistics.median(overhead_ms(x) for x in t["reloads"])
@@ -845,7 +871,16 @@ def machine():
                 baton_src_dirty=bool(git("status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")),
                 cpus=os.cpu_count(), cpu=cpu, mem_gib=round(mem / 2**20, 1), os=osr.get("PRETTY_NAME", "").strip('"'),
                 kernel=os.uname().release, node=ver("node", "--version"), python=sys.version.split()[0],
-                ssa=ver("systemd-socket-activate", "--version"))
+                ssa=ver("systemd-socket-activate", "--version"), autogroup=autogroup())
+
+
+def autogroup():
+    """kernel.sched_autogroup_enabled: with it, each session (baton's service, the load client,
+    a neighbour) is one scheduling group, and nice values only rank tasks within their group."""
+    try:
+        return open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1"
+    except OSError:
+        return None
 
 
 def main():
@@ -860,19 +895,25 @@ def main():
                          "run it with Nice=-10; baton puts its workers back at nice 0); '' for none, or an "
                          "experiment such as 'chrt --reset-on-fork -f 10'")
     ap.add_argument("--drain-nice", type=int,
-                    help="drain.nice in baton's config (default: baton's default, 10)")
+                    help="drain.nice in baton's config (default: baton's default, 10 with more workers than CPUs, else 0)")
     ap.add_argument("--max-starting", type=int,
                     help="readiness.max_starting in baton's config (default: baton's default, the CPU count)")
     ap.add_argument("--startup-nice", type=int,
-                    help="readiness.startup_nice in baton's config (default: baton's default, 10)")
+                    help="readiness.startup_nice in baton's config (default: baton's default, 0)")
     ap.add_argument("--rates", default="",
                     help="for A/B experiments: fixed target rates instead of 70 %% of the measured capacity, "
                          "e.g. keepalive=77000,close=9600")
-    ap.add_argument("--kinds", default="back-to-back,isolated", help="target kinds to run")
+    ap.add_argument("--kinds", default="back-to-back,isolated,neighbour",
+                    help="target kinds to run: back-to-back, isolated, neighbour (the floor: an unloaded "
+                         "second baton with the same workers reloads next to the loaded one; only for the "
+                         "worker counts in --floor-ns)")
+    ap.add_argument("--floor-ns", help="worker counts that get the neighbour run (default: 64; quick: none)")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     if args.ns:
         cfg["ns"] = [int(x) for x in args.ns.split(",")]
+    if args.floor_ns is not None:
+        cfg["floor_ns"] = [int(x) for x in args.floor_ns.split(",") if x]
     out_dir = args.out or os.path.join(BENCH, "results", "quick" if args.quick else "full")
     os.makedirs(out_dir, exist_ok=True)
     phases = (args.only or "compare,target,scale,idle").split(",")
@@ -913,23 +954,26 @@ def main():
 
     md = [f"machine: {results['machine']}", f"elapsed: {results['elapsed_s']:.0f} s", ""]
     if results["capacity"]:
-        md += ["### Capacity (loadgen --concurrency 16, rate 0)", "",
+        md += [f"### Capacity (loadgen --concurrency 16, rate 0; median of {CAPACITY_PROBES} readings)", "",
                "| app | N | keep-alive req/s | connection-per-request req/s |", "|---|---|---|---|"]
         seen = {}
         for c in results["capacity"]:
-            seen.setdefault((c["app"], c["n"]), {})[c["mode"]] = c["rps"]
+            seen.setdefault((c["app"], c["n"]), {})[c["mode"]] = (
+                f"{c['rps']:.0f}" + (f" ({', '.join(map(str, c['readings']))})" if c.get("readings") else ""))
         for (app, n), v in seen.items():
-            md.append(f"| {APP_NAMES[app]} | {n} | {v.get('keepalive', 0):.0f} | {v.get('close', 0):.0f} |")
+            md.append(f"| {APP_NAMES[app]} | {n} | {v.get('keepalive', '-')} | {v.get('close', '-')} |")
         md.append("")
     if results["comparison"]:
         md += [f"### Reloads under load, side by side ({cfg['k']} reloads every {cfg['interval_s']} s, "
                f"load at 70 % of each app's capacity)", "", comparison_table(results["comparison"]), ""]
-    for kind in ("back-to-back", "isolated"):
+    for kind in ("back-to-back", "isolated", "neighbour"):
         rows = [t for t in results["target"] if t.get("kind") == kind]
         if rows:
-            what = (f"the reload windows overlap: the whole reload phase counts as reloading, the "
-                    f"{cfg['target_lead_s']:g} s lead-in and tail as steady" if kind == "back-to-back" else
-                    "each window [start - 0.1 s, end + 0.5 s] apart: requests between the windows are steady")
+            what = {"back-to-back": f"the reload windows overlap: the whole reload phase counts as reloading, the "
+                                    f"{cfg['target_lead_s']:g} s lead-in and tail as steady",
+                    "isolated": "each window [start - 0.1 s, end + 0.5 s] apart: requests between the windows are steady",
+                    "neighbour": "the floor: as isolated, but the reloads are of a second, unloaded baton with "
+                                 "the same workers on another port; the loaded service only shares the CPUs"}[kind]
             md += [f"### baton targets, {kind}: {cfg['reloads']} reloads under 70 % load ({what})", "",
                    target_table(rows), ""]
     if results["scale"]:
