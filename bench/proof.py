@@ -625,8 +625,9 @@ class Env:
     startup_nice = None  # baton's default
     max_starting = None  # baton's default
     drain_nice = None  # baton's default
+    floor_group_nice = None  # the neighbour's autogroup as the kernel makes it (nice 0)
     rates = {}
-    kinds = ("back-to-back", "isolated")
+    kinds = ("back-to-back", "isolated", "neighbour")
 
 
 def make_env(args):
@@ -765,6 +766,10 @@ def phase_compare_and_target(env, cfg, results, do_compare=True, do_target=True,
                                     nb = Baton(env, n, free_port())
                                     LIVE.append(nb)
                                     nb.start()
+                                    if env.floor_group_nice is not None:
+                                        # its session's autogroup: the weight of its whole group
+                                        with open(f"/proc/{nb.p.pid}/autogroup", "w") as f:
+                                            f.write(str(env.floor_group_nice))
                                 t = load_run(env, sc, mode, rate, cfg["reloads"], cfg["target_lead_s"], iv,
                                              cfg["target_lead_s"], f"target-{n}-{mode}-{kind}", window=win,
                                              reload_sc=nb)
@@ -908,6 +913,9 @@ def main():
                          "second baton with the same workers reloads next to the loaded one; only for the "
                          "worker counts in --floor-ns)")
     ap.add_argument("--floor-ns", help="worker counts that get the neighbour run (default: 64; quick: none)")
+    ap.add_argument("--floor-group-nice", type=int,
+                    help="experiment: the nice value of the neighbour's autogroup (its session's scheduling "
+                         "group, /proc/PID/autogroup), e.g. 19 for the least weight a group can have")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     if args.ns:
@@ -922,12 +930,13 @@ def main():
     env.startup_nice = args.startup_nice
     env.max_starting = args.max_starting
     env.drain_nice = args.drain_nice
+    env.floor_group_nice = args.floor_group_nice
     env.rates = {m: int(r) for m, r in (x.split("=") for x in args.rates.split(",") if x)}
     env.kinds = args.kinds.split(",")
     env.t_start = time.monotonic()
     env.retry_budget_s = 150 if args.quick else 780  # repeat noisy runs only while this young
     results = dict(config={k: (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()}) for k, v in cfg.items()},
-                   quick=args.quick, argv=sys.argv[1:], baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, max_starting=args.max_starting, drain_nice=args.drain_nice, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
+                   quick=args.quick, argv=sys.argv[1:], floor_group_nice=args.floor_group_nice, baton_prefix=args.baton_prefix, startup_nice=args.startup_nice, max_starting=args.max_starting, drain_nice=args.drain_nice, concurrency=CONCURRENCY, load_fraction=LOAD_FRACTION,
                    machine=machine(), capacity=[], comparison=[], target=[], scale=[], idle=None,
                    started=time.strftime("%Y-%m-%d %H:%M:%S"))
     t0 = time.monotonic()
