@@ -177,6 +177,16 @@ impl Generation {
             last_ready: ready.iter().map(|(_, r)| r.duration_since(since)).max()?,
         })
     }
+    /// Whether a waiting slot would be spawned now: the generation is starting, has not
+    /// failed, and fewer than `max_starting` of its workers are starting.
+    fn can_spawn_waiting(&self) -> bool {
+        let starting = self.workers().filter(|w| w.ready_at.is_none()).count();
+        self.phase == Phase::Starting
+            && self.failure.is_none()
+            && self.recipe.is_some()
+            && starting < self.max_starting
+            && self.slots.iter().any(|s| s.waiting)
+    }
     fn committed(&self) -> bool {
         self.phase == Phase::Serving
     }
@@ -1110,10 +1120,6 @@ impl Supervisor {
             let _ = sys::kill_group(p, libc::SIGKILL);
         }
         for gen in self.state.gens_mut() {
-            // a paced generation: spawn in the places its ready workers left
-            if let Some(recipe) = gen.recipe.clone() {
-                ctx.spawn_waiting(gen, &recipe, now);
-            }
             let committed = gen.committed();
             let retiring = gen.retiring();
             let cfg = gen.config.clone();
@@ -1211,6 +1217,11 @@ impl Supervisor {
                     ctx.stop_worker(w, &cfg, now, drain_nice);
                 }
             }
+            // a paced generation: spawn in the places its ready workers left, after the pass
+            // above, which may itself have made workers ready (`delay`)
+            if let Some(recipe) = recipe {
+                ctx.spawn_waiting(gen, &recipe, now);
+            }
         }
     }
 
@@ -1229,6 +1240,10 @@ impl Supervisor {
         for gen in self.state.gens() {
             if let Phase::Settling { until } = &gen.phase {
                 consider(*until);
+            }
+            if gen.can_spawn_waiting() {
+                // a place is free for a waiting worker: the next turn spawns it
+                consider(Instant::now());
             }
             for slot in &gen.slots {
                 if let Some(at) = slot.restart_at {
@@ -1458,7 +1473,7 @@ impl Ctx {
     /// Spawn waiting workers of a starting generation while fewer than its `max_starting` are
     /// starting, one after the other (each spawn returns once its worker has exec'd).
     fn spawn_waiting(&mut self, gen: &mut Generation, recipe: &Recipe, now: Instant) {
-        if gen.phase != Phase::Starting || gen.failure.is_some() {
+        if !gen.can_spawn_waiting() {
             return;
         }
         let starting = gen.workers().filter(|w| w.ready_at.is_none()).count();

@@ -300,3 +300,65 @@ fn a_paced_rollout_that_fails_starts_no_more_workers() {
     assert_eq!(baton.serving_pids(), old);
     assert_eq!(baton.serving_generation(), 1);
 }
+
+/// The number of CPUs baton may run on (what `readiness.max_starting` defaults to).
+fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// A paced rollout ends with every readiness kind and with fewer, as many and more workers
+/// than `max_starting` (the CPUs): the waiting workers are spawned as the first ones get
+/// ready, whatever marks them ready. With `kind = "delay"` and more workers than CPUs, a reload
+/// once slept with no deadline after the first batch was ready, and hung until an unrelated
+/// event woke the loop.
+#[test]
+fn a_paced_rollout_ends_with_every_readiness_kind_and_any_worker_count() {
+    let _g = serial();
+    let kinds = [
+        "kind = \"notify\"",
+        "kind = \"http\"\ninterval = \"20ms\"",
+        "kind = \"tcp\"\ninterval = \"20ms\"",
+        "kind = \"exec\"\nexec = [\"/bin/true\"]\ninterval = \"20ms\"",
+        "kind = \"delay\"\ndelay = \"100ms\"",
+    ];
+    let n = cpus();
+    for kind in kinds {
+        for instances in [1, n, n + 1] {
+            let what = format!(
+                "{} with {instances} instance(s)",
+                kind.lines().next().unwrap()
+            );
+            let baton = Baton::start("pacing-kinds", |port, ctl| {
+                hello_config(
+                    port,
+                    ctl,
+                    instances,
+                    "",
+                    &format!("[readiness]\n{kind}\ntimeout = \"5s\"\n\n{DRAIN}"),
+                )
+            });
+            let old = baton.serving_pids();
+            assert_eq!(old.len(), instances as usize, "{what}");
+            let t0 = Instant::now();
+            let out = std::process::Command::new(baton_bin())
+                .args(["reload", "--timeout", "8s", "--config"])
+                .arg(&baton.config)
+                .output()
+                .expect("baton reload");
+            let took = t0.elapsed();
+            assert!(
+                out.status.success(),
+                "{what}: reload failed after {took:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(baton.serving_generation(), 2, "{what}");
+            let new = baton.serving_pids();
+            assert_eq!(new.len(), instances as usize, "{what}");
+            assert!(
+                new.iter().all(|p| !old.contains(p)),
+                "{what}: {old:?} -> {new:?}"
+            );
+        }
+    }
+}
