@@ -3,7 +3,8 @@
 //!
 //! Protocol: one JSON request line, one JSON response line, then the server closes. A reload
 //! request is answered only when the rollout it triggered has ended, so the client blocks until
-//! then. The socket is mode 0600 and every peer's uid is checked with SO_PEERCRED (root or
+//! then; before its answer the server may send progress lines (`{"progress": "..."}`), e.g.
+//! when the reload waits for a drain, which the client prints and skips. The socket is mode 0600 and every peer's uid is checked with SO_PEERCRED (root or
 //! baton's own uid).
 //!
 //! This module owns no supervisor state and never blocks the event loop on a slow client for
@@ -105,6 +106,12 @@ pub struct WorkerStatus {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorReply {
     pub error: String,
+}
+
+/// A line sent before the answer: what the request waits for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Progress {
+    pub progress: String,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -262,6 +269,20 @@ impl Conn {
 }
 
 impl Client {
+    /// Tell the client what its request waits for, without blocking: a client that does not
+    /// read misses the line (its answer still comes, with a short write timeout).
+    pub fn progress(&mut self, text: &str) {
+        let mut line = match serde_json::to_vec(&Progress {
+            progress: text.to_string(),
+        }) {
+            Ok(l) => l,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        let _ = self.stream.set_nonblocking(true);
+        let _ = self.stream.write(&line);
+    }
+
     /// Send the one-line JSON answer and close. A client that went away is not an error.
     pub fn reply<T: Serialize>(&mut self, value: &T) {
         let mut line = match serde_json::to_vec(value) {
@@ -280,8 +301,14 @@ impl Client {
 // ------------------------------------------------------------------------------------------
 // client
 
-/// Send one request and return the raw JSON reply.
-pub fn request(path: &Path, req: &Request, timeout: Option<Duration>) -> anyhow::Result<String> {
+/// Send one request and return the raw JSON reply; progress lines that come before it go to
+/// `on_progress`. `timeout` bounds the whole wait.
+pub fn request(
+    path: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+    mut on_progress: impl FnMut(&str),
+) -> anyhow::Result<String> {
     use anyhow::Context;
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
@@ -289,19 +316,46 @@ pub fn request(path: &Path, req: &Request, timeout: Option<Duration>) -> anyhow:
             path.display()
         )
     })?;
-    stream.set_read_timeout(timeout)?;
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .context("reading the reply from baton")?;
-    if reply.is_empty() {
-        anyhow::bail!("baton closed the control connection without a reply");
+    let mut reader = BufReader::new(stream);
+    loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            // a zero timeout means "none" to the kernel
+            reader
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
+        let mut reply = String::new();
+        match reader.read_line(&mut reply) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let waited = timeout.map(crate::supervisor::fmt_duration);
+                anyhow::bail!(
+                    "no outcome after {}: baton goes on with the request (`baton status` shows where it is)",
+                    waited.unwrap_or_default()
+                );
+            }
+            Err(e) => return Err(e).context("reading the reply from baton"),
+        }
+        if reply.is_empty() {
+            anyhow::bail!("baton closed the control connection without a reply");
+        }
+        if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
+            on_progress(&p.progress);
+            continue;
+        }
+        if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
+            anyhow::bail!("{}", err.error);
+        }
+        return Ok(reply);
     }
-    if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
-        anyhow::bail!("{}", err.error);
-    }
-    Ok(reply)
 }

@@ -309,7 +309,8 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match control::request(&path, &control::Request::Reload, timeout) {
+    let progress = |text: &str| eprintln!("baton: {text}");
+    match control::request(&path, &control::Request::Reload, timeout, progress) {
         Ok(line) => match serde_json::from_str::<control::ReloadReply>(&line) {
             Ok(r) if json => {
                 print!("{line}");
@@ -351,6 +352,7 @@ fn status(target: Target, json: bool) -> ExitCode {
         &path,
         &control::Request::Status,
         Some(Duration::from_secs(10)),
+        |_| {},
     ) {
         Ok(l) => l,
         Err(e) => {

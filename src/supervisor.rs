@@ -788,31 +788,28 @@ impl Supervisor {
             }
             return;
         }
+        let now = Instant::now();
+        let queued = queue_note(&self.state, now);
         let pending = self.ctx.pending_reload.get_or_insert_with(Vec::new);
+        let mut client = client;
+        if let (Some(c), Some((note, _))) = (client.as_mut(), &queued) {
+            c.progress(&format!("reload queued: {note}"));
+        }
         pending.extend(client);
-        if matches!(self.state, State::RollingOut { .. })
-            || matches!(
-                self.state,
-                State::Serving {
-                    retiring: Some(_),
-                    ..
-                }
-            )
-        {
+        if let Some((note, draining)) = queued {
             info!(
                 baton_event = "reload_queued",
-                "reload queued: it starts when the current rollout/drain has ended"
+                "reload queued: {note}; it starts when that has ended"
             );
-            // the waiting reload job may outlast systemd's timeout: a drain, then a rollout
+            // the waiting reload job may outlast systemd's timeout: what it waits for, then a
+            // rollout (a drain still to come after a rollout extends it again when it starts)
             let gens = self.state.gens();
             let Some(cfg) = gens.first().map(|g| &g.config) else {
                 return;
             };
+            let wait = draining.unwrap_or(cfg.drain.timeout);
             self.ctx.manager.extend_timeout(
-                cfg.drain.timeout
-                    + cfg.readiness.timeout
-                    + cfg.readiness.stable
-                    + Duration::from_secs(5),
+                wait + cfg.readiness.timeout + cfg.readiness.stable + Duration::from_secs(5),
             );
         }
     }
@@ -1058,14 +1055,30 @@ impl Supervisor {
         });
     }
 
-    /// STATUS= to systemd whenever the one-line summary changes.
+    /// STATUS= to systemd whenever the one-line summary changes. While a reload waits for a
+    /// drain, the summary says how long at most (it changes every second), and systemd's
+    /// timeout is extended to cover it and the rollout after it.
     fn publish_status(&mut self) {
         if !self.ctx.manager.enabled() {
             return;
         }
-        let summary = self.ctx.summary(&self.state);
+        let now = Instant::now();
+        let mut summary = self.ctx.summary(&self.state);
+        let mut extend = None;
+        if self.ctx.pending_reload.is_some() {
+            if let Some((note, draining)) = queue_note(&self.state, now) {
+                summary = format!("reload queued: {note}; {summary}");
+                if let (Some(left), Some(g)) = (draining, self.state.gens().first()) {
+                    let r = &g.config.readiness;
+                    extend = Some(left + r.timeout + r.stable + Duration::from_secs(5));
+                }
+            }
+        }
         if summary != self.ctx.last_status {
             self.ctx.manager.status(&summary);
+            if let Some(d) = extend {
+                self.ctx.manager.extend_timeout(d);
+            }
             self.ctx.last_status = summary;
         }
     }
@@ -1234,8 +1247,19 @@ impl Supervisor {
         for (_, d) in self.ctx.exec_probes.values() {
             consider(*d);
         }
-        if self.ctx.pending_reload.is_some() {
-            // handled by advance; nothing to wait for here
+        if self.ctx.pending_reload.is_some() && self.ctx.manager.enabled() {
+            if let Some((_, Some(left))) = queue_note(&self.state, Instant::now()) {
+                // the STATUS= line counts the drain's seconds down (to the next whole second)
+                let frac = Duration::from_nanos(u64::from(left.subsec_nanos()));
+                if !left.is_zero() {
+                    let tick = if frac.is_zero() {
+                        Duration::from_secs(1)
+                    } else {
+                        frac
+                    };
+                    consider(Instant::now() + tick);
+                }
+            }
         }
         for gen in self.state.gens() {
             if let Phase::Settling { until } = &gen.phase {
@@ -1787,6 +1811,41 @@ impl Ctx {
             parts.push(format!("last reload failed: {}", r.message));
         }
         parts.join("; ")
+    }
+}
+
+/// What a reload asked for now would wait for, if anything: the rollout in progress, or the
+/// drain of the generation that is retiring (then also how long it may last at most: until
+/// the last SIGKILL deadline).
+fn queue_note(state: &State, now: Instant) -> Option<(String, Option<Duration>)> {
+    match state {
+        State::RollingOut { next, current, .. } => Some((
+            format!(
+                "waiting for the rollout of generation {} (next to {}) to end",
+                next.id, current.id
+            ),
+            None,
+        )),
+        State::Serving {
+            retiring: Some(old),
+            ..
+        } => {
+            let left = old
+                .workers()
+                .filter_map(|w| w.stop_deadline)
+                .max()
+                .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+            let secs = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
+            Some((
+                format!(
+                    "waiting for generation {} to drain, {} left at most",
+                    old.id,
+                    fmt_duration(secs)
+                ),
+                Some(left),
+            ))
+        }
+        _ => None,
     }
 }
 

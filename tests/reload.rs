@@ -362,3 +362,76 @@ fn a_paced_rollout_ends_with_every_readiness_kind_and_any_worker_count() {
         }
     }
 }
+
+/// A reload asked for while the previous generation drains waits for that drain, and says so
+/// at once: `baton reload` prints "reload queued: waiting for generation 1 to drain, 3s left at
+/// most" before its outcome. A client whose `--timeout` ends meanwhile is told "no outcome
+/// after 1s" (not an OS error), and the queued reload still happens once the drain is over.
+#[test]
+fn a_reload_queued_behind_a_drain_says_what_it_waits_for() {
+    let _g = serial();
+    let baton = Baton::start("queued", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"3s\"\n",
+        )
+    });
+    let old = baton.serving_pids()[0];
+    let text = baton.config_text();
+    baton.write_config(&text.replace("HELLO_FAIL = \"ignore-sigterm\"", ""));
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert!(
+        pid_exists(old),
+        "generation 1 ignores SIGTERM: it drains until its deadline"
+    );
+
+    let reload = |flags: &'static [&'static str]| {
+        let config = baton.config.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let out = std::process::Command::new(baton_bin())
+                .arg("reload")
+                .args(flags)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .expect("baton reload");
+            (out, t0.elapsed())
+        })
+    };
+    let waits = reload(&[]);
+    let gives_up = reload(&["--timeout", "1s"]);
+    let (out, took) = gives_up.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reload queued: waiting for generation 1 to drain, ")
+            && stderr.contains(" left at most"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no outcome after 1s"), "{stderr}");
+    assert!(!stderr.contains("os error"), "{stderr}");
+    assert!(took < Duration::from_secs(2), "gave up after {took:?}");
+
+    let (out, took) = waits.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for generation 1 to drain"),
+        "{stderr}"
+    );
+    assert!(!pid_exists(old), "generation 1 was killed at its deadline");
+    assert!(
+        took >= Duration::from_secs(1),
+        "the reload did wait for the drain: {took:?}"
+    );
+    assert_eq!(
+        baton.serving_generation(),
+        3,
+        "the two queued reloads made one rollout"
+    );
+}
