@@ -52,6 +52,8 @@ struct Worker {
     ready_at: Option<Instant>,
     /// Readiness must be reached by then.
     ready_deadline: Instant,
+    /// When the stop signal was sent.
+    stopped_at: Option<Instant>,
     /// Stop signal sent; the process group is SIGKILLed at this instant.
     stop_deadline: Option<Instant>,
     killed: bool,
@@ -140,6 +142,9 @@ struct Generation {
     max_starting: usize,
     /// First reason this generation cannot become ready.
     failure: Option<String>,
+    /// The longest drain of its workers so far (stop signal to exit), for the line that says
+    /// the generation is gone.
+    slowest_drain: Option<Duration>,
 }
 
 enum Verdict {
@@ -543,10 +548,14 @@ impl Supervisor {
                 current,
                 retiring: Some(old),
             } if old.alive() == 0 => {
+                let slowest = match old.slowest_drain {
+                    Some(d) => format!(" (slowest drain {})", fmt_ms(d)),
+                    None => String::new(),
+                };
                 info!(
                     baton_event = "generation_gone",
                     baton_generation = old.id,
-                    "generation {} has exited",
+                    "generation {} has exited{slowest}",
                     old.id
                 );
                 let st = State::Serving {
@@ -840,16 +849,39 @@ impl Supervisor {
                 // mixed kill mode: whatever the worker left in its group goes now
                 let _ = sys::kill_group(pid, libc::SIGKILL);
                 let uptime = now.duration_since(w.started);
-                let desc = format!("{status} after {}", fmt_duration(uptime));
+                let mut desc = format!("{status} after {}", fmt_duration(uptime));
+                if status == ExitStatus::Signal(libc::SIGSYS) {
+                    desc.push_str(SIGSYS_HINT);
+                }
+                let drained = w.stopped_at.map(|t| now.duration_since(t));
                 slot.last_exit = Some(desc.clone());
                 let instance = slot.instance;
                 if retiring {
+                    let drain = match drained {
+                        Some(_) if w.killed => format!(
+                            "; killed at the drain deadline, {} after {}",
+                            fmt_duration(cfg.drain.timeout),
+                            cfg.drain.signal.name()
+                        ),
+                        Some(d) => {
+                            format!(
+                                "; drained in {} after {}",
+                                fmt_ms(d),
+                                cfg.drain.signal.name()
+                            )
+                        }
+                        None => String::new(),
+                    };
+                    if let Some(d) = drained {
+                        gen.slowest_drain = Some(gen.slowest_drain.map_or(d, |s| s.max(d)));
+                    }
                     info!(
                         baton_event = "worker_exit",
                         baton_generation = gen_id,
                         baton_worker_pid = pid,
                         baton_instance = instance,
-                        "worker {pid} (generation {gen_id}, instance {instance}) exited: {desc}"
+                        baton_drain_ms = drained.map(|d| d.as_millis() as u64),
+                        "worker {pid} (generation {gen_id}, instance {instance}) exited: {desc}{drain}"
                     );
                 } else if committed {
                     // a crash (or a restart after a failed readiness): back off, restart
@@ -1482,6 +1514,7 @@ impl Ctx {
                 .collect(),
             failure: None,
             max_starting,
+            slowest_drain: None,
         };
         let recipe = match recipe {
             Ok(r) => r,
@@ -1615,6 +1648,7 @@ impl Ctx {
                     started: spawned_at,
                     ready_at: None,
                     ready_deadline: spawned_at + cfg.readiness.timeout,
+                    stopped_at: None,
                     stop_deadline: None,
                     killed: false,
                     status: None,
@@ -1712,6 +1746,7 @@ impl Ctx {
             let _ = sys::renice_group(w.pid, nice);
         }
         let _ = sys::kill(w.pid, cfg.drain.signal.number());
+        w.stopped_at = Some(now);
         w.stop_deadline = Some(now + cfg.drain.timeout);
         w.tracker = None;
     }
@@ -1865,6 +1900,20 @@ fn union_length(mut intervals: Vec<(Instant, Instant)>) -> Duration {
         };
     }
     total + current.map_or(Duration::ZERO, |(s, e)| e.duration_since(s))
+}
+
+/// Appended to the exit of a worker killed by SIGSYS: the usual cause under systemd.
+const SIGSYS_HINT: &str = " (SIGSYS: the kernel refused a system call of the app, most likely \
+the unit's SystemCallFilter=; `journalctl -k` or `coredumpctl` names the call, and a drop-in \
+can allow it: see \"What the units impose\" in the README)";
+
+/// "312ms", "1.25s".
+fn fmt_ms(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
 }
 
 fn secs(d: Duration) -> f64 {

@@ -132,9 +132,17 @@ fn sigterm_ignoring_worker_is_killed_at_the_deadline() {
         gone >= Duration::from_millis(750) && gone <= Duration::from_millis(1250),
         "killed after {gone:?}, deadline 1s"
     );
-    assert!(baton
-        .log_text()
-        .contains("did not exit within the drain timeout"));
+    let log = baton.log_text();
+    assert!(
+        log.contains("did not exit within the drain timeout"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "worker {old} (generation 1, instance 0) exited: signal SIGKILL"
+        )) && log.contains("; killed at the drain deadline, 1s after SIGTERM"),
+        "{log}"
+    );
     assert_eq!(children_of(baton.pid()).len(), 1, "no zombie left behind");
 }
 
@@ -268,6 +276,82 @@ fn shutdown_drains_in_flight_requests() {
         assert!(!pid_exists(p), "worker {p} outlived baton");
     }
     assert!(!baton.control.exists(), "control socket removed");
+}
+
+/// The exit line of each retired worker says how long it drained (stop signal to exit), and
+/// the generation's last line gives the slowest drain: an app that cuts its requests short on
+/// SIGTERM shows as one that "drains" in no time.
+#[test]
+fn retired_workers_report_their_drain_time() {
+    let _g = serial();
+    let baton = Baton::start("drain-time", |port, ctl| {
+        hello_config(port, ctl, 1, "", "[drain]\ntimeout = \"10s\"\n")
+    });
+    let pid = baton.serving_pids()[0];
+    let port = baton.port;
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=700"));
+    wait_for("slow request accepted", Duration::from_secs(5), || {
+        fd_count(pid) > 5
+    });
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let (code, _) = slow.join().expect("thread").expect("slow request");
+    assert_eq!(code, 200);
+    wait_for("generation 1 gone", Duration::from_secs(5), || {
+        baton.log_text().contains("generation 1 has exited")
+    });
+    let log = baton.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("worker {pid} (generation 1, instance 0) exited")))
+        .unwrap_or_else(|| panic!("no exit line for {pid}: {log}"));
+    let ms: u64 = line
+        .split("drained in ")
+        .nth(1)
+        .and_then(|r| r.split("ms after SIGTERM").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drain time in ms: {line}"));
+    assert!((300..900).contains(&ms), "drained in {ms} ms: {line}");
+    assert!(line.contains(&format!("baton_drain_ms={ms}")), "{line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("generation 1 has exited (slowest drain ")),
+        "{log}"
+    );
+}
+
+/// A worker killed by SIGSYS (a system call refused by a seccomp filter, e.g. a unit's
+/// `SystemCallFilter=`) is reported with that likely cause, in the log and in the reason the
+/// failed start gives.
+#[test]
+fn a_worker_killed_by_sigsys_is_reported_with_its_likely_cause() {
+    let _g = serial();
+    let mut baton = Baton::spawn("sigsys", |port, ctl| {
+        format!(
+            r#"command = ["/bin/sh", "-c", "kill -SYS $$"]
+control = "{}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+"#,
+            ctl.display()
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = baton.child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "baton still runs");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(!st.success());
+    let log = baton.log_text();
+    assert!(
+        log.contains("signal SIGSYS after")
+            && log.contains("most likely the unit's SystemCallFilter="),
+        "{log}"
+    );
 }
 
 /// A first generation that cannot start makes `baton run` fail (systemd sees the start fail).
