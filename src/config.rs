@@ -19,10 +19,10 @@
 //! http = "127.0.0.1:8080"                  # "IPv4:port", "[IPv6]:port", "unix:/path" or "/path"
 //!
 //! [readiness]
-//! kind          = "notify"                 # notify | http | tcp | exec | delay
+//! kind          = "notify"                 # notify | accepting | http | tcp | exec | delay
 //! timeout       = "30s"
 //! path          = "/healthz"               # http only, default "/"
-//! interval      = "200ms"                  # http, tcp, exec
+//! interval      = "200ms"                  # accepting (default 50ms), http, tcp, exec
 //! probe_timeout = "1s"                     # http, tcp, exec
 //! successes     = 1                        # http, tcp, exec
 //! exec          = ["/usr/bin/check"]       # exec only (required)
@@ -221,6 +221,10 @@ pub enum ReadinessKind {
     },
     /// The worker is considered ready after a fixed delay.
     Delay { delay: Duration },
+    /// The worker's process tree waits for connections on every passed socket (a thread
+    /// blocked in accept/poll/select on it, or the socket in one of its epoll sets), as seen
+    /// in /proc every `interval`. Needs no app change.
+    Accepting { interval: Duration },
 }
 
 impl ReadinessKind {
@@ -232,6 +236,7 @@ impl ReadinessKind {
             ReadinessKind::Tcp { .. } => "tcp",
             ReadinessKind::Exec { .. } => "exec",
             ReadinessKind::Delay { .. } => "delay",
+            ReadinessKind::Accepting { .. } => "accepting",
         }
     }
 }
@@ -410,6 +415,8 @@ const DEFAULT_STARTUP_NICE: i32 = 0;
 /// were slower at nice 10, and its exit costs little.
 pub const AUTO_DRAIN_NICE: i32 = 10;
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
+/// The `accepting` check costs a few reads in /proc: it looks more often.
+const DEFAULT_ACCEPTING_INTERVAL: Duration = Duration::from_millis(50);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -1015,7 +1022,7 @@ impl Ctx<'_> {
 
         let kind_name = r.kind.as_ref().map_or("notify", |k| k.get_ref().as_str());
         let kind_span = r.kind.as_ref().map(|k| k.span());
-        const KINDS: &str = "`notify`, `http`, `tcp`, `exec` or `delay`";
+        const KINDS: &str = "`notify`, `accepting`, `http`, `tcp`, `exec` or `delay`";
         // Which optional keys each kind accepts (besides timeout and stable).
         let allowed: &[&str] = match kind_name {
             "notify" => &[],
@@ -1023,6 +1030,7 @@ impl Ctx<'_> {
             "tcp" => &["interval", "probe_timeout", "successes"],
             "exec" => &["exec", "interval", "probe_timeout", "successes"],
             "delay" => &["delay"],
+            "accepting" => &["interval"],
             other => {
                 return Err(self.err(
                     kind_span,
@@ -1051,6 +1059,7 @@ impl Ctx<'_> {
                 "path" => "kind = \"http\"",
                 "exec" => "kind = \"exec\"",
                 "delay" => "kind = \"delay\"",
+                "interval" => "kind = \"accepting\", \"http\", \"tcp\" or \"exec\"",
                 _ => "kind = \"http\", \"tcp\" or \"exec\"",
             };
             return Err(self.err(
@@ -1060,7 +1069,12 @@ impl Ctx<'_> {
             ));
         }
 
-        let interval = self.duration(&r.interval, "readiness.interval", DEFAULT_INTERVAL)?;
+        let default_interval = if kind_name == "accepting" {
+            DEFAULT_ACCEPTING_INTERVAL
+        } else {
+            DEFAULT_INTERVAL
+        };
+        let interval = self.duration(&r.interval, "readiness.interval", default_interval)?;
         if interval.is_zero() {
             return Err(self.err(
                 r.interval.as_ref().map(|s| s.span()),
@@ -1127,6 +1141,7 @@ impl Ctx<'_> {
                 probe_timeout,
                 successes,
             },
+            "accepting" => ReadinessKind::Accepting { interval },
             "exec" => {
                 let argv = match &r.exec {
                     Some(e) => self.argv(e, "readiness.exec")?,

@@ -6,7 +6,9 @@
 //! runtime) and report through a channel plus a [`Waker`] that wakes the event loop; `exec`
 //! attempts are child processes that the supervisor reaps like any other child.
 //!
-//! Probes always target the worker's *private* probe socket, never the shared port.
+//! Probes always target the worker's *private* probe socket, never the shared port. The
+//! `accepting` check sends nothing at all: it reads in /proc whether the worker's process tree
+//! waits for connections on every passed socket ([`waited_on`]), which needs no app change.
 //! This module decides nothing about generations.
 
 use std::io::{self, Read, Write};
@@ -17,7 +19,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, Pid};
+use crate::sys::{self, FdKind, Pid, WaitCall};
 
 /// Result of one probe attempt against one worker.
 #[derive(Debug)]
@@ -121,14 +123,35 @@ impl AsFd for WakeReceiver {
 /// What to probe.
 #[derive(Debug)]
 pub enum Target {
-    /// The worker's private listener (a duplicate of it, to read its accept queue) and address.
+    /// The worker's private listener: its address, and a duplicate of it (to read its accept
+    /// queue).
     Tcp(SocketAddr, OwnedFd),
-    Http(SocketAddr, String),
+    Http(SocketAddr, String, OwnedFd),
+    /// Nothing is sent: the worker's process tree must wait for connections on every socket.
+    Accepting,
 }
 
-/// Run one attempt on its own thread; the result arrives on `tx`.
+/// A socket handed to a worker, as the `accepting` check looks for it: its name (from
+/// LISTEN_FDNAMES), its descriptor in the worker, and its inode (its identity in any process,
+/// whatever descriptor a `dup` gave it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub name: String,
+    pub fd: i32,
+    pub inode: u64,
+}
+
+impl Watched {
+    fn describe(&self) -> String {
+        format!("`{}` (fd {})", self.name, self.fd)
+    }
+}
+
+/// Run one attempt on its own thread; the result arrives on `tx`. `sockets`: what the worker
+/// was handed (shared sockets, then its probe socket), to explain a probe that failed.
 pub fn start(
     target: Target,
+    sockets: Vec<Watched>,
     timeout: Duration,
     worker: Pid,
     tx: Sender<ProbeResult>,
@@ -140,12 +163,179 @@ pub fn start(
         .spawn(move || {
             let (ok, detail) = match &target {
                 Target::Tcp(addr, listener) => tcp(*addr, listener.as_fd(), timeout),
-                Target::Http(addr, path) => http(*addr, path, timeout),
+                Target::Http(addr, path, _) => http(*addr, path, timeout),
+                Target::Accepting => accepting(worker, &sockets),
+            };
+            let detail = match &target {
+                Target::Tcp(_, l) | Target::Http(_, _, l) if !ok => {
+                    never_accepted(worker, l.as_fd(), &sockets).unwrap_or(detail)
+                }
+                _ => detail,
             };
             let _ = tx.send(ProbeResult { worker, ok, detail });
             waker.wake();
         })?;
     Ok(())
+}
+
+/// When a probe failed because the app never accepted on its probe socket (the connection is
+/// still queued there), say so, and on which sockets the app does wait: most apps serve only
+/// the first socket they are given.
+fn never_accepted(worker: Pid, probe: BorrowedFd<'_>, sockets: &[Watched]) -> Option<String> {
+    if sys::accept_queue_len(probe).ok()? == 0 {
+        return None;
+    }
+    let probe_socket = sockets.last()?;
+    let waited = waited_on(worker, sockets).ok()?;
+    let serves: Vec<String> = sockets
+        .iter()
+        .zip(&waited)
+        .filter(|(_, w)| **w)
+        .map(|(s, _)| s.describe())
+        .collect();
+    let app = if serves.is_empty() {
+        "the app waits for connections on none of its sockets yet".to_string()
+    } else {
+        format!("this app serves only {}", serves.join(", "))
+    };
+    Some(format!(
+        "the probe socket {} was never accepted on: {app}; readiness.kind = \"accepting\" needs \
+         no probe socket",
+        probe_socket.describe()
+    ))
+}
+
+/// The `accepting` check: ready once some process of the worker's tree waits for connections
+/// on every one of `sockets`.
+fn accepting(worker: Pid, sockets: &[Watched]) -> (bool, String) {
+    match waited_on(worker, sockets) {
+        Err(e) => (false, format!("cannot inspect pid {worker} in /proc: {e}")),
+        Ok(waited) => {
+            let missing: Vec<String> = sockets
+                .iter()
+                .zip(&waited)
+                .filter(|(_, w)| !**w)
+                .map(|(s, _)| s.describe())
+                .collect();
+            if missing.is_empty() {
+                (true, "waiting for connections on every socket".into())
+            } else {
+                (
+                    false,
+                    format!(
+                        "no process of the worker's tree waits for connections on {}",
+                        missing.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// At most this many processes of a worker's tree are inspected.
+const MAX_TREE: usize = 1024;
+/// At most this many entries of one `poll` array, or descriptors of one `select` set, are read.
+const MAX_WAIT_FDS: u64 = 65536;
+
+/// For each of `sockets`, whether a process of `root`'s tree (root, its children, theirs, …)
+/// waits for connections on it, as the kernel shows it in /proc:
+/// * the socket is in one of the process's epoll sets, for reading (`tfd:` lines of the epoll
+///   descriptor's fdinfo) — event loops (Node, Go, asyncio, nginx-style servers);
+/// * or a thread of it is blocked in accept/accept4 on it, or in poll/ppoll/select/pselect6
+///   with it among the descriptors it waits to read (the arguments, then the array or set in
+///   the process's memory) — threaded and pre-fork servers.
+///
+/// Sockets are matched by inode, so a `dup` (Python's `socket.fromfd`, Go's `FileListener`)
+/// counts. Only `root` itself must be readable; a descendant that exits meanwhile is skipped.
+pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
+    let mut found = vec![false; sockets.len()];
+    let mark = |ino: u64, found: &mut Vec<bool>| {
+        for (i, s) in sockets.iter().enumerate() {
+            if s.inode == ino {
+                found[i] = true;
+            }
+        }
+    };
+    let mut queue = vec![root];
+    let mut seen = 0;
+    while let Some(pid) = queue.pop() {
+        if found.iter().all(|f| *f) || seen >= MAX_TREE {
+            break;
+        }
+        seen += 1;
+        let fds = match sys::proc_fds(pid) {
+            Ok(f) => f,
+            Err(e) if pid == root => return Err(e),
+            Err(_) => continue,
+        };
+        let socket_of = |fd: u64| -> Option<u64> {
+            fds.iter().find_map(|(n, k)| match k {
+                FdKind::Socket(ino) if *n as u64 == fd => Some(*ino),
+                _ => None,
+            })
+        };
+        for (fd, kind) in &fds {
+            if *kind == FdKind::Epoll {
+                for (events, ino) in sys::proc_epoll_targets(pid, *fd).unwrap_or_default() {
+                    if events & libc::EPOLLIN as u32 != 0 {
+                        mark(ino, &mut found);
+                    }
+                }
+            }
+        }
+        for tid in sys::proc_tasks(pid).unwrap_or_default() {
+            let Ok(Some((nr, args))) = sys::proc_syscall(pid, tid) else {
+                continue;
+            };
+            match sys::wait_call(nr) {
+                Some(WaitCall::Accept) => {
+                    if let Some(ino) = socket_of(args[0]) {
+                        mark(ino, &mut found);
+                    }
+                }
+                Some(WaitCall::Poll) => {
+                    let n = args[1].min(MAX_WAIT_FDS) as usize;
+                    let Ok(mem) = sys::read_process_memory(pid, args[0], n * 8) else {
+                        continue;
+                    };
+                    // struct pollfd { int fd; short events; short revents; }
+                    for entry in mem.chunks_exact(8) {
+                        let fd = i32::from_ne_bytes([entry[0], entry[1], entry[2], entry[3]]);
+                        let events = i16::from_ne_bytes([entry[4], entry[5]]);
+                        if fd >= 0 && events & libc::POLLIN != 0 {
+                            if let Some(ino) = socket_of(fd as u64) {
+                                mark(ino, &mut found);
+                            }
+                        }
+                    }
+                }
+                Some(WaitCall::Select) => {
+                    let nfds = args[0].min(MAX_WAIT_FDS);
+                    if args[1] == 0 || nfds == 0 {
+                        continue;
+                    }
+                    // an fd_set is an array of longs; on a little-endian machine bit N of the
+                    // set is bit N % 8 of byte N / 8
+                    let Ok(set) = sys::read_process_memory(pid, args[1], nfds.div_ceil(8) as usize)
+                    else {
+                        continue;
+                    };
+                    for fd in 0..nfds {
+                        if cfg!(target_endian = "little")
+                            && set[(fd / 8) as usize] & (1 << (fd % 8)) != 0
+                        {
+                            if let Some(ino) = socket_of(fd) {
+                                mark(ino, &mut found);
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        queue.extend(sys::proc_children(pid).unwrap_or_default());
+    }
+    Ok(found)
 }
 
 /// A TCP check must show that the *worker* accepts: baton created the private listener, so a

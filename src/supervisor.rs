@@ -59,6 +59,9 @@ struct Worker {
     killed: bool,
     status: Option<String>,
     probe_socket: Option<ProbeSocket>,
+    /// What it was handed (its sockets, then its probe socket), for the checks that look at
+    /// what its process tree waits for.
+    watched: Vec<readiness::Watched>,
     tracker: Option<Tracker>,
     /// The nice value it gets once ready (it started at `readiness.startup_nice`), at the
     /// latest at `startup_nice_until`.
@@ -348,6 +351,8 @@ struct Ctx {
     pipes: Vec<output::Pipe>,
     /// The STATUS= last sent to systemd.
     last_status: String,
+    /// Each listening socket's name and inode, in the order workers get them (fd 3, 4, …).
+    socket_inodes: Vec<(String, u64)>,
 }
 
 pub struct Supervisor {
@@ -402,7 +407,12 @@ impl Supervisor {
             journal: None,
             pipes: Vec::new(),
             last_status: String::new(),
+            socket_inodes: Vec::new(),
         };
+        for l in &ctx.listeners.list {
+            let inode = sys::inode(l.fd.as_fd())?;
+            ctx.socket_inodes.push((l.name.clone(), inode));
+        }
         if setup.capture_output {
             match output::Journal::connect() {
                 Ok(j) => ctx.journal = Some(j),
@@ -1641,8 +1651,30 @@ impl Ctx {
                         successes,
                         ..
                     } => Some(Tracker::new(now, *successes, *interval, *probe_timeout)),
+                    ReadinessKind::Accepting { interval } => {
+                        Some(Tracker::new(now, 1, *interval, *interval))
+                    }
                     _ => None,
                 };
+                let mut watched: Vec<readiness::Watched> = self
+                    .socket_inodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, inode))| readiness::Watched {
+                        name: name.clone(),
+                        fd: 3 + i as i32,
+                        inode: *inode,
+                    })
+                    .collect();
+                if let Some(p) = &probe_socket {
+                    if let Ok(inode) = sys::inode(p.fd.as_fd()) {
+                        watched.push(readiness::Watched {
+                            name: worker::PROBE_FDNAME.into(),
+                            fd: 3 + watched.len() as i32,
+                            inode,
+                        });
+                    }
+                }
                 slot.worker = Some(Worker {
                     pid,
                     started: spawned_at,
@@ -1653,6 +1685,7 @@ impl Ctx {
                     killed: false,
                     status: None,
                     probe_socket,
+                    watched,
                     tracker,
                     ready_nice: recipe.ready_nice(),
                     startup_nice_until: spawned_at + cfg.readiness.timeout / 2,
@@ -1698,23 +1731,25 @@ impl Ctx {
             .as_ref()
             .map(|t| t.probe_timeout)
             .unwrap_or(Duration::from_secs(1));
-        let result = match (kind, &w.probe_socket) {
-            (ReadinessKind::Http { path, .. }, Some(p)) => readiness::start(
-                readiness::Target::Http(p.addr, path.clone()),
+        let probe = |target| {
+            readiness::start(
+                target,
+                w.watched.clone(),
                 timeout,
                 w.pid,
                 self.probe_tx.clone(),
                 self.waker.clone(),
-            ),
-            (ReadinessKind::Tcp { .. }, Some(p)) => p.fd.try_clone().and_then(|listener| {
-                readiness::start(
-                    readiness::Target::Tcp(p.addr, listener),
-                    timeout,
-                    w.pid,
-                    self.probe_tx.clone(),
-                    self.waker.clone(),
-                )
+            )
+        };
+        let result = match (kind, &w.probe_socket) {
+            (ReadinessKind::Http { path, .. }, Some(p)) => p.fd.try_clone().and_then(|listener| {
+                probe(readiness::Target::Http(p.addr, path.clone(), listener))
             }),
+            (ReadinessKind::Tcp { .. }, Some(p)) => {
+                p.fd.try_clone()
+                    .and_then(|listener| probe(readiness::Target::Tcp(p.addr, listener)))
+            }
+            (ReadinessKind::Accepting { .. }, _) => probe(readiness::Target::Accepting),
             (ReadinessKind::Exec { argv, .. }, _) => {
                 worker::spawn_exec_probe(argv, cfg.cwd.as_deref(), w.pid, gen_id, instance).map(
                     |probe_pid| {

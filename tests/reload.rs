@@ -320,6 +320,7 @@ fn a_paced_rollout_ends_with_every_readiness_kind_and_any_worker_count() {
         "kind = \"tcp\"\ninterval = \"20ms\"",
         "kind = \"exec\"\nexec = [\"/bin/true\"]\ninterval = \"20ms\"",
         "kind = \"delay\"\ndelay = \"100ms\"",
+        "kind = \"accepting\"",
     ];
     let n = cpus();
     for kind in kinds {
