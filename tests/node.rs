@@ -51,3 +51,50 @@ timeout = "10s"
     assert_no_failures(&close.stop(), 100);
     assert!(baton.log_text().contains("readiness check passed"));
 }
+
+/// The same app with `kind = "accepting"`: no probe socket, so it gets exactly one socket (fd
+/// 3, as `listen({fd: 3})` apps expect), and it is ready once libuv has fd 3 in its epoll set.
+/// More workers than CPUs, reloads under load: nothing lost.
+#[test]
+fn node_reloads_under_load_with_accepting_readiness() {
+    let _g = serial();
+    let app = repo_dir().join("tests/apps/server.js");
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let baton = Baton::spawn("node-accepting", |port, ctl| {
+        format!(
+            r#"command = ["node", "{app}"]
+instances = {n}
+control = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "accepting"
+timeout = "20s"
+
+[drain]
+timeout = "10s"
+"#,
+            app = app.display(),
+            ctl = ctl.display()
+        )
+    });
+    baton.wait_serving(Duration::from_secs(30));
+    let pid = baton.serving_pids()[0];
+    assert_eq!(env_of(pid, "LISTEN_FDS").as_deref(), Some("1"));
+    let keep = Load::start(baton.port, "keepalive", 2, 300);
+    let close = Load::start(baton.port, "close", 2, 200);
+    baton.paced_reloads(
+        5,
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        |_| Vec::new(),
+        |_| {},
+    );
+    assert_no_failures(&keep.stop(), 100);
+    assert_no_failures(&close.stop(), 100);
+    let log = baton.log_text();
+    assert!(log.contains("serving 1 socket(s)"), "{log}");
+    assert!(log.contains("readiness check passed"), "{log}");
+}
