@@ -98,3 +98,55 @@ timeout = "10s"
     assert!(log.contains("serving 1 socket(s)"), "{log}");
     assert!(log.contains("readiness check passed"), "{log}");
 }
+
+/// The Node snippet of the README's "What your app must do", run as it is (with a one-line
+/// handler): under reloads with keep-alive and per-request load, it loses nothing.
+#[test]
+fn the_readmes_node_snippet_drains_without_losing_a_request() {
+    let _g = serial();
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).expect("README");
+    let start = readme.find("```js\n").expect("a js block in the README") + 6;
+    let len = readme[start..].find("```").expect("end of the js block");
+    let dir = scratch("node-readme");
+    let app = dir.join("app.js");
+    std::fs::write(
+        &app,
+        format!(
+            "'use strict';\nconst app = (req, res) => res.end(`hello from ${{process.pid}}\\n`);\n{}",
+            &readme[start..start + len]
+        ),
+    )
+    .expect("write app.js");
+    let baton = Baton::spawn("node-readme", |port, ctl| {
+        format!(
+            r#"command = ["node", "{app}"]
+instances = 2
+control = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "accepting"
+timeout = "20s"
+
+[drain]
+timeout = "10s"
+"#,
+            app = app.display(),
+            ctl = ctl.display()
+        )
+    });
+    baton.wait_serving(Duration::from_secs(30));
+    let keep = Load::start(baton.port, "keepalive", 2, 300);
+    let close = Load::start(baton.port, "close", 2, 200);
+    baton.paced_reloads(
+        5,
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        |_| Vec::new(),
+        |_| {},
+    );
+    assert_no_failures(&keep.stop(), 100);
+    assert_no_failures(&close.stop(), 100);
+}
