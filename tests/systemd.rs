@@ -1164,3 +1164,68 @@ fn worker_output_lines_survive_the_swap_whole() {
     }
     c.finish(&bx, &["api.service"]);
 }
+
+/// `systemctl reload` asked for while the previous generation drains: STATUS= says what it
+/// waits for and counts the drain down, and baton extends systemd's timeout, so a reload that
+/// waits longer than `TimeoutStartSec=` (which bounds ExecReload= on systemd 252) still
+/// succeeds instead of being killed.
+#[test]
+fn a_reload_queued_behind_a_drain_shows_in_status_and_outlives_the_unit_timeout() {
+    let bx = SdBox::up("queued");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/etc/systemd/system/api.service.d/short-timeout.conf",
+        "[Service]\nTimeoutStartSec=4s\n",
+    );
+    bx.sh_ok("systemctl daemon-reload");
+    let ignoring = config_with_env(&[("HELLO_FAIL", "ignore-sigterm")])
+        .replace("timeout = \"10s\"", "timeout = \"7s\"");
+    bx.write("/etc/baton/api.toml", &ignoring);
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    // generation 2 drains normally; generation 1 ignores SIGTERM and drains for 7 s
+    bx.write(
+        "/etc/baton/api.toml",
+        &BASE_CONFIG.replace("timeout = \"10s\"", "timeout = \"7s\""),
+    );
+    let first = bx.systemctl(&["reload", "api"]);
+    assert!(first.ok(), "first reload: {first}");
+    let mut c = Checks::new();
+    thread::scope(|s| {
+        let second = s.spawn(|| {
+            let t0 = Instant::now();
+            (bx.systemctl(&["reload", "api"]), t0.elapsed())
+        });
+        let status = wait_until(
+            "STATUS= says the reload waits for the drain",
+            Duration::from_secs(5),
+            || {
+                let st = bx.show("api.service", "StatusText");
+                st.contains("reload queued: waiting for generation 1 to drain, ")
+                    .then_some(st)
+            },
+        );
+        eprintln!("  StatusText: {status}");
+        c.check(
+            status.contains(" left at most"),
+            format!("StatusText gives the time left: {status}"),
+        );
+        let (out, took) = second.join().unwrap();
+        c.check(
+            out.ok(),
+            format!("the queued reload succeeds after {took:?} (TimeoutStartSec=4s): {out}"),
+        );
+        c.check(
+            took > Duration::from_secs(4),
+            format!("it did wait past TimeoutStartSec for the drain: {took:?}"),
+        );
+    });
+    let st = bx.baton_status(API).expect("baton status");
+    c.check(
+        st["serving_generation"] == 3,
+        format!("generation 3 serves: {st}"),
+    );
+    c.finish(&bx, &["api.service"]);
+}
