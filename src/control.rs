@@ -121,6 +121,8 @@ pub struct Progress {
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's inode: at exit only that file is removed, not whatever replaced it.
+    inode: u64,
     uid: u32,
 }
 
@@ -148,20 +150,39 @@ impl Server {
             std::fs::create_dir_all(dir)?;
         }
         // A stale socket from a previous run is replaced, but a live one means another baton
-        // already runs with this control path: refuse to take it over.
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is in use by another running baton", path.display()),
-            ));
+        // already runs with this control path: refuse to take it over. Anything that is not a
+        // socket (a config file, a directory) is never removed.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "the control socket path {} exists and is not a socket; baton replaces \
+                         only a stale socket: choose another `control` path",
+                        path.display()
+                    ),
+                ));
+            }
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by another running baton", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
         }
-        let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
         sys::chmod(path, 0o600)?;
         listener.set_nonblocking(true)?;
+        let inode = std::fs::symlink_metadata(path).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        })?;
         Ok(Server {
             listener,
             path: path.to_path_buf(),
+            inode,
             uid: sys::euid(),
         })
     }
@@ -214,7 +235,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -428,6 +428,9 @@ pub struct Datagram {
     pub received: Option<std::time::SystemTime>,
 }
 
+/// The most descriptors one unix socket message can carry (SCM_MAX_FD in the kernel).
+const SCM_MAX_FD: usize = 253;
+
 /// baton's private `NOTIFY_SOCKET` for workers: a unix datagram socket at a filesystem path,
 /// with SO_PASSCRED so every datagram carries the sender's pid.
 pub struct NotifySocket {
@@ -455,10 +458,14 @@ impl NotifySocket {
     /// the BARRIER=1 pipe of `systemd-notify`) are closed at once.
     pub fn recv(&self) -> io::Result<Option<Datagram>> {
         let mut buf = vec![0u8; 4096];
+        // Room for as many descriptors as one datagram can carry (the kernel's SCM_MAX_FD):
+        // were the space shorter, the kernel would install the descriptors that fit and flag
+        // the message MSG_CTRUNC, nix would refuse to walk its control messages, and those
+        // descriptors would leak, for good, with every such datagram.
         let mut cmsg = nix::cmsg_space!(
             nsock::UnixCredentials,
             nix::sys::time::TimeSpec,
-            [RawFd; 16]
+            [RawFd; SCM_MAX_FD]
         );
         let (len, pid, fds, received) = {
             let mut iov = [io::IoSliceMut::new(&mut buf)];
@@ -476,6 +483,10 @@ impl NotifySocket {
             let mut pid = None;
             let mut received = None;
             let mut fds: Vec<RawFd> = Vec::new();
+            if msg.flags.contains(nsock::MsgFlags::MSG_CTRUNC) {
+                // cannot happen with the space above; say so loudly if a kernel proves it wrong
+                tracing::warn!("a notify datagram's control data was truncated (MSG_CTRUNC)");
+            }
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
                     match c {

@@ -1,0 +1,89 @@
+//! Hostile peers and exhausted resources (issue 13): whatever a local process sends or holds,
+//! baton keeps its descriptors, its CPU and its serving generation.
+
+mod common;
+
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// baton's CPU time so far (utime + stime, in clock ticks).
+fn cpu_ticks(pid: i32) -> u64 {
+    stat_field(pid, 14)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + stat_field(pid, 15)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+/// Datagrams carrying as many descriptors as the kernel allows (SCM_RIGHTS) leave baton's
+/// descriptor table as it was: every descriptor that arrives is closed. (With room for 16,
+/// each such datagram leaked 16 of them.)
+#[test]
+fn descriptors_sent_on_the_notify_socket_are_all_closed() {
+    let _g = serial();
+    let baton = Baton::start("notify-fds", |port, ctl| hello_config(port, ctl, 1, "", ""));
+    let notify = baton.control.with_extension("notify");
+    let before = fds(baton.pid());
+    let sender = r#"
+import os, socket, sys, array
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(253)]
+for n in (17, 100, 253, 253, 253):
+    for _ in range(4):
+        s.sendmsg([b"STATUS=hi"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds[:n]))], 0, sys.argv[1])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", sender])
+        .arg(&notify)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the last datagram was read when baton answers a status request after it
+    wait_for(
+        "baton back to its descriptors",
+        Duration::from_secs(5),
+        || baton.status().is_some() && fds(baton.pid()) == before,
+    );
+    assert!(
+        baton.log_text().contains("notification from pid"),
+        "{}",
+        baton.log_text()
+    );
+}
+
+/// `control` naming a file that is not a socket (here the config file itself) makes `baton
+/// run` fail with the reason, and the file is left as it was: only a stale socket is replaced.
+#[test]
+fn a_control_path_that_is_not_a_socket_is_never_removed() {
+    let _g = serial();
+    let dir = scratch("control-file");
+    let config = dir.join("baton.toml");
+    let text = format!(
+        "command = [\"{}\"]\ncontrol = \"{}\"\n\n[sockets]\nhttp = \"127.0.0.1:{}\"\n",
+        example_bin("hello").display(),
+        config.display(),
+        free_port()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = Command::new(baton_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("baton run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("exists and is not a socket"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "the config file is intact"
+    );
+}
