@@ -14,7 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -130,7 +130,16 @@ pub struct Server {
 pub struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// When it was accepted: it must send its request within [`REQUEST_TIMEOUT`].
+    pub opened: Instant,
 }
+
+/// How long a control connection may take to send its request line before it is closed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most this many control connections wait for their request line at once; the oldest one
+/// is closed to make room for a new one, so that idle connections never lock a client out.
+pub const MAX_CONNS: usize = 64;
 
 /// What a connection asked for, once its request line is complete.
 pub enum Incoming {
@@ -191,10 +200,10 @@ impl Server {
         &self.path
     }
 
-    /// Accept every pending connection. Peers that are neither root nor baton's uid are told
-    /// so and dropped.
-    pub fn accept(&self) -> Vec<Conn> {
-        let mut out = Vec::new();
+    /// Accept the next pending connection; `Ok(None)` when none is queued. Peers that are
+    /// neither root nor baton's uid are told so and dropped. An error is the listener's (for
+    /// example EMFILE: no descriptor left for the connection).
+    pub fn accept_one(&self, now: Instant) -> io::Result<Option<Conn>> {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -202,10 +211,11 @@ impl Server {
                     match uid {
                         Ok(u) if u == 0 || u == self.uid => {
                             if stream.set_nonblocking(true).is_ok() {
-                                out.push(Conn {
+                                return Ok(Some(Conn {
                                     stream,
                                     buf: Vec::new(),
-                                });
+                                    opened: now,
+                                }));
                             }
                         }
                         other => {
@@ -221,15 +231,11 @@ impl Server {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("control accept failed: {e}");
-                    break;
-                }
+                Err(e) => return Err(e),
             }
         }
-        out
     }
 }
 

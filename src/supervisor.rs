@@ -353,7 +353,20 @@ struct Ctx {
     last_status: String,
     /// Each listening socket's name and inode, in the order workers get them (fd 3, 4, …).
     socket_inodes: Vec<(String, u64)>,
+    /// The control socket is not polled until then: accepting failed for want of
+    /// descriptors, and a listener that stays readable must not make the loop spin.
+    accept_paused_until: Option<Instant>,
+    /// Accept failures not logged yet (logged at most every [`ACCEPT_WARN_EVERY`]), and when
+    /// the last one was.
+    accept_errors: (u64, Option<Instant>),
 }
+
+/// How long accepting control connections pauses when it fails (EMFILE, ENFILE, ENOBUFS).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one log line about failing accepts per this interval.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// At most this many control connections are accepted per loop turn.
+const ACCEPTS_PER_TURN: usize = 64;
 
 pub struct Supervisor {
     ctx: Ctx,
@@ -408,6 +421,8 @@ impl Supervisor {
             pipes: Vec::new(),
             last_status: String::new(),
             socket_inodes: Vec::new(),
+            accept_paused_until: None,
+            accept_errors: (0, None),
         };
         for l in &ctx.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
@@ -456,7 +471,11 @@ impl Supervisor {
             poll.clear();
             let i_sig = poll.add(self.ctx.signals.as_fd());
             let i_notify = poll.add(self.ctx.notify.as_fd());
-            let i_control = poll.add(self.ctx.control.as_fd());
+            // not while accepting is paused (out of descriptors)
+            let i_control = match self.ctx.accept_paused_until {
+                Some(t) if t > Instant::now() => None,
+                _ => Some(poll.add(self.ctx.control.as_fd())),
+            };
             let i_wake = poll.add(self.ctx.wake_rx.as_fd());
             let pipe_base = i_wake + 1;
             for p in &self.ctx.pipes {
@@ -488,12 +507,12 @@ impl Supervisor {
                 .map(|i| poll.readable(conn_base + i))
                 .collect();
             self.on_control_conns(&readable);
-            if poll.readable(i_control) {
-                let new = self.ctx.control.accept();
-                self.ctx.conns.extend(new);
-                // read at once: the request line usually arrived with the connection
-                let all = vec![true; self.ctx.conns.len()];
-                self.on_control_conns(&all);
+            if i_control.is_some_and(|i| poll.readable(i)) {
+                let before = self.ctx.conns.len();
+                self.ctx.accept_control(Instant::now());
+                // read the new ones at once: the request line usually came with the connection
+                let new: Vec<bool> = (0..self.ctx.conns.len()).map(|i| i >= before).collect();
+                self.on_control_conns(&new);
             }
         }
     }
@@ -1158,6 +1177,12 @@ impl Supervisor {
 
     fn on_timers(&mut self, now: Instant) {
         let ctx = &mut self.ctx;
+        // control connections that never sent their request
+        ctx.conns
+            .retain(|c| now < c.opened + control::REQUEST_TIMEOUT);
+        if ctx.accept_paused_until.is_some_and(|t| now >= t) {
+            ctx.accept_paused_until = None;
+        }
         if let Some(t) = ctx.next_watchdog {
             if now >= t {
                 ctx.manager.watchdog();
@@ -1286,6 +1311,13 @@ impl Supervisor {
         let mut consider = |t: Instant| {
             best = Some(best.map_or(t, |b| b.min(t)));
         };
+        if let Some(t) = self.ctx.accept_paused_until {
+            consider(t);
+        }
+        if let Some(c) = self.ctx.conns.first() {
+            // the oldest connection is the first to time out
+            consider(c.opened + control::REQUEST_TIMEOUT);
+        }
         for (_, d) in self.ctx.exec_probes.values() {
             consider(*d);
         }
@@ -1437,6 +1469,44 @@ impl Supervisor {
 }
 
 impl Ctx {
+    /// Accept pending control connections. Room is made by closing the oldest connection that
+    /// has not sent its request yet: when there are [`control::MAX_CONNS`] of them, or when
+    /// baton is out of descriptors (EMFILE). With none to close, accepting pauses for
+    /// [`ACCEPT_PAUSE`] instead of spinning on a listener that stays readable.
+    fn accept_control(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.control.accept_one(now) {
+                Ok(Some(conn)) => {
+                    if self.conns.len() >= control::MAX_CONNS {
+                        self.conns.remove(0);
+                    }
+                    self.conns.push(conn);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_fds && !self.conns.is_empty() {
+                        self.conns.remove(0);
+                        continue;
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    let (count, last) = &mut self.accept_errors;
+                    *count += 1;
+                    if last.map_or(true, |t| now >= t + ACCEPT_WARN_EVERY) {
+                        warn!(
+                            baton_event = "control_accept_failed",
+                            "control socket: accept failed {count} time(s): {e}; pausing for {}",
+                            fmt_duration(ACCEPT_PAUSE)
+                        );
+                        *count = 0;
+                        *last = Some(now);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     /// Re-read the config for a reload. The running generation is untouched on error.
     fn load_config(&self) -> Result<Config, String> {
         let Some(path) = &self.config_path else {
