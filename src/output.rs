@@ -11,6 +11,13 @@
 //! A pipe lives until EOF, not until its worker is reaped, so nothing written before an exit is
 //! lost.
 //!
+//! A chatty worker must not freeze the event loop: a pipe is read at most [`READ_BUDGET`] bytes
+//! per loop turn, and lines go to journald without blocking. When journald pushes back (its
+//! socket's queue is full), the pipe keeps its unsent lines and is not read again until the
+//! journal socket is writable, so the worker blocks on its own writes once the pipe is full:
+//! backpressure, as journald's own stdout streams do. No line is dropped: one that journald
+//! refuses for another reason goes to baton's stderr.
+//!
 //! Without the journal, workers simply inherit baton's stdout/stderr and this module is idle.
 
 use std::io;
@@ -21,6 +28,9 @@ use crate::sys::{self, Pid};
 
 /// Longest line sent as one entry; longer lines are split (journald's own LineMax is 48K).
 pub const MAX_LINE: usize = 32 * 1024;
+
+/// At most this much is read from one pipe per loop turn.
+pub const READ_BUDGET: usize = 64 * 1024;
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -52,9 +62,29 @@ pub struct Origin {
 /// The read end of one worker stream.
 pub struct Pipe {
     fd: OwnedFd,
+    /// Read and not sent yet: complete lines waiting for journald, then a partial line.
     buf: Vec<u8>,
+    /// The writer side is closed; what is left in `buf` is sent, then the pipe is done.
+    eof: bool,
+    /// journald pushed back: the pipe is not read until the journal socket is writable.
+    blocked: bool,
     pub origin: Origin,
 }
+
+/// What a pipe needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pump {
+    /// Read it when it is readable.
+    Open,
+    /// Wait until the journal socket is writable, then pump it again.
+    Blocked,
+    /// Everything was sent: drop it.
+    Done,
+}
+
+/// journald's socket is full: the datagram was not sent.
+#[derive(Debug)]
+struct Full;
 
 /// A connection to journald's native socket.
 pub struct Journal {
@@ -65,10 +95,13 @@ impl Journal {
     pub fn connect() -> io::Result<Journal> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(JOURNAL_SOCKET)?;
+        sock.set_nonblocking(true)?;
         Ok(Journal { sock })
     }
 
-    fn send(&self, origin: &Origin, line: &[u8]) {
+    /// Send one line; `Err(Full)` when journald's queue is full (try again once the socket is
+    /// writable). Any other failure sends the line to stderr instead.
+    fn send(&self, origin: &Origin, line: &[u8]) -> Result<(), Full> {
         let (priority, text) = split_priority(line);
         let mut msg = Vec::with_capacity(text.len() + 256);
         // MESSAGE may contain anything but a newline here (lines are split on '\n'), so the
@@ -86,15 +119,27 @@ impl Journal {
             origin.pid
         );
         msg.extend_from_slice(fields.as_bytes());
-        if let Err(e) = self.sock.send(&msg) {
-            // the journal is gone or full: keep the line on baton's stderr rather than lose it
-            eprintln!(
-                "[generation {} pid {}] {} (journal: {e})",
-                origin.generation,
-                origin.pid,
-                String::from_utf8_lossy(text)
-            );
+        match self.sock.send(&msg) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Full),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.send(origin, line),
+            Err(e) => {
+                // the journal is gone: keep the line on baton's stderr rather than lose it
+                eprintln!(
+                    "[generation {} pid {}] {} (journal: {e})",
+                    origin.generation,
+                    origin.pid,
+                    String::from_utf8_lossy(text)
+                );
+                Ok(())
+            }
         }
+    }
+}
+
+impl AsFd for Journal {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
@@ -115,6 +160,8 @@ pub fn pipe(origin: Origin) -> io::Result<(Pipe, OwnedFd)> {
         Pipe {
             fd: r,
             buf: Vec::new(),
+            eof: false,
+            blocked: false,
             origin,
         },
         w,
@@ -128,48 +175,64 @@ impl AsFd for Pipe {
 }
 
 impl Pipe {
-    /// Read what is available and send every complete line. Returns false at EOF (after
-    /// sending a partial last line), when the pipe can be dropped.
-    pub fn pump(&mut self, journal: &Journal) -> bool {
+    /// Whether it waits for the journal rather than for input.
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Send what is pending, then read at most [`READ_BUDGET`] and send every complete line
+    /// (and, at EOF, a partial last line).
+    pub fn pump(&mut self, journal: &Journal) -> Pump {
         let mut chunk = [0u8; 16 * 1024];
+        let mut read = 0;
         loop {
+            if self.flush(journal).is_err() {
+                self.blocked = true;
+                return Pump::Blocked;
+            }
+            self.blocked = false;
+            if self.eof {
+                return Pump::Done;
+            }
+            if read >= READ_BUDGET {
+                return Pump::Open;
+            }
             match sys::read(self.fd.as_fd(), &mut chunk) {
-                Ok(0) => {
-                    self.flush_lines(journal);
-                    if !self.buf.is_empty() {
-                        let rest = std::mem::take(&mut self.buf);
-                        journal.send(&self.origin, &rest);
-                    }
-                    return false;
-                }
+                Ok(0) => self.eof = true,
                 Ok(n) => {
+                    read += n;
                     self.buf.extend_from_slice(&chunk[..n]);
-                    self.flush_lines(journal);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pump::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => self.eof = true,
             }
         }
     }
 
-    fn flush_lines(&mut self, journal: &Journal) {
+    /// Send the complete lines of `buf` (a line longer than [`MAX_LINE`] in parts, as is a
+    /// partial line that long), and at EOF the partial rest. Stops at the first line journald
+    /// cannot take, which stays in `buf`.
+    fn flush(&mut self, journal: &Journal) -> Result<(), Full> {
         let mut start = 0;
-        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.buf[start..start + pos];
-            for part in line.chunks(MAX_LINE) {
-                journal.send(&self.origin, part);
+        let result = loop {
+            let rest = &self.buf[start..];
+            if rest.is_empty() {
+                break Ok(());
             }
-            if line.is_empty() {
-                journal.send(&self.origin, b"");
+            let (piece, used) = match rest.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
+                Some(pos) => (&rest[..pos], pos + 1),
+                None if rest.len() >= MAX_LINE => (&rest[..MAX_LINE], MAX_LINE),
+                None if self.eof => (rest, rest.len()),
+                None => break Ok(()),
+            };
+            if let Err(full) = journal.send(&self.origin, piece) {
+                break Err(full);
             }
-            start += pos + 1;
-        }
+            start += used;
+        };
         self.buf.drain(..start);
-        while self.buf.len() >= MAX_LINE {
-            let part: Vec<u8> = self.buf.drain(..MAX_LINE).collect();
-            journal.send(&self.origin, &part);
-        }
+        result
     }
 }
 

@@ -477,14 +477,20 @@ impl Supervisor {
                 _ => Some(poll.add(self.ctx.control.as_fd())),
             };
             let i_wake = poll.add(self.ctx.wake_rx.as_fd());
-            let pipe_base = i_wake + 1;
-            for p in &self.ctx.pipes {
-                poll.add(p.as_fd());
-            }
-            let conn_base = pipe_base + self.ctx.pipes.len();
-            for c in &self.ctx.conns {
-                poll.add(c.as_fd());
-            }
+            // a pipe that journald pushed back on waits for the journal, not for input
+            let i_pipes: Vec<Option<usize>> = self
+                .ctx
+                .pipes
+                .iter()
+                .map(|p| (!p.blocked()).then(|| poll.add(p.as_fd())))
+                .collect();
+            let i_journal = match &self.ctx.journal {
+                Some(j) if self.ctx.pipes.iter().any(|p| p.blocked()) => {
+                    Some(poll.add_writable(j.as_fd()))
+                }
+                _ => None,
+            };
+            let i_conns: Vec<usize> = self.ctx.conns.iter().map(|c| poll.add(c.as_fd())).collect();
             if let Err(e) = poll.wait(timeout) {
                 error!("poll failed: {e}");
                 return 1;
@@ -499,13 +505,19 @@ impl Supervisor {
                 self.ctx.wake_rx.drain();
                 self.on_probe_results();
             }
-            let readable: Vec<bool> = (0..self.ctx.pipes.len())
-                .map(|i| poll.readable(pipe_base + i))
+            let journal_writable = i_journal.is_some_and(|i| poll.writable(i));
+            let ready: Vec<bool> = self
+                .ctx
+                .pipes
+                .iter()
+                .zip(&i_pipes)
+                .map(|(p, i)| match i {
+                    Some(i) => poll.readable(*i),
+                    None => p.blocked() && journal_writable,
+                })
                 .collect();
-            self.on_output(&readable);
-            let readable: Vec<bool> = (0..self.ctx.conns.len())
-                .map(|i| poll.readable(conn_base + i))
-                .collect();
+            self.on_output(&ready);
+            let readable: Vec<bool> = i_conns.iter().map(|i| poll.readable(*i)).collect();
             self.on_control_conns(&readable);
             if i_control.is_some_and(|i| poll.readable(i)) {
                 let before = self.ctx.conns.len();
@@ -1103,14 +1115,16 @@ impl Supervisor {
         }
     }
 
-    /// Workers' output lines to the journal; a pipe goes away at EOF.
-    fn on_output(&mut self, readable: &[bool]) {
+    /// Workers' output lines to the journal (`ready`: the pipe is readable, or it waited for
+    /// the journal, which is writable now); a pipe goes away once EOF is reached and sent.
+    fn on_output(&mut self, ready: &[bool]) {
         let Some(journal) = &self.ctx.journal else {
             return;
         };
         let mut i = 0;
         self.ctx.pipes.retain_mut(|p| {
-            let keep = !readable.get(i).copied().unwrap_or(false) || p.pump(journal);
+            let keep =
+                !ready.get(i).copied().unwrap_or(false) || p.pump(journal) != output::Pump::Done;
             i += 1;
             keep
         });

@@ -242,7 +242,21 @@ impl PollSet {
         });
         self.fds.len() - 1
     }
-    /// Wait until something is readable or `timeout` passed (`None` = forever).
+    /// Watch `fd` for room to write; returns its index for [`PollSet::writable`].
+    pub fn add_writable(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+    /// Whether entry `idx` (added with [`PollSet::add_writable`]) can be written to (or is in
+    /// error, which a write will report).
+    pub fn writable(&self, idx: usize) -> bool {
+        self.fds[idx].revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0
+    }
+    /// Wait until something is ready or `timeout` passed (`None` = forever).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let ms: libc::c_int = match timeout {
             None => -1,

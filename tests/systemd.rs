@@ -1229,3 +1229,98 @@ fn a_reload_queued_behind_a_drain_shows_in_status_and_outlives_the_unit_timeout(
     );
     c.finish(&bx, &["api.service"]);
 }
+
+/// A chatty worker under the shipped unit: lines are read with a budget per loop turn and sent
+/// to journald without blocking, and a pipe journald pushes back on is not read until the
+/// journal can take more, so the worker waits on its own writes. Every line of a burst
+/// arrives (journald's rate limit is off here, so any loss would be baton's), and while two
+/// workers print as fast as they can (`yes`), the service starts, reloads, answers `baton
+/// status` at once and stops in time. (Reading until the pipe was empty and sending over a
+/// blocking socket froze the loop: status timed out and the unit never finished starting.)
+#[test]
+fn a_chatty_worker_neither_loses_lines_nor_freezes_baton() {
+    const LINES: u64 = 200_000;
+    let bx = SdBox::up("chatty");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/etc/systemd/journald.conf.d/no-rate-limit.conf",
+        "[Journal]\nRateLimitBurst=0\n",
+    );
+    bx.sh_ok("systemctl restart systemd-journald");
+    let config = |script: &str| {
+        BASE_CONFIG.replace(
+            r#"command   = ["/usr/local/bin/hello"]"#,
+            &format!(r#"command   = ["/bin/sh", "-c", "{script} & exec /usr/local/bin/hello"]"#),
+        )
+    };
+    bx.write(
+        "/etc/baton/api.toml",
+        &config(&format!("seq 1 {LINES}")).replace("instances = 2", "instances = 1"),
+    );
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    let pid = serving_workers(&bx.baton_status(API).expect("status"))
+        .into_iter()
+        .next()
+        .expect("a worker");
+    let mut c = Checks::new();
+    let count = || {
+        bx.sh(&format!(
+            "journalctl --no-pager -o cat BATON_WORKER_PID={pid} BATON_STREAM=stdout | grep -c '^[0-9]*$'"
+        ))
+        .stdout
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+    };
+    c.check(
+        within(Duration::from_secs(60), || count() == LINES),
+        format!(
+            "all {LINES} lines of the burst in the journal (found {})",
+            count()
+        ),
+    );
+
+    bx.write("/etc/baton/api.toml", &config("yes flood-of-output"));
+    let out = bx.systemctl(&["reload", "api"]);
+    c.check(out.ok(), format!("reload while two workers flood: {out}"));
+    let mut slowest = 0u64;
+    for _ in 0..10 {
+        let out = bx.sh(
+            "t0=$(date +%s%N); baton status --config /etc/baton/api.toml >/dev/null || exit 1; \
+             echo $(( ($(date +%s%N) - t0) / 1000000 ))",
+        );
+        c.check(
+            out.ok(),
+            format!("baton status answers during the flood: {out}"),
+        );
+        slowest = slowest.max(out.stdout.trim().parse().unwrap_or(u64::MAX));
+    }
+    eprintln!("  slowest baton status during the flood: {slowest} ms");
+    c.check(
+        slowest < 100,
+        format!("baton status within 100 ms (slowest {slowest} ms)"),
+    );
+    let r = http_get(port, "/", Duration::from_secs(5));
+    c.check(
+        matches!(r, Ok((200, _))),
+        format!("the app answers during the flood: {r:?}"),
+    );
+    let t0 = Instant::now();
+    let out = bx.systemctl(&["stop", "api.service"]);
+    let took = t0.elapsed();
+    c.check(
+        out.ok() && took < Duration::from_secs(10),
+        format!("systemctl stop during the flood took {took:?}: {out}"),
+    );
+    c.check(
+        bx.show("api.service", "Result") == "success",
+        format!(
+            "stopped cleanly, not killed: Result={}",
+            bx.show("api.service", "Result")
+        ),
+    );
+    c.finish(&bx, &["api.service"]);
+}
