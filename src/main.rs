@@ -42,7 +42,8 @@ struct Target {
     /// Config file (TOML)
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Control socket (default: from the config, else derived from the config file name)
+    /// Control socket (default: the config's `control`, else <runtime dir>/<config name>/control.sock;
+    /// for reload and status without --config, the one <runtime dir>/*/control.sock)
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 }
@@ -198,22 +199,28 @@ fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode
     }
 }
 
-/// Where the control socket lives when neither `--control` nor `control =` says.
-/// `/run/baton/<config stem>.sock` for root, `$XDG_RUNTIME_DIR/baton/…` (or
-/// `/tmp/baton-<uid>/…`) for others; the demo uses the stem "demo".
+/// The directory of baton's control sockets: `/run/baton` for root, `$XDG_RUNTIME_DIR/baton`
+/// (or `/tmp/baton-<uid>`) for others.
+fn runtime_dir() -> PathBuf {
+    if sys::euid() == 0 {
+        PathBuf::from("/run/baton")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        PathBuf::from(x).join("baton")
+    } else {
+        PathBuf::from(format!("/tmp/baton-{}", sys::euid()))
+    }
+}
+
+/// Where the control socket lives when neither `--control` nor `control =` says:
+/// `<runtime dir>/<config stem>/control.sock` (the demo uses the stem "demo"). The template
+/// unit `baton@NAME.service` has `RuntimeDirectory=baton/NAME` and reads
+/// `/etc/baton/NAME.toml`, so `baton status --config /etc/baton/NAME.toml` finds its socket.
 fn default_control(config: Option<&Path>) -> PathBuf {
     let stem = config
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "demo".into());
-    let dir = if sys::euid() == 0 {
-        PathBuf::from("/run/baton")
-    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
-        PathBuf::from(x).join("baton")
-    } else {
-        PathBuf::from(format!("/tmp/baton-{}", sys::euid()))
-    };
-    dir.join(format!("{stem}.sock"))
+    runtime_dir().join(stem).join("control.sock")
 }
 
 fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
@@ -224,6 +231,66 @@ fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
         return c;
     }
     default_control(target.config.as_deref())
+}
+
+/// `baton status` / `baton reload` with neither `--config` nor `--control`: the one control
+/// socket `<runtime dir>/*/control.sock`; none or several is an error that says what to pass.
+/// The error says whether no baton was found at all (`baton status` exits 3 then).
+fn discover_control() -> Result<PathBuf, ClientError> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = runtime_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path().join("control.sock"))
+                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    let pattern = dir.join("*").join("control.sock");
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(ClientError::not_running(format!(
+            "baton: no control socket found: nothing matches {} (no `baton run` of this user \
+             uses a default control path); pass --config FILE (the config `baton run` was started \
+             with) or --control PATH",
+            pattern.display()
+        ))),
+        _ => Err(ClientError::other(format!(
+            "baton: {} control sockets match {}; say which with --config FILE or --control PATH:\n{}",
+            found.len(),
+            pattern.display(),
+            found
+                .iter()
+                .map(|p| format!("  {}", p.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))),
+    }
+}
+
+/// Why a client command found no control socket to talk to.
+struct ClientError {
+    /// No baton runs (as far as the default paths tell): `baton status` exits 3.
+    not_running: bool,
+    message: String,
+}
+
+impl ClientError {
+    fn not_running(message: String) -> ClientError {
+        ClientError {
+            not_running: true,
+            message,
+        }
+    }
+    fn other(message: String) -> ClientError {
+        ClientError {
+            not_running: false,
+            message,
+        }
+    }
 }
 
 fn run(target: Target, demo: bool) -> ExitCode {
@@ -282,12 +349,14 @@ fn run(target: Target, demo: bool) -> ExitCode {
 }
 
 /// The control socket for a client command: --control, else the config's `control`, else the
-/// default derived from the config file name.
-fn client_control(target: &Target) -> Result<PathBuf, String> {
+/// default derived from the config file name; with neither option, the one socket
+/// [`discover_control`] finds.
+fn client_control(target: &Target) -> Result<PathBuf, ClientError> {
     let cfg = match &target.config {
         Some(p) if target.control.is_none() => {
-            Some(Config::load(p).map_err(|e| format!("baton: {e}"))?)
+            Some(Config::load(p).map_err(|e| ClientError::other(format!("baton: {e}")))?)
         }
+        None if target.control.is_none() => return discover_control(),
         _ => None,
     };
     Ok(control_path(target, cfg.as_ref()))
@@ -297,7 +366,7 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", e.message);
             return ExitCode::FAILURE;
         }
     };
@@ -343,8 +412,8 @@ fn status(target: Target, json: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+            eprintln!("{}", e.message);
+            return ExitCode::from(if e.not_running { 3 } else { 1 });
         }
     };
     let line = match control::request(

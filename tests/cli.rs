@@ -181,3 +181,258 @@ fn control_socket_refuses_other_users() {
     assert!(!out.status.success());
     assert_eq!(baton.serving_generation(), 1, "nothing was reloaded");
 }
+
+/// A `baton run` started by a test, killed (SIGTERM, then SIGKILL) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            signal(self.0.id() as i32, "TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `baton ARGS…`, as user nobody when `xdg` is given (with XDG_RUNTIME_DIR=xdg), else as root.
+fn baton_cmd(xdg: Option<&std::path::Path>, args: &[&std::ffi::OsStr]) -> Command {
+    let mut c = match xdg {
+        Some(dir) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(baton_bin())
+                .env("XDG_RUNTIME_DIR", dir);
+            c
+        }
+        None => Command::new(baton_bin()),
+    };
+    c.args(args).env_remove("NOTIFY_SOCKET");
+    c
+}
+
+/// `baton run --config CONFIG` in the background (output into CONFIG.log).
+fn run_config(xdg: Option<&std::path::Path>, config: &std::path::Path) -> Running {
+    let log = std::fs::File::create(config.with_extension("log")).unwrap();
+    let child = baton_cmd(xdg, &["run".as_ref(), "--config".as_ref(), config.as_ref()])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn baton run");
+    Running(child)
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Item 6 of issue 12: with no `control =` and no `--control`, `baton run --config
+/// DIR/NAME.toml` (as root) listens on /run/baton/NAME/control.sock — the directory
+/// baton@NAME.service gets from `RuntimeDirectory=baton/NAME` — and `baton status` /
+/// `baton reload --config DIR/NAME.toml` find it there.
+#[test]
+fn default_control_socket_is_runtime_dir_name_control_sock() {
+    let _g = serial();
+    assert_eq!(
+        nix_euid(),
+        0,
+        "this test checks root's runtime dir /run/baton"
+    );
+    let dir = scratch("defctl");
+    let name = format!("baton-test-{}", std::process::id());
+    let cfg = dir.join(format!("{name}.toml"));
+    let port = free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "command = [\"{}\"]\n[sockets]\nhttp = \"127.0.0.1:{port}\"\n",
+            example_bin("hello").display()
+        ),
+    )
+    .unwrap();
+    let expected = std::path::PathBuf::from(format!("/run/baton/{name}/control.sock"));
+    let _baton = run_config(None, &cfg);
+    let status = || {
+        baton_cmd(
+            None,
+            &[
+                "status".as_ref(),
+                "--json".as_ref(),
+                "--config".as_ref(),
+                cfg.as_ref(),
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    wait_for(
+        "baton status --config answers",
+        Duration::from_secs(20),
+        || {
+            let out = status();
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|s| s["state"] == "serving")
+        },
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&expected).is_ok_and(|m| m.file_type().is_socket()),
+        "{} is baton's control socket",
+        expected.display()
+    );
+    assert!(
+        expected.with_extension("notify").exists(),
+        "the notify socket sits next to it"
+    );
+    let out = baton_cmd(
+        None,
+        &["reload".as_ref(), "--config".as_ref(), cfg.as_ref()],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
+    assert_eq!(s["serving_generation"], 2);
+    drop(_baton);
+    assert!(
+        !expected.exists(),
+        "baton removes its control socket on exit"
+    );
+    let _ = std::fs::remove_dir(expected.parent().unwrap());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn nix_euid() -> u32 {
+    // the owner of /proc/self is the effective uid
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// Item 6 of issue 12: `baton status` / `baton reload` with neither --config nor --control
+/// use the one `<runtime dir>/*/control.sock`; with none they say where they looked and
+/// what to pass (status exits 3), with several they list them. Run as nobody with its own
+/// XDG_RUNTIME_DIR, so that nothing else on the machine is in the way.
+#[test]
+fn status_without_arguments_finds_the_one_control_socket() {
+    let _g = serial();
+    let dir = scratch("discover");
+    let xdg = dir.join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let mk = |name: &str| {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "command = [\"{}\"]\n[sockets]\nhttp = \"127.0.0.1:{}\"\n",
+                example_bin("hello").display(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let (one, two) = (mk("one"), mk("two"));
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let status = || {
+        baton_cmd(Some(&xdg), &["status".as_ref(), "--json".as_ref()])
+            .output()
+            .unwrap()
+    };
+
+    // none
+    let out = status();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = text(&out);
+    let pattern = format!("{}/baton/*/control.sock", xdg.display());
+    assert!(err.contains(&pattern), "says where it looked: {err}");
+    assert!(
+        err.contains("--config") && err.contains("--control"),
+        "says what to pass: {err}"
+    );
+
+    // exactly one
+    let a = run_config(Some(&xdg), &one);
+    wait_for(
+        "baton status (no argument) answers",
+        Duration::from_secs(20),
+        || {
+            let out = status();
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                    .is_ok_and(|s| s["state"] == "serving")
+        },
+    );
+    let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
+    assert_eq!(s["pid"], a.0.id(), "it is baton `one`");
+    assert!(xdg.join("baton/one/control.sock").exists());
+    let out = baton_cmd(Some(&xdg), &["reload".as_ref()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
+    assert_eq!(s["serving_generation"], 2, "`baton reload` reloaded `one`");
+
+    // several
+    let _b = run_config(Some(&xdg), &two);
+    let sock2 = xdg.join("baton/two/control.sock");
+    wait_for("baton `two` listening", Duration::from_secs(20), || {
+        baton_cmd(
+            Some(&xdg),
+            &["status".as_ref(), "--control".as_ref(), sock2.as_ref()],
+        )
+        .output()
+        .unwrap()
+        .status
+        .success()
+    });
+    for cmd in ["status", "reload"] {
+        let out = baton_cmd(Some(&xdg), &[cmd.as_ref()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {}", text(&out));
+        let err = text(&out);
+        assert!(
+            err.contains(&format!("{}/baton/one/control.sock", xdg.display()))
+                && err.contains(&sock2.display().to_string()),
+            "{cmd} lists both: {err}"
+        );
+    }
+    let s: serde_json::Value = serde_json::from_slice(
+        &baton_cmd(
+            Some(&xdg),
+            &[
+                "status".as_ref(),
+                "--json".as_ref(),
+                "--config".as_ref(),
+                one.as_ref(),
+            ],
+        )
+        .output()
+        .unwrap()
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        s["serving_generation"], 2,
+        "a failed `reload` reloaded nothing"
+    );
+    drop(a);
+    drop(_b);
+    let _ = std::fs::remove_dir_all(dir);
+}
