@@ -3,6 +3,7 @@
 //! This file is the command line only: it parses arguments, finds the config and the control
 //! socket, and hands over to the supervisor (`run`) or the control client (`reload`, `status`).
 
+mod check;
 mod config;
 mod control;
 mod logging;
@@ -94,10 +95,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
-    /// Validate a config file and exit non-zero if it has an error
+    /// Validate a config file: errors (exit 1) name the file, line and key; warnings (exit 0)
+    /// say what would fail at run time, e.g. a command that is not found
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also fail on what would fail at run time (command not found or not executable, cwd
+        /// missing): for a check run as the service's own user, like the units' ExecStartPre
+        #[arg(long)]
+        strict: bool,
     },
     /// Write the man pages (`man`) or shell completions (`completions SHELL...`) into a
     /// directory; used by packaging/build.sh
@@ -153,25 +159,58 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} x {:?}, readiness {}, {} socket(s))",
-                    config.display(),
-                    c.instances,
-                    c.command,
-                    c.readiness.kind.name(),
-                    c.sockets.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("baton: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { config, strict } => check(&config, strict),
         Command::Generate { what, shells, out } => generate(&what, &shells, &out),
     }
+}
+
+/// `baton check`: the config's errors, else its findings (`warning: …` lines, or errors with
+/// `--strict` for those that would fail at run time) and a summary line.
+fn check(path: &Path, strict: bool) -> ExitCode {
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = check::findings(&c);
+    let errors = findings.iter().filter(|f| f.is_error(strict)).count();
+    for f in &findings {
+        let prefix = if f.is_error(strict) {
+            "baton"
+        } else {
+            "warning"
+        };
+        eprintln!(
+            "{prefix}: {}: key `{}`: {}",
+            path.display(),
+            f.key,
+            f.message
+        );
+    }
+    if errors > 0 {
+        eprintln!(
+            "baton: {}: {errors} error(s) (--strict: what would fail at run time)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let warnings = findings.len();
+    println!(
+        "{}: ok ({} x {:?}, readiness {}, {} socket(s)){}",
+        path.display(),
+        c.instances,
+        c.command,
+        c.readiness.kind.name(),
+        c.sockets.len(),
+        match warnings {
+            0 => String::new(),
+            1 => ", 1 warning".to_string(),
+            n => format!(", {n} warnings"),
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 /// `baton generate`: man pages (baton.1 and one page per visible subcommand) or completion

@@ -436,3 +436,91 @@ fn status_without_arguments_finds_the_one_control_socket() {
     drop(_b);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Item 9 of issue 12: `baton check` warns (exit 0) about a command that does not exist, a
+/// missing cwd, a program another user may not execute; `--strict` makes them errors (exit 1).
+#[test]
+fn check_warns_about_missing_command_and_cwd_and_strict_fails() {
+    let dir = scratch("checkrt");
+    let check = |xdg: Option<&std::path::Path>, cfg: &std::path::Path, strict: bool| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["check".as_ref(), "--config".as_ref(), cfg.as_ref()];
+        if strict {
+            args.push("--strict".as_ref());
+        }
+        baton_cmd(xdg, &args).output().unwrap()
+    };
+    let write = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let missing = write(
+        "missing.toml",
+        "command = [\"/srv/nonexistent/app\", \"-x\"]\n",
+    );
+    let nocwd = write(
+        "nocwd.toml",
+        "command = [\"./app\"]\ncwd = \"/srv/nonexistent\"\n",
+    );
+    let notpath = write("notpath.toml", "command = [\"baton-no-such-command\"]\n");
+    for (cfg, key, words) in [
+        (&missing, "command", "/srv/nonexistent/app does not exist"),
+        (&nocwd, "cwd", "/srv/nonexistent does not exist"),
+        (&notpath, "command", "PATH"),
+    ] {
+        let out = check(None, cfg, false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a warning only: {}", text(&out));
+        let line = format!("warning: {}: key `{key}`: ", cfg.display());
+        assert!(
+            err.contains(&line) && err.contains(words),
+            "{line} … {words}: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("ok ("),
+            "{}",
+            text(&out)
+        );
+        let out = check(None, cfg, true);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "--strict: an error: {}",
+            text(&out)
+        );
+        assert!(
+            err.contains(&format!("baton: {}: key `{key}`: ", cfg.display()))
+                && err.contains(words),
+            "{err}"
+        );
+        assert!(!err.contains("warning:"), "{err}");
+        assert!(out.stdout.is_empty(), "no ok line: {}", text(&out));
+    }
+    // a program root may run but the service's user may not: only the check as that user sees it
+    let private = dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    let app = private.join("app");
+    std::fs::copy("/bin/true", &app).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = write(
+        "private.toml",
+        &format!("command = [\"{}\"]\n", app.display()),
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(None, &cfg, true);
+    assert!(out.status.success(), "root may run it: {}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let out = check(Some(&dir), &cfg, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not executable by uid 65534"),
+        "{}",
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
