@@ -442,18 +442,21 @@ impl Config {
             })
     }
 
-    /// The text [`Config::demo`] parses (printed by `baton run --demo`).
-    pub const DEMO_TOML: &'static str = r#"# baton demo configuration
+    /// The text [`Config::demo`] parses (printed by `baton run --demo`): two instances of
+    /// the example worker `worker` sharing `listen`.
+    pub fn demo_toml(worker: &Path, listen: &SocketAddrSpec) -> String {
+        let quote = |s: String| toml::Value::String(s).to_string();
+        format!(
+            r#"# baton demo configuration
 #
-# Two instances of the example worker share 127.0.0.1:8080. Build the worker
-# first with `cargo build --release --examples`.
+# Two instances of the example worker share {listen}.
 
-command   = ["./target/release/examples/hello"]
+command   = [{worker}]
 instances = 2
 
 [sockets]
 # Used only when systemd passed no sockets.
-http = "127.0.0.1:8080"
+http = {addr}
 
 [readiness]
 kind    = "notify"
@@ -462,7 +465,11 @@ timeout = "10s"
 [drain]
 signal  = "SIGTERM"
 timeout = "10s"
-"#;
+"#,
+            worker = quote(worker.display().to_string()),
+            addr = quote(listen.to_string()),
+        )
+    }
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -484,9 +491,10 @@ timeout = "10s"
         ctx.convert(raw)
     }
 
-    /// The embedded demo configuration (see [`Config::DEMO_TOML`]).
-    pub fn demo() -> Config {
-        Config::parse(Config::DEMO_TOML, "<demo>").expect("the embedded demo config is valid")
+    /// The embedded demo configuration (see [`Config::demo_toml`]).
+    pub fn demo(worker: &Path, listen: &SocketAddrSpec) -> Config {
+        Config::parse(&Config::demo_toml(worker, listen), "<demo>")
+            .expect("the embedded demo config is valid")
     }
 }
 
@@ -1911,24 +1919,27 @@ backoff_max     = "1m"
 
     #[test]
     fn demo_parses() {
-        let c = Config::demo();
-        assert_eq!(
-            c.command,
-            vec!["./target/release/examples/hello".to_string()]
-        );
+        let listen: SocketAddrSpec = "127.0.0.1:8080".parse().unwrap();
+        let c = Config::demo(Path::new("/usr/lib/baton/hello-worker"), &listen);
+        assert_eq!(c.command, vec!["/usr/lib/baton/hello-worker".to_string()]);
         assert_eq!(c.instances, 2);
         assert_eq!(
             c.sockets,
             vec![SocketSpec {
                 name: "http".into(),
-                addr: SocketAddrSpec::Tcp("127.0.0.1:8080".parse().unwrap()),
+                addr: listen,
             }]
         );
         assert_eq!(c.readiness.kind, ReadinessKind::Notify);
         assert_eq!(c.readiness.timeout, Duration::from_secs(10));
         assert_eq!(c.drain.timeout, Duration::from_secs(10));
         assert_eq!(c.drain.signal, StopSignal::TERM);
-        assert_eq!(Config::parse(Config::DEMO_TOML, "x").unwrap(), c);
+        // any path and address survive the quoting
+        let odd = Path::new("/opt/we\"ird\\dir/hello");
+        let unix: SocketAddrSpec = "unix:/run/demo \"x\".sock".parse().unwrap();
+        let c = Config::demo(odd, &unix);
+        assert_eq!(c.command, vec![odd.display().to_string()]);
+        assert_eq!(c.sockets[0].addr, unix);
     }
 
     #[test]

@@ -55,9 +55,13 @@ enum Command {
     Run {
         #[command(flatten)]
         target: Target,
-        /// Run the embedded demo config (example worker on 127.0.0.1:8080)
+        /// Run the embedded demo config: two instances of the example worker found next to
+        /// baton (examples/hello in a cargo build, ../lib/baton/hello-worker when installed)
         #[arg(long, conflicts_with = "config")]
         demo: bool,
+        /// The demo's address: "IP:port", "[IPv6]:port" or "unix:/path" [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Start a new generation and wait for the outcome (exit 0: serving; 1: rolled back)
     Reload {
@@ -122,7 +126,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { target, demo } => run(target, demo),
+        Command::Run {
+            target,
+            demo,
+            listen,
+        } => {
+            if listen.is_some() && !demo {
+                eprintln!(
+                    "baton: --listen is only for --demo (a config's address is in [sockets])"
+                );
+                return ExitCode::from(2);
+            }
+            run(
+                target,
+                demo.then(|| listen.unwrap_or_else(|| DEMO_LISTEN.into())),
+            )
+        }
         Command::Reload {
             target,
             timeout,
@@ -332,7 +351,39 @@ impl ClientError {
     }
 }
 
-fn run(target: Target, demo: bool) -> ExitCode {
+/// The demo's address without `--listen`.
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
+
+/// Where the example worker is, relative to the directory of the baton binary: a cargo build
+/// (target/release/baton, target/release/examples/hello), then the packages' layout
+/// (/usr/bin/baton, /usr/lib/baton/hello-worker).
+const DEMO_WORKERS: [&str; 2] = ["examples/hello", "../lib/baton/hello-worker"];
+
+/// The example worker for `baton run --demo`, found next to the running baton binary.
+fn demo_worker() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot tell where baton is: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates: Vec<PathBuf> = DEMO_WORKERS.iter().map(|c| dir.join(c)).collect();
+    candidates
+        .iter()
+        .find(|p| worker::resolve_program(&p.to_string_lossy(), None).is_ok())
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the example worker is not next to {} (looked for {}); build it with \
+                 `cargo build --release --bins --examples`, or run an installed package's baton",
+                exe.display(),
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        })
+}
+
+/// `demo`: the demo's listen address (`--demo`), or `None` to run `--config`.
+fn run(target: Target, demo: Option<String>) -> ExitCode {
     // Signals are blocked before anything else, so that every thread inherits the mask.
     let signals = match sys::SignalFd::new() {
         Ok(s) => s,
@@ -350,11 +401,28 @@ fn run(target: Target, demo: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        (None, true) => {
-            tracing::info!("running the embedded demo config:\n{}", Config::DEMO_TOML);
-            Config::demo()
+        (None, Some(listen)) => {
+            let listen: config::SocketAddrSpec = match listen.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("baton: --listen: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let worker = match demo_worker() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("baton: --demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(
+                "running the embedded demo config:\n{}",
+                Config::demo_toml(&worker, &listen)
+            );
+            Config::demo(&worker, &listen)
         }
-        (None, false) => {
+        (None, None) => {
             eprintln!("baton: `run` needs --config FILE (or --demo for the embedded demo)");
             return ExitCode::from(2);
         }

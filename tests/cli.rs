@@ -524,3 +524,108 @@ fn check_warns_about_missing_command_and_cwd_and_strict_fails() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Item 9 of issue 12: `baton run --demo` finds the example worker next to the baton binary
+/// (cargo's target/release/examples/hello, or the packages' /usr/lib/baton/hello-worker seen
+/// from /usr/bin/baton) whatever the current directory, and takes `--listen`.
+#[test]
+fn demo_finds_its_worker_next_to_baton_and_takes_listen() {
+    let _g = serial();
+    let dir = scratch("demo");
+    // a packaged layout: DIR/usr/bin/baton and DIR/usr/lib/baton/hello-worker
+    let bin = dir.join("usr/bin");
+    let lib = dir.join("usr/lib/baton");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&lib).unwrap();
+    std::fs::copy(baton_bin(), bin.join("baton")).unwrap();
+    std::fs::copy(example_bin("hello"), lib.join("hello-worker")).unwrap();
+    let alone = dir.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(baton_bin(), alone.join("baton")).unwrap();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+
+    for (baton, worker) in [
+        (baton_bin(), example_bin("hello")),
+        (bin.join("baton"), lib.join("hello-worker")),
+    ] {
+        let port = free_port();
+        let ctl = dir.join("ctl.sock");
+        let log = std::fs::File::create(dir.join("demo.log")).unwrap();
+        let child = Command::new(&baton)
+            .args([
+                "run",
+                "--demo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--control",
+            ])
+            .arg(&ctl)
+            .current_dir(&elsewhere)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let _running = Running(child);
+        let status = || -> Option<serde_json::Value> {
+            let out = Command::new(baton_bin())
+                .args(["status", "--json", "--control"])
+                .arg(&ctl)
+                .output()
+                .ok()?;
+            serde_json::from_slice(&out.stdout).ok()
+        };
+        wait_for(
+            &format!("the demo of {} serving", baton.display()),
+            Duration::from_secs(20),
+            || status().is_some_and(|s| s["state"] == "serving"),
+        );
+        let (code, body) = http_get(port, "/").expect("GET / on --listen");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.starts_with("hello from pid"), "{body}");
+        let s = status().unwrap();
+        let workers = s["generations"][0]["workers"].as_array().unwrap().clone();
+        assert_eq!(workers.len(), 2, "{s}");
+        for w in workers {
+            let pid = w["pid"].as_i64().unwrap() as i32;
+            assert_eq!(
+                std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+                std::fs::canonicalize(&worker).unwrap(),
+                "the worker next to {}",
+                baton.display()
+            );
+        }
+    }
+
+    // no worker next to it: an error naming where it looked
+    let out = Command::new(alone.join("baton"))
+        .args(["run", "--demo", "--control"])
+        .arg(dir.join("ctl2.sock"))
+        .current_dir(&elsewhere)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains(&alone.join("examples/hello").display().to_string())
+            && err.contains("lib/baton/hello-worker")
+            && err.contains("cargo build"),
+        "{err}"
+    );
+    // a bad --listen is a usage error; --listen without --demo too
+    let out = Command::new(baton_bin())
+        .args(["run", "--demo", "--listen", "localhost:80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--listen"), "{}", text(&out));
+    let out = Command::new(baton_bin())
+        .args(["run", "--config", "/dev/null", "--listen", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(dir);
+}
