@@ -7,9 +7,11 @@ mod check;
 mod config;
 mod control;
 mod logging;
+mod manual;
 mod notify;
 mod output;
 mod readiness;
+mod reference;
 mod sockets;
 mod supervisor;
 mod sys;
@@ -109,8 +111,8 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Write the man pages (`man`) or shell completions (`completions SHELL...`) into a
-    /// directory; used by packaging/build.sh
+    /// Write the man pages (`man`: baton.1, baton-SUBCOMMAND.1, baton.toml.5) or shell
+    /// completions (`completions SHELL...`) into a directory; used by packaging/build.sh
     #[command(hide = true)]
     Generate {
         #[arg(value_parser = ["man", "completions"])]
@@ -232,7 +234,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `baton generate`: man pages (baton.1 and one page per visible subcommand) or completion
+/// `baton generate`: man pages (baton.1, one page per visible subcommand, baton.toml.5) or completion
 /// scripts (baton.bash, _baton, baton.fish), generated from the clap definition above.
 fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode {
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -243,7 +245,7 @@ fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode
         .subcommand_required(true)
         .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     let result = std::fs::create_dir_all(out).and_then(|()| match what {
-        "man" => clap_mangen::generate_to(cmd, out),
+        "man" => manual::write_man_pages(cmd, out),
         _ => shells.iter().try_for_each(|&shell| {
             clap_complete::generate_to(shell, &mut visible.clone(), "baton", out).map(drop)
         }),
@@ -566,10 +568,15 @@ fn render_status(s: &control::Status) -> String {
         s.reloads_failed
     );
     for sock in &s.sockets {
+        // the workers' descriptor is the one an app is configured with (fd 3, …)
+        let fd = match sock.worker_fd {
+            Some(w) => format!("workers' fd {w} (baton's fd {})", sock.fd),
+            None => format!("baton's fd {}", sock.fd),
+        };
         let _ = writeln!(
             out,
-            "socket {} fd {} {} ({})",
-            sock.name, sock.fd, sock.address, sock.source
+            "socket {}: {fd}, {} ({})",
+            sock.name, sock.address, sock.source
         );
     }
     if let Some(r) = &s.last_reload {

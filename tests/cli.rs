@@ -629,3 +629,152 @@ fn demo_finds_its_worker_next_to_baton_and_takes_listen() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Item 10 of issue 12: `baton status` says at which fd the *workers* get each socket (the
+/// number an app is configured with), next to baton's own; both checked in /proc.
+#[test]
+fn status_names_the_workers_fd_of_each_socket() {
+    let _g = serial();
+    let port2 = free_port();
+    let baton = Baton::start("sockfd", |port, ctl| {
+        hello_config(port, ctl, 1, "", "").replace(
+            "[sockets]\n",
+            &format!("[sockets]\nadmin = \"127.0.0.1:{port2}\"\n"),
+        )
+    });
+    let out = Command::new(baton_bin())
+        .args(["status", "--control"])
+        .arg(&baton.control)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let worker = baton.serving_pids()[0];
+    for (name, worker_fd, port) in [("admin", 3, port2), ("http", 4, baton.port)] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("socket {name}: ")))
+            .unwrap_or_else(|| panic!("no line for socket {name}: {table}"));
+        let prefix = format!("socket {name}: workers' fd {worker_fd} (baton's fd ");
+        assert!(line.starts_with(&prefix), "{line}");
+        let baton_fd: i32 = line[prefix.len()..]
+            .split(')')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"));
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+        assert_eq!(
+            fd_target(worker, worker_fd),
+            fd_target(baton.pid(), baton_fd),
+            "{line}: the worker's fd {worker_fd} is baton's fd {baton_fd}"
+        );
+        assert!(fd_target(worker, worker_fd).starts_with("socket:"));
+    }
+    let s = baton.status().unwrap();
+    assert_eq!(s["sockets"][0]["worker_fd"], 3, "{s}");
+}
+
+/// Item 10 of issue 12: `baton generate man` (what packaging/build.sh ships) writes baton(1)
+/// with the sections clap does not know, one page per subcommand, and baton.toml(5); man
+/// renders each one without a warning (lintian runs the same check on the .deb).
+#[test]
+fn generated_man_pages_have_the_extra_sections_and_render_cleanly() {
+    let dir = scratch("man");
+    let out = Command::new(baton_bin())
+        .args(["generate", "man", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "baton-check.1",
+            "baton-reload.1",
+            "baton-run.1",
+            "baton-status.1",
+            "baton-units.1",
+            "baton.1",
+            "baton.toml.5"
+        ]
+    );
+    let render = |page: &str| {
+        let out = Command::new("man")
+            .args(["--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z"])
+            .arg(dir.join(page))
+            .env("LC_ALL", "C.UTF-8")
+            .env("MANWIDTH", "80")
+            .env("MANROFFSEQ", "")
+            .output()
+            .expect("man (package man-db)");
+        assert!(out.status.success(), "{page}: {}", text(&out));
+        assert!(
+            out.stderr.is_empty(),
+            "{page}: warnings: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("man")
+            .args(["-l", "-Tutf8", "-P", "cat"])
+            .arg(dir.join(page))
+            .env("LC_ALL", "C.UTF-8")
+            .env("MANWIDTH", "200")
+            .output()
+            .unwrap();
+        // plain text: drop the overstrike sequences of bold and underline
+        let raw = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut plain = String::new();
+        for c in raw.chars() {
+            if c == '\u{8}' {
+                plain.pop();
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    };
+    for page in &pages {
+        render(page);
+    }
+    let baton1 = render("baton.1");
+    for section in [
+        "EXIT STATUS",
+        "SIGNALS",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(
+            baton1.lines().any(|l| l == section),
+            "baton(1) has {section}: {baton1}"
+        );
+    }
+    for words in [
+        "SIGHUP",
+        "SIGTERM, SIGINT, SIGQUIT",
+        "/run/baton/NAME/control.sock",
+        "baton.toml(5)",
+        "3 when no baton answers",
+    ] {
+        assert!(baton1.contains(words), "baton(1) says {words:?}: {baton1}");
+    }
+    let baton5 = render("baton.toml.5");
+    for words in [
+        "backoff_initial (duration)",
+        "cwd (string (path))",
+        "accepting",
+        "Default: \"30s\".",
+    ] {
+        assert!(
+            baton5.contains(words),
+            "baton.toml(5) says {words:?}: {baton5}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
