@@ -1,5 +1,8 @@
 //! Configuration file for baton (TOML).
 //!
+//! Every key is documented in `reference.rs` (the man page baton.toml(5) and the README's
+//! reference are generated from it); its tests check that table against this parser.
+//!
 //! The file is deserialized into private "raw" structs (every field that is
 //! validated keeps its byte span through [`toml::Spanned`]) and then converted
 //! and validated into the public types below. Every error, whether it comes
@@ -9,7 +12,7 @@
 //! ```toml
 //! command   = ["./target/release/examples/hello", "--flag"]   # argv, required, no shell
 //! instances = 2                            # 1..=1024, default 1
-//! control   = "/run/baton/api.sock"        # optional control socket path
+//! control   = "/run/baton/api/control.sock"  # optional control socket path
 //! cwd       = "/srv/app"                   # optional working directory of workers
 //!
 //! [env]                                    # extra environment for workers
