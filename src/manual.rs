@@ -18,8 +18,8 @@ generation does not get ready; 2 without \fB\-\-config\fR or \fB\-\-demo\fR, or 
 .TP
 \fBbaton reload\fR
 0 when the new generation serves; 1 when it was rolled back (the reason is on stderr), the
-config has an error, no baton answers on the control socket, or \fB\-\-timeout\fR passed
-first; 2 with a bad \fB\-\-timeout\fR.
+config has an error, no baton answers on the control socket (or none or several were found),
+or \fB\-\-timeout\fR passed first; 2 with a bad \fB\-\-timeout\fR.
 .TP
 \fBbaton status\fR
 0 when baton answered; 3 when no baton answers on the control socket, or none was found
