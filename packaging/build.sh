@@ -99,7 +99,7 @@ STAGE=$GEN/rpm-stage
 mkdir -p "$STAGE/man" "$STAGE/completions"
 strip --strip-unneeded -o "$STAGE/baton" "$BATON"
 strip --strip-unneeded -o "$STAGE/hello-worker" "$HELLO"
-cp "$GEN"/man/*.1 "$STAGE/man/" && gzip -9n "$STAGE"/man/*.1
+cp "$GEN"/man/*.1 "$GEN"/man/*.5 "$STAGE/man/" && gzip -9n "$STAGE"/man/*.1 "$STAGE"/man/*.5
 cp "$GEN"/completions/* "$STAGE/completions/"
 rpmbuild -bb --quiet \
   --define "_topdir $T/rpmbuild" \

@@ -1,5 +1,8 @@
 //! Configuration file for baton (TOML).
 //!
+//! Every key is documented in `reference.rs` (the man page baton.toml(5) and the README's
+//! reference are generated from it); its tests check that table against this parser.
+//!
 //! The file is deserialized into private "raw" structs (every field that is
 //! validated keeps its byte span through [`toml::Spanned`]) and then converted
 //! and validated into the public types below. Every error, whether it comes
@@ -9,7 +12,7 @@
 //! ```toml
 //! command   = ["./target/release/examples/hello", "--flag"]   # argv, required, no shell
 //! instances = 2                            # 1..=1024, default 1
-//! control   = "/run/baton/api.sock"        # optional control socket path
+//! control   = "/run/baton/api/control.sock"  # optional control socket path
 //! cwd       = "/srv/app"                   # optional working directory of workers
 //!
 //! [env]                                    # extra environment for workers
@@ -449,18 +452,21 @@ impl Config {
             })
     }
 
-    /// The text [`Config::demo`] parses (printed by `baton run --demo`).
-    pub const DEMO_TOML: &'static str = r#"# baton demo configuration
+    /// The text [`Config::demo`] parses (printed by `baton run --demo`): two instances of
+    /// the example worker `worker` sharing `listen`.
+    pub fn demo_toml(worker: &Path, listen: &SocketAddrSpec) -> String {
+        let quote = |s: String| toml::Value::String(s).to_string();
+        format!(
+            r#"# baton demo configuration
 #
-# Two instances of the example worker share 127.0.0.1:8080. Build the worker
-# first with `cargo build --release --examples`.
+# Two instances of the example worker share {listen}.
 
-command   = ["./target/release/examples/hello"]
+command   = [{worker}]
 instances = 2
 
 [sockets]
 # Used only when systemd passed no sockets.
-http = "127.0.0.1:8080"
+http = {addr}
 
 [readiness]
 kind    = "notify"
@@ -469,7 +475,11 @@ timeout = "10s"
 [drain]
 signal  = "SIGTERM"
 timeout = "10s"
-"#;
+"#,
+            worker = quote(worker.display().to_string()),
+            addr = quote(listen.to_string()),
+        )
+    }
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -491,9 +501,10 @@ timeout = "10s"
         ctx.convert(raw)
     }
 
-    /// The embedded demo configuration (see [`Config::DEMO_TOML`]).
-    pub fn demo() -> Config {
-        Config::parse(Config::DEMO_TOML, "<demo>").expect("the embedded demo config is valid")
+    /// The embedded demo configuration (see [`Config::demo_toml`]).
+    pub fn demo(worker: &Path, listen: &SocketAddrSpec) -> Config {
+        Config::parse(&Config::demo_toml(worker, listen), "<demo>")
+            .expect("the embedded demo config is valid")
     }
 }
 
@@ -1926,24 +1937,27 @@ backoff_max     = "1m"
 
     #[test]
     fn demo_parses() {
-        let c = Config::demo();
-        assert_eq!(
-            c.command,
-            vec!["./target/release/examples/hello".to_string()]
-        );
+        let listen: SocketAddrSpec = "127.0.0.1:8080".parse().unwrap();
+        let c = Config::demo(Path::new("/usr/lib/baton/hello-worker"), &listen);
+        assert_eq!(c.command, vec!["/usr/lib/baton/hello-worker".to_string()]);
         assert_eq!(c.instances, 2);
         assert_eq!(
             c.sockets,
             vec![SocketSpec {
                 name: "http".into(),
-                addr: SocketAddrSpec::Tcp("127.0.0.1:8080".parse().unwrap()),
+                addr: listen,
             }]
         );
         assert_eq!(c.readiness.kind, ReadinessKind::Notify);
         assert_eq!(c.readiness.timeout, Duration::from_secs(10));
         assert_eq!(c.drain.timeout, Duration::from_secs(10));
         assert_eq!(c.drain.signal, StopSignal::TERM);
-        assert_eq!(Config::parse(Config::DEMO_TOML, "x").unwrap(), c);
+        // any path and address survive the quoting
+        let odd = Path::new("/opt/we\"ird\\dir/hello");
+        let unix: SocketAddrSpec = "unix:/run/demo \"x\".sock".parse().unwrap();
+        let c = Config::demo(odd, &unix);
+        assert_eq!(c.command, vec![odd.display().to_string()]);
+        assert_eq!(c.sockets[0].addr, unix);
     }
 
     #[test]

@@ -77,7 +77,13 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SocketStatus {
     pub name: String,
+    /// baton's own descriptor of the socket.
     pub fd: i32,
+    /// The descriptor the workers get it at (3, 4, … in `LISTEN_FDNAMES` order). `None` in
+    /// the reply of a baton from before it was reported (a package upgrade keeps the running
+    /// baton, while `baton status` is the new one).
+    #[serde(default)]
+    pub worker_fd: Option<i32>,
     pub address: String,
     pub source: String,
 }

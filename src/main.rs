@@ -3,12 +3,15 @@
 //! This file is the command line only: it parses arguments, finds the config and the control
 //! socket, and hands over to the supervisor (`run`) or the control client (`reload`, `status`).
 
+mod check;
 mod config;
 mod control;
 mod logging;
+mod manual;
 mod notify;
 mod output;
 mod readiness;
+mod reference;
 mod sockets;
 mod supervisor;
 mod sys;
@@ -42,7 +45,8 @@ struct Target {
     /// Config file (TOML)
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Control socket (default: from the config, else derived from the config file name)
+    /// Control socket (default: the config's `control`, else <runtime dir>/<config name>/control.sock;
+    /// for reload and status without --config, the one <runtime dir>/*/control.sock)
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 }
@@ -53,9 +57,13 @@ enum Command {
     Run {
         #[command(flatten)]
         target: Target,
-        /// Run the embedded demo config (example worker on 127.0.0.1:8080)
+        /// Run the embedded demo config: two instances of the example worker found next to
+        /// baton (examples/hello in a cargo build, ../lib/baton/hello-worker when installed)
         #[arg(long, conflicts_with = "config")]
         demo: bool,
+        /// The demo's address: "IP:port", "[IPv6]:port" or "unix:/path" [default: 127.0.0.1:8080]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Start a new generation and wait for the outcome (exit 0: serving; 1: rolled back)
     Reload {
@@ -93,13 +101,18 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
     },
-    /// Validate a config file and exit non-zero if it has an error
+    /// Validate a config file: errors (exit 1) name the file, line and key; warnings (exit 0)
+    /// say what would fail at run time, e.g. a command that is not found
     Check {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Also fail on what would fail at run time (command not found or not executable, cwd
+        /// missing): for a check run as the service's own user, like the units' ExecStartPre
+        #[arg(long)]
+        strict: bool,
     },
-    /// Write the man pages (`man`) or shell completions (`completions SHELL...`) into a
-    /// directory; used by packaging/build.sh
+    /// Write the man pages (`man`: baton.1, baton-SUBCOMMAND.1, baton.toml.5) or shell
+    /// completions (`completions SHELL...`) into a directory; used by packaging/build.sh
     #[command(hide = true)]
     Generate {
         #[arg(value_parser = ["man", "completions"])]
@@ -115,7 +128,22 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { target, demo } => run(target, demo),
+        Command::Run {
+            target,
+            demo,
+            listen,
+        } => {
+            if listen.is_some() && !demo {
+                eprintln!(
+                    "baton: --listen is only for --demo (a config's address is in [sockets])"
+                );
+                return ExitCode::from(2);
+            }
+            run(
+                target,
+                demo.then(|| listen.unwrap_or_else(|| DEMO_LISTEN.into())),
+            )
+        }
         Command::Reload {
             target,
             timeout,
@@ -152,28 +180,61 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} x {:?}, readiness {}, {} socket(s))",
-                    config.display(),
-                    c.instances,
-                    c.command,
-                    c.readiness.kind.name(),
-                    c.sockets.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("baton: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Check { config, strict } => check(&config, strict),
         Command::Generate { what, shells, out } => generate(&what, &shells, &out),
     }
 }
 
-/// `baton generate`: man pages (baton.1 and one page per visible subcommand) or completion
+/// `baton check`: the config's errors, else its findings (`warning: …` lines, or errors with
+/// `--strict` for those that would fail at run time) and a summary line.
+fn check(path: &Path, strict: bool) -> ExitCode {
+    let c = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = check::findings(&c);
+    let errors = findings.iter().filter(|f| f.is_error(strict)).count();
+    for f in &findings {
+        let prefix = if f.is_error(strict) {
+            "baton"
+        } else {
+            "warning"
+        };
+        eprintln!(
+            "{prefix}: {}: key `{}`: {}",
+            path.display(),
+            f.key,
+            f.message
+        );
+    }
+    if errors > 0 {
+        eprintln!(
+            "baton: {}: {errors} error(s) (--strict: what would fail at run time)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let warnings = findings.len();
+    println!(
+        "{}: ok ({} x {:?}, readiness {}, {} socket(s)){}",
+        path.display(),
+        c.instances,
+        c.command,
+        c.readiness.kind.name(),
+        c.sockets.len(),
+        match warnings {
+            0 => String::new(),
+            1 => ", 1 warning".to_string(),
+            n => format!(", {n} warnings"),
+        }
+    );
+    ExitCode::SUCCESS
+}
+
+/// `baton generate`: man pages (baton.1, one page per visible subcommand, baton.toml.5) or completion
 /// scripts (baton.bash, _baton, baton.fish), generated from the clap definition above.
 fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode {
     let cmd = <Cli as clap::CommandFactory>::command();
@@ -184,7 +245,7 @@ fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode
         .subcommand_required(true)
         .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
     let result = std::fs::create_dir_all(out).and_then(|()| match what {
-        "man" => clap_mangen::generate_to(cmd, out),
+        "man" => manual::write_man_pages(cmd, out),
         _ => shells.iter().try_for_each(|&shell| {
             clap_complete::generate_to(shell, &mut visible.clone(), "baton", out).map(drop)
         }),
@@ -198,22 +259,28 @@ fn generate(what: &str, shells: &[clap_complete::Shell], out: &Path) -> ExitCode
     }
 }
 
-/// Where the control socket lives when neither `--control` nor `control =` says.
-/// `/run/baton/<config stem>.sock` for root, `$XDG_RUNTIME_DIR/baton/…` (or
-/// `/tmp/baton-<uid>/…`) for others; the demo uses the stem "demo".
+/// The directory of baton's control sockets: `/run/baton` for root, `$XDG_RUNTIME_DIR/baton`
+/// (or `/tmp/baton-<uid>`) for others.
+fn runtime_dir() -> PathBuf {
+    if sys::euid() == 0 {
+        PathBuf::from("/run/baton")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|x| !x.is_empty()) {
+        PathBuf::from(x).join("baton")
+    } else {
+        PathBuf::from(format!("/tmp/baton-{}", sys::euid()))
+    }
+}
+
+/// Where the control socket lives when neither `--control` nor `control =` says:
+/// `<runtime dir>/<config stem>/control.sock` (the demo uses the stem "demo"). The template
+/// unit `baton@NAME.service` has `RuntimeDirectory=baton/NAME` and reads
+/// `/etc/baton/NAME.toml`, so `baton status --config /etc/baton/NAME.toml` finds its socket.
 fn default_control(config: Option<&Path>) -> PathBuf {
     let stem = config
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "demo".into());
-    let dir = if sys::euid() == 0 {
-        PathBuf::from("/run/baton")
-    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
-        PathBuf::from(x).join("baton")
-    } else {
-        PathBuf::from(format!("/tmp/baton-{}", sys::euid()))
-    };
-    dir.join(format!("{stem}.sock"))
+    runtime_dir().join(stem).join("control.sock")
 }
 
 fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
@@ -226,7 +293,99 @@ fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
     default_control(target.config.as_deref())
 }
 
-fn run(target: Target, demo: bool) -> ExitCode {
+/// `baton status` / `baton reload` with neither `--config` nor `--control`: the one control
+/// socket `<runtime dir>/*/control.sock`; none or several is an error that says what to pass.
+/// The error says whether no baton was found at all (`baton status` exits 3 then).
+fn discover_control() -> Result<PathBuf, ClientError> {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = runtime_dir();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path().join("control.sock"))
+                .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    let pattern = dir.join("*").join("control.sock");
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(ClientError::not_running(format!(
+            "baton: no control socket found: nothing matches {} (no `baton run` of this user \
+             uses a default control path); pass --config FILE (the config `baton run` was started \
+             with) or --control PATH",
+            pattern.display()
+        ))),
+        _ => Err(ClientError::other(format!(
+            "baton: {} control sockets match {}; say which with --config FILE or --control PATH:\n{}",
+            found.len(),
+            pattern.display(),
+            found
+                .iter()
+                .map(|p| format!("  {}", p.display()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))),
+    }
+}
+
+/// Why a client command found no control socket to talk to.
+struct ClientError {
+    /// No baton runs (as far as the default paths tell): `baton status` exits 3.
+    not_running: bool,
+    message: String,
+}
+
+impl ClientError {
+    fn not_running(message: String) -> ClientError {
+        ClientError {
+            not_running: true,
+            message,
+        }
+    }
+    fn other(message: String) -> ClientError {
+        ClientError {
+            not_running: false,
+            message,
+        }
+    }
+}
+
+/// The demo's address without `--listen`.
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
+
+/// Where the example worker is, relative to the directory of the baton binary: a cargo build
+/// (target/release/baton, target/release/examples/hello), then the packages' layout
+/// (/usr/bin/baton, /usr/lib/baton/hello-worker).
+const DEMO_WORKERS: [&str; 2] = ["examples/hello", "../lib/baton/hello-worker"];
+
+/// The example worker for `baton run --demo`, found next to the running baton binary.
+fn demo_worker() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot tell where baton is: {e}"))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates: Vec<PathBuf> = DEMO_WORKERS.iter().map(|c| dir.join(c)).collect();
+    candidates
+        .iter()
+        .find(|p| worker::resolve_program(&p.to_string_lossy(), None).is_ok())
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the example worker is not next to {} (looked for {}); build it with \
+                 `cargo build --release --bins --examples`, or run an installed package's baton",
+                exe.display(),
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        })
+}
+
+/// `demo`: the demo's listen address (`--demo`), or `None` to run `--config`.
+fn run(target: Target, demo: Option<String>) -> ExitCode {
     // Signals are blocked before anything else, so that every thread inherits the mask.
     let signals = match sys::SignalFd::new() {
         Ok(s) => s,
@@ -244,11 +403,28 @@ fn run(target: Target, demo: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        (None, true) => {
-            tracing::info!("running the embedded demo config:\n{}", Config::DEMO_TOML);
-            Config::demo()
+        (None, Some(listen)) => {
+            let listen: config::SocketAddrSpec = match listen.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("baton: --listen: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let worker = match demo_worker() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("baton: --demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(
+                "running the embedded demo config:\n{}",
+                Config::demo_toml(&worker, &listen)
+            );
+            Config::demo(&worker, &listen)
         }
-        (None, false) => {
+        (None, None) => {
             eprintln!("baton: `run` needs --config FILE (or --demo for the embedded demo)");
             return ExitCode::from(2);
         }
@@ -282,12 +458,14 @@ fn run(target: Target, demo: bool) -> ExitCode {
 }
 
 /// The control socket for a client command: --control, else the config's `control`, else the
-/// default derived from the config file name.
-fn client_control(target: &Target) -> Result<PathBuf, String> {
+/// default derived from the config file name; with neither option, the one socket
+/// [`discover_control`] finds.
+fn client_control(target: &Target) -> Result<PathBuf, ClientError> {
     let cfg = match &target.config {
         Some(p) if target.control.is_none() => {
-            Some(Config::load(p).map_err(|e| format!("baton: {e}"))?)
+            Some(Config::load(p).map_err(|e| ClientError::other(format!("baton: {e}")))?)
         }
+        None if target.control.is_none() => return discover_control(),
         _ => None,
     };
     Ok(control_path(target, cfg.as_ref()))
@@ -297,7 +475,7 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", e.message);
             return ExitCode::FAILURE;
         }
     };
@@ -344,8 +522,8 @@ fn status(target: Target, json: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
+            eprintln!("{}", e.message);
+            return ExitCode::from(if e.not_running { 3 } else { 1 });
         }
     };
     let line = match control::request(
@@ -392,10 +570,15 @@ fn render_status(s: &control::Status) -> String {
         s.reloads_failed
     );
     for sock in &s.sockets {
+        // the workers' descriptor is the one an app is configured with (fd 3, …)
+        let fd = match sock.worker_fd {
+            Some(w) => format!("workers' fd {w} (baton's fd {})", sock.fd),
+            None => format!("baton's fd {}", sock.fd),
+        };
         let _ = writeln!(
             out,
-            "socket {} fd {} {} ({})",
-            sock.name, sock.fd, sock.address, sock.source
+            "socket {}: {fd}, {} ({})",
+            sock.name, sock.address, sock.source
         );
     }
     if let Some(r) = &s.last_reload {

@@ -1467,9 +1467,11 @@ impl Supervisor {
                 .listeners
                 .list
                 .iter()
-                .map(|l| control::SocketStatus {
+                .zip(3..)
+                .map(|(l, worker_fd)| control::SocketStatus {
                     name: l.name.clone(),
                     fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd),
+                    worker_fd: Some(worker_fd),
                     address: l.address.clone(),
                     source: l.source.into(),
                 })

@@ -550,6 +550,12 @@ pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Whether this process may execute (a file) or search (a directory) `path`: access(2) with
+/// X_OK, which checks the real uid and gids, the owner, group and other bits and ACLs.
+pub fn may_execute(path: &Path) -> io::Result<()> {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map_err(io::Error::from)
+}
+
 /// Set a path's permission bits.
 pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

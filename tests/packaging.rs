@@ -410,6 +410,26 @@ fn contents_match_the_expected_list() {
         !man.contains("generate"),
         "the hidden `generate` subcommand is not documented"
     );
+    for section in ["EXIT STATUS", "SIGNALS", "FILES", "EXAMPLES", "SEE ALSO"] {
+        assert!(
+            man.contains(&format!(".SH \"{section}\""))
+                || man.contains(&format!(".SH {section}\n")),
+            "baton.1 has {section}"
+        );
+    }
+    let man5 = run_ok(
+        "sh",
+        &[
+            "-c",
+            "dpkg-deb --fsys-tarfile \"$1\" | tar -xO ./usr/share/man/man5/baton.toml.5.gz | gzip -dc",
+            "sh",
+            p.deb.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        man5.starts_with(".TH baton.toml 5") && man5.contains("backoff_initial"),
+        "baton.toml.5 is the config reference: {man5}"
+    );
 }
 
 /// Lines of a shell script that call the service manager, normalized to
@@ -681,10 +701,10 @@ fn lifecycle(kind: Kind) {
         !bx.sh("pgrep -x baton || pgrep -x hello-worker").ok(),
         "no baton or worker process runs",
     );
-    let man = bx.sh("man -w baton && man -w baton-reload");
+    let man = bx.sh("man -w baton && man -w baton-reload && man -w 5 baton.toml");
     c.check(
         man.ok(),
-        format!("man finds baton(1) and baton-reload(1): {man}"),
+        format!("man finds baton(1), baton-reload(1) and baton.toml(5): {man}"),
     );
     let compl = bx.exec(&[
         "bash",

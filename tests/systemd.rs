@@ -916,11 +916,18 @@ fn template_instances_are_independent() {
                 "baton@{inst} serves generation 2 (control socket /run/baton/{inst}/control.sock)"
             ),
         );
+        // issue 12, item 6: the config's name alone finds the template's control socket
+        let config = format!("/etc/baton/{inst}.toml");
+        let s = bx.baton_status(&["--config", &config]);
+        c.check(
+            s.as_ref().is_some_and(|s| s["serving_generation"] == 2),
+            format!("baton status --config {config} finds baton@{inst}: {s:?}"),
+        );
     }
     let s = bx.baton_status(API);
     c.check(
         s.as_ref().is_some_and(|s| s["serving_generation"] == 1),
-        "api.service (control socket /run/baton/api.sock) still at generation 1",
+        "api.service (baton status --config /etc/baton/api.toml) still at generation 1",
     );
     let out = bx.systemctl(&["stop", "baton@a"]);
     c.check(out.ok(), format!("systemctl stop baton@a: {out}"));
@@ -960,6 +967,7 @@ fn restart_with_self_bound_sockets_uses_the_fd_store() {
                 "[Service]\nFileDescriptorStoreMax=8".to_string()
             } else {
                 l.replace("/etc/baton/api.toml", "/etc/baton/bound.toml")
+                    .replace("RuntimeDirectory=baton/api", "RuntimeDirectory=baton/bound")
             }
         })
         .collect::<Vec<_>>()
@@ -984,7 +992,7 @@ fn restart_with_self_bound_sockets_uses_the_fd_store() {
             bx.show("bound.service", "NFileDescriptorStore")
         ),
     );
-    let status = |bx: &SdBox| bx.baton_status(&["--control", "/run/baton/bound.sock"]);
+    let status = |bx: &SdBox| bx.baton_status(&["--config", "/etc/baton/bound.toml"]);
     let first = status(&bx).expect("baton status");
     c.check(
         first["sockets"][0]["source"] == "bound",

@@ -1,0 +1,276 @@
+//! `baton check`: what a valid config (see [`crate::config`]) may still get wrong at run time.
+//!
+//! [`findings`] looks at the machine the way `baton run` will: whether the worker's program
+//! and the `exec` check's program exist and are executable (looked up like
+//! [`worker::resolve_program`] does), and whether `cwd` is a directory this user may enter.
+//! Each [`Finding`] has a [`Level`]: [`Level::RunTime`] findings (the worker would not start)
+//! are warnings, and errors under `baton check --strict`, which the shipped units run as the
+//! service's own user (`ExecStartPre=`); [`Level::Advice`] findings are always warnings.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ReadinessKind};
+use crate::sys;
+use crate::worker;
+
+/// How much a finding weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// `baton run` would fail: an error with `--strict`, else a warning (a check run by
+    /// another user, or before the app is deployed, may see another machine than the service).
+    RunTime,
+    /// Advice: always a warning.
+    Advice,
+}
+
+/// One thing `baton check` reports about a valid config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    /// The dotted key it concerns, like `command` or `readiness.exec`.
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn run_time(key: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            level: Level::RunTime,
+            key,
+            message: message.into(),
+        }
+    }
+
+    pub fn advice(key: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            level: Level::Advice,
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// Whether it makes `baton check` fail.
+    pub fn is_error(&self, strict: bool) -> bool {
+        strict && self.level == Level::RunTime
+    }
+}
+
+/// Everything `baton check` reports about `config` besides its syntax and values, in the
+/// order of the keys.
+pub fn findings(config: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let cwd_ok = match &config.cwd {
+        None => true,
+        Some(dir) => match check_dir(dir) {
+            Ok(()) => true,
+            Err(m) => {
+                out.push(Finding::run_time("cwd", m));
+                false
+            }
+        },
+    };
+    if cwd_ok {
+        let argv0 = &config.command[0];
+        match check_program(argv0, config.cwd.as_deref()) {
+            Some(m) => out.push(Finding::run_time("command", m)),
+            None if config.cwd.is_none()
+                && argv0.contains('/')
+                && Path::new(argv0).is_relative() =>
+            {
+                out.push(Finding::advice(
+                    "command",
+                    format!(
+                        "{argv0:?} is relative to the directory baton runs in (under systemd: \
+                         WorkingDirectory=, by default /); give an absolute path or set `cwd`"
+                    ),
+                ))
+            }
+            None => {}
+        }
+        if let ReadinessKind::Exec { argv, .. } = &config.readiness.kind {
+            if let Some(m) = check_program(&argv[0], config.cwd.as_deref()) {
+                out.push(Finding::run_time("readiness.exec", m));
+            }
+        }
+    }
+    out
+}
+
+/// Why `dir` cannot be a worker's working directory, if it cannot.
+fn check_dir(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(format!("the working directory {shown} does not exist"))
+        }
+        Err(e) => Err(format!("the working directory {shown}: {e}")),
+        Ok(m) if !m.is_dir() => Err(format!("the working directory {shown} is not a directory")),
+        Ok(_) => sys::may_execute(dir).map_err(|e| {
+            format!(
+                "the working directory {shown} cannot be entered by uid {}: {e}",
+                sys::euid()
+            )
+        }),
+    }
+}
+
+/// Why `argv0` would not start (as `baton run` finds it), if it would not.
+fn check_program(argv0: &str, cwd: Option<&Path>) -> Option<String> {
+    let found = match worker::resolve_program(argv0, cwd) {
+        Ok(p) => p,
+        Err(_) => return Some(missing(argv0, cwd)),
+    };
+    // resolve_program keeps a relative path relative to the workers' cwd
+    let full = match cwd {
+        Some(dir) if found.is_relative() => dir.join(&found),
+        _ => found,
+    };
+    match sys::may_execute(&full) {
+        Ok(()) => None,
+        Err(e) => Some(format!(
+            "{} is not executable by uid {}: {e}",
+            full.display(),
+            sys::euid()
+        )),
+    }
+}
+
+/// What is wrong with an `argv0` that `resolve_program` did not find.
+fn missing(argv0: &str, cwd: Option<&Path>) -> String {
+    if !argv0.contains('/') {
+        let path = std::env::var("PATH").unwrap_or_default();
+        return format!(
+            "{argv0:?} is not an executable file in any directory of PATH ({path}); \
+             give its absolute path"
+        );
+    }
+    let p = PathBuf::from(argv0);
+    let (full, base) = match cwd {
+        Some(dir) if p.is_relative() => (
+            dir.join(&p),
+            format!(" (relative to cwd {})", dir.display()),
+        ),
+        None if p.is_relative() => (
+            p.clone(),
+            format!(
+                " (relative to the current directory {}: give an absolute path or set `cwd`)",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            ),
+        ),
+        _ => (p.clone(), String::new()),
+    };
+    match std::fs::metadata(&full) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            format!("{} does not exist{base}", full.display())
+        }
+        Err(e) => format!("{}{base}: {e}", full.display()),
+        Ok(m) if !m.is_file() => format!("{} is not a regular file{base}", full.display()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            format!("{} has no execute permission{base}", full.display())
+        }
+        Ok(_) => format!("{} cannot be executed{base}", full.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test.toml").unwrap()
+    }
+
+    fn keys(c: &Config) -> Vec<(&'static str, Level)> {
+        findings(c).iter().map(|f| (f.key, f.level)).collect()
+    }
+
+    #[test]
+    fn a_good_config_has_no_findings() {
+        assert!(findings(&config("command = [\"/bin/true\"]\n")).is_empty());
+        assert!(findings(&config("command = [\"true\"]\ncwd = \"/\"\n")).is_empty());
+        assert!(findings(&config("command = [\"bin/true\"]\ncwd = \"/usr\"\n")).is_empty());
+    }
+
+    #[test]
+    fn missing_programs_and_directories_are_run_time_findings() {
+        let dir = std::env::temp_dir().join(format!("baton-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        sys::chmod(&plain, 0o644).unwrap();
+        for (text, key, words) in [
+            (
+                "command = [\"/nonexistent/app\"]\n".to_string(),
+                "command",
+                "does not exist",
+            ),
+            (
+                "command = [\"no-such-cmd-baton\"]\n".into(),
+                "command",
+                "PATH",
+            ),
+            (
+                format!("command = [\"{}\"]\n", plain.display()),
+                "command",
+                "execute",
+            ),
+            (
+                "command = [\"/bin\"]\n".into(),
+                "command",
+                "not a regular file",
+            ),
+            ("command = [\"./true\"]\ncwd = \"/bin\"\n".into(), "", ""),
+            (
+                "command = [\"./nope\"]\ncwd = \"/bin\"\n".into(),
+                "command",
+                "relative to cwd /bin",
+            ),
+            (
+                "command = [\"/bin/true\"]\ncwd = \"/nonexistent\"\n".into(),
+                "cwd",
+                "does not exist",
+            ),
+            (
+                "command = [\"/bin/true\"]\ncwd = \"/bin/true\"\n".into(),
+                "cwd",
+                "not a directory",
+            ),
+            (
+                "command = [\"/bin/true\"]\n[readiness]\nkind = \"exec\"\nexec = [\"/no/check\"]\n"
+                    .into(),
+                "readiness.exec",
+                "does not exist",
+            ),
+        ] {
+            let f = findings(&config(&text));
+            if key.is_empty() {
+                assert!(f.is_empty(), "{text}: {f:?}");
+                continue;
+            }
+            assert_eq!(f.len(), 1, "{text}: {f:?}");
+            assert_eq!((f[0].key, f[0].level), (key, Level::RunTime), "{text}");
+            assert!(f[0].message.contains(words), "{text}: {}", f[0].message);
+            assert!(f[0].is_error(true) && !f[0].is_error(false));
+        }
+        // a missing cwd is reported once, not again for the command inside it
+        let c = config("command = [\"./app\"]\ncwd = \"/nonexistent\"\n");
+        assert_eq!(keys(&c), [("cwd", Level::RunTime)]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_relative_command_without_cwd_is_advice() {
+        // found from here (the crate's directory, where cargo runs the tests), but relative
+        let c = config("command = [\"./Cargo.toml\"]\n");
+        assert_eq!(keys(&c), [("command", Level::RunTime)], "not executable");
+        let c = config("command = [\"../../../../../../../../bin/true\"]\n");
+        let f = findings(&c);
+        assert_eq!(keys(&c), [("command", Level::Advice)]);
+        assert!(f[0].message.contains("set `cwd`"), "{f:?}");
+        assert!(!f[0].is_error(true) && !f[0].is_error(false));
+    }
+}
