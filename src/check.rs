@@ -95,7 +95,43 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             }
         }
     }
+    if let Some(m) = probe_socket_advice(config) {
+        out.push(Finding::advice("readiness.kind", m));
+    }
     out
+}
+
+/// Apps known to serve every socket they are passed, so that they answer on the probe socket
+/// of `http` and `tcp` (matched against the program's name and the arguments' names, so that
+/// `python3 -m gunicorn` and `/venv/bin/gunicorn` count).
+const SERVES_EVERY_SOCKET: &[&str] = &["gunicorn"];
+
+/// `http` and `tcp` probe a socket the app gets after its own: most apps serve only the first
+/// (fd 3) and never answer there, so every reload would fail. Unless the app is known to serve
+/// every socket, say so.
+fn probe_socket_advice(config: &Config) -> Option<String> {
+    let kind = match &config.readiness.kind {
+        ReadinessKind::Http { .. } => "http",
+        ReadinessKind::Tcp { .. } => "tcp",
+        _ => return None,
+    };
+    let known = config.command.iter().any(|a| {
+        let name = Path::new(a).file_name().map(|n| n.to_string_lossy());
+        name.is_some_and(|n| SERVES_EVERY_SOCKET.contains(&n.as_ref()))
+    });
+    if known {
+        return None;
+    }
+    let fd = match config.sockets.len() {
+        0 => "after the ones systemd passes".to_string(),
+        n => format!("fd {}", 3 + n),
+    };
+    Some(format!(
+        "kind = \"{kind}\" probes a private socket each worker gets after its own (`{}`, {fd}); \
+         only apps that serve every passed socket answer there, and an app that serves only fd 3 \
+         never does, so every reload would fail: use kind = \"accepting\" for such an app",
+        worker::PROBE_FDNAME
+    ))
 }
 
 /// Why `dir` cannot be a worker's working directory, if it cannot.
@@ -186,6 +222,29 @@ mod tests {
 
     fn keys(c: &Config) -> Vec<(&'static str, Level)> {
         findings(c).iter().map(|f| (f.key, f.level)).collect()
+    }
+
+    #[test]
+    fn probe_kinds_are_advised_against_unless_the_app_serves_every_socket() {
+        let probe = |cmd: &str, kind: &str| {
+            config(&format!(
+                "command = {cmd}\n[sockets]\nhttp = \"127.0.0.1:1\"\n[readiness]\nkind = \"{kind}\"\n"
+            ))
+        };
+        let node = probe(r#"["/bin/true", "server.js"]"#, "http");
+        assert_eq!(keys(&node), vec![("readiness.kind", Level::Advice)]);
+        let f = &findings(&node)[0];
+        assert!(f.message.contains("(`baton-probe`, fd 4)"), "{}", f.message);
+        assert!(
+            f.message.contains("use kind = \"accepting\""),
+            "{}",
+            f.message
+        );
+        assert_eq!(keys(&probe(r#"["/bin/true"]"#, "tcp")).len(), 1);
+        // gunicorn serves every socket it is passed
+        assert!(findings(&probe(r#"["/bin/true", "-m", "gunicorn"]"#, "http")).is_empty());
+        assert!(findings(&probe(r#"["/bin/true"]"#, "accepting")).is_empty());
+        assert!(findings(&probe(r#"["/bin/true"]"#, "notify")).is_empty());
     }
 
     #[test]

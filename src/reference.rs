@@ -54,10 +54,11 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "accepting",
-        ready_when: "the worker's process tree is waiting for connections on every passed \
-            socket (a thread blocked in accept/poll on it, or the socket in one of its epoll \
-            sets); needs no app change; the first choice for apps that take fd 3 and send no \
-            READY=1",
+        ready_when: "some process of the worker's tree waits for connections on every passed \
+            socket, as /proc shows it (the socket in one of its epoll sets for reading, or a \
+            thread blocked in accept, poll or select on it; matched by inode, so a `dup` \
+            counts); nothing is sent to the app and it gets no extra socket; the first choice \
+            for apps that take fd 3 and send no READY=1",
     },
     Kind {
         name: "http",
@@ -232,7 +233,7 @@ pub const KEYS: &[Key] = &[
             ("http", r#""200ms""#),
             ("tcp", r#""200ms""#),
             ("exec", r#""200ms""#),
-            ("accepting", r#""100ms""#),
+            ("accepting", r#""50ms""#),
         ]),
         allowed: "more than 0",
         kinds: &["http", "tcp", "exec", "accepting"],
@@ -611,12 +612,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    /// Kinds the reference lists that the parser does not accept yet.
-    /// PLACEHOLDER: `accepting` (issue 12, decision 3) is being added to the parser by the
-    /// lead; `not_yet_parsed_kinds_are_still_rejected` fails as soon as the parser accepts it,
-    /// and then this list must become empty.
-    const NOT_YET_PARSED: &[&str] = &["accepting"];
-
     const MIN: &str = "command = [\"/bin/true\"]\n";
 
     fn parse(text: &str) -> Result<Config, String> {
@@ -664,17 +659,7 @@ mod tests {
     }
 
     fn parsed_kinds() -> impl Iterator<Item = &'static Kind> {
-        KINDS.iter().filter(|k| !NOT_YET_PARSED.contains(&k.name))
-    }
-
-    #[test]
-    fn not_yet_parsed_kinds_are_still_rejected() {
-        for kind in NOT_YET_PARSED {
-            assert!(
-                parse(&with(Some(kind), "", &[])).is_err(),
-                "the parser accepts kind = {kind:?} now: remove it from NOT_YET_PARSED"
-            );
-        }
+        KINDS.iter()
     }
 
     #[test]
@@ -683,11 +668,7 @@ mod tests {
             let kinds: Vec<Option<&str>> = if k.kinds.is_empty() {
                 vec![None]
             } else {
-                k.kinds
-                    .iter()
-                    .filter(|kind| !NOT_YET_PARSED.contains(kind))
-                    .map(|kind| Some(*kind))
-                    .collect()
+                k.kinds.iter().map(|kind| Some(*kind)).collect()
             };
             for kind in kinds {
                 let text = with(kind, k.table(), &[k.example]);
@@ -792,9 +773,6 @@ mod tests {
                 _ => continue,
             };
             for (kind, v) in pairs {
-                if kind.is_some_and(|kind| NOT_YET_PARSED.contains(&kind)) {
-                    continue;
-                }
                 // `kind` itself: its default is the config without it
                 let kind = if k.key == "readiness.kind" {
                     None
