@@ -359,6 +359,51 @@ struct Ctx {
     /// Accept failures not logged yet (logged at most every [`ACCEPT_WARN_EVERY`]), and when
     /// the last one was.
     accept_errors: (u64, Option<Instant>),
+    /// Notifications from strangers are logged at this rate at most.
+    ignored_notes: RateLimit,
+}
+
+/// At most this many ignored notifications are logged per [`IGNORED_WINDOW`]; the others
+/// are counted, and the next line logged says how many were not.
+const IGNORED_PER_WINDOW: u32 = 10;
+const IGNORED_WINDOW: Duration = Duration::from_secs(10);
+/// At most this many characters of an ignored notification are logged.
+const IGNORED_SHOWN: usize = 120;
+
+/// A log rate limit: so many lines per window, the rest counted.
+#[derive(Default)]
+struct RateLimit {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// Whether a line may be logged now (if not, it is counted).
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window_start
+            .map_or(true, |t| now >= t + IGNORED_WINDOW)
+        {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < IGNORED_PER_WINDOW {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// " (and 12 more since the last line, not logged)", once, after lines were suppressed.
+    fn take_suppressed(&mut self) -> String {
+        match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" (and {n} more since the last line, not logged)"),
+        }
+    }
 }
 
 /// How long accepting control connections pauses when it fails (EMFILE, ENFILE, ENOBUFS).
@@ -423,6 +468,7 @@ impl Supervisor {
             socket_inodes: Vec::new(),
             accept_paused_until: None,
             accept_errors: (0, None),
+            ignored_notes: RateLimit::default(),
         };
         for l in &ctx.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
@@ -983,10 +1029,13 @@ impl Supervisor {
                 }
             };
             let Some(sender) = dg.pid else {
-                warn!(
-                    baton_event = "notify_ignored",
-                    "notification without credentials ignored"
-                );
+                if self.ctx.ignored_notes.allow(now) {
+                    warn!(
+                        baton_event = "notify_ignored",
+                        "notification without credentials ignored{}",
+                        self.ctx.ignored_notes.take_suppressed()
+                    );
+                }
                 continue;
             };
             let msg = Message::parse(&dg.data);
@@ -1003,11 +1052,17 @@ impl Supervisor {
                 );
             }
             let Some(worker_pid) = self.attribute(sender) else {
-                warn!(
-                    baton_event = "notify_ignored",
-                    "notification from pid {sender}, which is not a worker, ignored: {:?}",
-                    String::from_utf8_lossy(&dg.data).trim()
-                );
+                if self.ctx.ignored_notes.allow(now) {
+                    let text = String::from_utf8_lossy(&dg.data);
+                    let text = text.trim();
+                    let shown: String = text.chars().take(IGNORED_SHOWN).collect();
+                    let cut = if shown.len() < text.len() { "…" } else { "" };
+                    warn!(
+                        baton_event = "notify_ignored",
+                        "notification from pid {sender}, which is not a worker, ignored: {shown:?}{cut}{}",
+                        self.ctx.ignored_notes.take_suppressed()
+                    );
+                }
                 continue;
             };
             for gen in self.state.gens_mut() {
@@ -1556,6 +1611,25 @@ impl Ctx {
             config.readiness.kind,
             ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. }
         );
+        if !self.notify.reachable() {
+            // workers would send READY=1 to nothing: bind the path again (the old socket goes
+            // when the new one replaces it)
+            match NotifySocket::bind(&self.notify_path) {
+                Ok(n) => {
+                    warn!(
+                        baton_event = "notify_socket_recreated",
+                        "the notify socket {} was gone or replaced: bound it again",
+                        self.notify_path.display()
+                    );
+                    self.notify = n;
+                }
+                Err(e) => error!(
+                    baton_event = "notify_socket_lost",
+                    "the notify socket {} was gone or replaced and cannot be bound again: {e}",
+                    self.notify_path.display()
+                ),
+            }
+        }
         let recipe = Recipe::new(&config, &self.listeners, &self.notify_path, id, probe);
         let priority = match recipe.as_ref().ok().and_then(|r| r.ready_nice()) {
             Some(run) => format!(

@@ -449,9 +449,14 @@ const SCM_MAX_FD: usize = 253;
 /// with SO_PASSCRED so every datagram carries the sender's pid.
 pub struct NotifySocket {
     sock: UnixDatagram,
+    path: std::path::PathBuf,
+    /// The socket file's inode: whether the path still names this socket.
+    inode: u64,
 }
 
 impl NotifySocket {
+    /// Bind at `path` (a stale socket there is replaced; anything else is an error), mode
+    /// 0600 whatever the umask: only baton's uid (its workers) may send.
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
@@ -460,12 +465,24 @@ impl NotifySocket {
             }
         }
         let sock = UnixDatagram::bind(path)?;
+        chmod(path, 0o600)?;
+        let inode = file_inode(path)?;
         sock.set_nonblocking(true)?;
         nsock::setsockopt(&sock, sockopt::PassCred, &true)?;
         let _ = nsock::setsockopt(&sock, sockopt::ReceiveTimestampns, &true);
         // Workers' notifications are short; a larger buffer absorbs bursts from many workers.
         let _ = nsock::setsockopt(&sock, sockopt::RcvBuf, &(1 << 20));
-        Ok(NotifySocket { sock })
+        Ok(NotifySocket {
+            sock,
+            path: path.to_path_buf(),
+            inode,
+        })
+    }
+
+    /// Whether its path still names this socket (a /tmp cleaner or an operator may have
+    /// removed or replaced it; then workers could not reach baton).
+    pub fn reachable(&self) -> bool {
+        file_inode(&self.path).is_ok_and(|i| i == self.inode)
     }
 
     /// Receive one datagram; `None` when none is queued. Descriptors sent with it (for example
@@ -531,6 +548,20 @@ impl NotifySocket {
             received,
         }))
     }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        if self.reachable() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The inode of the file at `path` (not following a symlink).
+fn file_inode(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::symlink_metadata(path)?.ino())
 }
 
 impl AsFd for NotifySocket {

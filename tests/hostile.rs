@@ -133,3 +133,86 @@ fn idle_control_connections_and_emfile_neither_spin_nor_lock_out() {
     drop(held);
     assert!(baton.status().is_some());
 }
+
+/// The notify socket is created 0600 whatever the umask, bound again by the next reload if
+/// something removed it (a /tmp cleaner: the workers' READY=1 would go nowhere and every
+/// reload would time out), and removed when baton exits.
+#[test]
+fn the_notify_socket_is_private_survives_a_cleaner_and_goes_at_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let mut baton = Baton::spawn_with(
+        &["sh", "-c", "umask 0; exec \"$0\" \"$@\""],
+        "notify-file",
+        |port, ctl| {
+            hello_config(
+                port,
+                ctl,
+                1,
+                "",
+                "[readiness]\nkind = \"notify\"\ntimeout = \"3s\"\n",
+            )
+        },
+    );
+    baton.wait_serving(Duration::from_secs(20));
+    let notify = baton.control.with_extension("notify");
+    let mode = std::fs::metadata(&notify).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "mode of {}", notify.display());
+    std::fs::remove_file(&notify).unwrap();
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "a reload after the notify socket was removed: {out}");
+    assert!(notify.exists());
+    assert!(baton
+        .log_text()
+        .contains("was gone or replaced: bound it again"));
+    assert!(baton.stop().success());
+    assert!(!notify.exists(), "{} left behind", notify.display());
+    assert!(
+        !baton.control.exists(),
+        "{} left behind",
+        baton.control.display()
+    );
+}
+
+/// A stranger flooding the notify socket with big datagrams is logged at a bounded rate, each
+/// line truncated (it once made 318 MiB of log in 6 s), and baton goes on answering.
+#[test]
+fn a_notify_flood_from_a_stranger_is_logged_at_a_bounded_rate() {
+    let _g = serial();
+    let baton = Baton::start("notify-flood", |port, ctl| {
+        hello_config(port, ctl, 1, "", "")
+    });
+    let notify = baton.control.with_extension("notify");
+    let flood = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for i in range(5000):
+    try:
+        s.sendto(b"STATUS=" + b"x" * 4000, sys.argv[1])
+    except BlockingIOError:
+        pass
+"#;
+    let out = Command::new("python3")
+        .args(["-c", flood])
+        .arg(&notify)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(baton.status().is_some());
+    let log = baton.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("which is not a worker"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 10,
+        "{} lines",
+        lines.len()
+    );
+    assert!(lines.iter().all(|l| l.len() < 400), "{}", lines[0]);
+    assert!(log.len() < 64 * 1024, "{} bytes of log", log.len());
+}
