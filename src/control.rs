@@ -230,10 +230,13 @@ impl Server {
                                 "control connection refused (peer uid {:?})",
                                 other.ok()
                             );
-                            let mut c = Client { stream };
-                            c.reply(&ErrorReply {
-                                error: "permission denied".into(),
-                            });
+                            // best effort: a short line into an empty socket buffer
+                            let _ = Client { stream }.reply(
+                                &ErrorReply {
+                                    error: "permission denied".into(),
+                                },
+                                now,
+                            );
                         }
                     }
                 }
@@ -277,15 +280,19 @@ impl Conn {
                     self.buf.extend_from_slice(&chunk[..n]);
                     if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
                         let line = self.buf[..end].to_vec();
-                        let mut client = Client {
+                        let client = Client {
                             stream: self.stream,
                         };
                         return match serde_json::from_slice::<Request>(&line) {
                             Ok(req) => (None, Incoming::Request(req, client)),
                             Err(e) => {
-                                client.reply(&ErrorReply {
-                                    error: format!("bad request: {e}"),
-                                });
+                                // best effort: a short line into an empty socket buffer
+                                let _ = client.reply(
+                                    &ErrorReply {
+                                        error: format!("bad request: {e}"),
+                                    },
+                                    self.opened,
+                                );
                                 (None, Incoming::Closed)
                             }
                         };
@@ -319,18 +326,67 @@ impl Client {
         let _ = self.stream.write(&line);
     }
 
-    /// Send the one-line JSON answer and close. A client that went away is not an error.
-    pub fn reply<T: Serialize>(&mut self, value: &T) {
-        let mut line = match serde_json::to_vec(value) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
+    /// Send the one-line JSON answer and close, without blocking: what the socket does not
+    /// take at once comes back as an [`Outgoing`] for the event loop to finish (or drop after
+    /// [`REPLY_TIMEOUT`]). A client that went away is not an error.
+    pub fn reply<T: Serialize>(self, value: &T, now: Instant) -> Option<Outgoing> {
+        let mut line = serde_json::to_vec(value).ok()?;
         line.push(b'\n');
-        let _ = self.stream.set_nonblocking(false);
-        let _ = self
-            .stream
-            .set_write_timeout(Some(Duration::from_millis(500)));
-        let _ = self.stream.write_all(&line);
+        let _ = self.stream.set_nonblocking(true);
+        let mut out = Outgoing {
+            stream: self.stream,
+            buf: line,
+            written: 0,
+            deadline: now + REPLY_TIMEOUT,
+        };
+        match out.write_some() {
+            Sent::Pending => Some(out),
+            Sent::Done | Sent::Failed => None,
+        }
+    }
+}
+
+/// How long a client may take to read its answer before the connection is dropped.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An answer the client has not read whole yet.
+pub struct Outgoing {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    written: usize,
+    /// Dropped (unfinished) at this instant.
+    pub deadline: Instant,
+}
+
+/// How far an [`Outgoing`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Done,
+    /// The socket is full: try again when it is writable.
+    Pending,
+    /// The client went away.
+    Failed,
+}
+
+impl Outgoing {
+    /// Write what the socket takes now.
+    pub fn write_some(&mut self) -> Sent {
+        while self.written < self.buf.len() {
+            match self.stream.write(&self.buf[self.written..]) {
+                Ok(0) => return Sent::Failed,
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Sent::Failed,
+            }
+        }
+        Sent::Done
+    }
+}
+
+impl AsFd for Outgoing {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 }
 
@@ -393,5 +449,43 @@ pub fn request(
             anyhow::bail!("{}", err.error);
         }
         return Ok(reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer bigger than the socket takes at once is not written with a blocking write:
+    /// `reply` returns what is left, and `write_some` finishes it as the client reads.
+    #[test]
+    fn a_big_answer_is_finished_without_blocking() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let big = ErrorReply {
+            error: "x".repeat(4 << 20),
+        };
+        let now = Instant::now();
+        let t0 = Instant::now();
+        let mut out = Client { stream: ours }
+            .reply(&big, now)
+            .expect("4 MiB do not fit a socket buffer");
+        assert!(t0.elapsed() < Duration::from_millis(100), "reply blocked");
+        assert_eq!(out.deadline, now + REPLY_TIMEOUT);
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            theirs.read_to_end(&mut all).unwrap();
+            all
+        });
+        loop {
+            match out.write_some() {
+                Sent::Done => break,
+                Sent::Pending => std::thread::sleep(Duration::from_millis(1)),
+                Sent::Failed => panic!("the reader is there"),
+            }
+        }
+        drop(out);
+        let all = reader.join().unwrap();
+        assert_eq!(all.len(), (4 << 20) + r#"{"error":""}"#.len() + 1);
+        assert_eq!(all.last(), Some(&b'\n'));
     }
 }

@@ -361,6 +361,8 @@ struct Ctx {
     accept_errors: (u64, Option<Instant>),
     /// Notifications from strangers are logged at this rate at most.
     ignored_notes: RateLimit,
+    /// Answers the clients have not read whole yet.
+    outgoing: Vec<control::Outgoing>,
 }
 
 /// At most this many ignored notifications are logged per [`IGNORED_WINDOW`]; the others
@@ -469,6 +471,7 @@ impl Supervisor {
             accept_paused_until: None,
             accept_errors: (0, None),
             ignored_notes: RateLimit::default(),
+            outgoing: Vec::new(),
         };
         for l in &ctx.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
@@ -537,6 +540,12 @@ impl Supervisor {
                 _ => None,
             };
             let i_conns: Vec<usize> = self.ctx.conns.iter().map(|c| poll.add(c.as_fd())).collect();
+            let i_out: Vec<usize> = self
+                .ctx
+                .outgoing
+                .iter()
+                .map(|o| poll.add_writable(o.as_fd()))
+                .collect();
             if let Err(e) = poll.wait(timeout) {
                 error!("poll failed: {e}");
                 return 1;
@@ -565,6 +574,13 @@ impl Supervisor {
             self.on_output(&ready);
             let readable: Vec<bool> = i_conns.iter().map(|i| poll.readable(*i)).collect();
             self.on_control_conns(&readable);
+            let writable: Vec<bool> = i_out.iter().map(|i| poll.writable(*i)).collect();
+            let mut i = 0;
+            self.ctx.outgoing.retain_mut(|o| {
+                let ready = writable.get(i).copied().unwrap_or(false);
+                i += 1;
+                !ready || o.write_some() == control::Sent::Pending
+            });
             if i_control.is_some_and(|i| poll.readable(i)) {
                 let before = self.ctx.conns.len();
                 self.ctx.accept_control(Instant::now());
@@ -1225,9 +1241,10 @@ impl Supervisor {
             keep.extend(rest);
             match incoming {
                 Incoming::Pending | Incoming::Closed => {}
-                Incoming::Request(Request::Status, mut client) => {
+                Incoming::Request(Request::Status, client) => {
                     let status = self.status();
-                    client.reply(&status);
+                    let out = client.reply(&status, Instant::now());
+                    self.ctx.push_outgoing(out);
                 }
                 Incoming::Request(Request::Reload, client) => {
                     info!(
@@ -1246,9 +1263,10 @@ impl Supervisor {
 
     fn on_timers(&mut self, now: Instant) {
         let ctx = &mut self.ctx;
-        // control connections that never sent their request
+        // control connections that never sent their request, answers nobody reads
         ctx.conns
             .retain(|c| now < c.opened + control::REQUEST_TIMEOUT);
+        ctx.outgoing.retain(|o| now < o.deadline);
         if ctx.accept_paused_until.is_some_and(|t| now >= t) {
             ctx.accept_paused_until = None;
         }
@@ -1386,6 +1404,9 @@ impl Supervisor {
         if let Some(c) = self.ctx.conns.first() {
             // the oldest connection is the first to time out
             consider(c.opened + control::REQUEST_TIMEOUT);
+        }
+        if let Some(o) = self.ctx.outgoing.first() {
+            consider(o.deadline);
         }
         for (_, d) in self.ctx.exec_probes.values() {
             consider(*d);
@@ -1540,6 +1561,17 @@ impl Supervisor {
 }
 
 impl Ctx {
+    /// Keep an answer the client has not read whole yet, at most [`control::MAX_CONNS`] of
+    /// them (the oldest is dropped for a new one).
+    fn push_outgoing(&mut self, out: Option<control::Outgoing>) {
+        if let Some(o) = out {
+            if self.outgoing.len() >= control::MAX_CONNS {
+                self.outgoing.remove(0);
+            }
+            self.outgoing.push(o);
+        }
+    }
+
     /// Accept pending control connections. Room is made by closing the oldest connection that
     /// has not sent its request yet: when there are [`control::MAX_CONNS`] of them, or when
     /// baton is out of descriptors (EMFILE). With none to close, accepting pauses for
@@ -2020,8 +2052,10 @@ impl Ctx {
             last_spawn_us: timings.as_ref().map(|t| t.last_spawn.as_micros() as u64),
             last_ready_us: timings.as_ref().map(|t| t.last_ready.as_micros() as u64),
         };
-        for mut c in waiters {
-            c.reply(&reply);
+        let now = Instant::now();
+        for c in waiters {
+            let out = c.reply(&reply, now);
+            self.push_outgoing(out);
         }
         self.last_reload = Some(reply);
     }
