@@ -4,10 +4,125 @@
 //! Events carry fields named `baton_generation`, `baton_worker_pid`, `baton_instance` and
 //! `baton_event`; journald stores them upper-cased (`BATON_GENERATION=7`), so
 //! `journalctl -u api BATON_GENERATION=7` selects one generation.
+//!
+//! The journal layer is baton's own ([`JournalLayer`], journald's native protocol) rather than
+//! tracing-journald's, whose socket blocks: a journald that stops reading must not stop the
+//! event loop. A line journald cannot take at once is dropped and counted, and the next line
+//! that goes through is preceded by one that says how many were lost.
 
-use tracing::Level;
-use tracing_subscriber::layer::SubscriberExt;
+use std::fmt::Write as _;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Sends every event to journald, without blocking.
+pub struct JournalLayer {
+    sock: UnixDatagram,
+    /// Lines journald could not take since the last one it took.
+    dropped: AtomicU64,
+}
+
+impl JournalLayer {
+    pub fn connect() -> std::io::Result<JournalLayer> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(JOURNAL_SOCKET)?;
+        sock.set_nonblocking(true)?;
+        Ok(JournalLayer {
+            sock,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn send(&self, msg: &[u8]) {
+        let lost = self.dropped.load(Ordering::Relaxed);
+        if lost > 0 {
+            let note = format!(
+                "PRIORITY=4\nSYSLOG_IDENTIFIER=baton\nBATON_EVENT=log_lines_dropped\n\
+                 MESSAGE={lost} of baton's log lines were dropped: journald did not read them\n"
+            );
+            if self.sock.send(note.as_bytes()).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.dropped.fetch_sub(lost, Ordering::Relaxed);
+        }
+        if self.sock.send(msg).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The fields of one event in journald's native format (`KEY=value` lines; a value with a
+/// newline in the binary form).
+#[derive(Default)]
+struct Fields {
+    out: Vec<u8>,
+}
+
+impl Fields {
+    fn push(&mut self, name: &str, value: &str) {
+        let key: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let key = if key == "MESSAGE" || key.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            key
+        } else {
+            format!("F_{key}")
+        };
+        self.out.extend_from_slice(key.as_bytes());
+        if value.contains('\n') {
+            self.out.push(b'\n');
+            self.out
+                .extend_from_slice(&(value.len() as u64).to_le_bytes());
+            self.out.extend_from_slice(value.as_bytes());
+        } else {
+            self.out.push(b'=');
+            self.out.extend_from_slice(value.as_bytes());
+        }
+        self.out.push(b'\n');
+    }
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field.name(), value);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.push(field.name(), &text);
+    }
+}
+
+impl<S: Subscriber> Layer<S> for JournalLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        let mut fields = Fields::default();
+        fields.push("PRIORITY", &priority.to_string());
+        fields.push("SYSLOG_IDENTIFIER", "baton");
+        event.record(&mut fields);
+        self.send(&fields.out);
+    }
+}
 
 /// Whether stderr is connected to the journal (systemd sets JOURNAL_STREAM=dev:inode).
 fn stderr_is_journal() -> bool {
@@ -40,10 +155,7 @@ fn level() -> Level {
 pub fn init() -> bool {
     let filter = tracing_subscriber::filter::LevelFilter::from_level(level());
     if stderr_is_journal() {
-        if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer
-                .with_field_prefix(None)
-                .with_syslog_identifier("baton".into());
+        if let Ok(layer) = JournalLayer::connect() {
             let _ = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)

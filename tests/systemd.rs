@@ -1332,3 +1332,74 @@ fn a_chatty_worker_neither_loses_lines_nor_freezes_baton() {
     );
     c.finish(&bx, &["api.service"]);
 }
+
+/// journald stops reading (SIGSTOP) while a worker prints without pause: baton's loop does not
+/// block on the journal. `baton status` answers at once, a reload goes through, the app loses
+/// no request; the worker waits on its own writes. Once journald reads again, the worker's
+/// lines arrive and baton says how many of its own log lines it had to drop.
+#[test]
+fn a_journald_that_stops_reading_does_not_stop_baton() {
+    let bx = SdBox::up("jstop");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/etc/baton/api.toml",
+        &BASE_CONFIG.replace(
+            r#"command   = ["/usr/local/bin/hello"]"#,
+            r#"command   = ["/bin/sh", "-c", "yes journal-flood & exec /usr/local/bin/hello"]"#,
+        ),
+    );
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    let mut c = Checks::new();
+    let load = Load::start(port, "close", 4, LOAD_RATE);
+    bx.sh_ok("kill -STOP $(systemctl show -P MainPID systemd-journald)");
+    // let the journal socket's queue fill up
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = 0u64;
+    for _ in 0..5 {
+        let out = bx.sh(
+            "t0=$(date +%s%N); baton status --config /etc/baton/api.toml >/dev/null || exit 1; \
+             echo $(( ($(date +%s%N) - t0) / 1000000 ))",
+        );
+        c.check(
+            out.ok(),
+            format!("baton status while journald is stopped: {out}"),
+        );
+        slowest = slowest.max(out.stdout.trim().parse().unwrap_or(u64::MAX));
+    }
+    c.check(
+        slowest < 100,
+        format!("baton status within 100 ms (slowest {slowest} ms)"),
+    );
+    // the reload's own client writes to the journal too: run it apart from it
+    let out = bx.sh("baton reload --config /etc/baton/api.toml >/dev/null 2>&1");
+    c.check(
+        out.ok(),
+        format!("a reload while journald is stopped: {out}"),
+    );
+    let st = bx.baton_status(API).expect("status");
+    c.check(
+        st["serving_generation"] == 2,
+        format!("generation 2 serves: {st}"),
+    );
+    bx.sh_ok("kill -CONT $(systemctl show -P MainPID systemd-journald)");
+    let report = load.stop();
+    c.check(
+        report["failed"] == 0 && report["ok"].as_u64().unwrap_or(0) > 50,
+        format!("no failed request: {report}"),
+    );
+    c.check(
+        within(Duration::from_secs(20), || {
+            bx.journal("api")
+                .contains("of baton's log lines were dropped: journald did not read them")
+        }),
+        "baton says how many of its log lines were dropped",
+    );
+    c.check(
+        bx.journal("api").contains("journal-flood"),
+        "the worker's lines reach the journal",
+    );
+    c.finish(&bx, &["api.service"]);
+}
