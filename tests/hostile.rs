@@ -88,20 +88,38 @@ fn a_control_path_that_is_not_a_socket_is_never_removed() {
     );
 }
 
-/// Hundreds of idle control connections against a baton with few descriptors (`ulimit -n
-/// 48`): baton makes room by closing the oldest idle ones, so it neither spins on EMFILE (it
-/// once took 100 % CPU, logging one line per turn) nor locks a client out: `baton status`
-/// answers at once throughout, and the serving generation loses no request.
+/// 2,000 idle control connections against a baton with fewer descriptors (`ulimit -n 1024`,
+/// and 300 against `ulimit -n 48`): baton makes room by closing the oldest idle ones, so it
+/// neither spins on EMFILE (it once took 100 % CPU, logging one line per turn) nor locks a
+/// client out: `baton status` answers at once throughout, and the serving generation loses no
+/// request.
 #[test]
 fn idle_control_connections_and_emfile_neither_spin_nor_lock_out() {
     let _g = serial();
-    let baton = Baton::spawn_with(&["prlimit", "--nofile=48:48"], "emfile", |port, ctl| {
+    // the test itself holds the connections: give it room (root may raise its own limit)
+    let raised = Command::new("prlimit")
+        .args([
+            "--nofile=8192:8192",
+            "--pid",
+            &std::process::id().to_string(),
+        ])
+        .status()
+        .expect("prlimit");
+    assert!(raised.success(), "raising the test's own descriptor limit");
+    for (limit, idle) in [(48, 300), (1024, 2000)] {
+        idle_connections_case(limit, idle);
+    }
+}
+
+fn idle_connections_case(limit: u32, idle: usize) {
+    let nofile = format!("--nofile={limit}:{limit}");
+    let baton = Baton::spawn_with(&["prlimit", &nofile], "emfile", |port, ctl| {
         hello_config(port, ctl, 2, "", "")
     });
     baton.wait_serving(Duration::from_secs(20));
     let load = Load::start(baton.port, "close", 2, 200);
     let mut held = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..idle {
         // the kernel queues a few more than baton accepts; a connect that would block means
         // the backlog is full, which is as hostile as it gets
         match UnixStream::connect(&baton.control) {
