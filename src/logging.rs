@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -24,38 +25,70 @@ const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// Sends every event to journald, without blocking.
 pub struct JournalLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     sock: UnixDatagram,
-    /// Lines journald could not take since the last one it took.
+    /// Lines journald could not take since the last note about them went through.
     dropped: AtomicU64,
 }
+
+/// The journal layer in use, for [`report_dropped`].
+static JOURNAL: OnceLock<Arc<Shared>> = OnceLock::new();
 
 impl JournalLayer {
     pub fn connect() -> std::io::Result<JournalLayer> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(JOURNAL_SOCKET)?;
         sock.set_nonblocking(true)?;
-        Ok(JournalLayer {
+        let shared = Arc::new(Shared {
             sock,
             dropped: AtomicU64::new(0),
-        })
+        });
+        let _ = JOURNAL.set(shared.clone());
+        Ok(JournalLayer { shared })
+    }
+}
+
+impl Shared {
+    /// Send the note about dropped lines, if any were; false if journald still cannot take it.
+    fn report(&self) -> bool {
+        let lost = self.dropped.load(Ordering::Relaxed);
+        if lost == 0 {
+            return true;
+        }
+        let note = format!(
+            "PRIORITY=4\nSYSLOG_IDENTIFIER=baton\nBATON_EVENT=log_lines_dropped\n\
+             MESSAGE={lost} of baton's log lines were dropped: journald did not read them\n"
+        );
+        if self.sock.send(note.as_bytes()).is_err() {
+            return false;
+        }
+        self.dropped.fetch_sub(lost, Ordering::Relaxed);
+        true
     }
 
     fn send(&self, msg: &[u8]) {
-        let lost = self.dropped.load(Ordering::Relaxed);
-        if lost > 0 {
-            let note = format!(
-                "PRIORITY=4\nSYSLOG_IDENTIFIER=baton\nBATON_EVENT=log_lines_dropped\n\
-                 MESSAGE={lost} of baton's log lines were dropped: journald did not read them\n"
-            );
-            if self.sock.send(note.as_bytes()).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.dropped.fetch_sub(lost, Ordering::Relaxed);
-        }
-        if self.sock.send(msg).is_err() {
+        if !self.report() || self.sock.send(msg).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Whether log lines were dropped and not reported yet: the event loop then calls
+/// [`report_dropped`] again a little later, so that the note comes even if nothing else is
+/// logged.
+pub fn lines_dropped() -> bool {
+    JOURNAL
+        .get()
+        .is_some_and(|j| j.dropped.load(Ordering::Relaxed) > 0)
+}
+
+/// Send the note about dropped lines, if journald takes it now.
+pub fn report_dropped() {
+    if let Some(j) = JOURNAL.get() {
+        j.report();
     }
 }
 
@@ -120,7 +153,7 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
         fields.push("PRIORITY", &priority.to_string());
         fields.push("SYSLOG_IDENTIFIER", "baton");
         event.record(&mut fields);
-        self.send(&fields.out);
+        self.shared.send(&fields.out);
     }
 }
 

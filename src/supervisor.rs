@@ -514,6 +514,9 @@ impl Supervisor {
                 return exit_code;
             }
             self.publish_status();
+            if crate::logging::lines_dropped() {
+                crate::logging::report_dropped();
+            }
             let timeout = self
                 .next_deadline()
                 .map(|d| d.saturating_duration_since(Instant::now()));
@@ -1400,6 +1403,11 @@ impl Supervisor {
         };
         if let Some(t) = self.ctx.accept_paused_until {
             consider(t);
+        }
+        if crate::logging::lines_dropped() {
+            // the note about them goes out once journald reads again, even if nothing else
+            // is logged
+            consider(Instant::now() + Duration::from_secs(1));
         }
         if let Some(c) = self.ctx.conns.first() {
             // the oldest connection is the first to time out
