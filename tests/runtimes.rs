@@ -168,7 +168,10 @@ fn serve_and_reload(bx: &SdBox, unit: &str, port: u16, app: &App) -> Value {
     let want = format!("hello from {} pid", app.runtime);
     let started = c.check(
         matches!(&first, Ok((200, b)) if b.starts_with(&want)),
-        format!("the first request is answered by {}: {first:?}", app.runtime),
+        format!(
+            "the first request is answered by {}: {first:?}",
+            app.runtime
+        ),
     );
     if started {
         bx.wait_state(&service, "active", Duration::from_secs(30));
@@ -366,7 +369,10 @@ timeout = "10s"
 fn jvm_under_the_template() {
     let bx = SdBox::up("rt-jvm");
     let classes = java_classes();
-    bx.cp(&classes.join("Server.class"), &format!("{APP_DIR}/java/Server.class"));
+    bx.cp(
+        &classes.join("Server.class"),
+        &format!("{APP_DIR}/java/Server.class"),
+    );
     let app = App {
         runtime: "java",
         instances: 1,
@@ -385,4 +391,65 @@ timeout = "10s"
         ),
     };
     serve_and_reload(&bx, "baton@java", free_port(), &app);
+}
+
+/// `NoDelay=true` in the shipped socket units: uvicorn `--fd 3` sets no TCP_NODELAY itself and
+/// writes a response's head and body separately, so without it the body waits for the client's
+/// delayed ACK (~40 ms) on every kept-alive request. Measures the keep-alive latency of one
+/// connection with the shipped socket unit and with a drop-in `NoDelay=false`.
+#[test]
+fn nodelay_cuts_uvicorn_keepalive_latency() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    let bx = SdBox::up("rt-nodelay");
+    let port = free_port();
+    install(&bx, "baton@uvicorn.socket", port);
+    bx.write("/etc/baton/uvicorn.toml", &uvicorn_config(1));
+    let measure = |bx: &SdBox| -> Value {
+        let out = bx.systemctl(&["start", "baton@uvicorn.socket"]);
+        assert!(out.ok(), "start baton@uvicorn.socket: {out}");
+        let first = http_get(port, "/", Duration::from_secs(30));
+        assert!(matches!(&first, Ok((200, _))), "first request: {first:?}");
+        bx.wait_state("baton@uvicorn.service", "active", Duration::from_secs(30));
+        let load = Load::start(port, "keepalive", 1, 50);
+        std::thread::sleep(WINDOW); // the measurement window
+        let r = load.stop();
+        let out = bx.systemctl(&["stop", "baton@uvicorn.socket", "baton@uvicorn.service"]);
+        assert!(out.ok(), "stop: {out}");
+        r
+    };
+    let with = measure(&bx);
+    bx.write(
+        "/etc/systemd/system/baton@uvicorn.socket.d/nodelay-off.conf",
+        "[Socket]\nNoDelay=false\n",
+    );
+    bx.sh_ok("systemctl daemon-reload");
+    let without = measure(&bx);
+    let p = |r: &Value, q: &str| r["latency_us"][q].as_u64().unwrap_or(u64::MAX);
+    eprintln!(
+        "  uvicorn keep-alive, 1 connection: NoDelay=true p50 {} us p99 {} us ({} requests); \
+         NoDelay=false p50 {} us p99 {} us ({} requests)",
+        p(&with, "p50"),
+        p(&with, "p99"),
+        with["ok"],
+        p(&without, "p50"),
+        p(&without, "p99"),
+        without["ok"]
+    );
+    let mut c = Checks::new();
+    c.check(
+        with["failed"] == 0 && without["failed"] == 0,
+        "no request failed",
+    );
+    c.check(
+        p(&with, "p50") < 10_000,
+        format!("p50 with the shipped NoDelay=true: {} us", p(&with, "p50")),
+    );
+    c.check(
+        p(&without, "p50") > 30_000,
+        format!(
+            "p50 with NoDelay=false shows the delayed ACK: {} us",
+            p(&without, "p50")
+        ),
+    );
+    c.finish(&bx, &["baton@uvicorn.service"]);
 }
