@@ -1012,12 +1012,18 @@ mod tests {
     fn bound_tcp_sockets_and_their_connections_have_nodelay() {
         for ip in ["127.0.0.1", "[::1]"] {
             let l = bind_tcp(format!("{ip}:0").parse().unwrap(), 16).unwrap();
-            assert!(nsock::getsockopt(&l, sockopt::TcpNoDelay).unwrap(), "{ip} listener");
+            assert!(
+                nsock::getsockopt(&l, sockopt::TcpNoDelay).unwrap(),
+                "{ip} listener"
+            );
             let addr = std::net::TcpListener::from(l);
             let client = std::net::TcpStream::connect(addr.local_addr().unwrap()).unwrap();
             let (conn, _) = addr.accept().unwrap();
             assert!(conn.nodelay().unwrap(), "{ip}: a connection accepted on it");
-            assert!(!client.nodelay().unwrap(), "{ip}: the client's side is its own");
+            assert!(
+                !client.nodelay().unwrap(),
+                "{ip}: the client's side is its own"
+            );
         }
     }
 

@@ -453,3 +453,46 @@ fn nodelay_cuts_uvicorn_keepalive_latency() {
     );
     c.finish(&bx, &["baton@uvicorn.service"]);
 }
+
+/// `ProtectHome=yes` hides an app under /home (the journal says why), and the drop-in the
+/// README gives for it, `ProtectHome=read-only`, makes the same app start.
+#[test]
+fn app_under_home_needs_the_protecthome_drop_in() {
+    let bx = SdBox::up("rt-home");
+    let port = free_port();
+    install(&bx, "api.socket", port);
+    bx.cp(&Path::new(APPS).join("server.js"), "/home/app/server.js");
+    bx.write(
+        "/etc/baton/api.toml",
+        "command = [\"/usr/bin/node\", \"/home/app/server.js\"]\ninstances = 1\n\n\
+         [readiness]\nkind = \"http\"\ntimeout = \"20s\"\n",
+    );
+    bx.sh_ok("systemctl start api.socket");
+    let mut c = Checks::new();
+    let first = http_get(port, "/", Duration::from_secs(20));
+    c.check(
+        !matches!(&first, Ok((200, _))),
+        format!("the app under /home is not served under ProtectHome=yes: {first:?}"),
+    );
+    c.check(
+        within(Duration::from_secs(20), || {
+            bx.journal("api.service")
+                .contains("Cannot find module '/home/app/server.js'")
+        }),
+        "the journal has node's reason (Cannot find module '/home/app/server.js')",
+    );
+    bx.write(
+        "/etc/systemd/system/api.service.d/home.conf",
+        "[Service]\nProtectHome=read-only\n",
+    );
+    bx.sh_ok(
+        "systemctl daemon-reload && systemctl reset-failed api.service api.socket; \
+         systemctl restart api.socket",
+    );
+    let again = http_get(port, "/", Duration::from_secs(20));
+    c.check(
+        matches!(&again, Ok((200, b)) if b.starts_with("hello from node pid")),
+        format!("with the drop-in ProtectHome=read-only it is: {again:?}"),
+    );
+    c.finish(&bx, &["api.service"]);
+}
