@@ -168,7 +168,8 @@ impl Spec {
              Backlog=4096\n\
              # TCP_NODELAY; accepted connections inherit it. Without it an app that writes a response\n\
              # in two pieces (uvicorn) waits for the client's delayed ACK: ~40 ms per request on a\n\
-             # kept-alive connection. No effect on a unix socket.\n\
+             # kept-alive connection. Nothing on a unix socket (systemd logs \"TCP_NODELAY failed:\n\
+             # Operation not supported\" for one; harmless).\n\
              NoDelay=true\n\
              \n\
              [Install]\n\
