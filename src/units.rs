@@ -216,7 +216,7 @@ impl Spec {
              # Workers notify baton's private socket, never systemd's: only baton may talk.\n\
              Type=notify\n\
              NotifyAccess=main\n\
-             # Runs as the service's own user, in its sandbox: a command that could not start fails here.\n\
+             # Checks the config as the service's own user, in its sandbox, before baton starts.\n\
              ExecStartPre={baton} check{CHECK_ARGS} --config {config}\n\
              ExecStart={baton} run --config {config}{control}\n\
              # Synchronous on purpose: on systemd 252 (no Type=notify-reload) the reload job ends\n\

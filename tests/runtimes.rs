@@ -301,16 +301,18 @@ timeout = "15s"
     serve_and_reload(&bx, "api", free_port(), &app);
 }
 
-/// The README's uvicorn recipe: `uvicorn --fd 3`. It serves fd 3 only and sends no READY=1:
-/// `delay` readiness. Two workers under the packaged template. Also checks the keep-alive
-/// latency that `NoDelay=true` in the socket unit buys (see `nodelay_*` below).
+/// The README's uvicorn recipe: uvicorn on fd 3 (`python asgi.py`: uvicorn's Server with a drain
+/// that keeps kept-alive requests; plain `uvicorn --fd 3` closes idle keep-alive connections at
+/// SIGTERM and loses a request now and then). It serves fd 3 only and sends no READY=1: `delay`
+/// readiness. Two workers under the packaged template. Also checks the keep-alive latency that
+/// `NoDelay=true` in the socket unit buys (see `nodelay_*` below).
 #[test]
 fn uvicorn_under_the_template() {
     let bx = SdBox::up("rt-uvicorn");
     let app = App {
         runtime: "uvicorn",
         instances: 2,
-        config: uvicorn_config(2),
+        config: uvicorn_config(2, false),
     };
     let keep = serve_and_reload(&bx, "baton@uvicorn", free_port(), &app);
     let p50 = keep["latency_us"]["p50"].as_u64().unwrap_or(u64::MAX);
@@ -320,9 +322,18 @@ fn uvicorn_under_the_template() {
     );
 }
 
-fn uvicorn_config(instances: usize) -> String {
+/// The uvicorn recipe: `command` is `uvicorn --fd 3 ...` (`cli`), or `python asgi.py`, which runs
+/// the same app through uvicorn's Server with a drain that loses no kept-alive request.
+fn uvicorn_config(instances: usize, cli: bool) -> String {
+    let command = if cli {
+        format!(
+            r#"["{VENV}/bin/uvicorn", "--fd", "3", "--no-access-log", "--app-dir", "{APP_DIR}", "asgi:app"]"#
+        )
+    } else {
+        format!(r#"["{VENV}/bin/python", "{APP_DIR}/asgi.py"]"#)
+    };
     format!(
-        r#"command   = ["{VENV}/bin/uvicorn", "--fd", "3", "--app-dir", "{APP_DIR}", "asgi:app"]
+        r#"command   = {command}
 instances = {instances}
 
 [readiness]
@@ -403,7 +414,7 @@ fn nodelay_cuts_uvicorn_keepalive_latency() {
     let bx = SdBox::up("rt-nodelay");
     let port = free_port();
     install(&bx, "baton@uvicorn.socket", port);
-    bx.write("/etc/baton/uvicorn.toml", &uvicorn_config(1));
+    bx.write("/etc/baton/uvicorn.toml", &uvicorn_config(1, true));
     let measure = |bx: &SdBox| -> Value {
         let out = bx.systemctl(&["start", "baton@uvicorn.socket"]);
         assert!(out.ok(), "start baton@uvicorn.socket: {out}");
