@@ -21,6 +21,7 @@ import (
 
 func main() {
 	pid := os.Getpid()
+	var draining atomic.Bool
 	nfds, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if os.Getenv("LISTEN_PID") != strconv.Itoa(pid) || nfds < 1 {
 		log.Fatal("goserver: no LISTEN_FDS for this pid")
@@ -30,6 +31,9 @@ func main() {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.Header().Set("X-Worker-Pid", strconv.Itoa(pid))
+		if draining.Load() {
+			w.Header().Set("Connection", "close") // net/http closes the connection after this response
+		}
 		fmt.Fprint(w, body)
 	})
 	var open atomic.Int64 // connections not yet closed
@@ -58,9 +62,11 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	<-stop
-	for i, srv := range servers {
-		srv.SetKeepAlivesEnabled(false) // the next response says Connection: close
-		listeners[i].Close()            // this process stops accepting; the socket stays open elsewhere
+	// Not SetKeepAlivesEnabled(false): it closes idle connections at once, and a request a client
+	// is sending on one right then is lost.
+	draining.Store(true) // the next response on each connection says Connection: close
+	for _, ln := range listeners {
+		ln.Close() // this process stops accepting; the socket stays open elsewhere
 	}
 	// idle keep-alive connections get 1 s to send one last request
 	for grace := time.Now().Add(time.Second); open.Load() > 0 && time.Now().Before(grace); {
