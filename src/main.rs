@@ -157,6 +157,10 @@ fn main() -> ExitCode {
             baton,
             output_dir,
         } => {
+            if let Err(e) = units::validate(&name, &listen, &config, &baton) {
+                eprintln!("baton units: {e}");
+                return ExitCode::from(2);
+            }
             let (socket, service) = units::render(&name, &listen, &config, &baton);
             match output_dir {
                 None => {

@@ -338,8 +338,10 @@ pub fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<String> {
     Ok(format!("{ty} {addr}"))
 }
 
-/// Bind a listening TCP socket (SO_REUSEADDR, close-on-exec) with a large backlog, so that
-/// connections queue while no worker is accepting instead of being refused.
+/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
+/// so that connections queue while no worker is accepting instead of being refused. Linux copies
+/// TCP_NODELAY to every connection accepted on it: an app that writes a response in two pieces
+/// does not wait for the client's delayed ACK (what `NoDelay=true` does in a socket unit).
 pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let family = match addr {
         std::net::SocketAddr::V4(_) => nsock::AddressFamily::Inet,
@@ -352,6 +354,7 @@ pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd>
         None,
     )?;
     nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    nsock::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
     match addr {
         std::net::SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn::from(a))?,
         std::net::SocketAddr::V6(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn6::from(a))?,
@@ -1234,6 +1237,27 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listener baton binds has TCP_NODELAY, and so has a connection accepted on it (the
+    /// kernel copies the option from the listener), IPv4 and IPv6.
+    #[test]
+    fn bound_tcp_sockets_and_their_connections_have_nodelay() {
+        for ip in ["127.0.0.1", "[::1]"] {
+            let l = bind_tcp(format!("{ip}:0").parse().unwrap(), 16).unwrap();
+            assert!(
+                nsock::getsockopt(&l, sockopt::TcpNoDelay).unwrap(),
+                "{ip} listener"
+            );
+            let addr = std::net::TcpListener::from(l);
+            let client = std::net::TcpStream::connect(addr.local_addr().unwrap()).unwrap();
+            let (conn, _) = addr.accept().unwrap();
+            assert!(conn.nodelay().unwrap(), "{ip}: a connection accepted on it");
+            assert!(
+                !client.nodelay().unwrap(),
+                "{ip}: the client's side is its own"
+            );
+        }
+    }
 
     #[test]
     fn decimal() {

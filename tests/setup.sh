@@ -2,15 +2,27 @@
 # Install what the test suite needs on a fresh Debian 12 machine (idempotent, quiet when done).
 #   apt:  systemd (systemd-notify, systemd-socket-activate, the PID 1 the systemd tests boot),
 #         util-linux / bsdutils (unshare, nsenter, script for the systemd harness)
-#   apt:  nodejs (tests/node.rs)
-#   PyPI: gunicorn (an unchanged third-party app that takes systemd sockets)
+#   apt:  nodejs (tests/node.rs, tests/runtimes.rs), golang-go (tests/runtimes.rs builds a static
+#         Go server), openjdk-17-jdk-headless (tests/runtimes.rs compiles and runs a Java server)
+#   PyPI: gunicorn for the python3 on PATH (tests/gunicorn.rs: an unchanged third-party app)
+#   PyPI: gunicorn + uvicorn in the venv /opt/baton-tests/venv of Debian's python3
+#         (tests/runtimes.rs: under the units' ProtectHome=yes an interpreter or venv under /home
+#         or /root, e.g. pyenv's, is hidden)
 #   packaging/build.sh --tools-only: cargo-deb, rpm, lintian, rpmlint (tests/packaging.rs)
 set -euo pipefail
 bash "$(dirname "$0")/need-commands.sh" systemd-notify:systemd systemd-socket-activate:systemd \
-  unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs
+  unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs go:golang-go \
+  javac:openjdk-17-jdk-headless
 GUNICORN_VERSION=27.0.1
 if ! python3 -c "import gunicorn, sys; sys.exit(gunicorn.__version__ != '$GUNICORN_VERSION')" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "gunicorn==$GUNICORN_VERSION"
+fi
+VENV=/opt/baton-tests/venv
+VENV_PINS=(click==8.5.1 gunicorn==27.0.1 h11==0.16.0 uvicorn==0.54.0)
+if [ "$("$VENV/bin/python" -m pip freeze 2>/dev/null | sort | tr '\n' ' ')" != "$(printf '%s\n' "${VENV_PINS[@]}" | sort | tr '\n' ' ')" ]; then
+  dpkg -s python3-venv >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${VENV_PINS[@]}"
 fi
 # tests/packaging.rs: cargo-deb (cargo install, cached in ~/.cargo/bin), rpm, lintian, rpmlint
 bash "$(dirname "$0")/../packaging/build.sh" --tools-only
