@@ -1438,3 +1438,30 @@ fn a_journald_that_stops_reading_does_not_stop_baton() {
     );
     c.finish(&bx, &["api.service"]);
 }
+
+/// The shipped service units keep their sandbox: `systemd-analyze security` rates each at an
+/// exposure of 2.0 or less (issue 13 measured 2.0).
+#[test]
+fn the_shipped_units_keep_their_security_exposure() {
+    let bx = SdBox::up("security");
+    install(&bx, &[]);
+    let mut c = Checks::new();
+    for unit in ["api.service", "baton@demo.service"] {
+        let out = bx.sh(&format!(
+            "systemd-analyze security --no-pager {unit} | tail -1"
+        ));
+        let score: Option<f64> = out
+            .stdout
+            .split("level for ")
+            .nth(1)
+            .and_then(|r| r.split(':').nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        eprintln!("  {unit}: {}", out.stdout.trim());
+        c.check(
+            score.is_some_and(|s| s <= 2.0),
+            format!("{unit}: exposure {score:?} <= 2.0 ({out})"),
+        );
+    }
+    c.finish(&bx, &[]);
+}
