@@ -323,7 +323,16 @@ impl Client {
         };
         line.push(b'\n');
         let _ = self.stream.set_nonblocking(true);
-        let _ = self.stream.write(&line);
+        // The first thing written to a fresh connection fits its empty buffer; should a line
+        // ever go out in part, the answer after it would be garbage: close the connection
+        // instead, which the client reports as a connection closed without a reply.
+        match self.stream.write(&line) {
+            Ok(n) if n == line.len() => {}
+            Ok(0) | Err(_) => {}
+            Ok(_) => {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     /// Send the one-line JSON answer and close, without blocking: what the socket does not

@@ -62,16 +62,38 @@ impl Shared {
             "PRIORITY=4\nSYSLOG_IDENTIFIER=baton\nBATON_EVENT=log_lines_dropped\n\
              MESSAGE={lost} of baton's log lines were dropped: journald did not read them\n"
         );
-        if self.sock.send(note.as_bytes()).is_err() {
-            return false;
+        match self.sock.send(note.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) => eprintln!(
+                "baton: {lost} of baton's log lines were dropped: journald did not read them \
+                 (journal: {e})"
+            ),
+            Ok(_) => {}
         }
         self.dropped.fetch_sub(lost, Ordering::Relaxed);
         true
     }
 
+    /// Send one entry. Only a full queue (journald not reading) drops it, counted; any other
+    /// failure (an entry too big, journald gone) puts the line on stderr instead.
     fn send(&self, msg: &[u8]) {
-        if !self.report() || self.sock.send(msg).is_err() {
+        if !self.report() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.sock.send(msg) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let text = String::from_utf8_lossy(msg);
+                let message = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("MESSAGE="))
+                    .unwrap_or("(an entry without a message)");
+                eprintln!("baton: {message} (journal: {e})");
+            }
         }
     }
 }

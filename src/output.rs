@@ -222,7 +222,9 @@ impl Pipe {
             }
             let (piece, used) = match rest.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
                 Some(pos) => (&rest[..pos], pos + 1),
-                None if rest.len() >= MAX_LINE => (&rest[..MAX_LINE], MAX_LINE),
+                // longer than an entry and no newline in sight: split (a line of exactly
+                // MAX_LINE bytes waits for its newline, and is not followed by an empty entry)
+                None if rest.len() > MAX_LINE => (&rest[..MAX_LINE], MAX_LINE),
                 None if self.eof => (rest, rest.len()),
                 None => break Ok(()),
             };
@@ -239,6 +241,54 @@ impl Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every line arrives once, whole or in MAX_LINE parts, whatever the read boundaries: a line
+    /// of exactly MAX_LINE bytes is one entry (it was once followed by an empty one when a read
+    /// ended right after it), and a partial last line is sent at EOF.
+    #[test]
+    fn lines_are_split_only_past_max_line() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let journal = Journal { sock: ours };
+        let origin = Origin {
+            generation: 1,
+            pid: 1,
+            instance: 0,
+            identifier: "t".into(),
+            stream: Stream::Stdout,
+        };
+        let (mut pipe, w) = pipe(origin).unwrap();
+        let exact = "x".repeat(MAX_LINE);
+        let long = "y".repeat(MAX_LINE + 5);
+        let text = format!("{exact}\n\n{long}\nlast");
+        let mut w = std::fs::File::from(w);
+        std::io::Write::write_all(&mut w, text.as_bytes()).unwrap();
+        drop(w);
+        while pipe.pump(&journal) != Pump::Done {}
+        let mut messages = Vec::new();
+        let mut buf = vec![0u8; 2 * MAX_LINE];
+        while let Ok(n) = theirs.recv(&mut buf) {
+            let entry = String::from_utf8_lossy(&buf[..n]).to_string();
+            let m = entry
+                .lines()
+                .find_map(|l| l.strip_prefix("MESSAGE="))
+                .unwrap();
+            messages.push(m.to_string());
+        }
+        let want = vec![
+            exact.clone(),
+            String::new(),
+            "y".repeat(MAX_LINE),
+            "yyyyy".into(),
+            "last".into(),
+        ];
+        assert_eq!(messages.len(), want.len());
+        assert!(
+            messages == want,
+            "{:?}",
+            messages.iter().map(|m| m.len()).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn priority_prefix() {

@@ -185,8 +185,17 @@ fn never_accepted(worker: Pid, probe: BorrowedFd<'_>, sockets: &[Watched]) -> Op
     if sys::accept_queue_len(probe).ok()? == 0 {
         return None;
     }
-    let probe_socket = sockets.last()?;
+    let probe_inode = sys::inode(probe).ok()?;
+    let probe_socket = sockets.iter().find(|s| s.inode == probe_inode)?;
     let waited = waited_on(worker, sockets).ok()?;
+    let probe_waited = sockets
+        .iter()
+        .zip(&waited)
+        .any(|(s, w)| *w && s.inode == probe_inode);
+    if probe_waited {
+        // the app does wait on it: it is only slow, and the probe's own reason says so
+        return None;
+    }
     let serves: Vec<String> = sockets
         .iter()
         .zip(&waited)
@@ -274,10 +283,13 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
                 _ => None,
             })
         };
+        // an epoll target counts only as a socket this process holds: an inode number alone
+        // could be a file of another file system
+        let holds_socket = |ino: u64| fds.iter().any(|(_, k)| *k == FdKind::Socket(ino));
         for (fd, kind) in &fds {
             if *kind == FdKind::Epoll {
                 for (events, ino) in sys::proc_epoll_targets(pid, *fd).unwrap_or_default() {
-                    if events & libc::EPOLLIN as u32 != 0 {
+                    if events & libc::EPOLLIN as u32 != 0 && holds_socket(ino) {
                         mark(ino, &mut found);
                     }
                 }

@@ -363,6 +363,8 @@ struct Ctx {
     ignored_notes: RateLimit,
     /// Answers the clients have not read whole yet.
     outgoing: Vec<control::Outgoing>,
+    /// Stopping: the workers' output is forwarded until then at most.
+    output_deadline: Option<Instant>,
 }
 
 /// At most this many ignored notifications are logged per [`IGNORED_WINDOW`]; the others
@@ -412,6 +414,11 @@ impl RateLimit {
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// At most one log line about failing accepts per this interval.
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+/// When baton stops, the workers' last output is forwarded for at most this long after the
+/// last worker exited (a helper that escaped the process group may hold a pipe open).
+const OUTPUT_AT_EXIT: Duration = Duration::from_secs(2);
+/// At most this many notify datagrams are handled per loop turn.
+const NOTIFY_PER_TURN: usize = 256;
 /// At most this many control connections are accepted per loop turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
@@ -472,6 +479,7 @@ impl Supervisor {
             accept_errors: (0, None),
             ignored_notes: RateLimit::default(),
             outgoing: Vec::new(),
+            output_deadline: None,
         };
         for l in &ctx.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
@@ -801,12 +809,26 @@ impl Supervisor {
             },
 
             State::Stopping { gens, exit_code } => {
-                if gens.iter().all(|g| g.alive() == 0) {
-                    info!(baton_event = "stopped", "all workers have exited");
-                    (State::Done { exit_code }, true)
-                } else {
-                    (State::Stopping { gens, exit_code }, false)
+                if gens.iter().any(|g| g.alive() > 0) {
+                    return (State::Stopping { gens, exit_code }, false);
                 }
+                // the workers are gone; what they wrote last is still in the pipes (or waits
+                // for journald): send it, for at most OUTPUT_AT_EXIT
+                let deadline = *ctx.output_deadline.get_or_insert(now + OUTPUT_AT_EXIT);
+                if !ctx.pipes.is_empty() && now < deadline {
+                    return (State::Stopping { gens, exit_code }, false);
+                }
+                if !ctx.pipes.is_empty() {
+                    warn!(
+                        baton_event = "output_cut",
+                        "{} output pipe(s) still open {} after the last worker exited: their \
+                         rest is not forwarded",
+                        ctx.pipes.len(),
+                        fmt_duration(OUTPUT_AT_EXIT)
+                    );
+                }
+                info!(baton_event = "stopped", "all workers have exited");
+                (State::Done { exit_code }, true)
             }
 
             other => (other, false),
@@ -1038,7 +1060,9 @@ impl Supervisor {
 
     fn on_notify(&mut self) {
         let now = Instant::now();
-        loop {
+        // a budget per turn: a sender in a tight loop must not keep the loop from the rest
+        // (the socket stays readable, so the next turn goes on)
+        for _ in 0..NOTIFY_PER_TURN {
             let dg = match self.ctx.notify.recv() {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
@@ -1415,6 +1439,9 @@ impl Supervisor {
         }
         if let Some(o) = self.ctx.outgoing.first() {
             consider(o.deadline);
+        }
+        if let Some(t) = self.ctx.output_deadline {
+            consider(t);
         }
         for (_, d) in self.ctx.exec_probes.values() {
             consider(*d);

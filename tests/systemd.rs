@@ -1465,3 +1465,58 @@ fn the_shipped_units_keep_their_security_exposure() {
     }
     c.finish(&bx, &[]);
 }
+
+/// What workers print as they stop reaches the journal whole, even when it is more than baton
+/// reads in one turn: baton exits only once their pipes are drained (at most 2 s after the last
+/// worker). A worker's shell prints 50,000 lines on SIGTERM, then exits.
+#[test]
+fn output_written_while_stopping_reaches_the_journal() {
+    const LINES: u64 = 50_000;
+    let _flood = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    let bx = SdBox::up("lastlines");
+    let port = free_port();
+    install(&bx, &[("api.socket", port)]);
+    bx.write(
+        "/etc/systemd/journald.conf.d/no-rate-limit.conf",
+        "[Journal]\nRateLimitBurst=0\n",
+    );
+    bx.sh_ok("systemctl restart systemd-journald");
+    bx.write(
+        "/etc/baton/api.toml",
+        &BASE_CONFIG
+            .replace(
+                r#"command   = ["/usr/local/bin/hello"]"#,
+                &format!(
+                    r#"command   = ["/bin/sh", "-c", "trap 'seq 1 {LINES}; exit 0' TERM; /usr/local/bin/hello & wait"]"#
+                ),
+            )
+            .replace("instances = 2", "instances = 1"),
+    );
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    let pid = serving_workers(&bx.baton_status(API).expect("status"))
+        .into_iter()
+        .next()
+        .expect("a worker");
+    let out = bx.systemctl(&["stop", "api.service"]);
+    assert!(out.ok(), "stop: {out}");
+    let count = || {
+        bx.sh(&format!(
+            "journalctl --no-pager -o cat BATON_WORKER_PID={pid} BATON_STREAM=stdout | grep -c '^[0-9]*$'"
+        ))
+        .stdout
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0)
+    };
+    let mut c = Checks::new();
+    c.check(
+        within(Duration::from_secs(20), || count() == LINES),
+        format!(
+            "all {LINES} lines printed while stopping are in the journal (found {})",
+            count()
+        ),
+    );
+    c.finish(&bx, &["api.service"]);
+}
