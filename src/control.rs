@@ -8,7 +8,8 @@
 //! baton's own uid).
 //!
 //! This module owns no supervisor state and never blocks the event loop on a slow client for
-//! longer than a short write timeout.
+//! at all: answers are written without blocking (what the socket does not take at once is
+//! finished by the event loop as the client reads, see [`Outgoing`]).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -311,9 +312,15 @@ impl Conn {
     }
 }
 
+impl AsFd for Client {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 impl Client {
     /// Tell the client what its request waits for, without blocking: a client that does not
-    /// read misses the line (its answer still comes, with a short write timeout).
+    /// read misses the line (its answer still comes, as an [`Outgoing`] if need be).
     pub fn progress(&mut self, text: &str) {
         let mut line = match serde_json::to_vec(&Progress {
             progress: text.to_string(),

@@ -33,7 +33,8 @@ and with \fB\-\-strict\fR also when something would fail at run time (the comman
 or not executable, \fBcwd\fR missing).
 .TP
 \fBbaton units\fR
-0 when the units were printed or written; 1 when a file cannot be written.
+0 when the units were printed or written; 1 when a file cannot be written; 2 when the name,
+an address or a path is refused (nothing is written).
 .PP
 Every subcommand exits 2 on a usage error (an unknown option, a missing argument).
 .SH SIGNALS

@@ -557,9 +557,26 @@ impl Supervisor {
                 .iter()
                 .map(|o| poll.add_writable(o.as_fd()))
                 .collect();
+            // reload clients waiting for their outcome: only to see those that gave up
+            let i_waiters: Vec<usize> = self
+                .waiters()
+                .iter()
+                .flat_map(|list| list.iter())
+                .map(|c| poll.add_hangup(c.as_fd()))
+                .collect();
             if let Err(e) = poll.wait(timeout) {
                 error!("poll failed: {e}");
                 return 1;
+            }
+            // first, before any handler moves the waiting clients between lists
+            let gone: Vec<bool> = i_waiters.iter().map(|i| poll.hung_up(*i)).collect();
+            let mut i = 0;
+            for list in self.waiters_mut() {
+                list.retain(|_| {
+                    let keep = !gone.get(i).copied().unwrap_or(false);
+                    i += 1;
+                    keep
+                });
             }
             if poll.readable(i_sig) {
                 self.on_signals();
@@ -593,10 +610,11 @@ impl Supervisor {
                 !ready || o.write_some() == control::Sent::Pending
             });
             if i_control.is_some_and(|i| poll.readable(i)) {
-                let before = self.ctx.conns.len();
-                self.ctx.accept_control(Instant::now());
-                // read the new ones at once: the request line usually came with the connection
-                let new: Vec<bool> = (0..self.ctx.conns.len()).map(|i| i >= before).collect();
+                let added = self.ctx.accept_control(Instant::now());
+                // read the new ones (the last `added`) at once: the request line usually came
+                // with the connection
+                let first_new = self.ctx.conns.len() - added;
+                let new: Vec<bool> = (0..self.ctx.conns.len()).map(|i| i >= first_new).collect();
                 self.on_control_conns(&new);
             }
         }
@@ -911,6 +929,24 @@ impl Supervisor {
         }
     }
 
+    /// The lists of reload clients waiting for an outcome: the pending reload's, and the
+    /// rollout's.
+    fn waiters(&self) -> Vec<&Vec<Client>> {
+        let mut v: Vec<&Vec<Client>> = self.ctx.pending_reload.iter().collect();
+        if let State::RollingOut { waiters, .. } = &self.state {
+            v.push(waiters);
+        }
+        v
+    }
+
+    fn waiters_mut(&mut self) -> Vec<&mut Vec<Client>> {
+        let mut v: Vec<&mut Vec<Client>> = self.ctx.pending_reload.iter_mut().collect();
+        if let State::RollingOut { waiters, .. } = &mut self.state {
+            v.push(waiters);
+        }
+        v
+    }
+
     fn request_reload(&mut self, client: Option<Client>) {
         if let State::Stopping { .. } | State::Done { .. } = self.state {
             if let Some(c) = client {
@@ -927,6 +963,27 @@ impl Supervisor {
         }
         let now = Instant::now();
         let queued = queue_note(&self.state, now);
+        let pending = self.ctx.pending_reload.get_or_insert_with(Vec::new);
+        if client.is_some() && pending.len() >= control::MAX_CONNS {
+            // bounded: the client that waited longest is told, and makes room
+            let oldest = pending.remove(0);
+            let reply = ReloadReply {
+                ok: false,
+                generation: None,
+                message: format!(
+                    "more than {} clients wait for this reload; it goes on (`baton status` shows it)",
+                    control::MAX_CONNS
+                ),
+                duration_ms: 0,
+                duration_us: 0,
+                slowest_start_us: None,
+                app_starting_us: None,
+                first_spawn_us: None,
+                last_spawn_us: None,
+                last_ready_us: None,
+            };
+            let _ = oldest.reply(&reply, now);
+        }
         let pending = self.ctx.pending_reload.get_or_insert_with(Vec::new);
         let mut client = client;
         if let (Some(c), Some((note, _))) = (client.as_mut(), &queued) {
@@ -1611,7 +1668,9 @@ impl Ctx {
     /// has not sent its request yet: when there are [`control::MAX_CONNS`] of them, or when
     /// baton is out of descriptors (EMFILE). With none to close, accepting pauses for
     /// [`ACCEPT_PAUSE`] instead of spinning on a listener that stays readable.
-    fn accept_control(&mut self, now: Instant) {
+    /// Returns how many connections it added (the last ones of `conns`).
+    fn accept_control(&mut self, now: Instant) -> usize {
+        let mut added = 0;
         for _ in 0..ACCEPTS_PER_TURN {
             match self.control.accept_one(now) {
                 Ok(Some(conn)) => {
@@ -1619,8 +1678,9 @@ impl Ctx {
                         self.conns.remove(0);
                     }
                     self.conns.push(conn);
+                    added += 1;
                 }
-                Ok(None) => return,
+                Ok(None) => return added.min(self.conns.len()),
                 Err(e) => {
                     let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                     if out_of_fds && !self.conns.is_empty() {
@@ -1639,10 +1699,11 @@ impl Ctx {
                         *count = 0;
                         *last = Some(now);
                     }
-                    return;
+                    return added.min(self.conns.len());
                 }
             }
         }
+        added.min(self.conns.len())
     }
 
     /// Re-read the config for a reload. The running generation is untouched on error.

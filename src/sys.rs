@@ -242,6 +242,22 @@ impl PollSet {
         });
         self.fds.len() - 1
     }
+    /// Watch `fd`, a connected unix stream, for its peer closing it (not a mere shutdown of
+    /// its writing half: a client may do that after its request and still read the answer);
+    /// returns its index for [`PollSet::hung_up`].
+    pub fn add_hangup(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            // POLLHUP and POLLERR are reported whatever is asked for
+            events: 0,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+    /// Whether the peer of entry `idx` (added with [`PollSet::add_hangup`]) has closed it.
+    pub fn hung_up(&self, idx: usize) -> bool {
+        self.fds[idx].revents & (libc::POLLHUP | libc::POLLERR) != 0
+    }
     /// Watch `fd` for room to write; returns its index for [`PollSet::writable`].
     pub fn add_writable(&mut self, fd: BorrowedFd<'_>) -> usize {
         self.fds.push(libc::pollfd {

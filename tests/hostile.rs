@@ -302,3 +302,43 @@ kind = "accepting"
     assert!(baton.serving_generation() >= gen);
     assert_eq!(baton.serving_pids().len(), 2);
 }
+
+/// Reload clients that give up while their reload waits behind a long drain (`--timeout` in a
+/// retry loop) do not pile up in baton: a client that closed its connection is let go at once.
+#[test]
+fn reload_clients_that_gave_up_are_let_go() {
+    let _g = serial();
+    let baton = Baton::start("gave-up", |port, ctl| {
+        hello_config(
+            port,
+            ctl,
+            1,
+            "",
+            "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"6s\"\n",
+        )
+    });
+    let old = baton.serving_pids()[0];
+    baton.write_config(
+        &baton
+            .config_text()
+            .replace("HELLO_FAIL = \"ignore-sigterm\"", ""),
+    );
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let before = fds(baton.pid()).len();
+    for _ in 0..30 {
+        let out = Command::new(baton_bin())
+            .args(["reload", "--timeout", "100ms", "--config"])
+            .arg(&baton.config)
+            .output()
+            .expect("baton reload");
+        assert!(!out.status.success());
+    }
+    assert!(pid_exists(old), "generation 1 still drains");
+    wait_for(
+        "baton let the 30 clients go",
+        Duration::from_secs(2),
+        || fds(baton.pid()).len() <= before,
+    );
+    assert!(pid_exists(old), "checked while generation 1 still drained");
+}
