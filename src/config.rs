@@ -2171,4 +2171,78 @@ backoff_max     = "1m"
         let a = anyhow::Error::from(err("instances = 1\n"));
         assert_eq!(e.to_string(), a.to_string());
     }
+
+    /// Issue 13, item 3: a duration `check` accepts must never panic the supervisor.
+    #[test]
+    fn every_duration_key_is_at_most_a_day() {
+        let keys = [
+            ("readiness", "timeout", ""),
+            ("readiness", "stable", ""),
+            ("readiness", "interval", "kind = \"tcp\"\n"),
+            ("readiness", "probe_timeout", "kind = \"tcp\"\n"),
+            ("drain", "timeout", ""),
+            ("restart", "backoff_initial", "backoff_max = \"1d\"\n"),
+            ("restart", "backoff_max", ""),
+        ];
+        for (table, key, extra) in keys {
+            for v in ["9223372036854775807s", "18446744073709551615s", "25h", "2d"] {
+                let text = format!("{MIN}[{table}]\n{extra}{key} = \"{v}\"\n");
+                let line = 3 + extra.lines().count();
+                let e = assert_err(&text, line, &format!("{table}.{key}"));
+                assert!(e.message.contains("at most one day"), "{e}");
+            }
+            let ok = format!("{MIN}[{table}]\n{extra}{key} = \"1d\"\n");
+            parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Issue 13, item 5: the derived notify path is validated.
+    #[test]
+    fn derived_notify_path_is_validated() {
+        assert_err(&format!("{MIN}control = \"/run/x.notify\"\n"), 2, "control");
+        let e = assert_err(
+            &format!("{MIN}control = \"/run/x.sock\"\n[sockets]\na = \"unix:/run/x.notify\"\n"),
+            2,
+            "control",
+        );
+        assert!(e.message.contains("sockets.a"), "{e}");
+        assert_err(
+            &format!("{MIN}control = \"/run/x.sock\"\n[sockets]\na = \"/run/x.sock\"\n"),
+            2,
+            "control",
+        );
+        let long = format!("/{}", "x".repeat(104));
+        assert!(long.len() <= MAX_UNIX_PATH);
+        assert_err(&format!("{MIN}control = \"{long}\"\n"), 2, "control");
+    }
+
+    /// Issue 13: invalid UTF-8 and over-deep dotted keys are located.
+    #[test]
+    fn invalid_utf8_and_deep_keys_are_located() {
+        let e = Config::parse_bytes(b"command = [\"/bin/\xffapp\"]\n", "t.toml").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        let deep = format!("{MIN}[{}]\nx = 1\n", vec!["a"; 300].join("."));
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let deep = format!("{MIN}{} = 1\n", vec!["a"; 300].join("."));
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    /// Issue 13: a FIFO at the config path is refused at once, never read.
+    #[test]
+    fn config_must_be_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("baton-cfg-fifo-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let fifo = dir.join("fifo.toml");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = Config::load(&fifo).unwrap_err();
+        assert!(e.message.contains("regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
