@@ -77,6 +77,32 @@ const MAX_UNIX_PATH: usize = 107;
 /// Longest socket name accepted by `LISTEN_FDNAMES` / `FDNAME=`.
 const MAX_SOCKET_NAME: usize = 255;
 
+/// Largest accepted configuration file (1 MiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Longest accepted duration, for every duration key: one day. Longer timeouts, intervals
+/// or backoffs are mistakes, and the supervisor adds these durations to clock readings.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 // ---------------------------------------------------------------------------
 // Public types
 // ---------------------------------------------------------------------------
@@ -375,6 +401,60 @@ impl FromStr for StopSignal {
     }
 }
 
+/// The notify socket's path, next to the control socket: `control` with the extension
+/// `.notify` (`/run/baton/api/control.sock` → `/run/baton/api/control.notify`).
+pub fn notify_path(control: &Path) -> PathBuf {
+    control.with_extension("notify")
+}
+
+/// Whether `control` can be the control socket's path next to `sockets`: its derived notify
+/// path (see [`notify_path`]) must differ from it and fit a socket address, and neither may
+/// be one of the `[sockets]` unix paths (baton would replace the service's socket).
+pub fn check_control_path(control: &Path, sockets: &[SocketSpec]) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let notify = notify_path(control);
+    let len = |p: &Path| p.as_os_str().as_bytes().len();
+    if len(control) > MAX_UNIX_PATH {
+        return Err(format!(
+            "control socket path {} is too long ({} bytes, at most {MAX_UNIX_PATH})",
+            control.display(),
+            len(control)
+        ));
+    }
+    if notify == control {
+        return Err(format!(
+            "the control socket path {} would also be the notify socket's (the control path \
+             with the extension .notify): use another extension, like .sock",
+            control.display()
+        ));
+    }
+    if len(&notify) > MAX_UNIX_PATH {
+        return Err(format!(
+            "the notify socket path derived from it, {}, is too long ({} bytes, at most \
+             {MAX_UNIX_PATH}): choose a shorter control path",
+            notify.display(),
+            len(&notify)
+        ));
+    }
+    for s in sockets {
+        if let SocketAddrSpec::Unix(p) = &s.addr {
+            let what = if *p == control {
+                "the control socket"
+            } else if *p == notify {
+                "the notify socket (the control path with the extension .notify)"
+            } else {
+                continue;
+            };
+            return Err(format!(
+                "`sockets.{}` ({}) is at the path of {what}: baton would replace it",
+                s.name,
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A configuration error, located in the file where possible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -481,17 +561,66 @@ timeout = "10s"
         )
     }
 
-    /// Reads and validates a file.
+    /// Reads and validates a file. The file is opened without blocking and must be a regular
+    /// file of at most [`MAX_CONFIG_BYTES`] (a FIFO or a device at the path would stall a
+    /// reload).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: origin.clone(),
             line: None,
             column: None,
             key: None,
-            message: format!("cannot read configuration file: {e}"),
-        })?;
-        Config::parse(&text, &origin)
+            message,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| fail(format!("cannot read configuration file: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| fail(format!("cannot read configuration file: {e}")))?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "the configuration must be a regular file, this is {}",
+                file_kind(&meta)
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read configuration file: {e}")))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(fail(format!(
+                "the configuration file is larger than {MAX_CONFIG_BYTES} bytes"
+            )));
+        }
+        Config::parse_bytes(&bytes, &origin)
+    }
+
+    /// Parses and validates the bytes of a file: text that is not UTF-8 is an error located
+    /// at its first invalid byte.
+    pub fn parse_bytes(bytes: &[u8], origin: &str) -> Result<Config, ConfigError> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Config::parse(text, origin),
+            Err(e) => {
+                let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+                let (line, column) = line_col(valid, valid.len());
+                Err(ConfigError {
+                    file: origin.to_string(),
+                    line: Some(line),
+                    column: Some(column),
+                    key: key_at(valid, valid.len()),
+                    message: format!(
+                        "the file is not valid UTF-8 (byte {} of the file)",
+                        e.valid_up_to() + 1
+                    ),
+                })
+            }
+        }
     }
 
     /// Parses and validates text; `origin` is the file name used in messages.
@@ -742,8 +871,20 @@ impl Ctx<'_> {
 
     /// Converts a parser or serde error, recovering the dotted key.
     fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        let message = e.message().to_string();
-        let span = e.span();
+        let mut message = e.message().to_string();
+        // The parser's recursion limit (a key or header with hundreds of dots) comes without
+        // a location: it is the line with the most deeply dotted key.
+        let span = e.span().or_else(|| {
+            let line = deepest_dotted_line(self.text)?;
+            message = format!("{message}: the key is nested too deeply");
+            let start: usize = self
+                .text
+                .split_inclusive('\n')
+                .take(line - 1)
+                .map(str::len)
+                .sum();
+            Some(start..start)
+        });
         let (line, column) = match &span {
             Some(span) => {
                 let (l, c) = line_col(self.text, span.start);
@@ -771,6 +912,11 @@ impl Ctx<'_> {
         } else {
             Some(path.join("."))
         };
+        // a key as long as a line is shown by its start
+        let key = key.map(|k| match k.char_indices().nth(80) {
+            Some((i, _)) => format!("{}…", &k[..i]),
+            None => k,
+        });
         ConfigError {
             file: self.origin.to_string(),
             line,
@@ -813,6 +959,7 @@ impl Ctx<'_> {
             },
         };
 
+        let raw_control_span = raw.control.as_ref().map(|c| c.span());
         let control = match raw.control {
             None => None,
             Some(c) => {
@@ -863,6 +1010,10 @@ impl Ctx<'_> {
         }
 
         let sockets = self.sockets(raw.sockets)?;
+        if let (Some(path), Some(c)) = (&control, &raw_control_span) {
+            check_control_path(path, &sockets)
+                .map_err(|m| self.err(Some(c.clone()), "control", m))?;
+        }
         let readiness = self.readiness(raw.readiness)?;
 
         let drain = Drain {
@@ -1230,7 +1381,17 @@ impl Ctx<'_> {
         let Some(v) = v else { return Ok(default) };
         let found = match v.get_ref() {
             RawDuration::Str(s) => {
-                return parse_duration(s).map_err(|m| self.err(Some(v.span()), key, m))
+                let d = parse_duration(s).map_err(|m| self.err(Some(v.span()), key, m))?;
+                if d > MAX_DURATION {
+                    return Err(self.err(
+                        Some(v.span()),
+                        key,
+                        format!(
+                            "duration {s:?} is too long: durations are at most one day (\"24h\")"
+                        ),
+                    ));
+                }
+                return Ok(d);
             }
             RawDuration::Int(n) => format!("integer {n}"),
             RawDuration::Float(f) => format!("number {f}"),
@@ -1291,6 +1452,30 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         }
     }
     None
+}
+
+/// The 1-based line whose key (of a `[header]` or a `key = value`) has the most dots outside
+/// quotes, if any line has one.
+fn deepest_dotted_line(text: &str) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let mut dots = 0;
+        let mut quote: Option<char> = None;
+        for c in line.trim_start().trim_start_matches('[').chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '.') => dots += 1,
+                (None, '=' | ']' | '#') => break,
+                _ => {}
+            }
+        }
+        if dots > 0 && best.map_or(true, |(_, d)| dots > d) {
+            best = Some((i + 1, dots));
+        }
+    }
+    best.map(|(line, _)| line)
 }
 
 /// The name in a `[table]` or `[[table]]` header line.
@@ -1985,5 +2170,79 @@ backoff_max     = "1m"
         let e: Box<dyn std::error::Error + Send + Sync> = Box::new(err("instances = 1\n"));
         let a = anyhow::Error::from(err("instances = 1\n"));
         assert_eq!(e.to_string(), a.to_string());
+    }
+
+    /// Issue 13, item 3: a duration `check` accepts must never panic the supervisor.
+    #[test]
+    fn every_duration_key_is_at_most_a_day() {
+        let keys = [
+            ("readiness", "timeout", ""),
+            ("readiness", "stable", ""),
+            ("readiness", "interval", "kind = \"tcp\"\n"),
+            ("readiness", "probe_timeout", "kind = \"tcp\"\n"),
+            ("drain", "timeout", ""),
+            ("restart", "backoff_initial", "backoff_max = \"1d\"\n"),
+            ("restart", "backoff_max", ""),
+        ];
+        for (table, key, extra) in keys {
+            for v in ["9223372036854775807s", "18446744073709551615s", "25h", "2d"] {
+                let text = format!("{MIN}[{table}]\n{extra}{key} = \"{v}\"\n");
+                let line = 3 + extra.lines().count();
+                let e = assert_err(&text, line, &format!("{table}.{key}"));
+                assert!(e.message.contains("at most one day"), "{e}");
+            }
+            let ok = format!("{MIN}[{table}]\n{extra}{key} = \"1d\"\n");
+            parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Issue 13, item 5: the derived notify path is validated.
+    #[test]
+    fn derived_notify_path_is_validated() {
+        assert_err(&format!("{MIN}control = \"/run/x.notify\"\n"), 2, "control");
+        let e = assert_err(
+            &format!("{MIN}control = \"/run/x.sock\"\n[sockets]\na = \"unix:/run/x.notify\"\n"),
+            2,
+            "control",
+        );
+        assert!(e.message.contains("sockets.a"), "{e}");
+        assert_err(
+            &format!("{MIN}control = \"/run/x.sock\"\n[sockets]\na = \"/run/x.sock\"\n"),
+            2,
+            "control",
+        );
+        let long = format!("/{}", "x".repeat(104));
+        assert!(long.len() <= MAX_UNIX_PATH);
+        assert_err(&format!("{MIN}control = \"{long}\"\n"), 2, "control");
+    }
+
+    /// Issue 13: invalid UTF-8 and over-deep dotted keys are located.
+    #[test]
+    fn invalid_utf8_and_deep_keys_are_located() {
+        let e = Config::parse_bytes(b"command = [\"/bin/\xffapp\"]\n", "t.toml").unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        let deep = format!("{MIN}[{}]\nx = 1\n", vec!["a"; 300].join("."));
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let deep = format!("{MIN}{} = 1\n", vec!["a"; 300].join("."));
+        let e = parse(&deep).unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    /// Issue 13: a FIFO at the config path is refused at once, never read.
+    #[test]
+    fn config_must_be_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("baton-cfg-fifo-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let fifo = dir.join("fifo.toml");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = Config::load(&fifo).unwrap_err();
+        assert!(e.message.contains("regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,7 @@
 //! at all: answers are written without blocking (what the socket does not take at once is
 //! finished by the event loop as the client reads, see [`Outgoing`]).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -409,8 +409,12 @@ impl AsFd for Outgoing {
 // ------------------------------------------------------------------------------------------
 // client
 
+/// The longest reply line a client accepts: a status of 1024 workers is well under 1 MiB.
+pub const MAX_REPLY: usize = 4 << 20;
+
 /// Send one request and return the raw JSON reply; progress lines that come before it go to
-/// `on_progress`. `timeout` bounds the whole wait.
+/// `on_progress`. `timeout` bounds the whole wait. A line longer than [`MAX_REPLY`] or that is
+/// not UTF-8 is an error, never a reason to grow without bound.
 pub fn request(
     path: &Path,
     req: &Request,
@@ -424,48 +428,64 @@ pub fn request(
             path.display()
         )
     })?;
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    // a timeout too large to add to the clock is no timeout
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;
-    let mut reader = BufReader::new(stream);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        if let Some(d) = deadline {
-            let left = d.saturating_duration_since(std::time::Instant::now());
-            // a zero timeout means "none" to the kernel
-            reader
-                .get_ref()
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = buf.drain(..=end).collect();
+            let reply = String::from_utf8(raw)
+                .map_err(|_| anyhow::anyhow!("baton's reply is not UTF-8 text"))?;
+            if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
+                on_progress(&p.progress);
+                continue;
+            }
+            if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
+                anyhow::bail!("{}", err.error);
+            }
+            return Ok(reply);
         }
-        let mut reply = String::new();
-        match reader.read_line(&mut reply) {
-            Ok(_) => {}
+        if buf.len() > MAX_REPLY {
+            anyhow::bail!("baton's reply is longer than {MAX_REPLY} bytes without a line end");
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(no_outcome(timeout));
+            }
+            // a zero timeout means "none" to the kernel
+            stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) if buf.is_empty() => {
+                anyhow::bail!("baton closed the control connection without a reply")
+            }
+            Ok(0) => anyhow::bail!("baton closed the control connection in the middle of a reply"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                let waited = timeout.map(crate::supervisor::fmt_duration);
-                anyhow::bail!(
-                    "no outcome after {}: baton goes on with the request (`baton status` shows where it is)",
-                    waited.unwrap_or_default()
-                );
+                return Err(no_outcome(timeout));
             }
             Err(e) => return Err(e).context("reading the reply from baton"),
         }
-        if reply.is_empty() {
-            anyhow::bail!("baton closed the control connection without a reply");
-        }
-        if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
-            on_progress(&p.progress);
-            continue;
-        }
-        if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
-            anyhow::bail!("{}", err.error);
-        }
-        return Ok(reply);
     }
+}
+
+fn no_outcome(timeout: Option<Duration>) -> anyhow::Error {
+    let waited = timeout.map(crate::supervisor::fmt_duration);
+    anyhow::anyhow!(
+        "no outcome after {}: baton goes on with the request (`baton status` shows where it is)",
+        waited.unwrap_or_default()
+    )
 }
 
 #[cfg(test)]

@@ -199,6 +199,17 @@ fn check(path: &Path, strict: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if c.control.is_none() {
+        let default = default_control(Some(path));
+        if let Err(e) = config::check_control_path(&default, &c.sockets) {
+            eprintln!(
+                "baton: {}: key `control` (not set: the default {}): {e}",
+                path.display(),
+                default.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let findings = check::findings(&c);
     let errors = findings.iter().filter(|f| f.is_error(strict)).count();
     for f in &findings {
@@ -287,6 +298,63 @@ fn default_control(config: Option<&Path>) -> PathBuf {
     runtime_dir().join(stem).join("control.sock")
 }
 
+/// The directories of the default control path `<runtime dir>/<config name>/control.sock`
+/// that must be private: the runtime dir and the config's directory in it.
+fn default_dirs(control: &Path) -> Vec<PathBuf> {
+    let parent = control.parent().map(Path::to_path_buf);
+    parent
+        .iter()
+        .flat_map(|p| [p.parent().map(Path::to_path_buf), Some(p.clone())])
+        .flatten()
+        .collect()
+}
+
+/// A directory of a default control path must be baton's own (owned by its uid, no write
+/// access for group or others), as tmux and ssh-agent require of theirs: another user who can
+/// write there could replace the control socket with their own and answer `baton reload`.
+/// `create`: make it (mode 0700, 0755 for root) when it does not exist.
+fn private_dir(dir: &Path, create: bool) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = sys::euid();
+    if create {
+        let mode = if uid == 0 { 0o755 } else { 0o700 };
+        match std::fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let unsafe_because = if !meta.file_type().is_dir() {
+        Some("is not a directory (a symbolic link, or a file)".to_string())
+    } else if meta.uid() != uid {
+        Some(format!(
+            "is owned by uid {}, not by uid {uid} (baton's own)",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match unsafe_because {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "refusing the control socket directory {}: it {why}, so another user could replace \
+             the control socket; remove it (or `chmod go-w` it if it is yours), set \
+             XDG_RUNTIME_DIR, or pass --control PATH",
+            dir.display()
+        )),
+    }
+}
+
 fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
     if let Some(c) = &target.control {
         return c.clone();
@@ -303,6 +371,7 @@ fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
 fn discover_control() -> Result<PathBuf, ClientError> {
     use std::os::unix::fs::FileTypeExt;
     let dir = runtime_dir();
+    private_dir(&dir, false).map_err(|e| ClientError::other(format!("baton: {e}")))?;
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
@@ -315,7 +384,13 @@ fn discover_control() -> Result<PathBuf, ClientError> {
     found.sort();
     let pattern = dir.join("*").join("control.sock");
     match found.len() {
-        1 => Ok(found.remove(0)),
+        1 => {
+            let path = found.remove(0);
+            for d in default_dirs(&path) {
+                private_dir(&d, false).map_err(|e| ClientError::other(format!("baton: {e}")))?;
+            }
+            Ok(path)
+        }
         0 => Err(ClientError::not_running(format!(
             "baton: no control socket found: nothing matches {} (no `baton run` of this user \
              uses a default control path); pass --config FILE (the config `baton run` was started \
@@ -442,6 +517,23 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         }
     };
     let control_path = control_path(&target, Some(&config));
+    let named_by = if target.control.is_some() {
+        "--control"
+    } else if config.control.is_some() {
+        "key `control`"
+    } else {
+        for d in default_dirs(&control_path) {
+            if let Err(e) = private_dir(&d, true) {
+                tracing::error!(baton_event = "startup_error", "{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        "the default control path"
+    };
+    if let Err(e) = config::check_control_path(&control_path, &config.sockets) {
+        tracing::error!(baton_event = "startup_error", "{named_by}: {e}");
+        return ExitCode::FAILURE;
+    }
     let setup = supervisor::Setup {
         config_path: target.config.clone(),
         config,
@@ -472,7 +564,13 @@ fn client_control(target: &Target) -> Result<PathBuf, ClientError> {
         None if target.control.is_none() => return discover_control(),
         _ => None,
     };
-    Ok(control_path(target, cfg.as_ref()))
+    let path = control_path(target, cfg.as_ref());
+    if target.control.is_none() && cfg.as_ref().is_some_and(|c| c.control.is_none()) {
+        for d in default_dirs(&path) {
+            private_dir(&d, false).map_err(|e| ClientError::other(format!("baton: {e}")))?;
+        }
+    }
+    Ok(path)
 }
 
 fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
@@ -503,11 +601,11 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
                 }
             }
             Ok(r) if r.ok => {
-                println!("{}", r.message);
+                println!("{}", shown(&r.message));
                 ExitCode::SUCCESS
             }
             Ok(r) => {
-                eprintln!("baton: reload failed: {}", r.message);
+                eprintln!("baton: reload failed: {}", shown(&r.message));
                 ExitCode::FAILURE
             }
             Err(e) => {
@@ -547,15 +645,59 @@ fn status(target: Target, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match serde_json::from_str::<control::Status>(&line) {
-        Ok(s) => {
-            print!("{}", render_status(&s));
-            ExitCode::SUCCESS
-        }
+        Ok(s) => match check_status(&s) {
+            Ok(()) => {
+                print!("{}", render_status(&s));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("baton: unexpected reply: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("baton: unexpected reply: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Longest time a status reply may report (about 300 years): anything beyond is not from a
+/// baton.
+const MAX_REPORTED_SECS: f64 = 1e10;
+
+/// A status reply's times must be durations: finite, not negative, not absurd.
+fn check_status(s: &control::Status) -> Result<(), String> {
+    let time = |what: &str, v: f64| {
+        if v.is_finite() && (0.0..=MAX_REPORTED_SECS).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{what} = {v} is not a time in seconds"))
+        }
+    };
+    time("uptime_s", s.uptime_s)?;
+    for g in &s.generations {
+        time("age_s", g.age_s)?;
+        for w in &g.workers {
+            if let Some(u) = w.uptime_s {
+                time("a worker's uptime_s", u)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Text from a reply as it may be shown on a terminal: control characters (escape
+/// sequences) replaced.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// A duration from seconds of a checked reply (see [`check_status`]).
+fn secs_f64(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_default()
 }
 
 fn render_status(s: &control::Status) -> String {
@@ -565,8 +707,8 @@ fn render_status(s: &control::Status) -> String {
         out,
         "baton pid {} — {} — up {} — serving generation {} — reloads: {} ok, {} failed",
         s.pid,
-        s.state,
-        supervisor::fmt_duration(Duration::from_secs_f64(s.uptime_s)),
+        shown(&s.state),
+        supervisor::fmt_duration(secs_f64(s.uptime_s)),
         s.serving_generation
             .map(|g| g.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -582,7 +724,9 @@ fn render_status(s: &control::Status) -> String {
         let _ = writeln!(
             out,
             "socket {}: {fd}, {} ({})",
-            sock.name, sock.address, sock.source
+            shown(&sock.name),
+            shown(&sock.address),
+            shown(&sock.source)
         );
     }
     if let Some(r) = &s.last_reload {
@@ -591,7 +735,7 @@ fn render_status(s: &control::Status) -> String {
             "last reload: {} in {} ms: {}",
             if r.ok { "ok" } else { "FAILED" },
             r.duration_ms,
-            r.message
+            shown(&r.message)
         );
     }
     let _ = writeln!(
@@ -605,18 +749,20 @@ fn render_status(s: &control::Status) -> String {
                 out,
                 "{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  {}",
                 g.generation,
-                g.role,
+                shown(&g.role),
                 w.instance,
                 w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                w.state,
+                shown(&w.state),
                 w.restarts,
                 w.uptime_s
-                    .map(|u| supervisor::fmt_duration(Duration::from_secs(u as u64)))
+                    .map(|u| supervisor::fmt_duration(Duration::from_secs(secs_f64(u).as_secs())))
                     .unwrap_or_else(|| "-".into()),
-                w.status
-                    .clone()
-                    .or_else(|| w.last_exit.as_ref().map(|e| format!("last exit: {e}")))
-                    .unwrap_or_default()
+                shown(
+                    &w.status
+                        .clone()
+                        .or_else(|| w.last_exit.as_ref().map(|e| format!("last exit: {e}")))
+                        .unwrap_or_default()
+                )
             );
         }
     }

@@ -103,8 +103,16 @@ impl Manager {
 
     /// Ask systemd for more time for the current start/reload/stop step.
     pub fn extend_timeout(&self, by: Duration) {
-        let usec = by.as_micros().min(u32::MAX as u128) as u32;
-        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+        let (usec, capped) = extend_usec(by);
+        if capped {
+            tracing::warn!(
+                baton_event = "extend_timeout_capped",
+                "asked systemd for {by:?} more, capped at EXTEND_TIMEOUT_USEC={usec}"
+            );
+        }
+        // sd-notify's ExtendTimeoutUsec carries a u32 (71 minutes); systemd reads a u64
+        let field = format!("EXTEND_TIMEOUT_USEC={usec}");
+        self.send(&[NotifyState::Custom(&field)]);
     }
 
     pub fn watchdog(&self) {
@@ -112,9 +120,30 @@ impl Manager {
     }
 }
 
+/// Microseconds for EXTEND_TIMEOUT_USEC (systemd reads it as a u64), and whether `by` was
+/// capped to fit: never wrapped.
+pub fn extend_usec(by: Duration) -> (u64, bool) {
+    match u64::try_from(by.as_micros()) {
+        Ok(u) => (u, false),
+        Err(_) => (u64::MAX, true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extend_timeout_is_capped_never_wrapped() {
+        // 2^32 µs + 1 used to be cut to a u32 by `as`-style clamping; 3 days pass in full
+        let three_days = Duration::from_secs(3 * 86_400);
+        assert_eq!(extend_usec(three_days), (259_200_000_000, false));
+        assert_eq!(
+            extend_usec(Duration::from_micros(u32::MAX as u64 + 1)),
+            (u32::MAX as u64 + 1, false)
+        );
+        assert_eq!(extend_usec(Duration::MAX), (u64::MAX, true));
+    }
 
     #[test]
     fn parses_fields() {

@@ -71,7 +71,7 @@ impl Tracker {
     /// Record an attempt's outcome; true once enough consecutive attempts succeeded.
     pub fn record(&mut self, now: Instant, ok: bool, detail: String) -> bool {
         self.in_flight = false;
-        self.next_at = now + self.interval;
+        self.next_at = later(now, self.interval);
         if ok {
             self.consecutive += 1;
         } else {
@@ -354,7 +354,7 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
 /// bare connect would succeed through the kernel's backlog even if the worker never accepted.
 /// Success = our connection left the listener's accept queue (the worker took it).
 fn tcp(addr: SocketAddr, listener: BorrowedFd<'_>, timeout: Duration) -> (bool, String) {
-    let deadline = Instant::now() + timeout;
+    let deadline = later(Instant::now(), timeout);
     let _conn = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(c) => c,
         Err(e) => return (false, format!("tcp connect: {e}")),
@@ -373,7 +373,7 @@ fn tcp(addr: SocketAddr, listener: BorrowedFd<'_>, timeout: Duration) -> (bool, 
 }
 
 fn http(addr: SocketAddr, path: &str, timeout: Duration) -> (bool, String) {
-    let deadline = Instant::now() + timeout;
+    let deadline = later(Instant::now(), timeout);
     let mut s = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
         Err(e) => return (false, format!("http connect: {e}")),
@@ -430,6 +430,13 @@ fn parse_status(line: &str) -> Option<u16> {
         return None;
     }
     it.next()?.parse().ok()
+}
+
+/// `t + d`, saturating far in the future instead of panicking when the sum does not fit the
+/// clock (the config bounds durations; this keeps a reading of the clock from ever panicking).
+pub fn later(t: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
 #[cfg(test)]

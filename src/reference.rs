@@ -394,7 +394,7 @@ timeout = "30s"
 const INTRO: &str = "The config is a TOML file, by convention `/etc/baton/NAME.toml` (the \
     template unit `baton@NAME.service` reads that one). Unknown keys are errors. Durations are \
     strings with a unit: `\"30s\"`, `\"250ms\"`, `\"1m30s\"`, `\"1.5s\"` (units `ns`, `us`, \
-    `ms`, `s`, `m`, `h`, `d`; `\"0\"` alone needs none). `baton check --config FILE` validates \
+    `ms`, `s`, `m`, `h`, `d`; `\"0\"` alone needs none), at most one day (`\"24h\"`). `baton check --config FILE` validates \
     a file; every error names the file, the line and the dotted key. A reload re-reads the \
     file, and a file with an error aborts the reload before anything starts.";
 

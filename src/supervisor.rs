@@ -212,7 +212,7 @@ impl Generation {
         match self.phase.clone() {
             Phase::Starting => {
                 if ready == total {
-                    let until = now + self.config.readiness.stable;
+                    let until = readiness::later(now, self.config.readiness.stable);
                     self.phase = Phase::Settling { until };
                     if until <= now {
                         return Verdict::Ready;
@@ -462,7 +462,9 @@ impl Supervisor {
             wake_rx,
             probe_tx,
             probe_rx,
-            next_watchdog: manager.watchdog_interval().map(|d| now + d),
+            next_watchdog: manager
+                .watchdog_interval()
+                .map(|d| readiness::later(now, d)),
             manager,
             next_generation: 1,
             pending_reload: None,
@@ -1003,7 +1005,9 @@ impl Supervisor {
             };
             let wait = draining.unwrap_or(cfg.drain.timeout);
             self.ctx.manager.extend_timeout(
-                wait + cfg.readiness.timeout + cfg.readiness.stable + Duration::from_secs(5),
+                wait.saturating_add(cfg.readiness.timeout)
+                    .saturating_add(cfg.readiness.stable)
+                    .saturating_add(Duration::from_secs(5)),
             );
         }
     }
@@ -1075,8 +1079,8 @@ impl Supervisor {
                         slot.backoff = rc.backoff_initial;
                     }
                     let delay = slot.backoff;
-                    slot.backoff = (slot.backoff * 2).min(rc.backoff_max);
-                    slot.restart_at = Some(now + delay);
+                    slot.backoff = slot.backoff.saturating_mul(2).min(rc.backoff_max);
+                    slot.restart_at = Some(readiness::later(now, delay));
                     slot.restarts += 1;
                     let looping = slot.backoff >= rc.backoff_max;
                     warn!(
@@ -1357,7 +1361,10 @@ impl Supervisor {
         if let Some(t) = ctx.next_watchdog {
             if now >= t {
                 ctx.manager.watchdog();
-                ctx.next_watchdog = ctx.manager.watchdog_interval().map(|d| now + d);
+                ctx.next_watchdog = ctx
+                    .manager
+                    .watchdog_interval()
+                    .map(|d| readiness::later(now, d));
             }
         }
         // exec probes that overran their timeout
@@ -1385,8 +1392,9 @@ impl Supervisor {
                             if ctx.spawn_slot(&cfg, recipe, gen_id, slot, now).is_err() {
                                 // try again later, with the same backoff as a crash
                                 let delay = slot.backoff;
-                                slot.backoff = (slot.backoff * 2).min(cfg.restart.backoff_max);
-                                slot.restart_at = Some(now + delay);
+                                slot.backoff =
+                                    slot.backoff.saturating_mul(2).min(cfg.restart.backoff_max);
+                                slot.restart_at = Some(readiness::later(now, delay));
                                 slot.restarts += 1;
                             }
                         }
@@ -1542,7 +1550,7 @@ impl Supervisor {
                         consider(w.startup_nice_until);
                     }
                     if let ReadinessKind::Delay { delay } = gen.config.readiness.kind {
-                        consider(w.started + delay);
+                        consider(readiness::later(w.started, delay));
                     }
                     if let Some(t) = w.tracker.as_ref().and_then(|t| t.deadline()) {
                         consider(t);
@@ -1967,7 +1975,7 @@ impl Ctx {
                     pid,
                     started: spawned_at,
                     ready_at: None,
-                    ready_deadline: spawned_at + cfg.readiness.timeout,
+                    ready_deadline: readiness::later(spawned_at, cfg.readiness.timeout),
                     stopped_at: None,
                     stop_deadline: None,
                     killed: false,
@@ -1976,7 +1984,7 @@ impl Ctx {
                     watched,
                     tracker,
                     ready_nice: recipe.ready_nice(),
-                    startup_nice_until: spawned_at + cfg.readiness.timeout / 2,
+                    startup_nice_until: readiness::later(spawned_at, cfg.readiness.timeout / 2),
                 });
                 Ok(())
             }
@@ -2041,7 +2049,8 @@ impl Ctx {
             (ReadinessKind::Exec { argv, .. }, _) => {
                 worker::spawn_exec_probe(argv, cfg.cwd.as_deref(), w.pid, gen_id, instance).map(
                     |probe_pid| {
-                        self.exec_probes.insert(probe_pid, (w.pid, now + timeout));
+                        self.exec_probes
+                            .insert(probe_pid, (w.pid, readiness::later(now, timeout)));
                     },
                 )
             }
@@ -2070,7 +2079,7 @@ impl Ctx {
         }
         let _ = sys::kill(w.pid, cfg.drain.signal.number());
         w.stopped_at = Some(now);
-        w.stop_deadline = Some(now + cfg.drain.timeout);
+        w.stop_deadline = Some(readiness::later(now, cfg.drain.timeout));
         w.tracker = None;
     }
 
