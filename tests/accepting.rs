@@ -124,14 +124,7 @@ fn an_http_probe_on_an_app_that_serves_only_fd_3_says_why_it_fails() {
             "[readiness]\nkind = \"http\"\ninterval = \"100ms\"\nprobe_timeout = \"200ms\"\ntimeout = \"1s\"\n",
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = baton.child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "baton still runs");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let st = baton.wait_exit(Duration::from_secs(10));
     assert!(!st.success());
     let log = baton.log_text();
     assert!(

@@ -1255,6 +1255,17 @@ fn timed_status(bx: &SdBox) -> Result<u64, String> {
     out.stdout.trim().parse().map_err(|e| format!("{e}: {out}"))
 }
 
+/// How many lines of digits worker `pid` wrote to stdout, as the journal has them.
+fn numbered_lines(bx: &SdBox, pid: i64) -> u64 {
+    bx.sh(&format!(
+        "journalctl --no-pager -o cat BATON_WORKER_PID={pid} BATON_STREAM=stdout | grep -c '^[0-9]*$'"
+    ))
+    .stdout
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
 /// A chatty worker under the shipped unit: lines are read with a budget per loop turn and sent
 /// to journald without blocking, and a pipe journald pushes back on is not read until the
 /// journal can take more, so the worker waits on its own writes. Every line of a burst
@@ -1297,15 +1308,7 @@ fn a_chatty_worker_neither_loses_lines_nor_freezes_baton() {
         .next()
         .expect("a worker");
     let mut c = Checks::new();
-    let count = || {
-        bx.sh(&format!(
-            "journalctl --no-pager -o cat BATON_WORKER_PID={pid} BATON_STREAM=stdout | grep -c '^[0-9]*$'"
-        ))
-        .stdout
-        .trim()
-        .parse::<u64>()
-        .unwrap_or(0)
-    };
+    let count = || numbered_lines(&bx, pid);
     c.check(
         within(Duration::from_secs(60), || count() == LINES),
         format!(
@@ -1501,15 +1504,7 @@ fn output_written_while_stopping_reaches_the_journal() {
         .expect("a worker");
     let out = bx.systemctl(&["stop", "api.service"]);
     assert!(out.ok(), "stop: {out}");
-    let count = || {
-        bx.sh(&format!(
-            "journalctl --no-pager -o cat BATON_WORKER_PID={pid} BATON_STREAM=stdout | grep -c '^[0-9]*$'"
-        ))
-        .stdout
-        .trim()
-        .parse::<u64>()
-        .unwrap_or(0)
-    };
+    let count = || numbered_lines(&bx, pid);
     let mut c = Checks::new();
     c.check(
         within(Duration::from_secs(20), || count() == LINES),

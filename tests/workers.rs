@@ -337,14 +337,7 @@ http = "127.0.0.1:{port}"
             ctl.display()
         )
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = baton.child.try_wait().expect("try_wait") {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "baton still runs");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let st = baton.wait_exit(Duration::from_secs(10));
     assert!(!st.success());
     let log = baton.log_text();
     assert!(
@@ -367,14 +360,7 @@ fn failing_first_generation_exits_non_zero() {
             "[env]\nHELLO_FAIL = \"exit-at-start\"\n[readiness]\ntimeout = \"5s\"\n",
         )
     });
-    let t0 = Instant::now();
-    let st = loop {
-        if let Some(st) = baton.child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "baton kept running");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let st = baton.wait_exit(Duration::from_secs(10));
     assert_eq!(st.code(), Some(1));
     assert!(baton.log_text().contains("exited before it was ready"));
 }

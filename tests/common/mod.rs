@@ -409,6 +409,21 @@ impl Baton {
         took
     }
 
+    /// Wait for baton to exit on its own (a first generation that fails), at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baton still runs after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM baton and wait for it (bounded).
     pub fn stop(&mut self) -> ExitStatus {
         signal(self.pid(), "TERM");
