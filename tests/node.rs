@@ -1,29 +1,29 @@
-//! An unchanged-style Node.js app (`server.listen({fd})`, no notify support) supervised with the
-//! `http` readiness check on its private probe socket; reloads under load lose nothing.
+//! Unchanged-style Node.js apps (`server.listen({fd})`, no notify support) under baton: the
+//! `http` readiness check on the private probe socket, the `accepting` check with one socket,
+//! and the README's drain snippet; reloads under load lose nothing.
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn node_reloads_under_load_with_http_readiness() {
-    let _g = serial();
-    let app = repo_dir().join("tests/apps/server.js");
-    let baton = Baton::spawn("node", |port, ctl| {
+/// `node APP` with `instances` workers and the given `[readiness]` lines, serving; then 5
+/// reloads, one every 500 ms (so that every generation takes traffic), under keep-alive and
+/// per-request load: each reload must succeed and not one request may fail.
+fn reloads_under_load(name: &str, app: &Path, instances: usize, readiness: &str) -> Baton {
+    let baton = Baton::spawn(name, |port, ctl| {
         format!(
             r#"command = ["node", "{app}"]
-instances = 2
+instances = {instances}
 control = "{ctl}"
 
 [sockets]
 http = "127.0.0.1:{port}"
 
 [readiness]
-kind = "http"
-path = "/"
-interval = "50ms"
+{readiness}
 timeout = "20s"
 
 [drain]
@@ -35,11 +35,9 @@ timeout = "10s"
     });
     baton.wait_serving(Duration::from_secs(30));
     let (code, body) = http_get(baton.port, "/").expect("GET");
-    assert_eq!(code, 200);
-    assert!(body.starts_with("hello from node"), "{body}");
+    assert_eq!(code, 200, "{body}");
     let keep = Load::start(baton.port, "keepalive", 2, 300);
     let close = Load::start(baton.port, "close", 2, 200);
-    // one reload every 500 ms, so that every generation takes traffic
     baton.paced_reloads(
         5,
         Duration::from_millis(500),
@@ -49,6 +47,21 @@ timeout = "10s"
     );
     assert_no_failures(&keep.stop(), 100);
     assert_no_failures(&close.stop(), 100);
+    baton
+}
+
+#[test]
+fn node_reloads_under_load_with_http_readiness() {
+    let _g = serial();
+    let app = repo_dir().join("tests/apps/server.js");
+    let baton = reloads_under_load(
+        "node",
+        &app,
+        2,
+        "kind = \"http\"\npath = \"/\"\ninterval = \"50ms\"",
+    );
+    let (_, body) = http_get(baton.port, "/").expect("GET");
+    assert!(body.starts_with("hello from node"), "{body}");
     assert!(baton.log_text().contains("readiness check passed"));
 }
 
@@ -60,40 +73,9 @@ fn node_reloads_under_load_with_accepting_readiness() {
     let _g = serial();
     let app = repo_dir().join("tests/apps/server.js");
     let n = std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
-    let baton = Baton::spawn("node-accepting", |port, ctl| {
-        format!(
-            r#"command = ["node", "{app}"]
-instances = {n}
-control = "{ctl}"
-
-[sockets]
-http = "127.0.0.1:{port}"
-
-[readiness]
-kind = "accepting"
-timeout = "20s"
-
-[drain]
-timeout = "10s"
-"#,
-            app = app.display(),
-            ctl = ctl.display()
-        )
-    });
-    baton.wait_serving(Duration::from_secs(30));
+    let baton = reloads_under_load("node-accepting", &app, n, "kind = \"accepting\"");
     let pid = baton.serving_pids()[0];
     assert_eq!(env_of(pid, "LISTEN_FDS").as_deref(), Some("1"));
-    let keep = Load::start(baton.port, "keepalive", 2, 300);
-    let close = Load::start(baton.port, "close", 2, 200);
-    baton.paced_reloads(
-        5,
-        Duration::from_millis(500),
-        Duration::from_secs(15),
-        |_| Vec::new(),
-        |_| {},
-    );
-    assert_no_failures(&keep.stop(), 100);
-    assert_no_failures(&close.stop(), 100);
     let log = baton.log_text();
     assert!(log.contains("serving 1 socket(s)"), "{log}");
     assert!(log.contains("readiness check passed"), "{log}");
@@ -117,36 +99,5 @@ fn the_readmes_node_snippet_drains_without_losing_a_request() {
         ),
     )
     .expect("write app.js");
-    let baton = Baton::spawn("node-readme", |port, ctl| {
-        format!(
-            r#"command = ["node", "{app}"]
-instances = 2
-control = "{ctl}"
-
-[sockets]
-http = "127.0.0.1:{port}"
-
-[readiness]
-kind = "accepting"
-timeout = "20s"
-
-[drain]
-timeout = "10s"
-"#,
-            app = app.display(),
-            ctl = ctl.display()
-        )
-    });
-    baton.wait_serving(Duration::from_secs(30));
-    let keep = Load::start(baton.port, "keepalive", 2, 300);
-    let close = Load::start(baton.port, "close", 2, 200);
-    baton.paced_reloads(
-        5,
-        Duration::from_millis(500),
-        Duration::from_secs(15),
-        |_| Vec::new(),
-        |_| {},
-    );
-    assert_no_failures(&keep.stop(), 100);
-    assert_no_failures(&close.stop(), 100);
+    reloads_under_load("node-readme", &app, 2, "kind = \"accepting\"");
 }
