@@ -658,10 +658,6 @@ mod tests {
         text
     }
 
-    fn parsed_kinds() -> impl Iterator<Item = &'static Kind> {
-        KINDS.iter()
-    }
-
     #[test]
     fn every_key_is_accepted_with_its_example_and_each_kind_it_names() {
         for k in KEYS {
@@ -690,7 +686,7 @@ mod tests {
     #[test]
     fn kind_specific_keys_are_rejected_with_the_other_kinds() {
         for k in KEYS.iter().filter(|k| !k.kinds.is_empty()) {
-            for kind in parsed_kinds().filter(|kind| !k.kinds.contains(&kind.name)) {
+            for kind in KINDS.iter().filter(|kind| !k.kinds.contains(&kind.name)) {
                 let text = with(Some(kind.name), "readiness", &[k.example]);
                 let e = parse(&text).expect_err(&format!("{} with kind {}", k.key, kind.name));
                 assert!(e.contains(k.key), "{e}");
@@ -700,13 +696,13 @@ mod tests {
 
     #[test]
     fn every_kind_the_reference_lists_is_parsed_and_no_other() {
-        for kind in parsed_kinds() {
+        for kind in KINDS.iter() {
             parse(&with(Some(kind.name), "", &[])).unwrap();
         }
         // the parser's own list of kinds, from its error message
         let e = parse(&with(Some("no-such-kind"), "", &[])).unwrap_err();
         let named: Vec<&str> = backticked(e.split_once("expected").unwrap().1);
-        let mut listed: Vec<&str> = parsed_kinds().map(|k| k.name).collect();
+        let mut listed: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
         listed.sort();
         let mut named = named.clone();
         named.sort();

@@ -36,16 +36,7 @@ for n in (17, 100, 253, 253, 253):
     for _ in range(4):
         s.sendmsg([b"STATUS=hi"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds[:n]))], 0, sys.argv[1])
 "#;
-    let out = Command::new("python3")
-        .args(["-c", sender])
-        .arg(&notify)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(&["-c".as_ref(), sender.as_ref(), notify.as_os_str()]);
     // the last datagram was read when baton answers a status request after it
     wait_for(
         "baton back to its descriptors",
@@ -211,16 +202,7 @@ for i in range(5000):
     except BlockingIOError:
         pass
 "#;
-    let out = Command::new("python3")
-        .args(["-c", flood])
-        .arg(&notify)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(&["-c".as_ref(), flood.as_ref(), notify.as_os_str()]);
     assert!(baton.status().is_some());
     let log = baton.log_text();
     let lines: Vec<&str> = log
@@ -238,17 +220,10 @@ for i in range(5000):
 
 /// Runs `tests/fuzz/<script>` with its arguments; returns what it printed.
 fn fuzz(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(repo_dir().join("tests/fuzz").join(script))
-        .args(args)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let path = repo_dir().join("tests/fuzz").join(script);
+    let mut argv = vec![path.into_os_string()];
+    argv.extend(args.iter().map(std::ffi::OsString::from));
+    python3(&argv)
 }
 
 /// Thousands of random datagrams with random descriptors, sent by a stranger and by a

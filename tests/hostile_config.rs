@@ -132,18 +132,13 @@ fn generated_configs_through_reloads_break_nothing() {
     std::fs::write(&good, baton.config_text()).unwrap();
     let cases = baton.dir.join("cases");
     std::fs::create_dir_all(&cases).unwrap();
-    let out = Command::new("python3")
-        .arg(repo_dir().join("tests/fuzz/config.py"))
-        .arg(&good)
-        .arg(&cases)
-        .args([&CASES.to_string(), "1"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python3(&[
+        repo_dir().join("tests/fuzz/config.py").into_os_string(),
+        good.clone().into_os_string(),
+        cases.clone().into_os_string(),
+        CASES.to_string().into(),
+        "1".into(),
+    ]);
     let load = Load::start(baton.port, "close", 2, 200);
     let (mut rolled_out, mut refused) = (0, 0);
     for n in 0..CASES {

@@ -98,6 +98,14 @@ fn setup_api(bx: &SdBox, port: u16, config: &str, activate: bool) {
     }
 }
 
+/// Starts api.socket and api.service (with whatever config and drop-ins are in place) and
+/// waits until the service is active.
+fn start_api_service(bx: &SdBox) {
+    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
+    assert!(out.ok(), "start api: {out}\n{}", bx.journal("api"));
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+}
+
 // ------------------------------------------------------------------------------------------
 // helpers
 
@@ -1055,9 +1063,7 @@ fn watchdog_is_fed_from_the_event_loop() {
     );
     bx.sh_ok("systemctl daemon-reload");
     bx.write("/etc/baton/api.toml", BASE_CONFIG);
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start api: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     // WatchdogTimestampMonotonic moves with every WATCHDOG=1 systemd receives: see it move
     // three times (every 0.5 s), i.e. well past one WatchdogSec without a restart
     let mut seen = BTreeSet::new();
@@ -1099,9 +1105,7 @@ fn worker_output_lines_survive_the_swap_whole() {
         "command = [\"/usr/local/bin/chatty\"]\ninstances = 2\n\
          [readiness]\nkind = \"delay\"\ndelay = \"300ms\"\n[drain]\ntimeout = \"5s\"\n",
     );
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     let gen1 = all_worker_pids(&bx.baton_status(API).expect("status"));
     let out = bx.systemctl(&["reload", "api"]);
     assert!(out.ok(), "reload: {out}");
@@ -1190,9 +1194,7 @@ fn a_reload_queued_behind_a_drain_shows_in_status_and_outlives_the_unit_timeout(
     let ignoring = config_with_env(&[("HELLO_FAIL", "ignore-sigterm")])
         .replace("timeout = \"10s\"", "timeout = \"7s\"");
     bx.write("/etc/baton/api.toml", &ignoring);
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start api: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     // generation 2 drains normally; generation 1 ignores SIGTERM and drains for 7 s
     bx.write(
         "/etc/baton/api.toml",
@@ -1300,9 +1302,7 @@ fn a_chatty_worker_neither_loses_lines_nor_freezes_baton() {
         "/etc/baton/api.toml",
         &config(&format!("seq 1 {LINES}")).replace("instances = 2", "instances = 1"),
     );
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start api: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     let pid = serving_workers(&bx.baton_status(API).expect("status"))
         .into_iter()
         .next()
@@ -1376,9 +1376,7 @@ fn a_journald_that_stops_reading_does_not_stop_baton() {
             r#"command   = ["/bin/sh", "-c", "nice -n 19 yes journal-flood & exec /usr/local/bin/hello"]"#,
         ),
     );
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start api: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     let mut c = Checks::new();
     let load = Load::start(port, "close", 4, LOAD_RATE);
     bx.sh_ok("kill -STOP $(systemctl show -P MainPID systemd-journald)");
@@ -1495,9 +1493,7 @@ fn output_written_while_stopping_reaches_the_journal() {
             )
             .replace("instances = 2", "instances = 1"),
     );
-    let out = bx.systemctl(&["start", "api.socket", "api.service"]);
-    assert!(out.ok(), "start api: {out}");
-    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    start_api_service(&bx);
     let pid = serving_workers(&bx.baton_status(API).expect("status"))
         .into_iter()
         .next()

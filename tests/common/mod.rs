@@ -468,6 +468,20 @@ impl Drop for Baton {
     }
 }
 
+/// `python3 ARGS…`, which must succeed; what it printed, trimmed.
+pub fn python3<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new("python3")
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn signal(pid: i32, sig: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
