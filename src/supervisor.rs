@@ -356,9 +356,8 @@ struct Ctx {
     /// The control socket is not polled until then: accepting failed for want of
     /// descriptors, and a listener that stays readable must not make the loop spin.
     accept_paused_until: Option<Instant>,
-    /// Accept failures not logged yet (logged at most every [`ACCEPT_WARN_EVERY`]), and when
-    /// the last one was.
-    accept_errors: (u64, Option<Instant>),
+    /// Failing accepts are logged at this rate at most.
+    accept_errors: RateLimit,
     /// Notifications from strangers are logged at this rate at most.
     ignored_notes: RateLimit,
     /// Answers the clients have not read whole yet.
@@ -367,32 +366,37 @@ struct Ctx {
     output_deadline: Option<Instant>,
 }
 
-/// At most this many ignored notifications are logged per [`IGNORED_WINDOW`]; the others
-/// are counted, and the next line logged says how many were not.
-const IGNORED_PER_WINDOW: u32 = 10;
-const IGNORED_WINDOW: Duration = Duration::from_secs(10);
 /// At most this many characters of an ignored notification are logged.
 const IGNORED_SHOWN: usize = 120;
 
-/// A log rate limit: so many lines per window, the rest counted.
-#[derive(Default)]
+/// A log rate limit: so many lines per window, the rest counted; the next line logged says
+/// how many were not.
 struct RateLimit {
+    per_window: u32,
+    window: Duration,
     window_start: Option<Instant>,
     logged: u32,
     suppressed: u64,
 }
 
 impl RateLimit {
+    const fn new(per_window: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            per_window,
+            window,
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
     /// Whether a line may be logged now (if not, it is counted).
     fn allow(&mut self, now: Instant) -> bool {
-        if self
-            .window_start
-            .map_or(true, |t| now >= t + IGNORED_WINDOW)
-        {
+        if self.window_start.map_or(true, |t| now >= t + self.window) {
             self.window_start = Some(now);
             self.logged = 0;
         }
-        if self.logged < IGNORED_PER_WINDOW {
+        if self.logged < self.per_window {
             self.logged += 1;
             true
         } else {
@@ -412,8 +416,6 @@ impl RateLimit {
 
 /// How long accepting control connections pauses when it fails (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// At most one log line about failing accepts per this interval.
-const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 /// When baton stops, the workers' last output is forwarded for at most this long after the
 /// last worker exited (a helper that escaped the process group may hold a pipe open).
 const OUTPUT_AT_EXIT: Duration = Duration::from_secs(2);
@@ -478,8 +480,9 @@ impl Supervisor {
             last_status: String::new(),
             socket_inodes: Vec::new(),
             accept_paused_until: None,
-            accept_errors: (0, None),
-            ignored_notes: RateLimit::default(),
+            // one line per 10 s about failing accepts; ten about notifications from strangers
+            accept_errors: RateLimit::new(1, Duration::from_secs(10)),
+            ignored_notes: RateLimit::new(10, Duration::from_secs(10)),
             outgoing: Vec::new(),
             output_deadline: None,
         };
@@ -1696,16 +1699,13 @@ impl Ctx {
                         continue;
                     }
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-                    let (count, last) = &mut self.accept_errors;
-                    *count += 1;
-                    if last.map_or(true, |t| now >= t + ACCEPT_WARN_EVERY) {
+                    if self.accept_errors.allow(now) {
                         warn!(
                             baton_event = "control_accept_failed",
-                            "control socket: accept failed {count} time(s): {e}; pausing for {}",
-                            fmt_duration(ACCEPT_PAUSE)
+                            "control socket: accept failed: {e}; pausing for {}{}",
+                            fmt_duration(ACCEPT_PAUSE),
+                            self.accept_errors.take_suppressed()
                         );
-                        *count = 0;
-                        *last = Some(now);
                     }
                     return added.min(self.conns.len());
                 }
