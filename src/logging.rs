@@ -21,8 +21,6 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
-
 /// Sends every event to journald, without blocking.
 pub struct JournalLayer {
     shared: Arc<Shared>,
@@ -39,11 +37,8 @@ static JOURNAL: OnceLock<Arc<Shared>> = OnceLock::new();
 
 impl JournalLayer {
     pub fn connect() -> std::io::Result<JournalLayer> {
-        let sock = UnixDatagram::unbound()?;
-        sock.connect(JOURNAL_SOCKET)?;
-        sock.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
-            sock,
+            sock: crate::output::journal_socket()?,
             dropped: AtomicU64::new(0),
         });
         let _ = JOURNAL.set(shared.clone());

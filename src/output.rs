@@ -91,12 +91,20 @@ pub struct Journal {
     sock: UnixDatagram,
 }
 
+/// A non-blocking datagram socket connected to journald's native socket (for workers' lines
+/// here, and for baton's own in `logging`).
+pub fn journal_socket() -> io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.connect(JOURNAL_SOCKET)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
 impl Journal {
     pub fn connect() -> io::Result<Journal> {
-        let sock = UnixDatagram::unbound()?;
-        sock.connect(JOURNAL_SOCKET)?;
-        sock.set_nonblocking(true)?;
-        Ok(Journal { sock })
+        Ok(Journal {
+            sock: journal_socket()?,
+        })
     }
 
     /// Send one line; `Err(Full)` when journald's queue is full (try again once the socket is
