@@ -3,20 +3,7 @@
 //! This file is the command line only: it parses arguments, finds the config and the control
 //! socket, and hands over to the supervisor (`run`) or the control client (`reload`, `status`).
 
-mod check;
-mod config;
-mod control;
-mod logging;
-mod manual;
-mod notify;
-mod output;
-mod readiness;
-mod reference;
-mod sockets;
-mod supervisor;
-mod sys;
-mod units;
-mod worker;
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use config::Config;
+use baton::config::Config;
+use baton::{check, config, control, logging, manual, sockets, supervisor, sys, units, worker};
 
 #[derive(Parser)]
 #[command(

@@ -10,6 +10,8 @@
 //! before `clone`, and the child only fills in its own pid, moves descriptors and resets its
 //! signal state.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -1083,7 +1085,9 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     // child before it has reset every disposition.
     // SAFETY: sigfillset/pthread_sigmask write only to the valid locals passed.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: an all-zero sigset_t is a valid (empty) set.
     let mut saved: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: both sets are valid locals.
     unsafe {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut saved);
