@@ -2,6 +2,7 @@
 """Compare baton's target and scale figures across result directories of bench/proof.py.
 
     python3 bench/compare.py bench/results/0e7f3ef/full bench/results/40c732c/full bench/results/full
+    (earlier runs are in git history: git archive 65cbd18 bench/results | tar -x -C DIR)
 
 Prints one markdown table of the target runs (per mode and N: overhead, rollout, baton's
 run-queue wait, p99 ratio, max while reloading) and one of the scale runs (per worker count:

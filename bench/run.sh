@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proof under load (issue 4), one command:
 #
-#   bash bench/run.sh            # full run, about 31 min on 2 vCPUs; results in bench/results/full/
+#   bash bench/run.sh            # full run, about 40 min on 2 vCPUs; results in bench/results/full/
 #   bash bench/run.sh --quick    # a few minutes (N=4 only, fewer reloads, 10 s idle)
 #
 # Installs the peers (bench/setup.sh), builds baton and the example worker / load client in
