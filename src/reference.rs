@@ -786,7 +786,7 @@ mod tests {
     /// The README's reference is [`markdown`]. `BATON_UPDATE_README=1` rewrites it.
     #[test]
     fn readme_reference_is_generated_from_the_table() {
-        const START: &str = "<!-- config reference: generated from src/reference.rs, do not edit (BATON_UPDATE_README=1 cargo test --bin baton reference) -->\n";
+        const START: &str = "<!-- config reference: generated from src/reference.rs, do not edit (BATON_UPDATE_README=1 cargo test --lib reference) -->\n";
         const END: &str = "<!-- end of the config reference -->\n";
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
         let readme = std::fs::read_to_string(&path).unwrap();
@@ -802,7 +802,7 @@ mod tests {
         assert!(
             current == wanted,
             "README.md's config reference differs from src/reference.rs; run \
-             BATON_UPDATE_README=1 cargo test --bin baton reference"
+             BATON_UPDATE_README=1 cargo test --lib reference"
         );
     }
 
