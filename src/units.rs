@@ -490,7 +490,7 @@ mod tests {
     }
 
     /// units/* are this renderer's output, byte for byte. After changing the renderer, rewrite
-    /// them with `BATON_WRITE_UNITS=1 cargo test --release --bin baton shipped_units`.
+    /// them with `BATON_WRITE_UNITS=1 cargo test --release --lib shipped_units`.
     #[test]
     fn shipped_units_are_the_renderers_output() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("units");
@@ -512,7 +512,7 @@ mod tests {
         assert!(
             stale.is_empty(),
             "units/{stale:?} differ from what src/units.rs renders: rewrite them with \
-             `BATON_WRITE_UNITS=1 cargo test --release --bin baton shipped_units`"
+             `BATON_WRITE_UNITS=1 cargo test --release --lib shipped_units`"
         );
     }
 
