@@ -75,7 +75,7 @@ pub struct Status {
     pub last_reload: Option<ReloadReply>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SocketStatus {
     pub name: String,
     /// baton's own descriptor of the socket.

@@ -1,0 +1,990 @@
+//! The event loop: the only part of the supervisor that touches the world.
+//!
+//! It turns descriptors into [`Event`]s for the [`Core`] (signals, reaped children, notify
+//! datagrams, control requests, probe results) and carries out the core's [`Action`]s (spawn,
+//! signal, renice, notify systemd, answer a client, log). An action whose outcome the core
+//! needs (reading the config, building a recipe, spawning, starting an `exec` check) is
+//! answered at once with the matching event. It owns every descriptor: the notify and control
+//! sockets and connections, the signalfd, the workers' output pipes and probe sockets, and
+//! their own deadlines (idle control connections, unread answers, an accept pause, the
+//! watchdog), which are kept on the resources themselves.
+//!
+//! Must never block (no blocking I/O in the loop, except the synchronous exec hand-shake of
+//! `sys::spawn`, which lasts until the child's `execve`).
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Systemd};
+use super::fmt_duration;
+use super::plan::{Check, NicePlan};
+use super::timers::SlotId;
+use crate::config::Config;
+use crate::control::{self, Client, Incoming, Request};
+use crate::notify::{Manager, Message};
+use crate::output;
+use crate::readiness::{self, ProbeResult, WakeReceiver, Waker};
+use crate::sockets::Listeners;
+use crate::sys::{self, NotifySocket, Pid, PollSet, SignalFd};
+use crate::worker::{self, ProbeSocket, Recipe};
+
+/// What `run` needs; built by main from the CLI.
+pub struct Setup {
+    pub config_path: Option<PathBuf>,
+    pub config: Config,
+    pub listeners: Listeners,
+    pub control_path: PathBuf,
+    pub signals: SignalFd,
+    /// Send workers' stdout/stderr to the journal (when baton itself logs there).
+    pub capture_output: bool,
+}
+
+pub struct Supervisor {
+    core: Core,
+    io: Io,
+}
+
+/// A worker's own descriptors besides its pipes: what a check needs.
+struct WorkerIo {
+    probe_socket: Option<ProbeSocket>,
+    /// What it was handed (its sockets, then its probe socket), for the checks that look at
+    /// what its process tree waits for.
+    watched: Vec<readiness::Watched>,
+}
+
+/// Everything the event loop owns.
+struct Io {
+    config_path: Option<PathBuf>,
+    /// The config baton started with: its sockets and control path hold for baton's lifetime.
+    boot_config: Rc<Config>,
+    listeners: Listeners,
+    notify_path: PathBuf,
+    notify: NotifySocket,
+    control: control::Server,
+    conns: Vec<control::Conn>,
+    signals: SignalFd,
+    waker: Waker,
+    wake_rx: WakeReceiver,
+    probe_tx: Sender<ProbeResult>,
+    probe_rx: Receiver<ProbeResult>,
+    manager: Manager,
+    next_watchdog: Option<Instant>,
+    /// Reload clients waiting for their answer.
+    clients: HashMap<ClientId, Client>,
+    next_client: ClientId,
+    /// Each live generation's recipe and config.
+    recipes: HashMap<u64, (Rc<Recipe>, Rc<Config>)>,
+    workers: HashMap<Pid, WorkerIo>,
+    /// Where workers' output lines go; `None` = workers inherit baton's stdout/stderr.
+    journal: Option<output::Journal>,
+    pipes: Vec<output::Pipe>,
+    /// Each listening socket's name and inode, in the order workers get them (fd 3, 4, …).
+    socket_inodes: Vec<(String, u64)>,
+    /// The control socket is not polled until then: accepting failed for want of
+    /// descriptors, and a listener that stays readable must not make the loop spin.
+    accept_paused_until: Option<Instant>,
+    /// Failing accepts are logged at this rate at most.
+    accept_errors: RateLimit,
+    /// Notifications from strangers are logged at this rate at most.
+    ignored_notes: RateLimit,
+    /// Answers the clients have not read whole yet.
+    outgoing: Vec<control::Outgoing>,
+    /// Stopping: the workers' output is forwarded until then at most.
+    output_deadline: Option<Instant>,
+}
+
+/// At most this many characters of an ignored notification are logged.
+const IGNORED_SHOWN: usize = 120;
+/// How long accepting control connections pauses when it fails (EMFILE, ENFILE, ENOBUFS).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// When baton stops, the workers' last output is forwarded for at most this long after the
+/// last worker exited (a helper that escaped the process group may hold a pipe open).
+const OUTPUT_AT_EXIT: Duration = Duration::from_secs(2);
+/// At most this many notify datagrams are handled per loop turn.
+const NOTIFY_PER_TURN: usize = 256;
+/// At most this many control connections are accepted per loop turn.
+const ACCEPTS_PER_TURN: usize = 64;
+
+/// A log rate limit: so many lines per window, the rest counted; the next line logged says
+/// how many were not.
+struct RateLimit {
+    per_window: u32,
+    window: Duration,
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const fn new(per_window: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            per_window,
+            window,
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a line may be logged now (if not, it is counted).
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.window_start.map_or(true, |t| now >= t + self.window) {
+            self.window_start = Some(now);
+            self.logged = 0;
+        }
+        if self.logged < self.per_window {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+
+    /// " (and 12 more since the last line, not logged)", once, after lines were suppressed.
+    fn take_suppressed(&mut self) -> String {
+        match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" (and {n} more since the last line, not logged)"),
+        }
+    }
+}
+
+/// The descriptors of one loop turn, by index in the poll set.
+struct Polled {
+    sig: usize,
+    notify: usize,
+    control: Option<usize>,
+    wake: usize,
+    pipes: Vec<Option<usize>>,
+    journal: Option<usize>,
+    conns: Vec<usize>,
+    out: Vec<usize>,
+    clients: Vec<(ClientId, usize)>,
+}
+
+impl Supervisor {
+    pub fn new(setup: Setup) -> anyhow::Result<Supervisor> {
+        let notify_path = setup.control_path.with_extension("notify");
+        let control = control::Server::bind(&setup.control_path)?;
+        let notify = NotifySocket::bind(&notify_path)?;
+        sys::set_child_subreaper()?;
+        let (waker, wake_rx) = readiness::waker()?;
+        let (probe_tx, probe_rx) = mpsc::channel();
+        let manager = Manager::from_env();
+        let now = Instant::now();
+        let mut io = Io {
+            config_path: setup.config_path,
+            boot_config: Rc::new(setup.config.clone()),
+            listeners: setup.listeners,
+            notify_path,
+            notify,
+            control,
+            conns: Vec::new(),
+            signals: setup.signals,
+            waker,
+            wake_rx,
+            probe_tx,
+            probe_rx,
+            next_watchdog: manager
+                .watchdog_interval()
+                .map(|d| readiness::later(now, d)),
+            manager,
+            clients: HashMap::new(),
+            next_client: 1,
+            recipes: HashMap::new(),
+            workers: HashMap::new(),
+            journal: None,
+            pipes: Vec::new(),
+            socket_inodes: Vec::new(),
+            accept_paused_until: None,
+            // one line per 10 s about failing accepts; ten about notifications from strangers
+            accept_errors: RateLimit::new(1, Duration::from_secs(10)),
+            ignored_notes: RateLimit::new(10, Duration::from_secs(10)),
+            outgoing: Vec::new(),
+            output_deadline: None,
+        };
+        for l in &io.listeners.list {
+            let inode = sys::inode(l.fd.as_fd())?;
+            io.socket_inodes.push((l.name.clone(), inode));
+        }
+        if setup.capture_output {
+            match output::Journal::connect() {
+                Ok(j) => io.journal = Some(j),
+                Err(e) => warn!("workers' output stays on stderr: cannot reach journald: {e}"),
+            }
+        }
+        io.announce();
+        let identity = io.identity();
+        let core = Core::new(setup.config, identity, io.manager.enabled(), now);
+        let mut sup = Supervisor { core, io };
+        sup.execute();
+        Ok(sup)
+    }
+
+    /// The event loop. Returns baton's exit code.
+    pub fn run(mut self) -> i32 {
+        let mut poll = PollSet::new();
+        loop {
+            let now = Instant::now();
+            self.io.expire(now);
+            self.core.handle_timeout(now);
+            self.execute();
+            if let Some(code) = self.core.finished() {
+                if self.io.output_done(now) {
+                    info!(baton_event = "stopped", "all workers have exited");
+                    return code;
+                }
+            }
+            if crate::logging::lines_dropped() {
+                crate::logging::report_dropped();
+            }
+            let timeout = [self.core.poll_timeout(), self.io.next_deadline(now)]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let polled = self.io.fill(&mut poll);
+            if let Err(e) = poll.wait(timeout) {
+                error!("poll failed: {e}");
+                return 1;
+            }
+            self.dispatch(&poll, &polled);
+        }
+    }
+
+    /// Hand what the poll found to its handlers, one event at a time.
+    fn dispatch(&mut self, poll: &PollSet, p: &Polled) {
+        // first: reload clients that gave up waiting
+        for (id, i) in &p.clients {
+            if poll.hung_up(*i) {
+                self.io.clients.remove(id);
+                self.event(Event::ClientGone(*id));
+            }
+        }
+        if poll.readable(p.sig) {
+            self.on_signals();
+        }
+        if poll.readable(p.notify) {
+            self.on_notify();
+        }
+        if poll.readable(p.wake) {
+            self.io.wake_rx.drain();
+            while let Ok(r) = self.io.probe_rx.try_recv() {
+                self.event(Event::ProbeResult {
+                    worker: r.worker,
+                    ok: r.ok,
+                    detail: r.detail,
+                });
+            }
+        }
+        self.io.on_output(poll, p);
+        let readable: Vec<bool> = p.conns.iter().map(|i| poll.readable(*i)).collect();
+        self.on_control_conns(&readable);
+        let writable: Vec<bool> = p.out.iter().map(|i| poll.writable(*i)).collect();
+        let mut i = 0;
+        self.io.outgoing.retain_mut(|o| {
+            let ready = writable.get(i).copied().unwrap_or(false);
+            i += 1;
+            !ready || o.write_some() == control::Sent::Pending
+        });
+        if p.control.is_some_and(|i| poll.readable(i)) {
+            let added = self.io.accept_control(Instant::now());
+            // read the new ones (the last `added`) at once: the request line usually came
+            // with the connection
+            let first_new = self.io.conns.len() - added;
+            let new: Vec<bool> = (0..self.io.conns.len()).map(|i| i >= first_new).collect();
+            self.on_control_conns(&new);
+        }
+    }
+
+    /// Tell the core, and carry out what it decides.
+    fn event(&mut self, event: Event) {
+        self.core.handle(Instant::now(), event);
+        self.execute();
+    }
+
+    /// Carry out every action the core queued; those that need an answer get it at once.
+    fn execute(&mut self) {
+        while let Some(action) = self.core.poll_action() {
+            let now = Instant::now();
+            if let Some(answer) = self.io.carry_out(action, now) {
+                self.core.handle(now, answer);
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        loop {
+            let sig = match self.io.signals.read() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    error!("reading signals: {e}");
+                    break;
+                }
+            };
+            match sig {
+                libc::SIGCHLD => {
+                    while let Some((pid, status)) = sys::reap_one() {
+                        self.io.workers.remove(&pid);
+                        self.event(Event::Exited { pid, status });
+                    }
+                }
+                libc::SIGHUP => {
+                    info!(baton_event = "reload_requested", "SIGHUP: reload requested");
+                    self.event(Event::Reload(None));
+                }
+                libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
+                    self.event(Event::Stop(sys::signal_name(sig)));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_notify(&mut self) {
+        let now = Instant::now();
+        // a budget per turn: a sender in a tight loop must not keep the loop from the rest
+        // (the socket stays readable, so the next turn goes on)
+        for _ in 0..NOTIFY_PER_TURN {
+            let dg = match self.io.notify.recv() {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("notify socket: {e}");
+                    break;
+                }
+            };
+            if let Some(event) = self.io.attribute(dg, &self.core.worker_pids(), now) {
+                self.event(event);
+            }
+        }
+    }
+
+    fn on_control_conns(&mut self, readable: &[bool]) {
+        let conns = std::mem::take(&mut self.io.conns);
+        let mut keep = Vec::new();
+        for (i, c) in conns.into_iter().enumerate() {
+            if !readable.get(i).copied().unwrap_or(false) {
+                keep.push(c);
+                continue;
+            }
+            let (rest, incoming) = c.read();
+            keep.extend(rest);
+            match incoming {
+                Incoming::Pending | Incoming::Closed => {}
+                Incoming::Request(Request::Status, client) => {
+                    let now = Instant::now();
+                    let out = client.reply(&self.core.status(now), now);
+                    self.io.push_outgoing(out);
+                }
+                Incoming::Request(Request::Reload, client) => {
+                    info!(
+                        baton_event = "reload_requested",
+                        "reload requested on the control socket"
+                    );
+                    let id = self.io.next_client;
+                    self.io.next_client += 1;
+                    self.io.clients.insert(id, client);
+                    self.event(Event::Reload(Some(id)));
+                }
+            }
+        }
+        self.io.conns.extend(keep);
+    }
+}
+
+impl Io {
+    fn announce(&self) {
+        for l in &self.listeners.list {
+            info!(
+                baton_event = "socket",
+                "socket `{}` ({}, from {})", l.name, l.address, l.source
+            );
+        }
+        info!(
+            baton_event = "control",
+            "control socket {}",
+            self.control.path().display()
+        );
+    }
+
+    /// What `baton status` shows of baton itself.
+    fn identity(&self) -> Identity {
+        Identity {
+            pid: std::process::id() as i32,
+            config: self.config_path.as_ref().map(|p| p.display().to_string()),
+            sockets: self
+                .listeners
+                .list
+                .iter()
+                .zip(3..)
+                .map(|(l, worker_fd)| control::SocketStatus {
+                    name: l.name.clone(),
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd),
+                    worker_fd: Some(worker_fd),
+                    address: l.address.clone(),
+                    source: l.source.into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The loop's own deadlines: idle control connections, unread answers, the accept pause,
+    /// the watchdog.
+    fn expire(&mut self, now: Instant) {
+        self.conns
+            .retain(|c| now < c.opened + control::REQUEST_TIMEOUT);
+        self.outgoing.retain(|o| now < o.deadline);
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_paused_until = None;
+        }
+        if let Some(t) = self.next_watchdog {
+            if now >= t {
+                self.manager.watchdog();
+                self.next_watchdog = self
+                    .manager
+                    .watchdog_interval()
+                    .map(|d| readiness::later(now, d));
+            }
+        }
+    }
+
+    /// The earliest of the loop's own deadlines.
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let log_note = crate::logging::lines_dropped().then(|| now + Duration::from_secs(1));
+        [
+            self.next_watchdog,
+            self.accept_paused_until,
+            // the note about dropped lines goes out once journald reads again, even if
+            // nothing else is logged
+            log_note,
+            // the oldest connection is the first to time out
+            self.conns
+                .first()
+                .map(|c| c.opened + control::REQUEST_TIMEOUT),
+            self.outgoing.first().map(|o| o.deadline),
+            self.output_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Once every worker is gone: whether their last output was sent (or `OUTPUT_AT_EXIT`
+    /// passed, which is said).
+    fn output_done(&mut self, now: Instant) -> bool {
+        let deadline = *self.output_deadline.get_or_insert(now + OUTPUT_AT_EXIT);
+        if self.pipes.is_empty() {
+            return true;
+        }
+        if now < deadline {
+            return false;
+        }
+        warn!(
+            baton_event = "output_cut",
+            "{} output pipe(s) still open {} after the last worker exited: their rest is not \
+             forwarded",
+            self.pipes.len(),
+            fmt_duration(OUTPUT_AT_EXIT)
+        );
+        true
+    }
+
+    /// This turn's poll set.
+    fn fill(&self, poll: &mut PollSet) -> Polled {
+        poll.clear();
+        Polled {
+            sig: poll.add(self.signals.as_fd()),
+            notify: poll.add(self.notify.as_fd()),
+            // not while accepting is paused (out of descriptors)
+            control: match self.accept_paused_until {
+                Some(t) if t > Instant::now() => None,
+                _ => Some(poll.add(self.control.as_fd())),
+            },
+            wake: poll.add(self.wake_rx.as_fd()),
+            // a pipe that journald pushed back on waits for the journal, not for input
+            pipes: self
+                .pipes
+                .iter()
+                .map(|p| (!p.blocked()).then(|| poll.add(p.as_fd())))
+                .collect(),
+            journal: match &self.journal {
+                Some(j) if self.pipes.iter().any(|p| p.blocked()) => {
+                    Some(poll.add_writable(j.as_fd()))
+                }
+                _ => None,
+            },
+            conns: self.conns.iter().map(|c| poll.add(c.as_fd())).collect(),
+            out: self
+                .outgoing
+                .iter()
+                .map(|o| poll.add_writable(o.as_fd()))
+                .collect(),
+            // reload clients waiting for their outcome: only to see those that gave up
+            clients: self
+                .clients
+                .iter()
+                .map(|(id, c)| (*id, poll.add_hangup(c.as_fd())))
+                .collect(),
+        }
+    }
+
+    /// Workers' output lines to the journal (a pipe is readable, or it waited for the
+    /// journal, which is writable now); a pipe goes away once EOF is reached and sent.
+    fn on_output(&mut self, poll: &PollSet, p: &Polled) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let journal_writable = p.journal.is_some_and(|i| poll.writable(i));
+        let mut i = 0;
+        self.pipes.retain_mut(|pipe| {
+            let ready = match p.pipes.get(i).copied().flatten() {
+                Some(ix) => poll.readable(ix),
+                None => pipe.blocked() && journal_writable,
+            };
+            i += 1;
+            !ready || pipe.pump(journal) != output::Pump::Done
+        });
+    }
+
+    /// A notify datagram, as an event for the worker it belongs to (or logged and ignored).
+    fn attribute(&mut self, dg: sys::Datagram, workers: &[Pid], now: Instant) -> Option<Event> {
+        let Some(sender) = dg.pid else {
+            if self.ignored_notes.allow(now) {
+                warn!(
+                    baton_event = "notify_ignored",
+                    "notification without credentials ignored{}",
+                    self.ignored_notes.take_suppressed()
+                );
+            }
+            return None;
+        };
+        let message = Message::parse(&dg.data);
+        // when the worker sent it, not when the loop got to it (the difference is baton's)
+        let sent = dg
+            .received
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .and_then(|ago| now.checked_sub(ago))
+            .unwrap_or(now);
+        if dg.fds_closed > 0 {
+            debug!(
+                "closed {} descriptor(s) sent by pid {sender} (barrier: {})",
+                dg.fds_closed, message.barrier
+            );
+        }
+        let Some(worker) = worker_of(sender, workers) else {
+            if self.ignored_notes.allow(now) {
+                let text = String::from_utf8_lossy(&dg.data);
+                let text = text.trim();
+                let shown: String = text.chars().take(IGNORED_SHOWN).collect();
+                let cut = if shown.len() < text.len() { "…" } else { "" };
+                warn!(
+                    baton_event = "notify_ignored",
+                    "notification from pid {sender}, which is not a worker, ignored: {shown:?}{cut}{}",
+                    self.ignored_notes.take_suppressed()
+                );
+            }
+            return None;
+        };
+        Some(Event::Notify {
+            worker,
+            sender,
+            message,
+            sent,
+        })
+    }
+
+    /// Keep an answer the client has not read whole yet, at most [`control::MAX_CONNS`] of
+    /// them (the oldest is dropped for a new one).
+    fn push_outgoing(&mut self, out: Option<control::Outgoing>) {
+        if let Some(o) = out {
+            if self.outgoing.len() >= control::MAX_CONNS {
+                self.outgoing.remove(0);
+            }
+            self.outgoing.push(o);
+        }
+    }
+
+    /// Accept pending control connections. Room is made by closing the oldest connection that
+    /// has not sent its request yet: when there are [`control::MAX_CONNS`] of them, or when
+    /// baton is out of descriptors (EMFILE). With none to close, accepting pauses for
+    /// [`ACCEPT_PAUSE`] instead of spinning on a listener that stays readable.
+    /// Returns how many connections it added (the last ones of `conns`).
+    fn accept_control(&mut self, now: Instant) -> usize {
+        let mut added = 0;
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.control.accept_one(now) {
+                Ok(Some(conn)) => {
+                    if self.conns.len() >= control::MAX_CONNS {
+                        self.conns.remove(0);
+                    }
+                    self.conns.push(conn);
+                    added += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_fds && !self.conns.is_empty() {
+                        self.conns.remove(0);
+                        continue;
+                    }
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    if self.accept_errors.allow(now) {
+                        warn!(
+                            baton_event = "control_accept_failed",
+                            "control socket: accept failed: {e}; pausing for {}{}",
+                            fmt_duration(ACCEPT_PAUSE),
+                            self.accept_errors.take_suppressed()
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        added.min(self.conns.len())
+    }
+
+    // --------------------------------------------------------------------------------------
+    // actions
+
+    /// Carry out one action; the answer the core needs, if any.
+    fn carry_out(&mut self, action: Action, now: Instant) -> Option<Event> {
+        match action {
+            Action::LoadConfig => {
+                return Some(Event::ConfigLoaded(self.load_config().map(Box::new)))
+            }
+            Action::Prepare {
+                generation,
+                config,
+                probe_socket,
+            } => {
+                let result = self.prepare(generation, config, probe_socket);
+                return Some(Event::Prepared { generation, result });
+            }
+            Action::Spawn { slot } => return Some(self.spawn(slot)),
+            Action::Probe {
+                slot,
+                worker,
+                check,
+                timeout,
+            } => return self.probe(slot, worker, check, timeout),
+            Action::Ready { worker } => {
+                // its checks are over: the probe socket goes
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.probe_socket = None;
+                }
+            }
+            Action::Renice { pid, nice, warn } => {
+                if let (Err(e), true) = (sys::renice_group(pid, nice), warn) {
+                    warn!(
+                        baton_event = "worker_renice_failed",
+                        baton_worker_pid = pid,
+                        "worker {pid} stays at its startup priority: {e}"
+                    );
+                }
+            }
+            Action::Signal { pid, signal } => {
+                let _ = sys::kill(pid, signal);
+            }
+            Action::KillGroup { pid } => {
+                let _ = sys::kill_group(pid, libc::SIGKILL);
+            }
+            Action::Release { generation } => {
+                self.recipes.remove(&generation);
+            }
+            Action::Systemd(msg) => self.tell_systemd(msg),
+            Action::Progress { client, text } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.progress(&text);
+                }
+            }
+            Action::Reply { client, reply } => {
+                if let Some(c) = self.clients.remove(&client) {
+                    let out = c.reply(&reply, now);
+                    self.push_outgoing(out);
+                }
+            }
+            Action::Log(e) => log(e),
+        }
+        None
+    }
+
+    fn tell_systemd(&self, msg: Systemd) {
+        match msg {
+            Systemd::Ready(s) => self.manager.ready(&s),
+            Systemd::Reloading(s) => self.manager.reloading(&s),
+            Systemd::Status(s) => self.manager.status(&s),
+            Systemd::Stopping(s) => self.manager.stopping(&s),
+            Systemd::ExtendTimeout(d) => self.manager.extend_timeout(d),
+        }
+    }
+
+    /// Re-read the config for a reload. The running generation is untouched on error.
+    fn load_config(&self) -> Result<Config, String> {
+        let Some(path) = &self.config_path else {
+            return Ok((*self.boot_config).clone());
+        };
+        let cfg = Config::load(path).map_err(|e| format!("config error: {e}"))?;
+        if cfg.sockets != self.boot_config.sockets {
+            warn!(
+                baton_event = "config_sockets_changed",
+                "[sockets] changed in {}: sockets are kept for baton's lifetime; restart baton to apply",
+                path.display()
+            );
+        }
+        if cfg.control != self.boot_config.control {
+            warn!(
+                baton_event = "config_control_changed",
+                "`control` changed in {}: the control socket moves only when baton restarts",
+                path.display()
+            );
+        }
+        Ok(cfg)
+    }
+
+    /// Build a generation's recipe (the notify socket is bound again first if it vanished).
+    fn prepare(
+        &mut self,
+        generation: u64,
+        config: Rc<Config>,
+        probe_socket: bool,
+    ) -> Result<NicePlan, String> {
+        if !self.notify.reachable() {
+            // workers would send READY=1 to nothing: bind the path again (the old socket goes
+            // when the new one replaces it)
+            match NotifySocket::bind(&self.notify_path) {
+                Ok(n) => {
+                    warn!(
+                        baton_event = "notify_socket_recreated",
+                        "the notify socket {} was gone or replaced: bound it again",
+                        self.notify_path.display()
+                    );
+                    self.notify = n;
+                }
+                Err(e) => error!(
+                    baton_event = "notify_socket_lost",
+                    "the notify socket {} was gone or replaced and cannot be bound again: {e}",
+                    self.notify_path.display()
+                ),
+            }
+        }
+        let recipe = Recipe::new(
+            &config,
+            &self.listeners,
+            &self.notify_path,
+            generation,
+            probe_socket,
+        )
+        .map_err(|e| e.to_string())?;
+        let plan = NicePlan {
+            startup: config.readiness.startup_nice,
+            running: recipe.ready_nice(),
+            drain: recipe.drain_nice(),
+        };
+        self.recipes.insert(generation, (Rc::new(recipe), config));
+        Ok(plan)
+    }
+
+    /// Start the worker of one slot, with its probe socket and output pipes.
+    fn spawn(&mut self, slot: SlotId) -> Event {
+        match self.try_spawn(slot) {
+            Ok((pid, at)) => Event::Spawned { slot, pid, at },
+            Err(error) => Event::SpawnFailed { slot, error },
+        }
+    }
+
+    fn try_spawn(&mut self, slot: SlotId) -> Result<(Pid, Instant), String> {
+        let (recipe, cfg) = self
+            .recipes
+            .get(&slot.generation)
+            .cloned()
+            .ok_or("the generation has no recipe")?;
+        let probe_socket = match recipe.wants_probe() {
+            true => Some(
+                ProbeSocket::new().map_err(|e| format!("cannot create the probe socket: {e}"))?,
+            ),
+            false => None,
+        };
+        let (mut pipes, writers) = self.output_pipes(&cfg, slot)?;
+        // a worker's own start-up runs from here (its exec included) to its READY=1 as the
+        // kernel received it: baton's handling before and after is baton's share
+        let at = Instant::now();
+        let spawned = recipe.spawn(
+            &self.listeners,
+            slot.instance,
+            probe_socket.as_ref(),
+            writers.first().map(|w| w.as_fd()),
+            writers.get(1).map(|w| w.as_fd()),
+        );
+        drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
+        let pid = spawned.map_err(|e| e.to_string())?;
+        for p in pipes.iter_mut() {
+            p.origin.pid = pid;
+        }
+        self.pipes.extend(pipes);
+        let watched = self.watched(probe_socket.as_ref());
+        self.workers.insert(
+            pid,
+            WorkerIo {
+                probe_socket,
+                watched,
+            },
+        );
+        Ok((pid, at))
+    }
+
+    /// Workers' output to the journal: one pipe per stream, the pid filled in once known.
+    fn output_pipes(
+        &self,
+        cfg: &Config,
+        slot: SlotId,
+    ) -> Result<(Vec<output::Pipe>, Vec<std::os::fd::OwnedFd>), String> {
+        let mut pipes = Vec::new();
+        let mut writers = Vec::new();
+        if self.journal.is_none() {
+            return Ok((pipes, writers));
+        }
+        let identifier = std::path::Path::new(&cfg.command[0])
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "worker".into());
+        for stream in [output::Stream::Stdout, output::Stream::Stderr] {
+            let origin = output::Origin {
+                generation: slot.generation,
+                pid: 0,
+                instance: slot.instance,
+                identifier: identifier.clone(),
+                stream,
+            };
+            let (p, w) =
+                output::pipe(origin).map_err(|e| format!("cannot create an output pipe: {e}"))?;
+            pipes.push(p);
+            writers.push(w);
+        }
+        Ok((pipes, writers))
+    }
+
+    /// What a worker is handed: the shared sockets at fd 3.., then its probe socket.
+    fn watched(&self, probe: Option<&ProbeSocket>) -> Vec<readiness::Watched> {
+        let mut watched: Vec<readiness::Watched> = self
+            .socket_inodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, inode))| readiness::Watched {
+                name: name.clone(),
+                fd: 3 + i as i32,
+                inode: *inode,
+            })
+            .collect();
+        if let Some(inode) = probe.and_then(|p| sys::inode(p.fd.as_fd()).ok()) {
+            watched.push(readiness::Watched {
+                name: worker::PROBE_FDNAME.into(),
+                fd: 3 + watched.len() as i32,
+                inode,
+            });
+        }
+        watched
+    }
+
+    /// Start one check attempt: on a helper thread (http, tcp, accepting) or as a process
+    /// (exec). The answer now is the `exec` check's pid, or a failure to start it.
+    fn probe(&self, slot: SlotId, worker: Pid, check: Check, timeout: Duration) -> Option<Event> {
+        let w = self.workers.get(&worker);
+        let watched = w.map(|w| w.watched.clone()).unwrap_or_default();
+        let probe_socket = w.and_then(|w| w.probe_socket.as_ref());
+        let start = |target| {
+            readiness::start(
+                target,
+                watched.clone(),
+                timeout,
+                worker,
+                self.probe_tx.clone(),
+                self.waker.clone(),
+            )
+        };
+        let started = match (check, probe_socket) {
+            (Check::Http { path }, Some(p)) => {
+                p.fd.try_clone()
+                    .and_then(|l| start(readiness::Target::Http(p.addr, path, l)))
+            }
+            (Check::Tcp, Some(p)) => {
+                p.fd.try_clone()
+                    .and_then(|l| start(readiness::Target::Tcp(p.addr, l)))
+            }
+            (Check::Accepting, _) => start(readiness::Target::Accepting),
+            (Check::Exec { argv }, _) => {
+                let cwd = self
+                    .recipes
+                    .get(&slot.generation)
+                    .and_then(|(_, c)| c.cwd.clone());
+                match worker::spawn_exec_probe(
+                    &argv,
+                    cwd.as_deref(),
+                    worker,
+                    slot.generation,
+                    slot.instance,
+                ) {
+                    Ok(probe) => return Some(Event::ProbeStarted { worker, probe }),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => Err(std::io::Error::other("no probe socket")),
+        };
+        started.err().map(|e| Event::ProbeResult {
+            worker,
+            ok: false,
+            detail: format!("cannot run the check: {e}"),
+        })
+    }
+}
+
+/// The worker a notification belongs to: the sender itself or its nearest ancestor that is a
+/// worker (gunicorn's master, or `systemd-notify` run by a worker's shell).
+fn worker_of(sender: Pid, workers: &[Pid]) -> Option<Pid> {
+    let mut pid = sender;
+    for _ in 0..32 {
+        if workers.contains(&pid) {
+            return Some(pid);
+        }
+        let (ppid, pgrp) = sys::proc_parent_and_group(pid).ok()?;
+        if workers.contains(&pgrp) {
+            return Some(pgrp);
+        }
+        if ppid <= 1 {
+            return None;
+        }
+        pid = ppid;
+    }
+    None
+}
+
+/// One of the core's log events, with its journal fields.
+fn log(e: LogEvent) {
+    macro_rules! emit {
+        ($level:ident) => {
+            tracing::$level!(
+                baton_event = e.event,
+                baton_generation = e.generation,
+                baton_worker_pid = e.worker,
+                baton_instance = e.instance,
+                baton_drain_ms = e.drain_ms,
+                "{}",
+                e.message
+            )
+        };
+    }
+    match e.level {
+        Level::Debug => emit!(debug),
+        Level::Info => emit!(info),
+        Level::Warn => emit!(warn),
+        Level::Error => emit!(error),
+    }
+}
