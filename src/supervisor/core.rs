@@ -507,6 +507,14 @@ impl Core {
         self.out
             .systemd(Systemd::Stopping(format!("failed to start: {reason}")));
         self.out.retire(&mut gen, reason, now, false);
+        // reloads asked for while it started are answered now, not when baton has exited
+        let mut waiters = self.pending_reload.take().unwrap_or_default();
+        waiters.extend(self.loading.take().unwrap_or_default());
+        if !waiters.is_empty() {
+            let msg = format!("baton is stopping: generation {} failed to start", gen.id);
+            let reply = self.reload_reply(false, None, msg, Duration::ZERO, None);
+            self.finish_reload(waiters, reply);
+        }
         State::Stopping {
             gens: vec![gen],
             exit_code: 1,
