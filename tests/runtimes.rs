@@ -14,10 +14,8 @@
 //! cargo test --release --test runtimes -- --nocapture
 //! ```
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,19 +48,6 @@ struct App {
     config: String,
     /// Workers per generation (`instances` in the config).
     instances: usize,
-}
-
-/// Ports below the ephemeral range, distinct per process and per test, free right now.
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 12000 + (std::process::id() % 300) as u16 * 25;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(p < 20000, "no free port found");
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 fn tmp() -> PathBuf {

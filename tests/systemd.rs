@@ -18,8 +18,6 @@
 //! assertion of a test, not only the first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -108,20 +106,6 @@ fn start_api_service(bx: &SdBox) {
 
 // ------------------------------------------------------------------------------------------
 // helpers
-
-/// Ports for the tests: below the ephemeral range (so that loadgen's own connections never
-/// take them), distinct per process and per test, and checked to be free right now.
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 400) as u16 * 25;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(p < 32000, "no free port found");
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 /// Parses `hello from pid P generation G`.
 fn hello_pid_gen(body: &str) -> Option<(i64, String)> {
