@@ -25,7 +25,6 @@ use serde_json::Value;
 mod harness;
 use harness::*;
 
-const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 const APPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps");
 /// The Python venv of tests/setup.sh (outside /home and /root: ProtectHome=yes hides those).
 const VENV: &str = "/opt/baton-tests/venv";
@@ -107,17 +106,8 @@ fn java_classes() -> &'static Path {
 
 /// Copies baton, the shipped units, and the apps in; points `socket` at `port` (drop-in).
 fn install(bx: &SdBox, socket: &str, port: u16) {
-    let b = bins();
-    bx.cp(&b.baton, "/usr/bin/baton");
-    for entry in std::fs::read_dir(UNITS).expect("units/") {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        bx.cp(&p, &format!("/etc/systemd/system/{name}"));
-    }
-    bx.write(
-        &format!("/etc/systemd/system/{socket}.d/test-port.conf"),
-        &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
-    );
+    bx.install_baton_and_units();
+    bx.listen_on(socket, port);
     for f in ["server.js", "app.py", "asgi.py"] {
         bx.cp(&Path::new(APPS).join(f), &format!("{APP_DIR}/{f}"));
     }

@@ -28,8 +28,6 @@ use serde_json::Value;
 mod harness;
 use harness::*;
 
-const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
-
 /// How `baton status` finds api.service's baton.
 const API: &[&str] = &["--config", "/etc/baton/api.toml"];
 
@@ -61,19 +59,10 @@ fn config_with_env(env: &[(&str, &str)]) -> String {
 
 /// Copies the binaries and the unit files in, points `socket_unit` at `port` with a drop-in.
 fn install(bx: &SdBox, sockets: &[(&str, u16)]) {
-    let b = bins();
-    bx.cp(&b.baton, "/usr/bin/baton");
-    bx.cp(&b.hello, "/usr/local/bin/hello");
-    for entry in std::fs::read_dir(UNITS).expect("units/") {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        bx.cp(&p, &format!("/etc/systemd/system/{name}"));
-    }
+    bx.install_baton_and_units();
+    bx.cp(&bins().hello, "/usr/local/bin/hello");
     for (unit, port) in sockets {
-        bx.write(
-            &format!("/etc/systemd/system/{unit}.d/test-port.conf"),
-            &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
-        );
+        bx.listen_on(unit, *port);
     }
     bx.sh_ok("systemctl daemon-reload");
 }

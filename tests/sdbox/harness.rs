@@ -25,6 +25,9 @@ pub use net::{free_port, http_get, http_request};
 
 pub const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
 
+/// The unit files baton ships, installed as they are.
+pub const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
+
 /// How often conditions are polled.
 pub const POLL: Duration = Duration::from_millis(25);
 
@@ -208,6 +211,25 @@ impl SdBox {
             .unwrap();
         let out = to_out(child.wait_with_output().unwrap(), t0.elapsed());
         assert!(out.ok(), "writing {path}: {out}");
+    }
+
+    /// Copies the release baton to /usr/bin/baton and every file of `units/` to
+    /// /etc/systemd/system, unchanged.
+    pub fn install_baton_and_units(&self) {
+        self.cp(&bins().baton, "/usr/bin/baton");
+        for entry in std::fs::read_dir(UNITS).expect("units/") {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            self.cp(&p, &format!("/etc/systemd/system/{name}"));
+        }
+    }
+
+    /// Points `socket_unit` at 127.0.0.1:`port` with a drop-in (the unit file unchanged).
+    pub fn listen_on(&self, socket_unit: &str, port: u16) {
+        self.write(
+            &format!("/etc/systemd/system/{socket_unit}.d/test-port.conf"),
+            &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
+        );
     }
 
     pub fn show(&self, unit: &str, prop: &str) -> String {
