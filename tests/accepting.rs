@@ -55,7 +55,7 @@ fn every_way_of_waiting_for_connections_counts_as_ready() {
         });
         let old = baton.serving_pids();
         assert_eq!(old.len(), instances as usize, "{mode}");
-        let (code, body) = http_get(baton.port, "/").expect("GET");
+        let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
         assert_eq!(code, 200, "{mode}: {body}");
         let r = baton.reload_json();
         assert_eq!(r["ok"], true, "{mode}: {r}");
@@ -71,7 +71,7 @@ fn every_way_of_waiting_for_connections_counts_as_ready() {
             &format!("{mode}: a new worker answers"),
             Duration::from_secs(5),
             || {
-                http_get(baton.port, "/")
+                http_get(baton.port, "/", Duration::from_secs(10))
                     .is_ok_and(|(_, b)| new.iter().any(|p| b.trim() == format!("ok {p}")))
             },
         );

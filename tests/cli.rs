@@ -93,7 +93,7 @@ fn takes_sockets_from_socket_activation() {
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
     // systemd-socket-activate started baton on that first connection
-    let (code, body) = http_get(port, "/").expect("first request");
+    let (code, body) = http_get(port, "/", Duration::from_secs(10)).expect("first request");
     assert_eq!(code, 200, "{body}");
     let status = || -> Option<serde_json::Value> {
         let out = Command::new(baton_bin())
@@ -582,7 +582,7 @@ fn demo_finds_its_worker_next_to_baton_and_takes_listen() {
             Duration::from_secs(20),
             || status().is_some_and(|s| s["state"] == "serving"),
         );
-        let (code, body) = http_get(port, "/").expect("GET / on --listen");
+        let (code, body) = http_get(port, "/", Duration::from_secs(10)).expect("GET / on --listen");
         assert_eq!(code, 200, "{body}");
         assert!(body.starts_with("hello from pid"), "{body}");
         let s = status().unwrap();

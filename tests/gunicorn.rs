@@ -47,7 +47,7 @@ timeout = "15s"
         )
     });
     baton.wait_serving(Duration::from_secs(30));
-    let (code, body) = http_get(baton.port, "/").expect("GET");
+    let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(code, 200);
     assert!(body.starts_with("hello from gunicorn"), "{body}");
     let keep = Load::start(baton.port, "keepalive", 2, 200);

@@ -34,7 +34,7 @@ timeout = "10s"
         )
     });
     baton.wait_serving(Duration::from_secs(30));
-    let (code, body) = http_get(baton.port, "/").expect("GET");
+    let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(code, 200, "{body}");
     let keep = Load::start(baton.port, "keepalive", 2, 300);
     let close = Load::start(baton.port, "close", 2, 200);
@@ -60,7 +60,7 @@ fn node_reloads_under_load_with_http_readiness() {
         2,
         "kind = \"http\"\npath = \"/\"\ninterval = \"50ms\"",
     );
-    let (_, body) = http_get(baton.port, "/").expect("GET");
+    let (_, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert!(body.starts_with("hello from node"), "{body}");
     assert!(baton.log_text().contains("readiness check passed"));
 }

@@ -618,15 +618,6 @@ fn refused(port: u16) -> bool {
     matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-/// Ports for the .rpm's demo instance (moved with a drop-in, as an admin would): below the
-/// ephemeral range, away from tests/systemd.rs's 20000-31999, free right now.
-fn free_port() -> u16 {
-    let base = 18000 + (std::process::id() % 1000) as u16;
-    (base..base + 1000)
-        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port")
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Deb,

@@ -14,10 +14,8 @@
 //! cargo test --release --test runtimes -- --nocapture
 //! ```
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -27,7 +25,6 @@ use serde_json::Value;
 mod harness;
 use harness::*;
 
-const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 const APPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps");
 /// The Python venv of tests/setup.sh (outside /home and /root: ProtectHome=yes hides those).
 const VENV: &str = "/opt/baton-tests/venv";
@@ -50,19 +47,6 @@ struct App {
     config: String,
     /// Workers per generation (`instances` in the config).
     instances: usize,
-}
-
-/// Ports below the ephemeral range, distinct per process and per test, free right now.
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 12000 + (std::process::id() % 300) as u16 * 25;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(p < 20000, "no free port found");
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 fn tmp() -> PathBuf {
@@ -122,17 +106,8 @@ fn java_classes() -> &'static Path {
 
 /// Copies baton, the shipped units, and the apps in; points `socket` at `port` (drop-in).
 fn install(bx: &SdBox, socket: &str, port: u16) {
-    let b = bins();
-    bx.cp(&b.baton, "/usr/bin/baton");
-    for entry in std::fs::read_dir(UNITS).expect("units/") {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        bx.cp(&p, &format!("/etc/systemd/system/{name}"));
-    }
-    bx.write(
-        &format!("/etc/systemd/system/{socket}.d/test-port.conf"),
-        &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
-    );
+    bx.install_baton_and_units();
+    bx.listen_on(socket, port);
     for f in ["server.js", "app.py", "asgi.py"] {
         bx.cp(&Path::new(APPS).join(f), &format!("{APP_DIR}/{f}"));
     }

@@ -18,8 +18,6 @@
 //! assertion of a test, not only the first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,8 +27,6 @@ use serde_json::Value;
 #[path = "sdbox/harness.rs"]
 mod harness;
 use harness::*;
-
-const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 
 /// How `baton status` finds api.service's baton.
 const API: &[&str] = &["--config", "/etc/baton/api.toml"];
@@ -63,19 +59,10 @@ fn config_with_env(env: &[(&str, &str)]) -> String {
 
 /// Copies the binaries and the unit files in, points `socket_unit` at `port` with a drop-in.
 fn install(bx: &SdBox, sockets: &[(&str, u16)]) {
-    let b = bins();
-    bx.cp(&b.baton, "/usr/bin/baton");
-    bx.cp(&b.hello, "/usr/local/bin/hello");
-    for entry in std::fs::read_dir(UNITS).expect("units/") {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        bx.cp(&p, &format!("/etc/systemd/system/{name}"));
-    }
+    bx.install_baton_and_units();
+    bx.cp(&bins().hello, "/usr/local/bin/hello");
     for (unit, port) in sockets {
-        bx.write(
-            &format!("/etc/systemd/system/{unit}.d/test-port.conf"),
-            &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
-        );
+        bx.listen_on(unit, *port);
     }
     bx.sh_ok("systemctl daemon-reload");
 }
@@ -108,20 +95,6 @@ fn start_api_service(bx: &SdBox) {
 
 // ------------------------------------------------------------------------------------------
 // helpers
-
-/// Ports for the tests: below the ephemeral range (so that loadgen's own connections never
-/// take them), distinct per process and per test, and checked to be free right now.
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 400) as u16 * 25;
-    loop {
-        let p = base + NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(p < 32000, "no free port found");
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-}
 
 /// Parses `hello from pid P generation G`.
 fn hello_pid_gen(body: &str) -> Option<(i64, String)> {

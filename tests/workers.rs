@@ -263,7 +263,7 @@ fn shutdown_drains_in_flight_requests() {
     });
     let pids = baton.serving_pids();
     let port = baton.port;
-    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=1500"));
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=1500", Duration::from_secs(10)));
     // wait until the request is in flight: a worker has an accepted connection
     wait_for("slow request accepted", Duration::from_secs(5), || {
         pids.iter().any(|p| fd_count(*p) > 6)
@@ -289,7 +289,7 @@ fn retired_workers_report_their_drain_time() {
     });
     let pid = baton.serving_pids()[0];
     let port = baton.port;
-    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=700"));
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=700", Duration::from_secs(10)));
     wait_for("slow request accepted", Duration::from_secs(5), || {
         fd_count(pid) > 5
     });

@@ -1,11 +1,10 @@
 //! Test harness shared by the integration tests: a real `baton run` process with a config in a
-//! scratch directory, the project's example worker, the project's load client, and /proc
-//! inspection. Every wait is on a condition with a deadline, never a bare sleep.
+//! scratch directory, the project's example worker, the project's load client, a free port and
+//! plain HTTP (`net.rs`, shared with the systemd harness), and /proc inspection. Every wait is
+//! on a condition with a deadline, never a bare sleep.
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +16,9 @@ use serde_json::Value;
 mod load;
 #[allow(unused_imports)] // not every test file drives load
 pub use load::Load;
+mod net;
+#[allow(unused_imports)] // not every test file speaks HTTP
+pub use net::{free_port, http_get, http_request};
 
 /// Tests that drive load or measure timing take this lock, so that they do not compete for
 /// the machine's two cores.
@@ -46,12 +48,6 @@ pub fn example_bin(name: &str) -> PathBuf {
 
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    l.local_addr().expect("local addr").port()
 }
 
 /// A fresh scratch directory for one test.
@@ -157,28 +153,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     out
 }
 
-/// One plain HTTP/1.1 GET with Connection: close; returns (status, body).
-pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_string()))
-}
-
 /// The pid in the example worker's answer "hello from pid P generation G".
 pub fn answering_pid(port: u16) -> i32 {
-    let (code, body) = http_get(port, "/").expect("GET /");
+    let (code, body) = http_get(port, "/", Duration::from_secs(10)).expect("GET /");
     assert_eq!(code, 200, "GET / -> {code} {body}");
     body.split_whitespace()
         .nth(3)

@@ -1,16 +1,15 @@
 //! The systemd harness shared by `tests/systemd.rs` and `tests/packaging.rs` (each pulls it
 //! in with `#[path = "sdbox/harness.rs"] mod harness;`): a booted container ([`SdBox`], from
 //! `tests/sdbox/sdbox.sh`), commands run in it ([`Out`]), the host-side load client
-//! ([`Load`], the one in `tests/common/load.rs`), plain HTTP ([`http_get`]), polling with a deadline ([`wait_until`], [`within`])
-//! and collected checks ([`Checks`]). Not every test file uses every item.
+//! ([`Load`], the one in `tests/common/load.rs`), a free port and plain HTTP ([`free_port`],
+//! [`http_get`], the ones in `tests/common/net.rs`), polling with a deadline ([`wait_until`],
+//! [`within`]) and collected checks ([`Checks`]). Not every test file uses every item.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,8 +18,15 @@ use serde_json::Value;
 #[path = "../common/load.rs"]
 mod load;
 pub use load::Load;
+#[path = "../common/net.rs"]
+mod net;
+#[allow(unused_imports)] // not every test file needs each of them
+pub use net::{free_port, http_get, http_request};
 
 pub const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
+
+/// The unit files baton ships, installed as they are.
+pub const UNITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/units");
 
 /// How often conditions are polled.
 pub const POLL: Duration = Duration::from_millis(25);
@@ -207,6 +213,25 @@ impl SdBox {
         assert!(out.ok(), "writing {path}: {out}");
     }
 
+    /// Copies the release baton to /usr/bin/baton and every file of `units/` to
+    /// /etc/systemd/system, unchanged.
+    pub fn install_baton_and_units(&self) {
+        self.cp(&bins().baton, "/usr/bin/baton");
+        for entry in std::fs::read_dir(UNITS).expect("units/") {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            self.cp(&p, &format!("/etc/systemd/system/{name}"));
+        }
+    }
+
+    /// Points `socket_unit` at 127.0.0.1:`port` with a drop-in (the unit file unchanged).
+    pub fn listen_on(&self, socket_unit: &str, port: u16) {
+        self.write(
+            &format!("/etc/systemd/system/{socket_unit}.d/test-port.conf"),
+            &format!("[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"),
+        );
+    }
+
     pub fn show(&self, unit: &str, prop: &str) -> String {
         let out = self.exec(&["systemctl", "show", "-P", prop, unit]);
         assert!(out.ok(), "systemctl show {prop} {unit}: {out}");
@@ -351,44 +376,7 @@ pub fn within(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 // ------------------------------------------------------------------------------------------
-// HTTP and load, from the host (the container shares the host's network namespace)
-
-/// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
-pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    http_request(port, path, timeout, None)
-}
-
-/// [`http_get`] that reports its local port on `sent` once the request is written.
-pub fn http_request(
-    port: u16,
-    path: &str,
-    timeout: Duration,
-    sent: Option<mpsc::Sender<u16>>,
-) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(timeout)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    if let Some(tx) = sent {
-        let _ = tx.send(s.local_addr().unwrap().port());
-    }
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .map_err(|e| format!("read: {e} after {} bytes", buf.len()))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete response: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok((status, body.to_string()))
-}
+// load, from the host (the container shares the host's network namespace)
 
 /// pids that answered during a load run (from its report).
 pub fn answered_by(report: &Value) -> BTreeSet<i64> {

@@ -1,0 +1,48 @@
+//! Every raw system call baton makes, behind small safe wrappers.
+//!
+//! This is the only module that calls `unsafe` functions (libc, or the few unsafe nix/std
+//! functions). Each `unsafe` block carries a `// SAFETY:` comment (the lint below denies one
+//! without, in every file of this folder). The rest of the crate only sees safe types:
+//! [`SignalFd`], [`NotifySocket`], [`Spawn`] and [`Child`], [`ExitStatus`], plain pids and
+//! `OwnedFd`s, all re-exported here, so that callers write `sys::X` whatever file `X` lives in.
+//!
+//! The delicate part is [`spawn()`]: between `clone` and `execve` the child runs on baton's
+//! memory (CLONE_VM | CLONE_VFORK, as `posix_spawn` does) and may only use async-signal-safe
+//! calls, so everything that allocates (argv, envp, the `LISTEN_PID=` buffer) is prepared
+//! before `clone`, and the child only fills in its own pid, moves descriptors and resets its
+//! signal state.
+//!
+//! Must never make a policy decision: which process to signal, when, at what priority, and
+//! what a datagram or a /proc reading means are for the callers.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod file;
+mod notify_socket;
+mod poll;
+mod priority;
+mod proc;
+mod signal;
+mod socket;
+mod spawn;
+
+pub use file::{chmod, euid, may_execute, output_pipe, read};
+pub use notify_socket::{Datagram, NotifySocket};
+pub use poll::PollSet;
+pub use priority::{renice_group, worker_nice};
+pub use proc::{
+    fd_kind, inode, parse_epoll_fdinfo, parse_syscall, proc_children, proc_epoll_targets, proc_fds,
+    proc_parent_and_group, proc_syscall, proc_tasks, read_process_memory, wait_call, FdKind,
+    WaitCall,
+};
+pub use signal::{
+    kill, kill_group, reap_one, set_child_subreaper, signal_name, ExitStatus, SignalFd,
+    LOOP_SIGNALS,
+};
+pub use socket::{
+    accept_queue_len, bind_tcp, bind_unix, describe_socket, peer_uid, take_listen_fds,
+};
+pub use spawn::{spawn, Child, Spawn};
+
+/// A process id. Plain `i32` so that the rest of the crate does not depend on nix.
+pub type Pid = i32;

@@ -1,0 +1,163 @@
+//! Listening sockets and peers: the descriptors systemd passed (LISTEN_FDS), binding TCP and
+//! unix listeners with a large backlog (TCP ones with TCP_NODELAY), what kind of socket a
+//! descriptor is, the length of a listener's accept queue (TCP_INFO), and the uid of a unix
+//! stream's peer (SO_PEERCRED).
+//!
+//! Must never accept, read or close a listening socket it returned: the sockets are opened
+//! once and live as long as baton.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::sys::socket::{self as nsock, sockopt};
+
+/// Take the sockets systemd passed (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and remove those
+/// variables from baton's environment. Returns an empty list when baton was not socket-activated
+/// (or the variables were meant for another process: LISTEN_PID is not our pid).
+///
+/// Must be called before any thread is spawned (it modifies the environment).
+pub fn take_listen_fds() -> io::Result<Vec<(OwnedFd, String)>> {
+    // SAFETY: called from `run` before the event loop or any thread starts (documented
+    // precondition), so nothing reads the environment concurrently. sd-notify sets
+    // FD_CLOEXEC on every descriptor it returns.
+    let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }?;
+    let mut out = Vec::new();
+    for (fd, name) in fds {
+        // SAFETY: systemd hands these descriptors to this process (LISTEN_PID matched); nothing
+        // else owns them, so taking ownership once here is sound.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        out.push((owned, name));
+    }
+    Ok(out)
+}
+
+/// What kind of socket a descriptor is, for logs and for deciding how to probe it.
+pub fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let st = nix::sys::stat::fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
+    }
+    let addr: nsock::SockaddrStorage = nsock::getsockname(fd.as_raw_fd())?;
+    let ty = nsock::getsockopt(&fd, sockopt::SockType)?;
+    let ty = match ty {
+        nsock::SockType::Stream => "stream",
+        nsock::SockType::Datagram => "datagram",
+        nsock::SockType::SeqPacket => "seqpacket",
+        _ => "other",
+    };
+    let addr = if let Some(u) = addr.as_unix_addr() {
+        match u.path() {
+            Some(p) => format!("unix:{}", p.display()),
+            None => "unix:(abstract or unnamed)".to_string(),
+        }
+    } else {
+        addr.to_string()
+    };
+    Ok(format!("{ty} {addr}"))
+}
+
+/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
+/// so that connections queue while no worker is accepting instead of being refused. Linux copies
+/// TCP_NODELAY to every connection accepted on it: an app that writes a response in two pieces
+/// does not wait for the client's delayed ACK (what `NoDelay=true` does in a socket unit).
+pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => nsock::AddressFamily::Inet,
+        std::net::SocketAddr::V6(_) => nsock::AddressFamily::Inet6,
+    };
+    let fd = nsock::socket(
+        family,
+        nsock::SockType::Stream,
+        nsock::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    nsock::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    match addr {
+        std::net::SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn::from(a))?,
+        std::net::SocketAddr::V6(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn6::from(a))?,
+    }
+    nsock::listen(&fd, nsock::Backlog::new(backlog).map_err(io::Error::from)?)?;
+    Ok(fd)
+}
+
+/// Bind a listening unix stream socket at `path`, replacing a stale socket file.
+pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let fd = nsock::socket(
+        nsock::AddressFamily::Unix,
+        nsock::SockType::Stream,
+        nsock::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let sa = nsock::UnixAddr::new(path)?;
+    nsock::bind(fd.as_raw_fd(), &sa)?;
+    nsock::listen(&fd, nsock::Backlog::new(backlog).map_err(io::Error::from)?)?;
+    Ok(fd)
+}
+
+/// How many connections wait in a listening TCP socket's accept queue. For a socket in LISTEN
+/// state, Linux reports the queue length in TCP_INFO's `tcpi_unacked`.
+pub fn accept_queue_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info: libc::tcp_info = unsafe_zeroed_tcp_info();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a valid, writable tcp_info and `len` holds its size; the kernel writes
+    // at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_unacked)
+}
+
+fn unsafe_zeroed_tcp_info() -> libc::tcp_info {
+    // SAFETY: tcp_info is a plain C struct of integers, for which all-zero bytes are valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The uid of the process at the other end of a unix stream socket (SO_PEERCRED).
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let cred = nsock::getsockopt(stream, sockopt::PeerCredentials)?;
+    Ok(cred.uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listener baton binds has TCP_NODELAY, and so has a connection accepted on it (the
+    /// kernel copies the option from the listener), IPv4 and IPv6.
+    #[test]
+    fn bound_tcp_sockets_and_their_connections_have_nodelay() {
+        for ip in ["127.0.0.1", "[::1]"] {
+            let l = bind_tcp(format!("{ip}:0").parse().unwrap(), 16).unwrap();
+            assert!(
+                nsock::getsockopt(&l, sockopt::TcpNoDelay).unwrap(),
+                "{ip} listener"
+            );
+            let addr = std::net::TcpListener::from(l);
+            let client = std::net::TcpStream::connect(addr.local_addr().unwrap()).unwrap();
+            let (conn, _) = addr.accept().unwrap();
+            assert!(conn.nodelay().unwrap(), "{ip}: a connection accepted on it");
+            assert!(
+                !client.nodelay().unwrap(),
+                "{ip}: the client's side is its own"
+            );
+        }
+    }
+}
