@@ -3,7 +3,7 @@
 //!
 //! The man page `baton.toml(5)` ([`man_page`], written by `baton generate man`) and the
 //! README's config reference ([`markdown`]; a test keeps the README equal to it) are rendered
-//! from it, and its tests check it against the parser in `config.rs`: every key here is
+//! from it, and its tests check it against the parser in `config/`: every key here is
 //! accepted (with each kind it names, and no other), every key the parser accepts is here,
 //! and each default written as a value is the parser's default.
 
