@@ -84,6 +84,27 @@ impl Readiness {
         }
     }
 
+    /// A worker is ready once its tree sends `READY=1` (and only then does that count).
+    pub fn on_notify(&self) -> bool {
+        *self == Readiness::Notify
+    }
+
+    /// A worker is ready once alive for this long.
+    pub fn delay(&self) -> Option<Duration> {
+        match self {
+            Readiness::Delay(d) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// The periodic check that finds a worker ready.
+    pub fn check(&self) -> Option<&Check> {
+        match self {
+            Readiness::Probe { check, .. } => Some(check),
+            _ => None,
+        }
+    }
+
     /// Whether each worker gets a private probe socket (http and tcp checks target it).
     pub fn wants_probe_socket(&self) -> bool {
         matches!(

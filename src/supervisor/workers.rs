@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::core::{Action, Core, Level, LogEvent, Out, State};
 use super::generation::{Drain, Generation, Life, Proc, Starting};
-use super::plan::Readiness;
 use super::timers::{SlotId, Timer};
 use super::{fmt_duration, fmt_ms, SIGSYS_HINT};
 use crate::notify::Message;
@@ -79,7 +78,7 @@ impl Core {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
         };
-        if let Readiness::Delay(delay) = gen.readiness {
+        if let Some(delay) = gen.readiness.delay() {
             if matches!(gen.slots[i].life, Life::Starting(..)) {
                 self.out.set_ready(gen, i, now);
                 let how = format!("alive for {}", fmt_duration(delay));
@@ -93,7 +92,7 @@ impl Core {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
         };
-        let Readiness::Probe { check, .. } = &gen.readiness else {
+        let Some(check) = gen.readiness.check() else {
             return;
         };
         let Life::Starting(p, st) = &mut gen.slots[i].life else {
@@ -224,7 +223,7 @@ impl Out {
         if let Some(t) = &starting.tracker {
             self.timers.set(Timer::Probe(slot), t.next_at);
         }
-        if let Readiness::Delay(d) = gen.readiness {
+        if let Some(d) = gen.readiness.delay() {
             self.timers.set(Timer::Delay(slot), later(at, d));
         }
         let proc = Proc {
@@ -333,7 +332,7 @@ impl Out {
         now: Instant,
     ) {
         let (id, instance) = (gen.id, gen.slots[i].instance);
-        let notify_kind = gen.readiness == Readiness::Notify;
+        let notify_kind = gen.readiness.on_notify();
         let Some(p) = gen.slots[i].life.proc_mut() else {
             return;
         };
