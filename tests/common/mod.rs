@@ -17,6 +17,9 @@ use serde_json::Value;
 mod load;
 #[allow(unused_imports)] // not every test file drives load
 pub use load::Load;
+mod watch;
+#[allow(unused_imports)] // not every test file watches a fault
+pub use watch::{StatusWatch, Watched, STATUS_LIMIT};
 
 /// Tests that drive load or measure timing take this lock, so that they do not compete for
 /// the machine's two cores.
@@ -297,6 +300,13 @@ impl Baton {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// A real load client on the serving generation and `baton status` polled over and over,
+    /// from now until [`Watched::finish`], which asserts no failed request and every status
+    /// answered within [`STATUS_LIMIT`].
+    pub fn watch(&self) -> Watched {
+        Watched::start(self.port, StatusWatch::of(&self.control))
     }
 
     /// Wait until baton is in state `serving` with every worker of the serving generation
