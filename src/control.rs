@@ -165,29 +165,22 @@ impl Server {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        // A stale socket from a previous run is replaced, but a live one means another baton
-        // already runs with this control path: refuse to take it over. Anything that is not a
-        // socket (a config file, a directory) is never removed.
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "the control socket path {} exists and is not a socket; baton replaces \
-                         only a stale socket: choose another `control` path",
-                        path.display()
-                    ),
-                ));
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another running baton", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
+        // A stale socket of baton's own uid from a previous run is replaced, but a live one
+        // means another baton (or anything else) already serves this control path: refuse to
+        // take it over. Anything that is not a socket (a config file, a directory), and a
+        // socket of another uid, is never removed.
+        if let Ok(live) = UnixStream::connect(path) {
+            let by = match sys::peer_uid(&live) {
+                Ok(u) if u == sys::euid() => "another running baton".to_string(),
+                Ok(u) => format!("a process of uid {u}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by {by}", path.display()),
+            ));
         }
+        sys::remove_stale_socket(path, "control socket")?;
         let listener = UnixListener::bind(path)?;
         sys::chmod(path, 0o600)?;
         listener.set_nonblocking(true)?;

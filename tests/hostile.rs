@@ -314,3 +314,91 @@ fn reload_clients_that_gave_up_are_let_go() {
     );
     assert!(pid_exists(old), "checked while generation 1 still drained");
 }
+
+/// The effective uid of this test process (the owner of /proc/self).
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// What a stranger puts at the notify path `<control>.notify`. Before baton starts: a regular
+/// file, or another uid's socket, makes `baton run` refuse with the path in its error, and is
+/// left where it is; baton's own stale socket is replaced. While baton runs (in a directory
+/// others may write, or no stranger could get there): another uid's socket in place of baton's
+/// is not removed either, so a reload fails (its workers' READY=1 go to the stranger) without
+/// touching the serving generation; once the path is free the next reload binds it again and
+/// succeeds. No request fails and `baton status` answers within 100 ms throughout.
+#[test]
+fn a_strangers_file_at_the_notify_path_is_never_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let dir = scratch("notify-path");
+    let control = dir.join("ctl.sock");
+    let notify = control.with_extension("notify");
+    let config = dir.join("baton.toml");
+    std::fs::write(&config, hello_config(free_port(), &control, 1, "", "")).unwrap();
+    // a baton that wrongly takes the path is killed after 10 s and fails the test
+    let run = || {
+        let out = Command::new("timeout")
+            .args(["--kill-after=2", "10"])
+            .arg(baton_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .expect("baton run");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    std::fs::write(&notify, "not baton's").unwrap();
+    let (ok, err) = run();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&notify.display().to_string()) && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&notify).unwrap(), "not baton's");
+    std::fs::remove_file(&notify).unwrap();
+    stale_socket(&notify, STRANGER);
+    let strangers = owner_and_inode(&notify);
+    let (ok, err) = run();
+    assert!(!ok, "a stale socket of uid {STRANGER} was taken: {err}");
+    assert!(
+        err.contains(&notify.display().to_string()) && err.contains(&format!("uid {STRANGER}")),
+        "{err}"
+    );
+    assert_eq!(owner_and_inode(&notify), strangers, "the stranger's socket is left");
+    assert!(!control.exists(), "a refused baton leaves no control socket");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let baton = Baton::start("notify-path", |port, ctl| {
+        // baton's own stale socket is replaced
+        stale_socket(&ctl.with_extension("notify"), own_uid());
+        let dir = ctl.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        hello_config(port, ctl, 1, "", "[readiness]\ntimeout = \"3s\"\n")
+    });
+    let notify = baton.control.with_extension("notify");
+    let gen = baton.serving_generation();
+    let pids = baton.serving_pids();
+    let watch = baton.watch();
+    let stranger = Stranger::bind(&notify, "dgram");
+    let strangers = owner_and_inode(&notify);
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "a reload while a stranger holds the notify path: {out}");
+    assert_eq!(baton.serving_generation(), gen);
+    assert_eq!(baton.serving_pids(), pids);
+    assert_eq!(owner_and_inode(&notify), strangers, "the stranger's socket is left");
+    let log = baton.log_text();
+    assert!(
+        log.contains("cannot be bound again") && log.contains(&format!("uid {STRANGER}")),
+        "{log}"
+    );
+    stranger.exit();
+    assert_eq!(owner_and_inode(&notify), strangers);
+    // the operator frees the path
+    std::fs::remove_file(&notify).unwrap();
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "a reload once the notify path is free: {out}");
+    assert!(baton.serving_generation() > gen);
+    assert_eq!(owner_and_inode(&notify).map(|o| o.0), Some(own_uid()));
+    watch.finish("a stranger's socket at the notify path, two reloads", 100);
+}
