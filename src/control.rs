@@ -5,7 +5,7 @@
 //! request is answered only when the rollout it triggered has ended, so the client blocks until
 //! then; before its answer the server may send progress lines (`{"progress": "..."}`), e.g.
 //! when the reload waits for a drain, which the client prints and skips. The socket is mode 0600 and every peer's uid is checked with SO_PEERCRED (root or
-//! baton's own uid).
+//! baton's own uid), both ways: the client talks only to a server of its own uid or root.
 //!
 //! This module owns no supervisor state and never blocks the event loop on a slow client for
 //! at all: answers are written without blocking (what the socket does not take at once is
@@ -421,6 +421,29 @@ pub fn request(
             path.display()
         )
     })?;
+    // Whoever answers must be baton's user or root (SO_PEERCRED, from the kernel): another
+    // user who could replace the socket file would otherwise answer `baton reload` with
+    // "generation 99 serving".
+    let me = sys::euid();
+    match sys::peer_uid(&stream) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        Ok(uid) => {
+            return Err(ForeignServer {
+                path: path.to_path_buf(),
+                uid,
+                me,
+            }
+            .into())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot tell who serves the control socket {}",
+                    path.display()
+                )
+            })
+        }
+    }
     // a timeout too large to add to the clock is no timeout
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut line = serde_json::to_vec(req)?;
@@ -472,6 +495,33 @@ pub fn request(
         }
     }
 }
+
+/// The control socket is served by a process of another user: the client refuses to talk to
+/// it (nothing is sent).
+#[derive(Debug)]
+pub struct ForeignServer {
+    pub path: PathBuf,
+    /// The serving process's uid (SO_PEERCRED).
+    pub uid: u32,
+    /// The client's effective uid.
+    pub me: u32,
+}
+
+impl std::fmt::Display for ForeignServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing the control socket {}: it is served by uid {}, not by uid {} (yours) or \
+             root, so another user may have replaced it; nothing was sent. Check the path, and \
+             keep control sockets in a directory only their user can write",
+            self.path.display(),
+            self.uid,
+            self.me
+        )
+    }
+}
+
+impl std::error::Error for ForeignServer {}
 
 fn no_outcome(timeout: Option<Duration>) -> anyhow::Error {
     let waited = timeout.map(crate::supervisor::fmt_duration);
