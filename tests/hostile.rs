@@ -265,7 +265,10 @@ kind = "accepting"
     .parse()
     .unwrap();
     assert!(answered > 0);
-    watch.finish("3,000 random datagrams and 2,000 random control requests", 50);
+    watch.finish(
+        "3,000 random datagrams and 2,000 random control requests",
+        50,
+    );
     wait_for(
         "baton back to its descriptors",
         Duration::from_secs(10),
@@ -346,7 +349,10 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
             .arg(&config)
             .output()
             .expect("baton run");
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     std::fs::write(&notify, "not baton's").unwrap();
     let (ok, err) = run();
@@ -365,8 +371,15 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
         err.contains(&notify.display().to_string()) && err.contains(&format!("uid {STRANGER}")),
         "{err}"
     );
-    assert_eq!(owner_and_inode(&notify), strangers, "the stranger's socket is left");
-    assert!(!control.exists(), "a refused baton leaves no control socket");
+    assert_eq!(
+        owner_and_inode(&notify),
+        strangers,
+        "the stranger's socket is left"
+    );
+    assert!(
+        !control.exists(),
+        "a refused baton leaves no control socket"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let baton = Baton::start("notify-path", |port, ctl| {
@@ -383,10 +396,17 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
     let stranger = Stranger::bind(&notify, "dgram");
     let strangers = owner_and_inode(&notify);
     let (ok, out, _) = baton.reload();
-    assert!(!ok, "a reload while a stranger holds the notify path: {out}");
+    assert!(
+        !ok,
+        "a reload while a stranger holds the notify path: {out}"
+    );
     assert_eq!(baton.serving_generation(), gen);
     assert_eq!(baton.serving_pids(), pids);
-    assert_eq!(owner_and_inode(&notify), strangers, "the stranger's socket is left");
+    assert_eq!(
+        owner_and_inode(&notify),
+        strangers,
+        "the stranger's socket is left"
+    );
     let log = baton.log_text();
     assert!(
         log.contains("cannot be bound again") && log.contains(&format!("uid {STRANGER}")),

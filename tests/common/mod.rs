@@ -575,7 +575,12 @@ while True:
         let mut line = String::new();
         let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         std::io::BufRead::read_line(&mut out, &mut line).expect("the stranger's first line");
-        assert_eq!(line.trim(), "bound", "the stranger could not bind {}", path.display());
+        assert_eq!(
+            line.trim(),
+            "bound",
+            "the stranger could not bind {}",
+            path.display()
+        );
         Stranger { child }
     }
 
