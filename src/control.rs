@@ -414,7 +414,47 @@ pub fn request(
     timeout: Option<Duration>,
     mut on_progress: impl FnMut(&str),
 ) -> anyhow::Result<String> {
+    // a timeout too large to add to the clock is no timeout
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut attempt = 1;
+    loop {
+        match request_once(path, req, timeout, deadline, &mut on_progress)? {
+            Some(reply) => return Ok(reply),
+            None if attempt < UNREAD_ATTEMPTS && !deadline.is_some_and(|d| Instant::now() >= d) => {
+                std::thread::sleep(Duration::from_millis(1 << attempt));
+                attempt += 1;
+            }
+            None => anyhow::bail!(
+                "baton closed the control connection before reading the request, {attempt} \
+                 times in a row (too many control connections at once?)"
+            ),
+        }
+    }
+}
+
+/// How many times a client connects when baton closes the connection without reading the
+/// request: it closes the oldest connection that has not sent its request when too many are
+/// open at once, which may be a client that had just connected.
+const UNREAD_ATTEMPTS: u32 = 5;
+
+/// One connection of [`request`]: `None` when baton provably closed it without reading the
+/// request (the write fails with EPIPE, or the read with ECONNRESET, which the kernel reports
+/// when a Unix socket is closed with data unread, before anything came back), so that the
+/// request (even a reload) may be sent again.
+fn request_once(
+    path: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    on_progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Option<String>> {
     use anyhow::Context;
+    let unread = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        )
+    };
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot connect to the control socket {} (is `baton run` running with this config?)",
@@ -444,12 +484,15 @@ pub fn request(
             })
         }
     }
-    // a timeout too large to add to the clock is no timeout
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    match stream.write_all(&line) {
+        Ok(()) => {}
+        Err(e) if unread(&e) => return Ok(None),
+        Err(e) => return Err(e).context("sending the request to baton"),
+    }
     let mut buf: Vec<u8> = Vec::new();
+    let mut received = false;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
@@ -463,7 +506,7 @@ pub fn request(
             if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
                 anyhow::bail!("{}", err.error);
             }
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         if buf.len() > MAX_REPLY {
             anyhow::bail!("baton's reply is longer than {MAX_REPLY} bytes without a line end");
@@ -481,8 +524,12 @@ pub fn request(
                 anyhow::bail!("baton closed the control connection without a reply")
             }
             Ok(0) => anyhow::bail!("baton closed the control connection in the middle of a reply"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                received = true;
+                buf.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if !received && unread(&e) => return Ok(None),
             Err(e)
                 if matches!(
                     e.kind(),
