@@ -564,7 +564,17 @@ impl std::fmt::Display for ForeignServer {
             self.path.display(),
             self.uid,
             self.me
-        )
+        )?;
+        if self.me == 0 {
+            // root asking a user's own baton
+            write!(
+                f,
+                " (to ask the baton of uid {} as root, run the client as that user: \
+                 `runuser -u USER -- baton ...`)",
+                self.uid
+            )?;
+        }
+        Ok(())
     }
 }
 
