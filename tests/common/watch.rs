@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,7 +35,8 @@ pub struct StatusTimes {
 /// `baton status` run over and over on a thread until [`StatusWatch::stop`].
 pub struct StatusWatch {
     stop: Arc<AtomicBool>,
-    answered: Arc<std::sync::atomic::AtomicU32>,
+    /// Requests made so far, answered or not.
+    asked: Arc<AtomicU32>,
     thread: JoinHandle<StatusTimes>,
 }
 
@@ -53,8 +54,8 @@ impl StatusWatch {
     /// Run the status command `cmd()` builds (e.g. as another uid) until stopped.
     pub fn start(cmd: impl Fn() -> Command + Send + 'static) -> StatusWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let (s, a) = (stop.clone(), answered.clone());
+        let asked = Arc::new(AtomicU32::new(0));
+        let (s, a) = (stop.clone(), asked.clone());
         let thread = std::thread::spawn(move || {
             let mut times = StatusTimes::default();
             while !s.load(Ordering::SeqCst) {
@@ -68,38 +69,38 @@ impl StatusWatch {
                     times.bad.push(format!("failed after {took:?}: {out:?}"));
                 } else {
                     times.answers += 1;
-                    a.fetch_add(1, Ordering::SeqCst);
                     times.slowest = times.slowest.max(took);
                     if took > STATUS_LIMIT {
                         times.bad.push(format!("answered in {took:?}"));
                     }
                 }
+                a.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(PAUSE);
             }
             times
         });
         let w = StatusWatch {
             stop,
-            answered,
+            asked,
             thread,
         };
-        // the fault starts once status is known to answer
-        w.wait_answers(1);
+        // the fault starts once status was asked once
+        w.wait_asked(1);
         w
     }
 
-    /// Wait until `n` requests in all were answered (at most 10 s).
-    pub fn wait_answers(&self, n: u32) {
-        super::wait_for("status answers", Duration::from_secs(10), || {
-            self.answered.load(Ordering::SeqCst) >= n || self.thread.is_finished()
+    /// Wait until `n` requests in all were made, answered or not (at most 10 s).
+    pub fn wait_asked(&self, n: u32) {
+        super::wait_for("status requests", Duration::from_secs(10), || {
+            self.asked.load(Ordering::SeqCst) >= n || self.thread.is_finished()
         });
     }
 
-    /// Stop after the request under way; what was seen.
+    /// Stop after one more request (so that one was made after whatever the test did); what
+    /// was seen.
     pub fn stop(self) -> StatusTimes {
-        // at least two answers: one before the fault, one after whatever the test did
-        let n = self.answered.load(Ordering::SeqCst) + 1;
-        self.wait_answers(n);
+        let n = self.asked.load(Ordering::SeqCst) + 1;
+        self.wait_asked(n);
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().expect("status watch thread")
     }
