@@ -5,7 +5,7 @@
 //! request is answered only when the rollout it triggered has ended, so the client blocks until
 //! then; before its answer the server may send progress lines (`{"progress": "..."}`), e.g.
 //! when the reload waits for a drain, which the client prints and skips. The socket is mode 0600 and every peer's uid is checked with SO_PEERCRED (root or
-//! baton's own uid).
+//! baton's own uid), both ways: the client talks only to a server of its own uid or root.
 //!
 //! This module owns no supervisor state and never blocks the event loop on a slow client for
 //! at all: answers are written without blocking (what the socket does not take at once is
@@ -165,29 +165,22 @@ impl Server {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        // A stale socket from a previous run is replaced, but a live one means another baton
-        // already runs with this control path: refuse to take it over. Anything that is not a
-        // socket (a config file, a directory) is never removed.
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if !meta.file_type().is_socket() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "the control socket path {} exists and is not a socket; baton replaces \
-                         only a stale socket: choose another `control` path",
-                        path.display()
-                    ),
-                ));
-            }
-            if UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("{} is in use by another running baton", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
+        // A stale socket of baton's own uid from a previous run is replaced, but a live one
+        // means another baton (or anything else) already serves this control path: refuse to
+        // take it over. Anything that is not a socket (a config file, a directory), and a
+        // socket of another uid, is never removed.
+        if let Ok(live) = UnixStream::connect(path) {
+            let by = match sys::peer_uid(&live) {
+                Ok(u) if u == sys::euid() => "another running baton".to_string(),
+                Ok(u) => format!("a process of uid {u}"),
+                Err(_) => "another process".to_string(),
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by {by}", path.display()),
+            ));
         }
+        sys::remove_stale_socket(path, "control socket")?;
         let listener = UnixListener::bind(path)?;
         sys::chmod(path, 0o600)?;
         listener.set_nonblocking(true)?;
@@ -421,19 +414,85 @@ pub fn request(
     timeout: Option<Duration>,
     mut on_progress: impl FnMut(&str),
 ) -> anyhow::Result<String> {
+    // a timeout too large to add to the clock is no timeout
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut attempt = 1;
+    loop {
+        match request_once(path, req, timeout, deadline, &mut on_progress)? {
+            Some(reply) => return Ok(reply),
+            None if attempt < UNREAD_ATTEMPTS && !deadline.is_some_and(|d| Instant::now() >= d) => {
+                std::thread::sleep(Duration::from_millis(1 << attempt));
+                attempt += 1;
+            }
+            None => anyhow::bail!(
+                "baton closed the control connection before reading the request, {attempt} \
+                 times in a row (too many control connections at once?)"
+            ),
+        }
+    }
+}
+
+/// How many times a client connects when baton closes the connection without reading the
+/// request: it closes the oldest connection that has not sent its request when too many are
+/// open at once, which may be a client that had just connected.
+const UNREAD_ATTEMPTS: u32 = 5;
+
+/// One connection of [`request`]: `None` when baton provably closed it without reading the
+/// request (the write fails with EPIPE, or the read with ECONNRESET, which the kernel reports
+/// when a Unix socket is closed with data unread, before anything came back), so that the
+/// request (even a reload) may be sent again.
+fn request_once(
+    path: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    on_progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Option<String>> {
     use anyhow::Context;
+    let unread = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        )
+    };
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot connect to the control socket {} (is `baton run` running with this config?)",
             path.display()
         )
     })?;
-    // a timeout too large to add to the clock is no timeout
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    // Whoever answers must be baton's user or root (SO_PEERCRED, from the kernel): another
+    // user who could replace the socket file would otherwise answer `baton reload` with
+    // "generation 99 serving".
+    let me = sys::euid();
+    match sys::peer_uid(&stream) {
+        Ok(uid) if uid == me || uid == 0 => {}
+        Ok(uid) => {
+            return Err(ForeignServer {
+                path: path.to_path_buf(),
+                uid,
+                me,
+            }
+            .into())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot tell who serves the control socket {}",
+                    path.display()
+                )
+            })
+        }
+    }
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    match stream.write_all(&line) {
+        Ok(()) => {}
+        Err(e) if unread(&e) => return Ok(None),
+        Err(e) => return Err(e).context("sending the request to baton"),
+    }
     let mut buf: Vec<u8> = Vec::new();
+    let mut received = false;
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
@@ -447,7 +506,7 @@ pub fn request(
             if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
                 anyhow::bail!("{}", err.error);
             }
-            return Ok(reply);
+            return Ok(Some(reply));
         }
         if buf.len() > MAX_REPLY {
             anyhow::bail!("baton's reply is longer than {MAX_REPLY} bytes without a line end");
@@ -465,8 +524,12 @@ pub fn request(
                 anyhow::bail!("baton closed the control connection without a reply")
             }
             Ok(0) => anyhow::bail!("baton closed the control connection in the middle of a reply"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                received = true;
+                buf.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if !received && unread(&e) => return Ok(None),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -479,6 +542,43 @@ pub fn request(
         }
     }
 }
+
+/// The control socket is served by a process of another user: the client refuses to talk to
+/// it (nothing is sent).
+#[derive(Debug)]
+pub struct ForeignServer {
+    pub path: PathBuf,
+    /// The serving process's uid (SO_PEERCRED).
+    pub uid: u32,
+    /// The client's effective uid.
+    pub me: u32,
+}
+
+impl std::fmt::Display for ForeignServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing the control socket {}: it is served by uid {}, not by uid {} (yours) or \
+             root, so another user may have replaced it; nothing was sent. Check the path, and \
+             keep control sockets in a directory only their user can write",
+            self.path.display(),
+            self.uid,
+            self.me
+        )?;
+        if self.me == 0 {
+            // root asking a user's own baton
+            write!(
+                f,
+                " (to ask the baton of uid {} as root, run the client as that user: \
+                 `runuser -u USER -- baton ...`)",
+                self.uid
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ForeignServer {}
 
 fn no_outcome(timeout: Option<Duration>) -> anyhow::Error {
     let waited = timeout.map(crate::supervisor::fmt_duration);

@@ -625,7 +625,9 @@ fn status(target: Target, json: bool) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             eprintln!("baton: status: {e:#}");
-            return ExitCode::from(3);
+            // 3 is "no baton answers"; a process of another user answered
+            let foreign = e.downcast_ref::<control::ForeignServer>().is_some();
+            return ExitCode::from(if foreign { 1 } else { 3 });
         }
     };
     if json {

@@ -12,20 +12,22 @@ pub const BATON_1_SECTIONS: &str = r#".SH "EXIT STATUS"
 .TP
 \fBbaton run\fR
 0 after SIGTERM, SIGINT or SIGQUIT, once every worker has exited; 1 when the config has an
-error, a socket cannot be taken or bound, the control socket is in use, or the first
-generation does not get ready; 2 without \fB\-\-config\fR or \fB\-\-demo\fR, or with a bad
+error, a socket cannot be taken or bound, the control socket is in use, the control or
+notify path holds a file that is not a socket or another user's socket (left in place), or
+the first generation does not get ready; 2 without \fB\-\-config\fR or \fB\-\-demo\fR, or with a bad
 \fB\-\-listen\fR.
 .TP
 \fBbaton reload\fR
 0 when the new generation serves; 1 when it was rolled back (the reason is on stderr), the
 config has an error, no baton answers on the control socket (or none or several were found),
-or \fB\-\-timeout\fR passed first; 2 with a bad \fB\-\-timeout\fR.
+the control socket is served by another user, or \fB\-\-timeout\fR passed first; 2 with a bad \fB\-\-timeout\fR.
 .TP
 \fBbaton status\fR
 0 when baton answered; 3 when no baton answers on the control socket, or none was found
 (no \fB\-\-config\fR nor \fB\-\-control\fR, and no control socket in the runtime
-directory); 1 when the config has an error, several control sockets were found, or the reply
-cannot be read.
+directory); 1 when the config has an error, several control sockets were found, the reply
+cannot be read, or the control socket is served by another user (neither baton's user nor
+root: nothing is sent to it).
 .TP
 \fBbaton check\fR
 0 when the config is valid (warnings, on stderr, do not change it); 1 when it has an error,

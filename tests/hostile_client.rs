@@ -208,3 +208,82 @@ fn generated_replies_never_panic_the_clients() {
         let _ = server.join();
     }
 }
+
+/// A server that closes `unread` connections without reading their request (as baton closes
+/// the oldest of too many connections that have not sent theirs), then reads the next one's
+/// request and answers `answer` (or closes without a word when it is empty). Returns the
+/// requests it read.
+fn closing(
+    path: &std::path::Path,
+    unread: usize,
+    answer: &'static [u8],
+) -> std::thread::JoinHandle<Vec<String>> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for _ in 0..unread {
+            let (s, _) = l.accept().expect("accept");
+            drop(s);
+        }
+        let (s, _) = l.accept().expect("accept");
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut req = String::new();
+        let _ = r.read_line(&mut req);
+        let mut s = s;
+        let _ = s.write_all(answer);
+        drop(s);
+        // a client that sends its request again after it was read would be seen here
+        l.set_nonblocking(true).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut read = vec![req];
+        while let Ok((s, _)) = l.accept() {
+            let mut again = String::new();
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let _ = BufReader::new(s).read_line(&mut again);
+            read.push(again);
+        }
+        read
+    })
+}
+
+/// baton closes the oldest control connection that has not sent its request when too many
+/// are open at once, and that may be a client that had just connected (seen while 2,000 idle
+/// connections were being opened: `baton status: Broken pipe`). A client whose connection was
+/// closed with its request unread (EPIPE when writing it, ECONNRESET when reading the answer)
+/// connects again; one whose request was read and got no answer does not (a reload is never
+/// sent twice).
+#[test]
+fn a_request_closed_unread_is_sent_again_and_a_read_one_never() {
+    let dir = scratch("fake-unread");
+    let sock = dir.join("ctl.sock");
+    let status: &'static str =
+        Box::leak(format!("{}\n", STATUS_OK.replace("UPTIME", "1")).into_boxed_str());
+    let reload = b"{\"ok\":true,\"generation\":2,\"message\":\"generation 2 serving\",\"duration_ms\":1,\"duration_us\":1000,\"slowest_start_us\":null}\n";
+    for (op, answer) in [("status", status.as_bytes()), ("reload", &reload[..])] {
+        let server = closing(&sock, 3, answer);
+        let out = Command::new(baton_bin())
+            .args([op, "--control"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{op} after 3 connections closed unread: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(server.join().unwrap().len(), 1, "{op}: one request read");
+    }
+    // read, then closed without an answer: an error, and the request is not sent again
+    let server = closing(&sock, 0, b"");
+    let out = Command::new(baton_bin())
+        .args(["reload", "--control"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("without a reply"), "{err}");
+    assert_eq!(server.join().unwrap(), vec!["{\"op\":\"reload\"}\n"]);
+}

@@ -27,7 +27,7 @@ mod socket;
 mod spawn;
 
 pub use file::{chmod, euid, may_execute, output_pipe, read};
-pub use notify_socket::{Datagram, NotifySocket};
+pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
 pub use poll::PollSet;
 pub use priority::{renice_group, worker_nice};
 pub use proc::{

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{self as nsock, sockopt};
 
-use super::{chmod, Pid};
+use super::{chmod, euid, Pid};
 
 /// One datagram received on baton's private notify socket.
 #[derive(Debug)]
@@ -44,12 +44,7 @@ impl NotifySocket {
     /// Bind at `path` (a stale socket there is replaced; anything else is an error), mode
     /// 0600 whatever the umask: only baton's uid (its workers) may send.
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if meta.file_type().is_socket() {
-                std::fs::remove_file(path)?;
-            }
-        }
+        remove_stale_socket(path, "notify socket")?;
         let sock = UnixDatagram::bind(path)?;
         chmod(path, 0o600)?;
         let inode = file_inode(path)?;
@@ -142,6 +137,43 @@ impl Drop for NotifySocket {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Make room at `path` for a socket of baton's (the `role` socket, named in errors): a socket
+/// file of baton's own uid there is removed; anything else is refused and left in place: a file
+/// that is not a socket (a config file, a directory) and a socket of another uid, which another
+/// user may have put there (only its owner or root should remove it).
+pub fn remove_stale_socket(path: &Path, role: &str) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "the {role} path {} exists and is not a socket; baton replaces only a stale \
+                 socket: choose another `control` path",
+                path.display()
+            ),
+        ));
+    }
+    if meta.uid() != euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the {role} path {} is a socket of uid {}, not of baton's uid {}: baton \
+                 replaces only a stale socket of its own; have its owner (or root) remove it, \
+                 or choose another `control` path",
+                path.display(),
+                meta.uid(),
+                euid()
+            ),
+        ));
+    }
+    std::fs::remove_file(path)
 }
 
 /// The inode of the file at `path` (not following a symlink).

@@ -19,6 +19,9 @@ pub use load::Load;
 mod net;
 #[allow(unused_imports)] // not every test file speaks HTTP
 pub use net::{free_port, http_get, http_request};
+mod watch;
+#[allow(unused_imports)] // not every test file watches a fault
+pub use watch::{StatusWatch, Watched, STATUS_LIMIT};
 
 /// Tests that drive load or measure timing take this lock, so that they do not compete for
 /// the machine's two cores.
@@ -276,6 +279,13 @@ impl Baton {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// A real load client on the serving generation and `baton status` polled over and over,
+    /// from now until [`Watched::finish`], which asserts no failed request and every status
+    /// answered within [`STATUS_LIMIT`].
+    pub fn watch(&self) -> Watched {
+        Watched::start(self.port, StatusWatch::of(&self.control))
+    }
+
     /// Wait until baton is in state `serving` with every worker of the serving generation
     /// ready and no other generation alive.
     pub fn wait_serving(&self, timeout: Duration) {
@@ -480,4 +490,99 @@ pub fn assert_no_failures(summary: &Value, min_ok: u64) {
         ok >= min_ok,
         "too little traffic ({ok} ok, wanted >= {min_ok}): {summary}"
     );
+}
+
+/// The uid of the stranger in the hijack tests: `nobody`.
+pub const STRANGER: u32 = 65534;
+
+/// A process of another uid ([`STRANGER`]) holding a socket it bound at a path (replacing
+/// whatever was there, as anyone who may write the directory can): a stream socket that answers
+/// every request line like a baton would ("generation 99 serving"), or a datagram socket that
+/// reads and drops what it gets. Killed (by its pid) when dropped; its socket file stays, as
+/// a stranger's would.
+pub struct Stranger {
+    child: Child,
+}
+
+impl Stranger {
+    pub fn bind(path: &Path, kind: &str) -> Stranger {
+        const SCRIPT: &str = r#"
+import os, socket, sys
+path, kind = sys.argv[1], sys.argv[2]
+status = b'{"pid":1,"state":"serving","uptime_s":1,"config":null,"serving_generation":99,"sockets":[],"generations":[],"reloads_ok":99,"reloads_failed":0,"last_reload":null}'
+reload = b'{"ok":true,"generation":99,"message":"generation 99 serving","duration_ms":1,"duration_us":1000,"slowest_start_us":null}'
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM if kind == "stream" else socket.SOCK_DGRAM)
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+s.bind(path)
+os.chmod(path, 0o777)
+if kind == "stream":
+    s.listen(64)
+print("bound", flush=True)
+while True:
+    if kind != "stream":
+        s.recv(65536)
+        continue
+    c, _ = s.accept()
+    try:
+        c.settimeout(2)
+        req = c.recv(4096)
+        c.sendall((reload if b"reload" in req else status) + b"\n")
+    except OSError:
+        pass
+    c.close()
+"#;
+        let mut child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={STRANGER}"),
+                &format!("--regid={STRANGER}"),
+                "--clear-groups",
+                // Debian's: a python3 under /root (pyenv) is not for other uids
+                "/usr/bin/python3",
+                "-c",
+                SCRIPT,
+            ])
+            .arg(path)
+            .arg(kind)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the stranger");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        std::io::BufRead::read_line(&mut out, &mut line).expect("the stranger's first line");
+        assert_eq!(
+            line.trim(),
+            "bound",
+            "the stranger could not bind {}",
+            path.display()
+        );
+        Stranger { child }
+    }
+
+    /// Kill it and wait for it; its socket file stays behind.
+    pub fn exit(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The owner uid and inode of the file at `path` (not following a symlink).
+pub fn owner_and_inode(path: &Path) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.uid(), m.ino()))
+}
+
+/// A stale socket at `path` (bound, then its socket closed), owned by `uid`.
+pub fn stale_socket(path: &Path, uid: u32) {
+    drop(std::os::unix::net::UnixDatagram::bind(path).expect("bind a stale socket"));
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
 }
