@@ -395,10 +395,21 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
     let watch = baton.watch();
     let stranger = Stranger::bind(&notify, "dgram");
     let strangers = owner_and_inode(&notify);
+    let asked = std::time::Instant::now();
     let (ok, out, _) = baton.reload();
     assert!(
         !ok,
         "a reload while a stranger holds the notify path: {out}"
+    );
+    // it fails at once, saying why, rather than after its 3 s readiness timeout
+    assert!(
+        out.contains("notify socket") && out.contains("cannot be bound again"),
+        "{out}"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
     );
     assert_eq!(baton.serving_generation(), gen);
     assert_eq!(baton.serving_pids(), pids);
@@ -420,5 +431,63 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
     assert!(ok, "a reload once the notify path is free: {out}");
     assert!(baton.serving_generation() > gen);
     assert_eq!(owner_and_inode(&notify).map(|o| o.0), Some(own_uid()));
+    // both reloads end at once: keep the serving generation under load and watched for 30
+    // status rounds (over half a second, 100 requests at the watch's 200/s)
+    watch.wait_asked(30);
     watch.finish("a stranger's socket at the notify path, two reloads", 100);
+}
+
+/// Found by the watched idle-connection test: out of descriptors, baton closed its oldest
+/// control connection for room even when that one had been accepted in the same turn and not
+/// read yet, so a client that had just sent its request got EOF (`baton status: Broken pipe`).
+/// Raw clients (which, unlike `baton status`, never retry) arriving in one burst while baton
+/// has room for three more descriptors must all get their answer.
+#[test]
+fn a_burst_at_the_descriptor_limit_closes_no_unread_request() {
+    use std::io::{BufRead, BufReader, Write};
+    let _serial = serial();
+    let mut baton = Baton::start("emfile-burst", |port, ctl| {
+        hello_config(port, ctl, 1, "", "")
+    });
+    let pid = baton.pid();
+    let prlimit = |soft: &str| {
+        let st = Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+            .status()
+            .expect("prlimit");
+        assert!(st.success());
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap()
+        .to_string();
+    // baton is stopped while the burst queues up, so that it meets all of it in one turn
+    signal(pid, "STOP");
+    prlimit(&(fd_count(pid) + 3).to_string());
+    let clients: Vec<UnixStream> = (0..12)
+        .map(|_| {
+            let mut c = UnixStream::connect(&baton.control).expect("connect");
+            c.write_all(b"{\"op\":\"status\"}\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c
+        })
+        .collect();
+    signal(pid, "CONT");
+    let mut answered = 0;
+    let mut missing = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let mut line = String::new();
+        let n = BufReader::new(c).read_line(&mut line);
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(v) if v["state"] == "serving" => answered += 1,
+            _ => missing.push(format!("client {i}: {n:?} {line:?}")),
+        }
+    }
+    prlimit(&soft);
+    assert_eq!(answered, 12, "unanswered: {missing:?}");
+    assert!(pid_exists(pid));
+    baton.stop();
 }

@@ -25,7 +25,7 @@ use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Syst
 use super::fmt_duration;
 use super::plan::{Check, NicePlan};
 use super::timers::SlotId;
-use crate::config::Config;
+use crate::config::{Config, ReadinessKind};
 use crate::control::{self, Client, Incoming, Request};
 use crate::notify::{Manager, Message};
 use crate::output;
@@ -353,6 +353,9 @@ impl Supervisor {
         let now = Instant::now();
         // a budget per turn: a sender in a tight loop must not keep the loop from the rest
         // (the socket stays readable, so the next turn goes on)
+        // whose tree a sender belongs to, found in /proc once per sender and turn: a flood
+        // from one process costs one walk, not one per datagram
+        let mut known: HashMap<Pid, Option<Pid>> = HashMap::new();
         for _ in 0..NOTIFY_PER_TURN {
             let dg = match self.io.notify.recv() {
                 Ok(Some(d)) => d,
@@ -362,7 +365,13 @@ impl Supervisor {
                     break;
                 }
             };
-            if let Some(event) = self.io.attribute(dg, &self.core.worker_pids(), now) {
+            let workers = self.core.worker_pids();
+            let worker = dg.pid.map(|sender| {
+                *known
+                    .entry(sender)
+                    .or_insert_with(|| worker_of(sender, &workers))
+            });
+            if let Some(event) = self.io.attribute(dg, worker.flatten(), now) {
                 self.event(event);
             }
         }
@@ -556,7 +565,8 @@ impl Io {
     }
 
     /// A notify datagram, as an event for the worker it belongs to (or logged and ignored).
-    fn attribute(&mut self, dg: sys::Datagram, workers: &[Pid], now: Instant) -> Option<Event> {
+    /// `worker`: the worker whose tree sent it, if any.
+    fn attribute(&mut self, dg: sys::Datagram, worker: Option<Pid>, now: Instant) -> Option<Event> {
         let Some(sender) = dg.pid else {
             if self.ignored_notes.allow(now) {
                 warn!(
@@ -580,7 +590,7 @@ impl Io {
                 dg.fds_closed, message.barrier
             );
         }
-        let Some(worker) = worker_of(sender, workers) else {
+        let Some(worker) = worker else {
             if self.ignored_notes.allow(now) {
                 let text = String::from_utf8_lossy(&dg.data);
                 let text = text.trim();
@@ -632,6 +642,13 @@ impl Io {
                 Ok(None) => break,
                 Err(e) => {
                     let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    // the oldest is closed for room only if it came in an earlier turn: one
+                    // accepted in this turn has not been read yet, and its request (which
+                    // usually came with it) is read now; the rest wait in the backlog
+                    let oldest_is_new = added >= self.conns.len();
+                    if out_of_fds && oldest_is_new && added > 0 {
+                        break;
+                    }
                     if out_of_fds && !self.conns.is_empty() {
                         self.conns.remove(0);
                         continue;
@@ -769,11 +786,17 @@ impl Io {
                     );
                     self.notify = n;
                 }
-                Err(e) => error!(
-                    baton_event = "notify_socket_lost",
-                    "the notify socket {} was gone or replaced and cannot be bound again: {e}",
-                    self.notify_path.display()
-                ),
+                Err(e) => {
+                    let why = format!(
+                        "the notify socket {} was gone or replaced and cannot be bound again: {e}",
+                        self.notify_path.display()
+                    );
+                    error!(baton_event = "notify_socket_lost", "{why}");
+                    // READY=1 could not reach baton: the generation cannot get ready
+                    if matches!(config.readiness.kind, ReadinessKind::Notify) {
+                        return Err(why);
+                    }
+                }
             }
         }
         let recipe = Recipe::new(

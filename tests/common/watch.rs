@@ -127,6 +127,12 @@ impl Watched {
         Watched { load, status }
     }
 
+    /// Wait until `baton status` has been asked `n` times since the watch began: the fault
+    /// stays watched (and loaded) at least that long, however quickly baton dealt with it.
+    pub fn wait_asked(&self, n: u32) {
+        self.status.wait_asked(n);
+    }
+
     /// Stop both; assert that no request failed (and at least `min_ok` succeeded) and that
     /// every status was answered within [`STATUS_LIMIT`]. Returns loadgen's report and the
     /// status times, which are also printed.
