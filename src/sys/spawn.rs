@@ -245,6 +245,8 @@ struct ChildArgs<'a> {
 /// message's SCM_RIGHTS slot, then sends it on its end of a socketpair).
 struct TrapArgs {
     prog: *const libc::sock_fprog,
+    /// The child's end, below `high`: parked above it with the other sources before the
+    /// moves to 3.., which could land on it.
     sock: RawFd,
     msg: *const libc::msghdr,
     fd_slot: *mut libc::c_int,
@@ -324,11 +326,18 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     let devnull = spec.devnull.as_raw_fd();
     // Descriptors are first moved at or above `high`, so that dup2 to 3.. can never clobber a
     // source that is still needed.
+    let trap_sockets = if spec.trap_bind {
+        Some(trap_socketpair()?)
+    } else {
+        None
+    };
+    let trap_sock = trap_sockets.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let high = child
         .fds
         .iter()
         .map(|f| f.as_raw_fd())
         .chain([2 + n, devnull, stdout.unwrap_or(0), stderr.unwrap_or(0)])
+        .chain(trap_sock)
         .max()
         .unwrap_or(2)
         + 1;
@@ -339,13 +348,8 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     };
     // One raw pointer, shared by the child's write and the read below.
     let error_ptr: *mut ChildError = &mut error;
-    // The trap: the filter program, a socketpair, and the SCM_RIGHTS message the child sends
-    // on its end (its own end closes at exec: SOCK_CLOEXEC).
-    let trap_sockets = if spec.trap_bind {
-        Some(trap_socketpair()?)
-    } else {
-        None
-    };
+    // The trap: the filter program, the socketpair (made above), and the SCM_RIGHTS message
+    // the child sends on its end (its own end closes at exec: SOCK_CLOEXEC).
     let prog = libc::sock_fprog {
         len: seccomp::FILTER.len() as libc::c_ushort,
         // the kernel only reads (copies) the program
@@ -373,9 +377,9 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
         (*h).cmsg_type = libc::SCM_RIGHTS;
         libc::CMSG_DATA(h).cast()
     };
-    let trap = trap_sockets.as_ref().map(|(_, theirs)| TrapArgs {
+    let trap = trap_sock.map(|sock| TrapArgs {
         prog: &prog,
-        sock: theirs.as_raw_fd(),
+        sock,
         msg: &msg,
         fd_slot,
     });
@@ -414,8 +418,9 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     // the buffers it points to, all alive until clone returns, which with CLONE_VFORK is after
     // the child's execve succeeded or it called _exit. It never returns (exec or _exit), so
     // glibc's clone wrapper never calls exit() in the child. The only memory it writes is
-    // `listen_pid_buf`, `tmp_fds`, `error` and errno, which this thread does not touch
-    // meanwhile (it is suspended), and no other thread knows about.
+    // `listen_pid_buf`, `tmp_fds`, `error`, the SCM_RIGHTS slot of `cmsg_buf` and errno,
+    // which this thread does not touch meanwhile (it is suspended), and no other thread knows
+    // about.
     let pid = unsafe {
         libc::clone(
             child_main,
@@ -535,7 +540,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// The child, between clone and execve. It runs on baton's memory while baton's thread waits:
 /// only async-signal-safe calls (setpgid, prctl, getppid, rt_sigaction, sigprocmask, fcntl,
 /// dup2, syscall(close_range), chdir, syscall(seccomp), sendmsg, close, getpid,
-/// sched_setscheduler, setpriority, execve, _exit), no allocation, no panic, and writes only to the `ChildArgs` scratch buffers and
+/// sched_setscheduler, setpriority, execve, _exit), no allocation, no panic, and writes only
+/// to the `ChildArgs` scratch buffers (the trap's SCM_RIGHTS slot among them) and
 /// its error slot. It never returns.
 ///
 /// # Safety
@@ -589,6 +595,16 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
         }
         *a.tmp_fds.add(i) = t;
     }
+    let trap_sock = match &a.trap {
+        Some(t) => {
+            let s = libc::fcntl(t.sock, libc::F_DUPFD_CLOEXEC, a.high);
+            if s < 0 {
+                fail(1);
+            }
+            s
+        }
+        None => -1,
+    };
     let out = a
         .stdout
         .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, a.high));
@@ -632,10 +648,10 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
             fail(3);
         }
     }
-    // The trap, once every descriptor is in place (the listener takes the lowest free number
-    // and is closed before exec, so it lands in none of 0..3+n): no_new_privs, the filter, and
-    // its listener sent to baton. From here on bind() and listen() trap; nothing below calls
-    // them.
+    // The trap, once every descriptor is in place (the listener takes the lowest free number,
+    // so it cannot clobber one, and is closed before exec): no_new_privs, the filter, and its
+    // listener sent to baton on the socketpair's end parked above `high`. From here on bind()
+    // and listen() trap; nothing below calls them.
     if let Some(t) = &a.trap {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(6);
@@ -650,7 +666,7 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
             fail(7);
         }
         *t.fd_slot = listener as libc::c_int;
-        if libc::sendmsg(t.sock, t.msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) < 0 {
+        if libc::sendmsg(trap_sock, t.msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) < 0 {
             fail(8);
         }
         libc::close(listener as libc::c_int);
@@ -791,6 +807,36 @@ mod tests {
         .unwrap();
         assert!(e.to_string().starts_with("seccomp: "), "{e}");
         assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+    }
+
+    /// The child's end of the listener's socketpair survives the moves of the passed
+    /// descriptors to 3.., however many there are (64 here: baton's own descriptors, the
+    /// socketpair among them, are all below that).
+    #[test]
+    fn a_trapping_child_with_many_descriptors_sends_its_listener() {
+        let mut sp = Spawn::new(
+            Path::new("/bin/sh"),
+            &[
+                "sh".into(),
+                "-c".into(),
+                "[ -e /proc/self/fd/66 ] && [ ! -e /proc/self/fd/67 ]".into(),
+            ],
+        )
+        .unwrap();
+        sp.trap_bind(true).unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let fds = vec![r.as_fd(); 64];
+        let mut child = Child::new();
+        child.pass_fds(&fds, false);
+        let s = spawn_child(&sp, &child).unwrap();
+        assert!(s.listener.is_some());
+        let mut status = 0;
+        // SAFETY: waits for our own child; writes a valid local.
+        assert_eq!(unsafe { libc::waitpid(s.pid, &mut status, 0) }, s.pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
     }
 
     #[test]
