@@ -438,6 +438,86 @@ func main() {
     assert!(handed.flags.unwrap() & libc::O_NONBLOCK != 0);
 }
 
+/// A 64-bit process that makes its socket calls through `int 0x80` (the i386 ABI) with
+/// socketcall(2), as a 32-bit glibc does: its bind and listen trap too, are decoded from the
+/// arguments in its memory, and it serves the handed socket. (gcc builds it static, without a
+/// libc, so that its buffers sit below 4 GiB where 32-bit pointers reach.)
+#[test]
+fn an_i386_socketcall_bind_is_trapped_too() {
+    let Ok(gcc) = which("gcc") else {
+        eprintln!("gcc not installed: skipped");
+        return;
+    };
+    let ours = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = ours.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("baton-seccomp-i386-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("s.c"), I386_SERVER).unwrap();
+    let out = Command::new(&gcc)
+        .args([
+            "-O1",
+            "-static",
+            "-no-pie",
+            "-nostdlib",
+            "-fno-stack-protector",
+        ])
+        .arg(format!("-DPORT={port}"))
+        .args(["-o", "s", "s.c"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (pid, l) = trapped(&dir.join("s"), &["s"]);
+    let server = serve(l, OwnedFd::from(ours.try_clone().unwrap()), port);
+    assert_eq!(ask(port, b""), "i386");
+    assert!(
+        wait_exit(pid),
+        "the trapped bind or listen did not return 0"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let seen = server.join().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let Syscall::Bind { fd, addr_len, .. } = seen[0].n.syscall else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(addr_len, 16);
+    assert_eq!(
+        seen[0].addr,
+        Some(SockAddr::Inet(format!("127.0.0.1:{port}").parse().unwrap()))
+    );
+    assert_eq!(seen[1].n.syscall, Syscall::Listen { fd, backlog: 5 });
+    assert!(seen[0].handed && seen[1].handed);
+}
+
+/// socket, bind 127.0.0.1:PORT, listen 5, accept, write "i386", each through `int 0x80` and
+/// socketcall; exits 10/11/12 when bind/listen/accept fail.
+const I386_SERVER: &str = r#"
+static unsigned int args[3];
+static unsigned char addr[16] = {2, 0, PORT >> 8, PORT & 0xff, 127, 0, 0, 1};
+static long sys32(long nr, long a, long b, long c) {
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+    return r;
+}
+void _start(void) {
+    args[0] = 2; args[1] = 1; args[2] = 0;
+    long fd = sys32(102, 1, (long)args, 0);
+    args[0] = fd; args[1] = (unsigned int)(long)addr; args[2] = 16;
+    if (sys32(102, 2, (long)args, 0) != 0) sys32(1, 10, 0, 0);
+    args[0] = fd; args[1] = 5;
+    if (sys32(102, 4, (long)args, 0) != 0) sys32(1, 11, 0, 0);
+    args[0] = fd; args[1] = 0; args[2] = 0;
+    long c = sys32(102, 5, (long)args, 0);
+    if (c < 0) sys32(1, 12, 0, 0);
+    sys32(4, c, (long)"i386", 4);
+    sys32(1, 0, 0, 0);
+}
+"#;
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     std::env::var_os("PATH")
         .into_iter()
