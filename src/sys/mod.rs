@@ -22,6 +22,7 @@ mod notify_socket;
 mod poll;
 mod priority;
 mod proc;
+mod seccomp;
 mod signal;
 mod socket;
 mod spawn;
@@ -35,6 +36,10 @@ pub use proc::{
     proc_parent_and_group, proc_syscall, proc_tasks, read_process_memory, wait_call, FdKind,
     WaitCall,
 };
+pub use seccomp::{
+    decode_sockaddr, fd_flags, set_nonblocking, Notification, SeccompListener, SockAddr, Syscall,
+    UnixAddr,
+};
 pub use signal::{
     kill, kill_group, reap_one, set_child_subreaper, signal_name, ExitStatus, SignalFd,
     LOOP_SIGNALS,
@@ -42,7 +47,7 @@ pub use signal::{
 pub use socket::{
     accept_queue_len, bind_tcp, bind_unix, describe_socket, peer_uid, take_listen_fds,
 };
-pub use spawn::{spawn, Child, Spawn};
+pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
 
 /// A process id. Plain `i32` so that the rest of the crate does not depend on nix.
 pub type Pid = i32;

@@ -15,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::priority::{may_lower_nice_to, own_priority, worker_nice, Priority};
+use super::seccomp::{self, SeccompListener};
 use super::Pid;
 
 /// What every child started from one recipe shares: the program, its argv, the environment
@@ -35,6 +36,9 @@ pub struct Spawn {
     /// (baton never changes a disposition: the ones it has are inherited or set by the Rust
     /// runtime before `main`, so they are the same when the recipe is made and at each spawn.)
     reset_signals: u64,
+    /// Whether each child installs the bind/listen trap before its exec (see
+    /// [`Spawn::trap_bind`]).
+    trap_bind: bool,
 }
 
 /// The part of a spawn that differs between children of one [`Spawn`]: more environment, the
@@ -79,6 +83,7 @@ impl Spawn {
                 }
             },
             reset_signals: non_default_signals(),
+            trap_bind: false,
         })
     }
     pub fn env(&mut self, key: &OsStr, value: &OsStr) -> io::Result<()> {
@@ -87,6 +92,20 @@ impl Spawn {
     }
     pub fn cwd(&mut self, dir: &Path) -> io::Result<()> {
         self.cwd = Some(cstring(dir.as_os_str().as_bytes())?);
+        Ok(())
+    }
+    /// Trap the bind() and listen() calls of every child of this recipe (and of every process
+    /// it forks): between clone and execve the child sets no_new_privs (setuid and file
+    /// capabilities grant nothing from then on) and installs the seccomp filter of
+    /// `seccomp.rs` with a user-notification listener, which [`spawn_child`] returns. Off by
+    /// default. Fails where the filter cannot be built (not x86-64, or a kernel without
+    /// seccomp user notification); a kernel that refuses the filter itself makes each
+    /// [`spawn_child`] fail (stage `seccomp`), never run the app untrapped.
+    pub fn trap_bind(&mut self, on: bool) -> io::Result<()> {
+        if on {
+            seccomp::supported()?;
+        }
+        self.trap_bind = on;
         Ok(())
     }
     /// Whether children of this recipe may start at nice `startup_nice` and be given their
@@ -167,7 +186,17 @@ fn non_default_signals() -> u64 {
 }
 
 /// Stage of the child at which a spawn failed, as the child reports it.
-const STAGES: [&str; 6] = ["setpgid", "dup", "stdio", "chdir", "execve", "signals"];
+const STAGES: [&str; 9] = [
+    "setpgid",
+    "dup",
+    "stdio",
+    "chdir",
+    "execve",
+    "signals",
+    "no_new_privs",
+    "seccomp",
+    "seccomp listener handover",
+];
 
 /// Write `n` as decimal into `buf` (no allocation: used in the forked child). Returns length.
 fn write_decimal(buf: &mut [u8], mut n: u32) -> usize {
@@ -207,6 +236,20 @@ struct ChildArgs<'a> {
     /// Lowest descriptor at which sources are parked before they move down to 3.. .
     high: RawFd,
     parent: libc::pid_t,
+    /// What a trapping child needs; `None` for the others.
+    trap: Option<TrapArgs>,
+}
+
+/// The child's part of the trap, all prepared before clone: the filter to install, and the
+/// message that sends its listener back (the child writes the descriptor's number into the
+/// message's SCM_RIGHTS slot, then sends it on its end of a socketpair).
+struct TrapArgs {
+    prog: *const libc::sock_fprog,
+    /// The child's end, below `high`: parked above it with the other sources before the
+    /// moves to 3.., which could land on it.
+    sock: RawFd,
+    msg: *const libc::msghdr,
+    fd_slot: *mut libc::c_int,
 }
 
 #[derive(Clone, Copy)]
@@ -237,7 +280,31 @@ struct ChildStack([std::mem::MaybeUninit<u8>; 16 * 1024]);
 /// address space to tear down at exec), which is what makes starting 64 or 256 workers cheap.
 /// (`posix_spawn` itself cannot be used: the environment is fixed before the child's pid
 /// exists, so `LISTEN_PID` could not be the child's own.)
+///
+/// A recipe that traps bind() (see [`Spawn::trap_bind`]) is refused here with InvalidInput,
+/// since its listener would be lost: use [`spawn_child`].
 pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
+    if spec.trap_bind {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "this recipe traps bind(): spawn it with spawn_child, which returns the listener",
+        ));
+    }
+    spawn_child(spec, child).map(|s| s.pid)
+}
+
+/// A child that has exec'd: its pid and, when its recipe traps bind(), the listener of its
+/// filter (the only copy: the child closed its own before exec).
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    pub listener: Option<SeccompListener>,
+}
+
+/// [`spawn`] for any recipe: the same child, and with [`Spawn::trap_bind`] the listener of its
+/// filter too. A child that could not install the filter or send its listener fails like any
+/// other (stage `no_new_privs`, `seccomp` or `seccomp listener handover`, with the errno).
+pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     let n = child.fds.len() as RawFd;
     // --- everything that allocates happens here, before clone
     let mut argv: Vec<*const libc::c_char> = spec.argv.iter().map(|a| a.as_ptr()).collect();
@@ -259,11 +326,18 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     let devnull = spec.devnull.as_raw_fd();
     // Descriptors are first moved at or above `high`, so that dup2 to 3.. can never clobber a
     // source that is still needed.
+    let trap_sockets = if spec.trap_bind {
+        Some(trap_socketpair()?)
+    } else {
+        None
+    };
+    let trap_sock = trap_sockets.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     let high = child
         .fds
         .iter()
         .map(|f| f.as_raw_fd())
         .chain([2 + n, devnull, stdout.unwrap_or(0), stderr.unwrap_or(0)])
+        .chain(trap_sock)
         .max()
         .unwrap_or(2)
         + 1;
@@ -274,6 +348,41 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     };
     // One raw pointer, shared by the child's write and the read below.
     let error_ptr: *mut ChildError = &mut error;
+    // The trap: the filter program, the socketpair (made above), and the SCM_RIGHTS message
+    // the child sends on its end (its own end closes at exec: SOCK_CLOEXEC).
+    let prog = libc::sock_fprog {
+        len: seccomp::FILTER.len() as libc::c_ushort,
+        // the kernel only reads (copies) the program
+        filter: seccomp::FILTER.as_ptr().cast_mut(),
+    };
+    let mut payload = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    let mut cmsg_buf = CmsgBuf([0; CMSG_BYTES]);
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths); its fields are set
+    // below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg_buf.0.as_mut_ptr().cast();
+    msg.msg_controllen = CMSG_BYTES as _;
+    // SAFETY: `msg` points to `cmsg_buf`, 8-aligned and CMSG_SPACE(sizeof(int)) bytes long, so
+    // CMSG_FIRSTHDR returns its start, and the header plus one int fit in it.
+    let fd_slot: *mut libc::c_int = unsafe {
+        let h = libc::CMSG_FIRSTHDR(&msg);
+        (*h).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        (*h).cmsg_level = libc::SOL_SOCKET;
+        (*h).cmsg_type = libc::SCM_RIGHTS;
+        libc::CMSG_DATA(h).cast()
+    };
+    let trap = trap_sock.map(|sock| TrapArgs {
+        prog: &prog,
+        sock,
+        msg: &msg,
+        fd_slot,
+    });
     let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); 16 * 1024]);
     // stacks grow down on every Linux target baton builds for; the end is 16-byte aligned
     let stack_top = stack.0.as_mut_ptr_range().end.cast::<libc::c_void>();
@@ -290,6 +399,7 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
         error: error_ptr,
         high,
         parent: std::process::id() as libc::pid_t,
+        trap,
     };
 
     // Block every signal in this thread around clone: the child starts with this mask, so no
@@ -308,8 +418,9 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     // the buffers it points to, all alive until clone returns, which with CLONE_VFORK is after
     // the child's execve succeeded or it called _exit. It never returns (exec or _exit), so
     // glibc's clone wrapper never calls exit() in the child. The only memory it writes is
-    // `listen_pid_buf`, `tmp_fds`, `error` and errno, which this thread does not touch
-    // meanwhile (it is suspended), and no other thread knows about.
+    // `listen_pid_buf`, `tmp_fds`, `error`, the SCM_RIGHTS slot of `cmsg_buf` and errno,
+    // which this thread does not touch meanwhile (it is suspended), and no other thread knows
+    // about.
     let pid = unsafe {
         libc::clone(
             child_main,
@@ -328,7 +439,34 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     // kernel's wake-up of this thread orders its write before this read.
     let error = unsafe { std::ptr::read_volatile(error_ptr) };
     if error.stage == u8::MAX {
-        return Ok(pid);
+        let Some((ours, theirs)) = trap_sockets else {
+            return Ok(Spawned {
+                pid,
+                listener: None,
+            });
+        };
+        drop(theirs);
+        return match receive_listener(&ours) {
+            Ok(fd) => Ok(Spawned {
+                pid,
+                listener: Some(SeccompListener::from_fd(fd)),
+            }),
+            Err(e) => {
+                // it exec'd without baton holding its listener: its binds would fail with
+                // ENOSYS, so it must not run
+                // SAFETY: kill and waitpid on our own child, which nobody else reaps
+                // meanwhile (this thread is the loop's); writes a valid local.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    let mut status = 0;
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("seccomp listener handover: {e}"),
+                ))
+            }
+        };
     }
     // the child failed before or at exec: collect it and report why
     // SAFETY: waitpid on our own child's pid; writes to a valid local.
@@ -341,6 +479,58 @@ pub fn spawn(spec: &Spawn, child: &Child<'_>) -> io::Result<Pid> {
     Err(io::Error::new(e.kind(), format!("{stage}: {e}")))
 }
 
+/// The control buffer of the message that carries the listener: CMSG_SPACE(sizeof(int)).
+const CMSG_BYTES: usize = 24;
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BYTES]);
+// SAFETY: CMSG_SPACE is a pure computation on its argument.
+const SPACE: u32 = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) };
+const _: () = assert!(SPACE as usize == CMSG_BYTES);
+
+/// A socketpair for the listener: (baton's end, the child's end), both close-on-exec.
+fn trap_socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Take the listener the child sent before its exec (it is already there: the child sent it
+/// before baton's thread resumed), close-on-exec in baton.
+fn receive_listener(ours: &OwnedFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(list) = c {
+            for fd in list {
+                // SAFETY: SCM_RIGHTS just installed this descriptor in baton for this
+                // message; nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    if fds.len() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("expected one descriptor, got {}", fds.len()),
+        ));
+    }
+    Ok(fds.remove(0))
+}
+
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildArgs` that spawn keeps alive until this child has exec'd or
     // exited (see the clone call).
@@ -349,8 +539,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 
 /// The child, between clone and execve. It runs on baton's memory while baton's thread waits:
 /// only async-signal-safe calls (setpgid, prctl, getppid, rt_sigaction, sigprocmask, fcntl,
-/// dup2, syscall(close_range), chdir, getpid, sched_setscheduler, setpriority, execve,
-/// _exit), no allocation, no panic, and writes only to the `ChildArgs` scratch buffers and
+/// dup2, syscall(close_range), chdir, syscall(seccomp), sendmsg, close, getpid,
+/// sched_setscheduler, setpriority, execve, _exit), no allocation, no panic, and writes only
+/// to the `ChildArgs` scratch buffers (the trap's SCM_RIGHTS slot among them) and
 /// its error slot. It never returns.
 ///
 /// # Safety
@@ -404,6 +595,16 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
         }
         *a.tmp_fds.add(i) = t;
     }
+    let trap_sock = match &a.trap {
+        Some(t) => {
+            let s = libc::fcntl(t.sock, libc::F_DUPFD_CLOEXEC, a.high);
+            if s < 0 {
+                fail(1);
+            }
+            s
+        }
+        None => -1,
+    };
     let out = a
         .stdout
         .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, a.high));
@@ -446,6 +647,29 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
         if libc::chdir(dir.as_ptr()) < 0 {
             fail(3);
         }
+    }
+    // The trap, once every descriptor is in place (the listener takes the lowest free number,
+    // so it cannot clobber one, and is closed before exec): no_new_privs, the filter, and its
+    // listener sent to baton on the socketpair's end parked above `high`. From here on bind()
+    // and listen() trap; nothing below calls them.
+    if let Some(t) = &a.trap {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(6);
+        }
+        let listener = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            t.prog,
+        );
+        if listener < 0 {
+            fail(7);
+        }
+        *t.fd_slot = listener as libc::c_int;
+        if libc::sendmsg(trap_sock, t.msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) < 0 {
+            fail(8);
+        }
+        libc::close(listener as libc::c_int);
     }
     if a.set_listen_pid {
         let mut digits = [0u8; 12];
@@ -533,6 +757,82 @@ mod tests {
         let mut status = 0;
         // SAFETY: waits for our own child; writes a valid local.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+    }
+
+    /// Where the kernel refuses the filter, the spawn fails with the reason and no app runs
+    /// untrapped. A filter with a listener can only be installed once in a process's chain:
+    /// a thread that already has one (as in a container whose runtime traps calls the same way)
+    /// makes its children's seccomp() fail with EBUSY.
+    #[test]
+    fn a_refused_filter_fails_the_spawn() {
+        let mut sp = Spawn::new(Path::new("/bin/true"), &["true".into()]).unwrap();
+        sp.trap_bind(true).unwrap();
+        // a recipe that traps is refused by `spawn`, which would lose its listener
+        let e = spawn(&sp, &Child::new()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        // the filter (and no_new_privs) stay on this thread only: no TSYNC
+        let e = std::thread::spawn(move || {
+            let allow = [libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: libc::SECCOMP_RET_ALLOW,
+            }];
+            let prog = libc::sock_fprog {
+                len: 1,
+                filter: allow.as_ptr().cast_mut(),
+            };
+            // SAFETY: prctl and seccomp take plain integers and a pointer to `prog`, which
+            // points to `allow`; both live locals the kernel only reads.
+            let l = unsafe {
+                assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                    &prog,
+                )
+            };
+            assert!(l >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: the kernel just returned this new descriptor to us; nobody else owns it.
+            // (It must stay open: the kernel forgets a filter's listener once it is closed.)
+            let _listener = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(l as i32) };
+            spawn_child(&sp, &Child::new()).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert!(e.to_string().starts_with("seccomp: "), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+    }
+
+    /// The child's end of the listener's socketpair survives the moves of the passed
+    /// descriptors to 3.., however many there are (64 here: baton's own descriptors, the
+    /// socketpair among them, are all below that).
+    #[test]
+    fn a_trapping_child_with_many_descriptors_sends_its_listener() {
+        let mut sp = Spawn::new(
+            Path::new("/bin/sh"),
+            &[
+                "sh".into(),
+                "-c".into(),
+                "[ -e /proc/self/fd/66 ] && [ ! -e /proc/self/fd/67 ]".into(),
+            ],
+        )
+        .unwrap();
+        sp.trap_bind(true).unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let fds = vec![r.as_fd(); 64];
+        let mut child = Child::new();
+        child.pass_fds(&fds, false);
+        let s = spawn_child(&sp, &child).unwrap();
+        assert!(s.listener.is_some());
+        let mut status = 0;
+        // SAFETY: waits for our own child; writes a valid local.
+        assert_eq!(unsafe { libc::waitpid(s.pid, &mut status, 0) }, s.pid);
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
             "{status:#x}"
