@@ -488,15 +488,18 @@ pub enum ReplyLine {
 }
 
 /// Classify one reply line: a progress line, the answer, or an error (the server's
-/// `{"error": "…"}`, or a line that is not UTF-8). Pure: no I/O.
+/// `{"error": "…"}`, or a line that is not UTF-8). The text of a progress line and of an
+/// error goes to a terminal: its control characters are replaced (see
+/// [`crate::client::shown`]). Pure: no I/O.
 pub fn reply_line(raw: Vec<u8>) -> anyhow::Result<ReplyLine> {
+    use crate::client::shown;
     let reply =
         String::from_utf8(raw).map_err(|_| anyhow::anyhow!("baton's reply is not UTF-8 text"))?;
     if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
-        return Ok(ReplyLine::Progress(p.progress));
+        return Ok(ReplyLine::Progress(shown(&p.progress)));
     }
     if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
-        anyhow::bail!("{}", err.error);
+        anyhow::bail!("{}", shown(&err.error));
     }
     Ok(ReplyLine::Answer(reply))
 }
@@ -570,5 +573,19 @@ mod tests {
         assert_eq!(e.to_string(), "permission denied");
         let e = reply_line(b"\xff\n".to_vec()).unwrap_err();
         assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    /// Found by the `client_reply` fuzz target: a progress line or an error reply carrying
+    /// escape sequences reached the terminal as they were (`baton reload` prints progress
+    /// lines, both print errors), while the status table replaced them.
+    #[test]
+    fn control_characters_in_progress_and_error_lines_are_replaced() {
+        let line = br#"{"progress":"wait\u001b[2J\r\tdrain\u007f"}"#.to_vec();
+        assert_eq!(
+            reply_line(line).unwrap(),
+            ReplyLine::Progress("wait\u{fffd}[2J\u{fffd}\u{fffd}drain\u{fffd}".into())
+        );
+        let e = reply_line(br#"{"error":"\u001b]0;owned\u0007denied\r"}"#.to_vec()).unwrap_err();
+        assert_eq!(e.to_string(), "\u{fffd}]0;owned\u{fffd}denied\u{fffd}");
     }
 }
