@@ -14,7 +14,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -23,12 +23,28 @@ use baton::control::{self, ReplyLine, Request};
 use baton::notify::Message;
 use baton::{client, sys};
 
-/// Every target, by the name of its corpus directory (`fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
-    ("config", config),
-    ("notify", notify),
-    ("control_request", control_request),
-    ("client_reply", client_reply),
+/// What a target made of an input, for the suite to check that a corpus reaches every branch.
+pub type Outcome = &'static str;
+
+/// Every target, by the name of its corpus directory (`fuzz/corpus/<name>/`), with the
+/// outcomes its committed corpus must reach.
+pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome, &[Outcome])] = &[
+    ("config", config, &["accepted", "rejected"]),
+    (
+        "notify",
+        notify,
+        &["with descriptors", "without descriptors"],
+    ),
+    (
+        "control_request",
+        control_request,
+        &["request", "bad request"],
+    ),
+    (
+        "client_reply",
+        client_reply,
+        &["status shown", "reload", "refused", "progress", "error"],
+    ),
 ];
 
 // ------------------------------------------------------------------------------------------
@@ -46,7 +62,7 @@ const ORIGIN: &str = "fuzz.toml";
 ///   0..=19, backoff_initial in 1ns..=backoff_max, an http path that starts with '/' without
 ///   whitespace, socket names and addresses unique;
 /// * its strings become C strings for the spawn (no NUL), and its control path's check runs.
-pub fn config(data: &[u8]) {
+pub fn config(data: &[u8]) -> Outcome {
     match Config::parse_bytes(data, ORIGIN) {
         Err(e) => {
             assert_eq!(e.file, ORIGIN);
@@ -67,8 +83,12 @@ pub fn config(data: &[u8]) {
                 "a column without a line: {e}"
             );
             assert!(e.to_string().starts_with(ORIGIN));
+            "rejected"
         }
-        Ok(c) => config_holds(&c),
+        Ok(c) => {
+            config_holds(&c);
+            "accepted"
+        }
     }
 }
 
@@ -174,12 +194,12 @@ fn config_holds(c: &Config) {
 // ------------------------------------------------------------------------------------------
 // notify
 
-/// The notify socket every call sends to, bound once per process (afl runs many inputs in one).
+/// The notify socket every call sends to, bound once per process (afl runs many inputs in
+/// one), and a sender connected to it. The socket's file and directory are removed at once:
+/// the connected sender reaches it without them, and nothing is left behind in /tmp.
 struct Notify {
     socket: sys::NotifySocket,
-    path: PathBuf,
     sender: UnixDatagram,
-    _dir: PathBuf,
 }
 
 fn notify_socket() -> &'static Notify {
@@ -188,12 +208,12 @@ fn notify_socket() -> &'static Notify {
         let dir = std::env::temp_dir().join(format!("baton-fuzz-notify-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("n.notify");
-        Notify {
-            socket: sys::NotifySocket::bind(&path).expect("bind the notify socket"),
-            path,
-            sender: UnixDatagram::unbound().expect("a datagram socket"),
-            _dir: dir,
-        }
+        let socket = sys::NotifySocket::bind(&path).expect("bind the notify socket");
+        let sender = UnixDatagram::unbound().expect("a datagram socket");
+        sender.connect(&path).expect("connect to the notify socket");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_dir(&dir);
+        Notify { socket, sender }
     })
 }
 
@@ -215,7 +235,7 @@ const MAX_DATAGRAM: usize = 16 << 10;
 /// * the datagram arrives whole up to the 4096-byte buffer, with the sender's pid;
 /// * `Message::parse` agrees with a plain model of sd_notify's `KEY=VALUE` lines (the last
 ///   value of a key wins; unknown keys ignored), and a status is one line of ≤ 200 chars.
-pub fn notify(data: &[u8]) {
+pub fn notify(data: &[u8]) -> Outcome {
     let (nfds, payload) = match data.split_first() {
         Some((n, rest)) => (*n as usize % 254, &rest[..rest.len().min(MAX_DATAGRAM)]),
         None => (0, data),
@@ -227,7 +247,6 @@ pub fn notify(data: &[u8]) {
         .map(|_| devnull.as_fd().try_clone_to_owned().expect("dup"))
         .collect();
     let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let addr = nix::sys::socket::UnixAddr::new(&n.path).expect("address");
     let cmsgs = [nix::sys::socket::ControlMessage::ScmRights(&raw)];
     let iov = [std::io::IoSlice::new(payload)];
     let sent = nix::sys::socket::sendmsg(
@@ -235,7 +254,7 @@ pub fn notify(data: &[u8]) {
         &iov,
         if raw.is_empty() { &[] } else { &cmsgs },
         nix::sys::socket::MsgFlags::empty(),
-        Some(&addr),
+        None::<&nix::sys::socket::UnixAddr>,
     );
     drop(fds);
     drop(devnull);
@@ -252,12 +271,23 @@ pub fn notify(data: &[u8]) {
     assert_eq!(got.pid, Some(std::process::id() as i32));
     assert_eq!(got.data, payload[..payload.len().min(4096)]);
     message(payload);
+    if nfds > 0 {
+        "with descriptors"
+    } else {
+        "without descriptors"
+    }
 }
 
-/// `Message::parse` against the model; public for the suite's unit of the same property.
+/// `Message::parse` of `data` against the model of the same bytes.
 pub fn message(data: &[u8]) {
-    let m = Message::parse(data);
-    let text = String::from_utf8_lossy(data);
+    message_against(data, data);
+}
+
+/// `Message::parse(parsed)` against the model of `model` (the suite checks that the model
+/// catches a parse of other bytes).
+pub fn message_against(model: &[u8], parsed: &[u8]) {
+    let m = Message::parse(parsed);
+    let text = String::from_utf8_lossy(model);
     let last = |key: &str| {
         text.split('\n')
             .filter_map(|l| l.split_once('='))
@@ -290,10 +320,11 @@ pub fn message(data: &[u8]) {
 /// `\n`, at most `MAX_REQUEST` bytes before it):
 ///
 /// * a request round-trips: serialized again, it parses to the same request, and the input's
-///   `op` names it;
+///   `op` names it (or its first element: serde also reads `["status"]`, a form no client
+///   sends);
 /// * anything else is answered with a message that starts with "bad request: " and that
 ///   serializes into the one-line JSON error reply.
-pub fn control_request(data: &[u8]) {
+pub fn control_request(data: &[u8]) -> Outcome {
     let line = match data.iter().position(|&b| b == b'\n') {
         Some(end) => &data[..end],
         None => &data[..data.len().min(control::MAX_REQUEST + 1)],
@@ -307,12 +338,20 @@ pub fn control_request(data: &[u8]) {
                 Request::Status => "status",
             };
             let value: serde_json::Value = serde_json::from_slice(line).expect("it is JSON");
-            assert_eq!(value["op"], name, "{value} parsed as {name}");
+            // serde takes an internally tagged enum from a sequence too: `["status"]`
+            let op = if value.is_array() {
+                &value[0]
+            } else {
+                &value["op"]
+            };
+            assert_eq!(op, name, "{value} parsed as {name}");
+            "request"
         }
         Err(error) => {
             assert!(error.starts_with("bad request: "), "{error}");
             let reply = serde_json::to_string(&control::ErrorReply { error }).expect("reply");
             assert!(!reply.contains('\n'), "the error reply is one line");
+            "bad request"
         }
     }
 }
@@ -322,7 +361,7 @@ pub fn control_request(data: &[u8]) {
 
 /// Text a client prints must not carry a terminal's control characters (escape sequences
 /// from a server that lies); only line ends.
-fn printable(what: &str, text: &str) {
+pub fn printable(what: &str, text: &str) {
     assert!(
         !text.chars().any(|c| c.is_control() && c != '\n'),
         "{what} shows control characters: {text:?}"
@@ -337,19 +376,19 @@ fn printable(what: &str, text: &str) {
 ///   control characters but line ends;
 /// * a status that is shown has sane times (finite, 0..=`MAX_REPORTED_SECS`) and renders the
 ///   serving generation, the pid and every worker.
-pub fn client_reply(data: &[u8]) {
+pub fn client_reply(data: &[u8]) -> Outcome {
     let answer = match control::reply_line(data.to_vec()) {
         Ok(ReplyLine::Progress(p)) => {
             printable("a progress line", &p);
-            return;
+            return "progress";
         }
         Ok(ReplyLine::Answer(a)) => a,
         Err(e) => {
             printable("an error from the server", &format!("{e:#}"));
-            return;
+            return "error";
         }
     };
-    match client::status_text(&answer) {
+    let status = match client::status_text(&answer) {
         Ok(text) => {
             printable("the status table", &text);
             let s: control::Status = serde_json::from_str(&answer).expect("status_text parsed it");
@@ -366,11 +405,26 @@ pub fn client_reply(data: &[u8]) {
                     assert!(w.uptime_s.map_or(true, sane), "uptime_s {:?}", w.uptime_s);
                 }
             }
+            true
         }
-        Err(e) => printable("a status error", &e),
-    }
-    match client::parse_reload(&answer) {
-        Ok(r) => printable("a reload message", &client::shown(&r.message)),
-        Err(e) => printable("a reload error", &e),
+        Err(e) => {
+            printable("a status error", &e);
+            false
+        }
+    };
+    let reload = match client::parse_reload(&answer) {
+        Ok(r) => {
+            printable("a reload message", &client::shown(&r.message));
+            true
+        }
+        Err(e) => {
+            printable("a reload error", &e);
+            false
+        }
+    };
+    match (status, reload) {
+        (true, _) => "status shown",
+        (false, true) => "reload",
+        (false, false) => "refused",
     }
 }

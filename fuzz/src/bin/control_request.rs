@@ -3,5 +3,7 @@
 mod targets;
 
 fn main() {
-    afl::fuzz!(|data: &[u8]| targets::control_request(data));
+    afl::fuzz!(|data: &[u8]| {
+        targets::control_request(data);
+    });
 }
