@@ -26,9 +26,12 @@ use baton::{client, sys};
 /// What a target made of an input, for the suite to check that a corpus reaches every branch.
 pub type Outcome = &'static str;
 
+/// A target: bytes in, what it made of them out; a violated property panics.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target, by the name of its corpus directory (`fuzz/corpus/<name>/`), with the
 /// outcomes its committed corpus must reach.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome, &[Outcome])] = &[
+pub const TARGETS: &[(&str, Target, &[Outcome])] = &[
     ("config", config, &["accepted", "rejected"]),
     (
         "notify",
@@ -293,7 +296,7 @@ pub fn message_against(model: &[u8], parsed: &[u8]) {
             .filter_map(|l| l.split_once('='))
             .filter(|(k, _)| *k == key)
             .map(|(_, v)| v.to_string())
-            .last()
+            .next_back()
     };
     let flag = |key: &str| last(key).is_some_and(|v| v == "1");
     assert_eq!(m.ready, flag("READY"), "READY");

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use targets::{Outcome, TARGETS};
+use targets::{Outcome, Target, TARGETS};
 
 /// The tests of this file run one at a time: the notify target counts the process's open
 /// descriptors, which another test opening a file at the same moment would change.
@@ -25,7 +25,7 @@ fn serial() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn target(name: &str) -> (fn(&[u8]) -> Outcome, &'static [Outcome]) {
+fn target(name: &str) -> (Target, &'static [Outcome]) {
     TARGETS
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -58,7 +58,7 @@ fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Run one input; on a violated property keep the input and fail naming it.
-fn run(name: &str, f: fn(&[u8]) -> Outcome, input: &[u8], what: &str) -> Outcome {
+fn run(name: &str, f: Target, input: &[u8], what: &str) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| f(input))) {
         Ok(o) => o,
         Err(e) => {
