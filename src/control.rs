@@ -263,6 +263,15 @@ impl AsFd for Conn {
     }
 }
 
+/// A connection that sent this many bytes without a line end is closed.
+pub const MAX_REQUEST: usize = 4096;
+
+/// One request line (without its `\n`) as the server reads it: a [`Request`], or the error
+/// message the client is answered with (`{"error": "bad request: …"}`). Pure: no I/O.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| format!("bad request: {e}"))
+}
+
 impl Conn {
     /// Read what is available; returns the request once its line is complete.
     pub fn read(mut self) -> (Option<Conn>, Incoming) {
@@ -277,21 +286,16 @@ impl Conn {
                         let client = Client {
                             stream: self.stream,
                         };
-                        return match serde_json::from_slice::<Request>(&line) {
+                        return match parse_request(&line) {
                             Ok(req) => (None, Incoming::Request(req, client)),
-                            Err(e) => {
+                            Err(error) => {
                                 // best effort: a short line into an empty socket buffer
-                                let _ = client.reply(
-                                    &ErrorReply {
-                                        error: format!("bad request: {e}"),
-                                    },
-                                    self.opened,
-                                );
+                                let _ = client.reply(&ErrorReply { error }, self.opened);
                                 (None, Incoming::Closed)
                             }
                         };
                     }
-                    if self.buf.len() > 4096 {
+                    if self.buf.len() > MAX_REQUEST {
                         return (None, Incoming::Closed);
                     }
                 }
@@ -497,16 +501,10 @@ fn request_once(
     loop {
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = buf.drain(..=end).collect();
-            let reply = String::from_utf8(raw)
-                .map_err(|_| anyhow::anyhow!("baton's reply is not UTF-8 text"))?;
-            if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
-                on_progress(&p.progress);
-                continue;
+            match reply_line(raw)? {
+                ReplyLine::Progress(p) => on_progress(&p),
+                ReplyLine::Answer(reply) => return Ok(Some(reply)),
             }
-            if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
-                anyhow::bail!("{}", err.error);
-            }
-            return Ok(Some(reply));
         }
         if buf.len() > MAX_REPLY {
             anyhow::bail!("baton's reply is longer than {MAX_REPLY} bytes without a line end");
@@ -580,6 +578,32 @@ impl std::fmt::Display for ForeignServer {
 
 impl std::error::Error for ForeignServer {}
 
+/// One line a client read from the server (with or without its `\n`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReplyLine {
+    /// `{"progress": "…"}`: what the request waits for; more lines follow.
+    Progress(String),
+    /// The answer, as raw JSON text for the caller to parse.
+    Answer(String),
+}
+
+/// Classify one reply line: a progress line, the answer, or an error (the server's
+/// `{"error": "…"}`, or a line that is not UTF-8). The text of a progress line and of an
+/// error goes to a terminal: its control characters are replaced (see
+/// [`crate::client::shown`]). Pure: no I/O.
+pub fn reply_line(raw: Vec<u8>) -> anyhow::Result<ReplyLine> {
+    use crate::client::shown;
+    let reply =
+        String::from_utf8(raw).map_err(|_| anyhow::anyhow!("baton's reply is not UTF-8 text"))?;
+    if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
+        return Ok(ReplyLine::Progress(shown(&p.progress)));
+    }
+    if let Ok(err) = serde_json::from_str::<ErrorReply>(&reply) {
+        anyhow::bail!("{}", shown(&err.error));
+    }
+    Ok(ReplyLine::Answer(reply))
+}
+
 fn no_outcome(timeout: Option<Duration>) -> anyhow::Error {
     let waited = timeout.map(crate::supervisor::fmt_duration);
     anyhow::anyhow!(
@@ -623,5 +647,45 @@ mod tests {
         let all = reader.join().unwrap();
         assert_eq!(all.len(), (4 << 20) + r#"{"error":""}"#.len() + 1);
         assert_eq!(all.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn a_request_line_is_parsed_or_answered_with_an_error() {
+        assert_eq!(parse_request(br#"{"op":"reload"}"#), Ok(Request::Reload));
+        assert_eq!(parse_request(br#"{"op":"status"}"#), Ok(Request::Status));
+        for bad in [&b"{\"op\":\"stop\"}"[..], b"", b"\xff", b"{\"op\":1}"] {
+            let e = parse_request(bad).unwrap_err();
+            assert!(e.starts_with("bad request: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn reply_lines_are_progress_answers_or_errors() {
+        assert_eq!(
+            reply_line(b"{\"progress\":\"waiting\"}\n".to_vec()).unwrap(),
+            ReplyLine::Progress("waiting".into())
+        );
+        assert_eq!(
+            reply_line(b"{\"ok\":true}\n".to_vec()).unwrap(),
+            ReplyLine::Answer("{\"ok\":true}\n".into())
+        );
+        let e = reply_line(b"{\"error\":\"permission denied\"}".to_vec()).unwrap_err();
+        assert_eq!(e.to_string(), "permission denied");
+        let e = reply_line(b"\xff\n".to_vec()).unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+    }
+
+    /// Found by the `client_reply` fuzz target: a progress line or an error reply carrying
+    /// escape sequences reached the terminal as they were (`baton reload` prints progress
+    /// lines, both print errors), while the status table replaced them.
+    #[test]
+    fn control_characters_in_progress_and_error_lines_are_replaced() {
+        let line = br#"{"progress":"wait\u001b[2J\r\tdrain\u007f"}"#.to_vec();
+        assert_eq!(
+            reply_line(line).unwrap(),
+            ReplyLine::Progress("wait\u{fffd}[2J\u{fffd}\u{fffd}drain\u{fffd}".into())
+        );
+        let e = reply_line(br#"{"error":"\u001b]0;owned\u0007denied\r"}"#.to_vec()).unwrap_err();
+        assert_eq!(e.to_string(), "\u{fffd}]0;owned\u{fffd}denied\u{fffd}");
     }
 }

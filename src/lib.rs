@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod logging;

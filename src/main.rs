@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use baton::config::Config;
-use baton::{check, config, control, logging, manual, sockets, supervisor, sys, units, worker};
+use baton::{
+    check, client, config, control, logging, manual, sockets, supervisor, sys, units, worker,
+};
 
 #[derive(Parser)]
 #[command(
@@ -579,7 +581,7 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
     };
     let progress = |text: &str| eprintln!("baton: {text}");
     match control::request(&path, &control::Request::Reload, timeout, progress) {
-        Ok(line) => match serde_json::from_str::<control::ReloadReply>(&line) {
+        Ok(line) => match client::parse_reload(&line) {
             Ok(r) if json => {
                 print!("{line}");
                 if r.ok {
@@ -589,11 +591,11 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
                 }
             }
             Ok(r) if r.ok => {
-                println!("{}", shown(&r.message));
+                println!("{}", client::shown(&r.message));
                 ExitCode::SUCCESS
             }
             Ok(r) => {
-                eprintln!("baton: reload failed: {}", shown(&r.message));
+                eprintln!("baton: reload failed: {}", client::shown(&r.message));
                 ExitCode::FAILURE
             }
             Err(e) => {
@@ -634,127 +636,14 @@ fn status(target: Target, json: bool) -> ExitCode {
         print!("{line}");
         return ExitCode::SUCCESS;
     }
-    match serde_json::from_str::<control::Status>(&line) {
-        Ok(s) => match check_status(&s) {
-            Ok(()) => {
-                print!("{}", render_status(&s));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("baton: unexpected reply: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match client::status_text(&line) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("baton: unexpected reply: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// Longest time a status reply may report (about 300 years): anything beyond is not from a
-/// baton.
-const MAX_REPORTED_SECS: f64 = 1e10;
-
-/// A status reply's times must be durations: finite, not negative, not absurd.
-fn check_status(s: &control::Status) -> Result<(), String> {
-    let time = |what: &str, v: f64| {
-        if v.is_finite() && (0.0..=MAX_REPORTED_SECS).contains(&v) {
-            Ok(())
-        } else {
-            Err(format!("{what} = {v} is not a time in seconds"))
-        }
-    };
-    time("uptime_s", s.uptime_s)?;
-    for g in &s.generations {
-        time("age_s", g.age_s)?;
-        for w in &g.workers {
-            if let Some(u) = w.uptime_s {
-                time("a worker's uptime_s", u)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Text from a reply as it may be shown on a terminal: control characters (escape
-/// sequences) replaced.
-fn shown(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
-}
-
-/// A duration from seconds of a checked reply (see [`check_status`]).
-fn secs_f64(v: f64) -> Duration {
-    Duration::try_from_secs_f64(v).unwrap_or_default()
-}
-
-fn render_status(s: &control::Status) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "baton pid {} — {} — up {} — serving generation {} — reloads: {} ok, {} failed",
-        s.pid,
-        shown(&s.state),
-        supervisor::fmt_duration(secs_f64(s.uptime_s)),
-        s.serving_generation
-            .map(|g| g.to_string())
-            .unwrap_or_else(|| "-".into()),
-        s.reloads_ok,
-        s.reloads_failed
-    );
-    for sock in &s.sockets {
-        // the workers' descriptor is the one an app is configured with (fd 3, …)
-        let fd = match sock.worker_fd {
-            Some(w) => format!("workers' fd {w} (baton's fd {})", sock.fd),
-            None => format!("baton's fd {}", sock.fd),
-        };
-        let _ = writeln!(
-            out,
-            "socket {}: {fd}, {} ({})",
-            shown(&sock.name),
-            shown(&sock.address),
-            shown(&sock.source)
-        );
-    }
-    if let Some(r) = &s.last_reload {
-        let _ = writeln!(
-            out,
-            "last reload: {} in {} ms: {}",
-            if r.ok { "ok" } else { "FAILED" },
-            r.duration_ms,
-            shown(&r.message)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  STATUS",
-        "GEN", "ROLE", "INSTANCE", "PID", "STATE", "RESTARTS", "UPTIME"
-    );
-    for g in &s.generations {
-        for w in &g.workers {
-            let _ = writeln!(
-                out,
-                "{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  {}",
-                g.generation,
-                shown(&g.role),
-                w.instance,
-                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                shown(&w.state),
-                w.restarts,
-                w.uptime_s
-                    .map(|u| supervisor::fmt_duration(Duration::from_secs(secs_f64(u).as_secs())))
-                    .unwrap_or_else(|| "-".into()),
-                shown(
-                    &w.status
-                        .clone()
-                        .or_else(|| w.last_exit.as_ref().map(|e| format!("last exit: {e}")))
-                        .unwrap_or_default()
-                )
-            );
-        }
-    }
-    out
 }

@@ -1,0 +1,180 @@
+//! What `baton status` and `baton reload` make of the server's answer: parsing, validation
+//! and rendering of a reply line (the raw line comes from [`crate::control::request`]).
+//! Pure functions, no I/O: a reply from a baton that lies or is broken is an error message,
+//! never a panic.
+
+use std::time::Duration;
+
+use crate::control::{ReloadReply, Status};
+use crate::supervisor::fmt_duration;
+
+/// Longest time a status reply may report (about 300 years): anything beyond is not from a
+/// baton.
+pub const MAX_REPORTED_SECS: f64 = 1e10;
+
+/// `baton status` without `--json`: the table for a status reply line, or why the line is
+/// not a status a baton could send (the caller prints "unexpected reply: …").
+pub fn status_text(line: &str) -> Result<String, String> {
+    let s = serde_json::from_str::<Status>(line).map_err(|e| e.to_string())?;
+    check_status(&s)?;
+    Ok(render_status(&s))
+}
+
+/// The answer to a reload request (its numbers are unsigned integers: serde refuses
+/// negative, fractional or out-of-range ones).
+pub fn parse_reload(line: &str) -> Result<ReloadReply, String> {
+    serde_json::from_str::<ReloadReply>(line).map_err(|e| e.to_string())
+}
+
+/// A status reply's times must be durations: finite, not negative, not absurd.
+pub fn check_status(s: &Status) -> Result<(), String> {
+    let time = |what: &str, v: f64| {
+        if v.is_finite() && (0.0..=MAX_REPORTED_SECS).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!("{what} = {v} is not a time in seconds"))
+        }
+    };
+    time("uptime_s", s.uptime_s)?;
+    for g in &s.generations {
+        time("age_s", g.age_s)?;
+        for w in &g.workers {
+            if let Some(u) = w.uptime_s {
+                time("a worker's uptime_s", u)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Text from a reply as it may be shown on a terminal: control characters (escape
+/// sequences) replaced.
+pub fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// A duration from seconds of a checked reply (see [`check_status`]).
+fn secs_f64(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_default()
+}
+
+/// The table `baton status` prints, for a reply that passed [`check_status`].
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "baton pid {} — {} — up {} — serving generation {} — reloads: {} ok, {} failed",
+        s.pid,
+        shown(&s.state),
+        fmt_duration(secs_f64(s.uptime_s)),
+        s.serving_generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into()),
+        s.reloads_ok,
+        s.reloads_failed
+    );
+    for sock in &s.sockets {
+        // the workers' descriptor is the one an app is configured with (fd 3, …)
+        let fd = match sock.worker_fd {
+            Some(w) => format!("workers' fd {w} (baton's fd {})", sock.fd),
+            None => format!("baton's fd {}", sock.fd),
+        };
+        let _ = writeln!(
+            out,
+            "socket {}: {fd}, {} ({})",
+            shown(&sock.name),
+            shown(&sock.address),
+            shown(&sock.source)
+        );
+    }
+    if let Some(r) = &s.last_reload {
+        let _ = writeln!(
+            out,
+            "last reload: {} in {} ms: {}",
+            if r.ok { "ok" } else { "FAILED" },
+            r.duration_ms,
+            shown(&r.message)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  STATUS",
+        "GEN", "ROLE", "INSTANCE", "PID", "STATE", "RESTARTS", "UPTIME"
+    );
+    for g in &s.generations {
+        for w in &g.workers {
+            let _ = writeln!(
+                out,
+                "{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  {}",
+                g.generation,
+                shown(&g.role),
+                w.instance,
+                w.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                shown(&w.state),
+                w.restarts,
+                w.uptime_s
+                    .map(|u| fmt_duration(Duration::from_secs(secs_f64(u).as_secs())))
+                    .unwrap_or_else(|| "-".into()),
+                shown(
+                    &w.status
+                        .clone()
+                        .or_else(|| w.last_exit.as_ref().map(|e| format!("last exit: {e}")))
+                        .unwrap_or_default()
+                )
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = r#"{"pid":7,"state":"serving","uptime_s":61.5,"config":"/etc/baton/api.toml","serving_generation":2,"sockets":[{"name":"http","fd":3,"worker_fd":3,"address":"127.0.0.1:8080","source":"systemd"}],"generations":[{"generation":2,"role":"current","phase":"serving","age_s":60.0,"workers":[{"instance":0,"pid":42,"state":"ready","restarts":1,"uptime_s":59.9,"status":"ok\u001b[31m","last_exit":null}]}],"reloads_ok":1,"reloads_failed":0,"last_reload":{"ok":true,"generation":2,"message":"generation 2 serving","duration_ms":41,"duration_us":41000,"slowest_start_us":40000}}"#;
+
+    #[test]
+    fn a_status_is_rendered_with_control_characters_replaced() {
+        let text = status_text(STATUS).unwrap();
+        assert!(
+            text.starts_with("baton pid 7 — serving — up 61.5s"),
+            "{text}"
+        );
+        assert!(text.contains("workers' fd 3 (baton's fd 3)"), "{text}");
+        assert!(text.contains("last reload: ok in 41 ms: generation 2 serving"));
+        assert!(text.contains("ok\u{fffd}[31m"), "{text}");
+        assert!(!text.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn absurd_times_are_errors() {
+        for (from, to) in [
+            ("\"uptime_s\":61.5", "\"uptime_s\":-1"),
+            ("\"uptime_s\":61.5", "\"uptime_s\":1e300"),
+            ("\"age_s\":60.0", "\"age_s\":1e11"),
+            ("\"uptime_s\":59.9", "\"uptime_s\":-0.5"),
+        ] {
+            let bad = STATUS.replacen(from, to, 1);
+            assert_ne!(bad, STATUS);
+            let e = status_text(&bad).unwrap_err();
+            assert!(e.contains("is not a time in seconds"), "{e}");
+        }
+        assert!(status_text("{}").is_err());
+    }
+
+    #[test]
+    fn reload_numbers_must_be_unsigned_integers() {
+        let good = r#"{"ok":true,"generation":3,"message":"m","duration_ms":1,"duration_us":1000,"slowest_start_us":null}"#;
+        assert_eq!(parse_reload(good).unwrap().generation, Some(3));
+        for bad in [
+            good.replace("\"generation\":3", "\"generation\":1e300"),
+            good.replace("\"duration_ms\":1", "\"duration_ms\":-1"),
+            good.replace("\"duration_us\":1000", "\"duration_us\":0.5"),
+        ] {
+            assert!(parse_reload(&bad).is_err(), "{bad}");
+        }
+    }
+}
