@@ -180,9 +180,10 @@ pub const KEYS: &[Key] = &[
         doc: "A socket baton binds itself (backlog 4096), used only when systemd passed none \
             (no socket unit, or `baton run` outside systemd); with a socket unit its \
             `ListenStream=` lines decide and this table is ignored. In file order they are the \
-            workers' fd 3, 4, …, and NAME is each one's name in `LISTEN_FDNAMES`. Under systemd \
-            baton stores them in the service's fd store, so a restart of baton refuses no \
-            connection.",
+            workers' fd 3, 4, …, and NAME is each one's name in `LISTEN_FDNAMES`. Under systemd, in \
+            a unit with `FileDescriptorStoreMax=` (the shipped units take their sockets from a \
+            socket unit instead, and do not set it), baton stores them in the service's fd \
+            store, so a restart of baton refuses no connection.",
     },
     Key {
         key: "readiness.kind",
