@@ -345,6 +345,30 @@ fn private_dir(dir: &Path, create: bool) -> Result<(), String> {
     }
 }
 
+/// `--config FILE` does not parse: the baton that runs it can still be asked when FILE sets no
+/// `control` of its own, at the default path its name gives. Then a reload gets baton's own
+/// verdict on the file (which baton logs and counts, and `systemctl status` shows), and status
+/// still shows what serves; with no baton there, the error is FILE's.
+fn unparsed_config_control(
+    target: &Target,
+    e: &config::ConfigError,
+) -> Result<PathBuf, ClientError> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = default_control(target.config.as_deref());
+    let socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+    let private = default_dirs(&path)
+        .iter()
+        .all(|d| private_dir(d, false).is_ok());
+    if !(socket && private) {
+        return Err(ClientError::other(format!("baton: {e}")));
+    }
+    eprintln!(
+        "baton: warning: {e}; asking the baton at {}",
+        path.display()
+    );
+    Ok(path)
+}
+
 fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {
     if let Some(c) = &target.control {
         return c.clone();
@@ -548,9 +572,10 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
 /// [`discover_control`] finds.
 fn client_control(target: &Target) -> Result<PathBuf, ClientError> {
     let cfg = match &target.config {
-        Some(p) if target.control.is_none() => {
-            Some(Config::load(p).map_err(|e| ClientError::other(format!("baton: {e}")))?)
-        }
+        Some(p) if target.control.is_none() => match Config::load(p) {
+            Ok(c) => Some(c),
+            Err(e) => return unparsed_config_control(target, &e),
+        },
         None if target.control.is_none() => return discover_control(),
         _ => None,
     };

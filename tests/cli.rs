@@ -306,6 +306,44 @@ fn default_control_socket_is_runtime_dir_name_control_sock() {
     assert!(out.status.success(), "{}", text(&out));
     let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
     assert_eq!(s["serving_generation"], 2);
+    // A broken file (a new user's trial: `reload --json --config` printed plain text, baton
+    // never heard of the failed reload, and `status --config` showed nothing): the baton at
+    // the file's default path is asked all the same, and judges the file itself.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}timout = \"20s\"\n")).unwrap();
+    let out = baton_cmd(
+        None,
+        &[
+            "reload".as_ref(),
+            "--json".as_ref(),
+            "--config".as_ref(),
+            cfg.as_ref(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}): {}", text(&out)));
+    assert_eq!(r["ok"], false);
+    let msg = r["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("config error") && msg.contains("timout"),
+        "{msg}"
+    );
+    let out = status();
+    assert!(
+        out.status.success(),
+        "status with a broken file: {}",
+        text(&out)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["serving_generation"], 2,
+        "the serving generation is untouched"
+    );
+    assert_eq!(s["reloads_failed"], 1, "baton counted the failed reload");
+    std::fs::write(&cfg, good).unwrap();
     drop(_baton);
     assert!(
         !expected.exists(),
