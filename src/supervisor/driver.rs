@@ -350,7 +350,6 @@ impl Supervisor {
     }
 
     fn on_notify(&mut self) {
-        let now = Instant::now();
         // a budget per turn: a sender in a tight loop must not keep the loop from the rest
         // (the socket stays readable, so the next turn goes on)
         // whose tree a sender belongs to, found in /proc once per sender and turn: a flood
@@ -365,6 +364,9 @@ impl Supervisor {
                     break;
                 }
             };
+            // the clock is read for each datagram: handling one may spawn a worker, and its
+            // send time is worked out from the time it has been queued until now
+            let now = Instant::now();
             let workers = self.core.worker_pids();
             let worker = dg.pid.map(|sender| {
                 *known
