@@ -68,6 +68,8 @@ pub struct Pipe {
     eof: bool,
     /// journald pushed back: the pipe is not read until the journal socket is writable.
     blocked: bool,
+    /// Bytes read and lines sent so far: whether output still moves.
+    moved: u64,
     pub origin: Origin,
 }
 
@@ -170,6 +172,7 @@ pub fn pipe(origin: Origin) -> io::Result<(Pipe, OwnedFd)> {
             buf: Vec::new(),
             eof: false,
             blocked: false,
+            moved: 0,
             origin,
         },
         w,
@@ -190,6 +193,12 @@ impl Pipe {
 
     /// Send what is pending, then read at most [`READ_BUDGET`] and send every complete line
     /// (and, at EOF, a partial last line).
+    /// How much this pipe has moved so far (bytes read, lines sent): it grows while output
+    /// flows, and stands still on a pipe that is silent or that journald does not take from.
+    pub fn moved(&self) -> u64 {
+        self.moved
+    }
+
     pub fn pump(&mut self, journal: &Journal) -> Pump {
         let mut chunk = [0u8; 16 * 1024];
         let mut read = 0;
@@ -209,6 +218,7 @@ impl Pipe {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     read += n;
+                    self.moved += n as u64;
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pump::Open,
@@ -240,6 +250,7 @@ impl Pipe {
                 break Err(full);
             }
             start += used;
+            self.moved += 1;
         };
         self.buf.drain(..start);
         result

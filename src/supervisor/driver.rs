@@ -95,7 +95,10 @@ struct Io {
     ignored_notes: RateLimit,
     /// Answers the clients have not read whole yet.
     outgoing: Vec<control::Outgoing>,
-    /// Stopping: the workers' output is forwarded until then at most.
+    /// Stopping: when the last worker exited, the workers' output last moved, and the
+    /// deadline that gives it up.
+    output_since: Option<Instant>,
+    output_moved: (u64, Instant),
     output_deadline: Option<Instant>,
 }
 
@@ -103,9 +106,13 @@ struct Io {
 const IGNORED_SHOWN: usize = 120;
 /// How long accepting control connections pauses when it fails (EMFILE, ENFILE, ENOBUFS).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// When baton stops, the workers' last output is forwarded for at most this long after the
-/// last worker exited (a helper that escaped the process group may hold a pipe open).
+/// When baton stops, the workers' last output is forwarded while it moves, and given up once
+/// it has stood still this long after the last worker exited (a helper that escaped the
+/// process group may hold a pipe open and silent)...
 const OUTPUT_AT_EXIT: Duration = Duration::from_secs(2);
+/// ...or this long after the last worker exited, however it moves (such a helper may also
+/// print without end).
+const OUTPUT_AT_EXIT_MAX: Duration = Duration::from_secs(30);
 /// At most this many notify datagrams are handled per loop turn.
 const NOTIFY_PER_TURN: usize = 256;
 /// At most this many control connections are accepted per loop turn.
@@ -208,6 +215,8 @@ impl Supervisor {
             accept_errors: RateLimit::new(1, Duration::from_secs(10)),
             ignored_notes: RateLimit::new(10, Duration::from_secs(10)),
             outgoing: Vec::new(),
+            output_since: None,
+            output_moved: (0, now),
             output_deadline: None,
         };
         for l in &io.listeners.list {
@@ -489,22 +498,30 @@ impl Io {
         .min()
     }
 
-    /// Once every worker is gone: whether their last output was sent (or `OUTPUT_AT_EXIT`
-    /// passed, which is said).
+    /// Once every worker is gone: whether their last output was sent, or stood still for
+    /// `OUTPUT_AT_EXIT` (`OUTPUT_AT_EXIT_MAX` at most), which is said.
     fn output_done(&mut self, now: Instant) -> bool {
-        let deadline = *self.output_deadline.get_or_insert(now + OUTPUT_AT_EXIT);
         if self.pipes.is_empty() {
             return true;
         }
+        let since = *self.output_since.get_or_insert(now);
+        let moved: u64 = self.pipes.iter().map(|p| p.moved()).sum();
+        if moved != self.output_moved.0 {
+            self.output_moved = (moved, now);
+        }
+        let still = self.output_moved.1.max(since);
+        let deadline = (still + OUTPUT_AT_EXIT).min(since + OUTPUT_AT_EXIT_MAX);
+        self.output_deadline = Some(deadline);
         if now < deadline {
             return false;
         }
         warn!(
             baton_event = "output_cut",
-            "{} output pipe(s) still open {} after the last worker exited: their rest is not \
-             forwarded",
+            "{} output pipe(s) still open {} after the last worker exited, their output standing \
+             still for {}: their rest is not forwarded",
             self.pipes.len(),
-            fmt_duration(OUTPUT_AT_EXIT)
+            fmt_duration(now.duration_since(since)),
+            fmt_duration(now.duration_since(still))
         );
         true
     }
