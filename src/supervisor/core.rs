@@ -566,10 +566,13 @@ impl Core {
                 Err(msg),
             ) => self.reject_reload(current, waiters, msg),
             (other, _) => {
-                // stopping meanwhile: those clients were answered; anything else cannot be
-                self.pending_reload
-                    .get_or_insert_with(Vec::new)
-                    .extend(waiters);
+                // the answer came when no reload could begin (baton stopping answered its
+                // clients already): any client left waits for the next one
+                if !waiters.is_empty() {
+                    self.pending_reload
+                        .get_or_insert_with(Vec::new)
+                        .extend(waiters);
+                }
                 other
             }
         };
