@@ -9,6 +9,7 @@
 pub mod check;
 pub mod config;
 pub mod control;
+pub mod handover;
 pub mod logging;
 pub mod manual;
 pub mod notify;

@@ -58,6 +58,30 @@ pub fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<String> {
     Ok(format!("{ty} {addr}"))
 }
 
+/// The local address of socket `fd` (getsockname), as [`super::SockAddr`]: what a trapped
+/// bind() is matched against.
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<super::SockAddr> {
+    use super::{SockAddr, UnixAddr};
+    use nsock::SockaddrLike;
+    let addr: nsock::SockaddrStorage = nsock::getsockname(fd.as_raw_fd())?;
+    if let Some(a) = addr.as_sockaddr_in() {
+        return Ok(SockAddr::Inet(std::net::SocketAddrV4::from(*a)));
+    }
+    if let Some(a) = addr.as_sockaddr_in6() {
+        return Ok(SockAddr::Inet6(std::net::SocketAddrV6::from(*a)));
+    }
+    if let Some(u) = addr.as_unix_addr() {
+        return Ok(SockAddr::Unix(match (u.path(), u.as_abstract()) {
+            (Some(p), _) => UnixAddr::Path(p.to_path_buf()),
+            (None, Some(name)) => UnixAddr::Abstract(name.to_vec()),
+            (None, None) => UnixAddr::Unnamed,
+        }));
+    }
+    Ok(SockAddr::Other {
+        family: addr.family().map_or(0, |f| f as u16),
+    })
+}
+
 /// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
 /// so that connections queue while no worker is accepting instead of being refused. Linux copies
 /// TCP_NODELAY to every connection accepted on it: an app that writes a response in two pieces
