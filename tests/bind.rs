@@ -1,0 +1,327 @@
+//! `handover = "bind"` (issue 15) with real apps, each unchanged: they bind their own port
+//! (from `PORT`), and baton answers that bind() with its own socket and their listen() with 0
+//! (`readiness.kind = "listen"`). A Node `server.listen(PORT)`, a static Go
+//! `ListenAndServe(":PORT")`, reloads under load with not one failed request; an app that also
+//! binds a port of its own keeps it; an app that binds the port twice gets baton's socket both
+//! times; and the config errors of the new keys.
+//!
+//! ```text
+//! cargo build --release --examples --bins
+//! cargo test --release --test bind -- --nocapture
+//! ```
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+/// A bind-mode config: `command`, `instances`, `PORT` in the environment (baton's socket's
+/// port, which the app binds itself), listen readiness.
+fn bind_config(command: &str, instances: usize, port: u16, ctl: &Path, env: &str) -> String {
+    format!(
+        r#"command = {command}
+instances = {instances}
+control = "{ctl}"
+handover = "bind"
+
+[env]
+PORT = "{port}"
+{env}
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "listen"
+timeout = "20s"
+
+[drain]
+timeout = "10s"
+"#,
+        ctl = ctl.display()
+    )
+}
+
+/// The pid in an answer "hello from … pid P".
+fn pid_in(body: &str) -> i32 {
+    body.split_whitespace()
+        .last()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {body:?}"))
+}
+
+/// Start baton on `command` in bind mode, then 5 reloads, one every 500 ms, under keep-alive
+/// and per-request load: each reload succeeds, the old pids are gone and the new ones serve,
+/// and not one request fails. Returns baton (still running) for more checks.
+fn reloads_under_load(name: &str, command: &str, instances: usize) -> Baton {
+    let baton = Baton::spawn(name, |port, ctl| {
+        bind_config(command, instances, port, ctl, "")
+    });
+    baton.wait_serving(Duration::from_secs(30));
+    let keep = Load::start(baton.port, "keepalive", 2, 300);
+    let close = Load::start(baton.port, "close", 2, 100);
+    baton.paced_reloads(
+        5,
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        |_| Vec::new(),
+        |_| {},
+    );
+    assert_no_failures(&keep.stop(), 100);
+    assert_no_failures(&close.stop(), 50);
+    // the last generation serves: its pids answer
+    let serving = baton.serving_pids();
+    assert_eq!(serving.len(), instances);
+    let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        serving.contains(&pid_in(&body)),
+        "{body} not from {serving:?}"
+    );
+    let log = baton.log_text();
+    // every worker of the 6 generations got the socket through its own bind
+    let binds = log.matches("baton_event=\"worker_bind\"").count();
+    assert!(binds >= 6 * instances, "{binds} worker_bind lines:\n{log}");
+    assert!(log.contains("it got socket `http`"), "{log}");
+    assert!(log.contains("ready (listen() on all 1 socket(s))"), "{log}");
+    baton
+}
+
+fn node(instances: usize) {
+    let _g = serial();
+    let app = repo_dir().join("tests/apps/bind.js");
+    let baton = reloads_under_load(
+        &format!("bind-node-{instances}"),
+        &format!("[\"node\", \"{}\"]", app.display()),
+        instances,
+    );
+    // Node binds [::]:PORT and gets baton's 0.0.0.0-family socket; it has no LISTEN_FDS
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!(
+            "bound [::]:{}: it got socket `http` (127.0.0.1:{})",
+            baton.port, baton.port
+        )),
+        "{log}"
+    );
+    let pid = baton.serving_pids()[0];
+    assert_eq!(env_of(pid, "LISTEN_FDS"), None);
+    assert_eq!(env_of(pid, "LISTEN_PID"), None);
+    assert!(env_of(pid, "NOTIFY_SOCKET").is_some());
+}
+
+#[test]
+fn node_binding_its_own_port_reloads_under_load_with_one_instance() {
+    node(1);
+}
+
+#[test]
+fn node_binding_its_own_port_reloads_under_load_with_two_instances() {
+    node(2);
+}
+
+#[test]
+fn node_binding_its_own_port_reloads_under_load_with_three_instances() {
+    node(3);
+}
+
+/// tests/apps/gobind built static (CGO_ENABLED=0) with Debian's golang-go, once per run.
+fn go_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = scratch("gobind-build");
+        let out = dir.join("gobind");
+        let st = Command::new("nice")
+            .args(["-n", "19", "go", "build", "-trimpath", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(repo_dir().join("tests/apps/gobind"))
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", std::env::temp_dir().join("baton-tests-gocache"))
+            .status()
+            .expect("run go build (apt-get install golang-go)");
+        assert!(st.success(), "go build: {st}");
+        out
+    })
+}
+
+/// A static Go server's `ListenAndServe(":PORT")` gets baton's socket (non-blocking, as Go
+/// made its own: its Shutdown returns) and reloads under load without a failed request.
+#[test]
+fn a_static_go_server_binding_its_own_port_reloads_under_load() {
+    let bin = go_binary();
+    let _g = serial();
+    let baton = reloads_under_load("bind-go", &format!("[\"{}\"]", bin.display()), 2);
+    let log = baton.log_text();
+    // Go's IPv6 probe binds [::1]:0 and [::]:0 first: those run untouched
+    assert!(log.contains("bound [::]:"), "{log}");
+    assert!(!log.contains("bound [::]:0"), "{log}");
+}
+
+/// A Python app that binds `PORT` (baton's) and `ADMIN` (its own) and answers on both with
+/// its pid and the port it accepted on; `TWICE=1`: it binds `PORT` a second time (IPv6),
+/// and serves both listeners.
+const PY_APP: &str = r#"
+import os, socket, selectors, sys
+pid = os.getpid()
+sel = selectors.DefaultSelector()
+def listener(family, host, port):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
+    sel.register(s, selectors.EVENT_READ, port)
+    print(f"app.py: pid={pid} fd={s.fileno()} bound {host}:{port}", flush=True)
+listener(socket.AF_INET, "0.0.0.0", int(os.environ["PORT"]))
+if os.environ.get("TWICE"):
+    listener(socket.AF_INET6, "::", int(os.environ["PORT"]))
+if os.environ.get("ADMIN"):
+    listener(socket.AF_INET, "127.0.0.1", int(os.environ["ADMIN"]))
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.recv(65536)
+        body = f"port {key.data} pid {pid}\n".encode()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        conn.close()
+"#;
+
+fn python_app(name: &str, env: &str) -> (Baton, PathBuf) {
+    let dir = scratch(name);
+    let app = dir.join("app.py");
+    std::fs::write(&app, PY_APP).expect("write app.py");
+    let command = format!("[\"python3\", \"{}\"]", app.display());
+    let baton = Baton::start(name, |port, ctl| bind_config(&command, 1, port, ctl, env));
+    (baton, app)
+}
+
+/// The inode of the socket at `fd` of `pid` ("socket:[123]").
+fn socket_at(pid: i32, fd: i32) -> String {
+    fd_target(pid, fd)
+}
+
+/// A second port the app binds for itself is not baton's: that bind runs untouched, and the
+/// app serves it.
+#[test]
+fn an_app_that_binds_a_port_of_its_own_still_gets_it() {
+    let admin = free_port();
+    let (baton, _) = python_app("bind-admin", &format!("ADMIN = \"{admin}\""));
+    let pid = baton.serving_pids()[0];
+    let (code, body) = http_get(admin, "/", Duration::from_secs(10)).expect("GET admin");
+    assert_eq!(code, 200);
+    assert_eq!(body, format!("port {admin} pid {pid}\n"));
+    let (_, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
+    assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
+    let log = baton.log_text();
+    assert_eq!(
+        log.matches("baton_event=\"worker_bind\"").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(&format!(":{admin}: it got")), "{log}");
+    // baton does not hold the admin port: only the app's own socket is bound there
+    let held = |p: i32| -> Vec<String> { fds(p).into_iter().map(|fd| socket_at(p, fd)).collect() };
+    let app_sockets = held(pid);
+    let baton_sockets = held(baton.pid());
+    let shared: Vec<&String> = app_sockets
+        .iter()
+        .filter(|s| s.starts_with("socket:") && baton_sockets.contains(s))
+        .collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "the app shares exactly baton's one socket: {shared:?}"
+    );
+}
+
+/// An app that binds baton's port twice (IPv4 and IPv6 listeners) gets baton's socket at both
+/// descriptors.
+#[test]
+fn a_worker_that_binds_the_port_twice_gets_the_socket_both_times() {
+    let (baton, _) = python_app("bind-twice", "TWICE = \"1\"");
+    let pid = baton.serving_pids()[0];
+    let baton_sockets: Vec<String> = fds(baton.pid())
+        .into_iter()
+        .map(|fd| socket_at(baton.pid(), fd))
+        .collect();
+    let wait = || {
+        fds(pid)
+            .into_iter()
+            .map(|fd| socket_at(pid, fd))
+            .filter(|s| s.starts_with("socket:") && baton_sockets.contains(s))
+            .count()
+    };
+    wait_for(
+        "two descriptors of the app on baton's socket",
+        Duration::from_secs(10),
+        || wait() == 2,
+    );
+    let log = baton.log_text();
+    assert_eq!(
+        log.matches("baton_event=\"worker_bind\"").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("bound 0.0.0.0:{}", baton.port)),
+        "{log}"
+    );
+    assert!(log.contains(&format!("bound [::]:{}", baton.port)), "{log}");
+    let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
+    assert_eq!(code, 200);
+    assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
+}
+
+/// `baton check` on a config: (success, stdout + stderr).
+fn check(name: &str, text: &str) -> (bool, String, PathBuf) {
+    let dir = scratch(name);
+    let path = dir.join("baton.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(baton_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("baton check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text, path)
+}
+
+#[test]
+fn listen_readiness_needs_bind_and_bind_refuses_http_and_tcp() {
+    let (ok, out, path) = check(
+        "bind-listen-fds",
+        "command = [\"/bin/true\"]\n[readiness]\nkind = \"listen\"\n",
+    );
+    assert!(!ok, "{out}");
+    let at = format!("{}:3:", path.display());
+    assert!(out.contains(&at) && out.contains("readiness.kind"), "{out}");
+    assert!(out.contains("handover = \"bind\""), "{out}");
+    for kind in ["http", "tcp"] {
+        let (ok, out, path) = check(
+            &format!("bind-{kind}"),
+            &format!(
+                "command = [\"/bin/true\"]\nhandover = \"bind\"\n[readiness]\nkind = \"{kind}\"\n"
+            ),
+        );
+        assert!(!ok, "{out}");
+        let at = format!("{}:4:", path.display());
+        assert!(out.contains(&at) && out.contains("readiness.kind"), "{out}");
+        assert!(
+            out.contains("use `listen`, `accepting`, `notify`, `exec` or `delay`"),
+            "{out}"
+        );
+    }
+    let (ok, out, _) = check(
+        "bind-ok",
+        "command = [\"/bin/true\"]\nhandover = \"bind\"\n[readiness]\nkind = \"listen\"\n",
+    );
+    assert!(ok, "{out}");
+}
