@@ -22,6 +22,18 @@ use common::*;
 /// A bind-mode config: `command`, `instances`, `PORT` in the environment (baton's socket's
 /// port, which the app binds itself), listen readiness.
 fn bind_config(command: &str, instances: usize, port: u16, ctl: &Path, env: &str) -> String {
+    bind_config_kind(command, instances, port, ctl, env, "listen")
+}
+
+/// [`bind_config`] with another readiness kind.
+fn bind_config_kind(
+    command: &str,
+    instances: usize,
+    port: u16,
+    ctl: &Path,
+    env: &str,
+    kind: &str,
+) -> String {
     format!(
         r#"command = {command}
 instances = {instances}
@@ -36,7 +48,7 @@ PORT = "{port}"
 http = "127.0.0.1:{port}"
 
 [readiness]
-kind = "listen"
+kind = "{kind}"
 timeout = "20s"
 
 [drain]
@@ -191,11 +203,17 @@ while True:
 "#;
 
 fn python_app(name: &str, env: &str) -> (Baton, PathBuf) {
+    python_app_kind(name, env, "listen")
+}
+
+fn python_app_kind(name: &str, env: &str, kind: &str) -> (Baton, PathBuf) {
     let dir = scratch(name);
     let app = dir.join("app.py");
     std::fs::write(&app, PY_APP).expect("write app.py");
     let command = format!("[\"python3\", \"{}\"]", app.display());
-    let baton = Baton::start(name, |port, ctl| bind_config(&command, 1, port, ctl, env));
+    let baton = Baton::start(name, |port, ctl| {
+        bind_config_kind(&command, 1, port, ctl, env, kind)
+    });
     (baton, app)
 }
 
@@ -274,6 +292,63 @@ fn a_worker_that_binds_the_port_twice_gets_the_socket_both_times() {
     let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(code, 200);
     assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
+}
+
+/// The observed `accepting` readiness works in bind mode too: the socket is found by its
+/// inode wherever the app's bind put it; and a reload swaps.
+#[test]
+fn accepting_readiness_sees_the_socket_a_bind_got() {
+    let (baton, _) = python_app_kind("bind-accepting", "", "accepting");
+    let log = baton.log_text();
+    assert!(log.contains("readiness check passed"), "{log}");
+    assert!(log.contains("baton_event=\"worker_bind\""), "{log}");
+    let old = baton.serving_pids();
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let new = baton.serving_pids();
+    assert!(new.iter().all(|p| !old.contains(p)), "{old:?} {new:?}");
+    let (_, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
+    assert!(new.contains(&pid_in(&body)), "{body}");
+}
+
+/// Where the kernel refuses the filter, the generation fails with the reason, never running
+/// the app untrapped: here an inner `baton run` is itself a worker of a bind-mode baton, and
+/// the kernel allows one listener filter per process tree (EBUSY).
+#[test]
+fn a_refused_filter_fails_the_generation_with_the_reason() {
+    let inner_dir = scratch("bind-inner");
+    let inner = inner_dir.join("inner.toml");
+    let inner_port = free_port();
+    std::fs::write(
+        &inner,
+        format!(
+            "command = [\"/bin/sleep\", \"60\"]\ncontrol = \"{}\"\nhandover = \"bind\"\n\
+             [sockets]\nhttp = \"127.0.0.1:{inner_port}\"\n[readiness]\nkind = \"listen\"\n",
+            inner_dir.join("ctl.sock").display()
+        ),
+    )
+    .expect("inner config");
+    let command = format!(
+        "[\"{}\", \"run\", \"--config\", \"{}\"]",
+        baton_bin().display(),
+        inner.display()
+    );
+    let baton = Baton::spawn("bind-outer", |port, ctl| {
+        bind_config_kind(&command, 1, port, ctl, "", "delay\"\ndelay = \"0s")
+    });
+    wait_for("the inner baton's failure", Duration::from_secs(20), || {
+        baton.log_text().contains("failed to start")
+    });
+    let log = baton.log_text();
+    let line = log.lines().find(|l| l.contains("could not be started"));
+    eprintln!("  {}", line.unwrap_or_default());
+    assert!(
+        log.contains(
+            "instance 0 could not be started: handover = \"bind\": the kernel refused the \
+             bind() trap: seccomp: "
+        ) && log.contains("Device or resource busy"),
+        "{log}"
+    );
 }
 
 /// `baton check` on a config: (success, stdout + stderr).

@@ -921,7 +921,15 @@ impl Io {
             writers.get(1).map(|w| w.as_fd()),
         );
         drop(writers); // the child has its copies; EOF comes when it (and its tree) is done
-        let spawned = spawned.map_err(|e| e.to_string())?;
+        let spawned = spawned.map_err(|e| {
+            let e = e.to_string();
+            let trap = ["no_new_privs", "seccomp"].iter().any(|s| e.starts_with(s));
+            match recipe.traps_bind() && trap {
+                // never run untrapped: the worker fails, with the reason
+                true => format!("handover = \"bind\": the kernel refused the bind() trap: {e}"),
+                false => e,
+            }
+        })?;
         let pid = spawned.pid;
         for p in pipes.iter_mut() {
             p.origin.pid = pid;
