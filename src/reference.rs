@@ -178,7 +178,8 @@ pub const KEYS: &[Key] = &[
             forks) and answers a bind of the port of one of its sockets (any address: wildcard, \
             loopback or the socket's own, either family; a unix socket by its path) with that \
             socket, so every generation accepts on the same socket; every other bind (an admin \
-            port of the app's own, port 0) runs untouched, and `listen()` on a handed socket \
+            port of the app's own, port 0, a socket of another type such as UDP on the same \
+            port) runs untouched, and `listen()` on a handed socket \
             leaves baton's backlog. The worker gets no descriptor and no `LISTEN_*` variable. \
             The filter needs no_new_privs: setuid and file capabilities grant nothing in the \
             worker's tree. x86-64 with Linux 5.9 or later; where the filter is refused, \

@@ -176,7 +176,8 @@ fn a_static_go_server_binding_its_own_port_reloads_under_load() {
 
 /// A Python app that binds `PORT` (baton's) and `ADMIN` (its own) and answers on both with
 /// its pid and the port it accepted on; `TWICE=1`: it binds `PORT` a second time (IPv6),
-/// and serves both listeners.
+/// and serves both listeners; `UDP=1`: it first binds a UDP socket to `PORT` too (as HTTP/3
+/// servers do) and answers each datagram with its pid.
 const PY_APP: &str = r#"
 import os, socket, selectors, sys
 pid = os.getpid()
@@ -188,6 +189,10 @@ def listener(family, host, port):
     s.listen(16)
     sel.register(s, selectors.EVENT_READ, port)
     print(f"app.py: pid={pid} fd={s.fileno()} bound {host}:{port}", flush=True)
+if os.environ.get("UDP"):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", int(os.environ["PORT"])))
+    sel.register(u, selectors.EVENT_READ, "udp")
 listener(socket.AF_INET, "0.0.0.0", int(os.environ["PORT"]))
 if os.environ.get("TWICE"):
     listener(socket.AF_INET6, "::", int(os.environ["PORT"]))
@@ -195,8 +200,17 @@ if os.environ.get("ADMIN"):
     listener(socket.AF_INET, "127.0.0.1", int(os.environ["ADMIN"]))
 while True:
     for key, _ in sel.select():
+        if key.data == "udp":
+            _, peer = key.fileobj.recvfrom(2048)
+            key.fileobj.sendto(f"udp pid {pid}\n".encode(), peer)
+            continue
         conn, _ = key.fileobj.accept()
-        conn.recv(65536)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            head += chunk
         body = f"port {key.data} pid {pid}\n".encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
         conn.close()
@@ -291,6 +305,30 @@ fn a_worker_that_binds_the_port_twice_gets_the_socket_both_times() {
     assert!(log.contains(&format!("bound [::]:{}", baton.port)), "{log}");
     let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(code, 200);
+    assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
+}
+
+/// A UDP socket the app binds to the port of baton's TCP socket keeps its own: only a socket
+/// of the same type is replaced.
+#[test]
+fn a_udp_bind_of_the_sockets_port_is_not_handed_the_tcp_socket() {
+    let (baton, _) = python_app("bind-udp", "UDP = \"1\"");
+    let pid = baton.serving_pids()[0];
+    let log = baton.log_text();
+    assert_eq!(
+        log.matches("baton_event=\"worker_bind\"").count(),
+        1,
+        "{log}"
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send_to(b"hi", ("127.0.0.1", baton.port)).expect("send");
+    let mut buf = [0u8; 64];
+    let n = udp
+        .recv(&mut buf)
+        .expect("the app answers on its own UDP socket");
+    assert_eq!(&buf[..n], format!("udp pid {pid}\n").as_bytes());
+    let (_, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
 }
 

@@ -98,6 +98,8 @@ struct Io {
     socket_inodes: Vec<(String, u64)>,
     /// Each listening socket's local address (what a trapped bind() is matched against).
     socket_addrs: Vec<SockAddr>,
+    /// Each listening socket's type (SOCK_STREAM, …): only an app socket of that type gets it.
+    socket_types: Vec<i32>,
     /// The O_NONBLOCK mode each socket was last given for a bind-mode worker.
     modes: Modes,
     /// Failed answers to trapped calls are logged at this rate at most.
@@ -224,6 +226,7 @@ impl Supervisor {
             pipes: Vec::new(),
             socket_inodes: Vec::new(),
             socket_addrs: Vec::new(),
+            socket_types: Vec::new(),
             modes: Modes::default(),
             trap_errors: RateLimit::new(10, Duration::from_secs(10)),
             accept_paused_until: None,
@@ -239,6 +242,8 @@ impl Supervisor {
             // a socket whose address cannot be read is matched by no bind
             let addr = sys::local_addr(l.fd.as_fd()).unwrap_or(SockAddr::Other { family: 0 });
             io.socket_addrs.push(addr);
+            io.socket_types
+                .push(sys::socket_type(l.fd.as_fd()).unwrap_or(-1));
         }
         if setup.capture_output {
             match output::Journal::connect() {
@@ -1110,10 +1115,8 @@ impl Io {
         let Some(i) = handover::matching_socket(&asked, &self.socket_addrs) else {
             return trap.respond_continue(n.id);
         };
-        // only a socket of the app is replaced: anything else gets the kernel's own answer
-        let flags = match (sys::proc_fd_kind(n.pid, fd), sys::fd_flags(n.pid, fd)) {
-            (Ok(sys::FdKind::Socket(_)), Ok(flags)) => flags,
-            _ => return trap.respond_continue(n.id),
+        let Some(flags) = self.replaceable(n.pid, fd, i) else {
+            return trap.respond_continue(n.id);
         };
         self.give_mode(i, flags & libc::O_NONBLOCK != 0, slot.generation);
         let cloexec = flags & libc::O_CLOEXEC != 0;
@@ -1132,6 +1135,25 @@ impl Io {
             handover::describe(&self.socket_addrs[i]),
         );
         Ok(())
+    }
+
+    /// The file status flags of the app's descriptor `fd` (of thread `tid`) if baton's socket
+    /// `i` may replace it: it is a socket, and of the same type (a UDP socket bound to the
+    /// port of a TCP one, as HTTP/3 servers do, keeps its own). Anything else gets the
+    /// kernel's own answer. When the type cannot be read (no pidfd_getfd), the address decides.
+    fn replaceable(&self, tid: Pid, fd: i32, i: usize) -> Option<i32> {
+        let flags = match (sys::proc_fd_kind(tid, fd), sys::fd_flags(tid, fd)) {
+            (Ok(sys::FdKind::Socket(_)), Ok(flags)) => flags,
+            _ => return None,
+        };
+        match sys::proc_tgid(tid).and_then(|tgid| sys::socket_type_of(tgid, fd)) {
+            Ok(ty) if Some(&ty) != self.socket_types.get(i) => None,
+            Ok(_) => Some(flags),
+            Err(e) => {
+                debug!("thread {tid}: the type of its socket {fd} is unknown ({e})");
+                Some(flags)
+            }
+        }
     }
 
     /// Give shared socket `i` the blocking mode a worker of `generation` created its own
