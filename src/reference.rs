@@ -66,7 +66,9 @@ pub const KINDS: &[Kind] = &[
             `listen()` on every one of baton's sockets, each handed to it through its own \
             `bind()`; event-driven (baton answers that very call), nothing is sent to the app; \
             the moment a server starts accepting. Combine it with `stable` to catch an app that \
-            dies just after",
+            dies just after. An app that skips `listen()` on a socket that already listens \
+            (gunicorn checks `SO_ACCEPTCONN`, as for a socket from systemd) never passes it: \
+            use `notify` or `accepting` for it",
     },
     Kind {
         name: "http",

@@ -1069,6 +1069,10 @@ impl Io {
         slot: SlotId,
         n: &Notification,
     ) -> Option<Event> {
+        debug!(
+            "worker {worker}: thread {} trapped in {:?}",
+            n.pid, n.syscall
+        );
         let answered = match n.syscall {
             Syscall::Bind { fd, .. } => self.answer_bind(trap, worker, slot, n, fd),
             Syscall::Listen { fd, .. } => match self.listened_socket(n.pid, fd) {
