@@ -121,6 +121,11 @@ fn node(instances: usize) {
         "{log}"
     );
     let pid = baton.serving_pids()[0];
+    // no workers' fd in `baton status`: the app has the socket where its bind put it
+    assert_eq!(
+        baton.status().expect("status")["sockets"][0]["worker_fd"],
+        serde_json::Value::Null
+    );
     assert_eq!(env_of(pid, "LISTEN_FDS"), None);
     assert_eq!(env_of(pid, "LISTEN_PID"), None);
     assert!(env_of(pid, "NOTIFY_SOCKET").is_some());

@@ -27,7 +27,7 @@ use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Syst
 use super::fmt_duration;
 use super::plan::{Check, NicePlan};
 use super::timers::SlotId;
-use crate::config::{Config, ReadinessKind};
+use crate::config::{Config, Handover, ReadinessKind};
 use crate::control::{self, Client, Incoming, Request};
 use crate::handover::{self, ModeChange, Modes};
 use crate::notify::{Manager, Message};
@@ -511,7 +511,8 @@ impl Io {
                 .map(|(l, worker_fd)| control::SocketStatus {
                     name: l.name.clone(),
                     fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd),
-                    worker_fd: Some(worker_fd),
+                    // in bind mode the app gets the socket wherever its own bind() put it
+                    worker_fd: (self.boot_config.handover == Handover::Fds).then_some(worker_fd),
                     address: l.address.clone(),
                     source: l.source.into(),
                 })
