@@ -236,15 +236,7 @@ impl Supervisor {
             outgoing: Vec::new(),
             output_deadline: None,
         };
-        for l in &io.listeners.list {
-            let inode = sys::inode(l.fd.as_fd())?;
-            io.socket_inodes.push((l.name.clone(), inode));
-            // a socket whose address cannot be read is matched by no bind
-            let addr = sys::local_addr(l.fd.as_fd()).unwrap_or(SockAddr::Other { family: 0 });
-            io.socket_addrs.push(addr);
-            io.socket_types
-                .push(sys::socket_type(l.fd.as_fd()).unwrap_or(-1));
-        }
+        io.learn_sockets()?;
         if setup.capture_output {
             match output::Journal::connect() {
                 Ok(j) => io.journal = Some(j),
@@ -484,6 +476,21 @@ impl Supervisor {
 }
 
 impl Io {
+    /// Each socket's inode (what `accepting` and a trapped listen() look for), local address
+    /// and type (what a trapped bind() is matched against).
+    fn learn_sockets(&mut self) -> std::io::Result<()> {
+        for l in &self.listeners.list {
+            let inode = sys::inode(l.fd.as_fd())?;
+            self.socket_inodes.push((l.name.clone(), inode));
+            // a socket whose address cannot be read is matched by no bind
+            let addr = sys::local_addr(l.fd.as_fd()).unwrap_or(SockAddr::Other { family: 0 });
+            self.socket_addrs.push(addr);
+            let ty = sys::socket_type(l.fd.as_fd()).unwrap_or(-1);
+            self.socket_types.push(ty);
+        }
+        Ok(())
+    }
+
     fn announce(&self) {
         for l in &self.listeners.list {
             info!(
