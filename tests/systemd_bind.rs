@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 #[path = "sdbox/harness.rs"]
+#[allow(unused_imports)] // the harness's load client is not used here
 mod harness;
 use harness::*;
 
