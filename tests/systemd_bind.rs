@@ -63,4 +63,15 @@ fn a_bind_mode_app_under_the_template_reloads_with_systemctl() {
         journal.contains("ready (listen() on all 1 socket(s))"),
         "{journal}"
     );
+    // where the environment refuses the filter, `baton check` (the units' ExecStartPre) says so
+    let out = bx.sh(
+        "systemd-run --quiet --wait --pipe -p SystemCallFilter=~seccomp -p SystemCallErrorNumber=EPERM \
+         /usr/bin/baton check --strict --config /etc/baton/bindapp.toml",
+    );
+    assert!(!out.ok(), "{out}");
+    assert!(
+        out.to_string()
+            .contains("handover = \"bind\" cannot trap the workers' bind() here"),
+        "{out}"
+    );
 }

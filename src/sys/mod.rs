@@ -37,8 +37,8 @@ pub use proc::{
     read_process_memory, wait_call, FdKind, WaitCall,
 };
 pub use seccomp::{
-    decode_sockaddr, fd_flags, set_nonblocking, Notification, SeccompListener, SockAddr, Syscall,
-    UnixAddr,
+    decode_sockaddr, fd_flags, set_nonblocking, supported as trap_bind_supported, Notification,
+    SeccompListener, SockAddr, Syscall, UnixAddr,
 };
 pub use signal::{
     kill, kill_group, reap_one, set_child_subreaper, signal_name, ExitStatus, SignalFd,
