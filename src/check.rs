@@ -11,7 +11,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ReadinessKind};
+use crate::config::{Config, Handover, ReadinessKind};
 use crate::sys;
 use crate::worker;
 
@@ -97,6 +97,14 @@ pub fn findings(config: &Config) -> Vec<Finding> {
     }
     if let Some(m) = probe_socket_advice(config) {
         out.push(Finding::advice("readiness.kind", m));
+    }
+    if config.handover == Handover::Bind {
+        if let Err(e) = sys::trap_bind_supported() {
+            out.push(Finding::run_time(
+                "handover",
+                format!("handover = \"bind\" cannot trap the workers' bind() here: {e}"),
+            ));
+        }
     }
     out
 }

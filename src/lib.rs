@@ -10,6 +10,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod handover;
 pub mod logging;
 pub mod manual;
 pub mod notify;

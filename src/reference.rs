@@ -61,15 +61,26 @@ pub const KINDS: &[Kind] = &[
             for apps that take fd 3 and send no READY=1",
     },
     Kind {
+        name: "listen",
+        ready_when: "with `handover = \"bind\"` only: the worker's process tree called \
+            `listen()` on every one of baton's sockets, each handed to it through its own \
+            `bind()`; event-driven (baton answers that very call), nothing is sent to the app; \
+            the moment a server starts accepting. Combine it with `stable` to catch an app that \
+            dies just after. An app that skips `listen()` on a socket that already listens \
+            (gunicorn checks `SO_ACCEPTCONN`, as for a socket from systemd) never passes it: \
+            use `notify` or `accepting` for it",
+    },
+    Kind {
         name: "http",
         ready_when: "`GET path` answers 2xx on a private socket given to that worker only (an \
             extra fd after the shared ones, named `baton-probe` in `LISTEN_FDNAMES`); only for \
-            apps that serve every passed socket, like gunicorn or `listenfd`-based servers",
+            apps that serve every passed socket, like gunicorn or `listenfd`-based servers; not \
+            with `handover = \"bind\"`, which passes no descriptor",
     },
     Kind {
         name: "tcp",
         ready_when: "a connection to that private socket (`baton-probe`, as for `http`) is \
-            accepted",
+            accepted; not with `handover = \"bind\"`",
     },
     Kind {
         name: "exec",
@@ -155,6 +166,29 @@ pub const KEYS: &[Key] = &[
             when it is missing or not a directory (an error with `--strict`).",
     },
     Key {
+        key: "handover",
+        ty: "string",
+        default: DefaultIs::Value(r#""fds""#),
+        allowed: "`fds`, `bind`",
+        kinds: &[],
+        example: r#"handover = "bind""#,
+        doc: "How a worker gets baton's sockets. `fds`: socket activation, the sockets at fd \
+            3, 4, … with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`; the app must take \
+            them. `bind`: for an app that binds its own port, unchanged (`server.listen(3000)`, \
+            `http.ListenAndServe(\":8080\")`, `uvicorn --port`): baton traps the worker's \
+            `bind()` and `listen()` with a seccomp filter (inherited by every process it \
+            forks) and answers a bind of the port of one of its sockets (any address: wildcard, \
+            loopback or the socket's own, either family; a unix socket by its path) with that \
+            socket, so every generation accepts on the same socket; every other bind (an admin \
+            port of the app's own, port 0, a socket of another type such as UDP on the same \
+            port) runs untouched, and `listen()` on a handed socket \
+            leaves baton's backlog. The worker gets no descriptor and no `LISTEN_*` variable. \
+            The filter needs no_new_privs: setuid and file capabilities grant nothing in the \
+            worker's tree. x86-64 with Linux 5.9 or later; where the filter is refused, \
+            `baton run` and each reload fail with the reason. Readiness `http` and `tcp` are \
+            refused (they need the private probe socket): use `listen`.",
+    },
+    Key {
         key: "env.NAME",
         ty: "string",
         default: DefaultIs::Text("none: the workers get baton's environment"),
@@ -189,7 +223,8 @@ pub const KEYS: &[Key] = &[
         key: "readiness.kind",
         ty: "string",
         default: DefaultIs::Value(r#""notify""#),
-        allowed: "`notify`, `accepting`, `http`, `tcp`, `exec`, `delay` (the readiness kinds, \
+        allowed: "`notify`, `accepting`, `listen` (only with `handover = \"bind\"`), `http`, \
+            `tcp` (not with `handover = \"bind\"`), `exec`, `delay` (the readiness kinds, \
             described below)",
         kinds: &[],
         example: r#"kind = "notify""#,
@@ -636,11 +671,15 @@ mod tests {
             }
         }
         let mut text = String::new();
-        let top: Vec<&str> = if table.is_empty() {
+        let mut top: Vec<&str> = if table.is_empty() {
             lines.to_vec()
         } else {
             vec![]
         };
+        // `listen` works only in bind mode
+        if kind == Some("listen") && !top.iter().any(|l| l.starts_with("handover")) {
+            top.push(r#"handover = "bind""#);
+        }
         if !top.iter().any(|l| l.starts_with("command")) {
             text.push_str(MIN);
         }

@@ -280,7 +280,9 @@ impl Spec {
              # @system-service plus @pkey: @system-service of systemd 252 (Debian 12) lacks the memory\n\
              # protection keys, and V8 (Node.js) calls pkey_alloc at start-up. Checked under this\n\
              # filter: Node 20, CPython 3.11 (gunicorn, uvicorn), a static Go binary, OpenJDK 17.\n\
-             SystemCallFilter=@system-service @pkey\n\
+             # seccomp: with handover = \"bind\" baton installs its bind()/listen() trap in each\n\
+             # worker (a filter only ever restricts the process that installs it and its children).\n\
+             SystemCallFilter=@system-service @pkey seccomp\n\
              # A call outside the filter fails with EPERM instead of killing the process (SIGSYS).\n\
              SystemCallErrorNumber=EPERM\n\
              # Root without capabilities: the sockets come from systemd, baton only signals its own\n\
@@ -453,7 +455,7 @@ mod tests {
         assert!(svc.contains(&format!(
             "\nExecStartPre=/usr/bin/baton check{CHECK_ARGS} --config /etc/baton/shop.toml\n"
         )));
-        assert!(svc.contains("\nSystemCallFilter=@system-service @pkey\n"));
+        assert!(svc.contains("\nSystemCallFilter=@system-service @pkey seccomp\n"));
         assert!(svc.contains("Type=notify\n"));
         assert!(svc.starts_with(
             "# shop.service: baton supervising the app of /etc/baton/shop.toml.\n\

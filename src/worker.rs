@@ -1,10 +1,13 @@
-//! Starting one worker process the socket-activation way.
+//! Starting one worker process, the socket-activation way or the bind way.
 //!
-//! Owns the recipe for a worker's environment and descriptors: the shared listening sockets at
-//! fd 3.., an optional private probe socket after them, `LISTEN_FDS`, `LISTEN_FDNAMES`,
-//! `LISTEN_PID` (filled in by [`sys::spawn`] with the child's own pid), `NOTIFY_SOCKET`,
-//! `BATON_GENERATION`, `BATON_INSTANCE`, the config's `[env]`. Variables that belong to baton
-//! itself (its own NOTIFY_SOCKET, watchdog, LISTEN_*) never reach a worker.
+//! Owns the recipe for a worker's environment and descriptors. With `handover = "fds"`: the
+//! shared listening sockets at fd 3.., an optional private probe socket after them,
+//! `LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID` (filled in by [`sys::spawn_child`] with the
+//! child's own pid). With `handover = "bind"`: none of those; the worker's bind() and listen()
+//! are trapped instead ([`sys::Spawn::trap_bind`]) and its filter's listener comes back with
+//! its pid. Always `NOTIFY_SOCKET`, `BATON_GENERATION`, `BATON_INSTANCE`, the config's
+//! `[env]`. Variables that belong to baton itself (its own NOTIFY_SOCKET, watchdog, LISTEN_*)
+//! never reach a worker.
 //!
 //! This module starts processes; it never signals or waits for them (the supervisor does).
 
@@ -14,7 +17,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, Handover};
 use crate::sockets::Listeners;
 use crate::sys::{self, Pid};
 
@@ -98,6 +101,8 @@ fn inherited_env() -> Vec<(OsString, OsString)> {
 /// all share built, `/dev/null` opened, once per generation rather than once per worker.
 pub struct Recipe {
     spawn: sys::Spawn,
+    /// `handover = "bind"`: no descriptors passed, bind() and listen() trapped.
+    bind: bool,
     /// Whether each worker gets a private probe socket after the shared ones.
     probe: bool,
     /// (startup nice, running nice) when a worker starts at a higher nice value than it runs
@@ -119,6 +124,16 @@ impl Recipe {
     ) -> io::Result<Recipe> {
         let program = resolve_program(&config.command[0], config.cwd.as_deref())?;
         let mut sp = sys::Spawn::new(&program, &config.command)?;
+        let bind = config.handover == Handover::Bind;
+        if bind {
+            // never a silent fallback to an untrapped worker: the generation fails with this
+            sp.trap_bind(true).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("handover = \"bind\" cannot trap the workers' bind(): {e}"),
+                )
+            })?;
+        }
         let mut names = listeners.names();
         if probe {
             names.push(PROBE_FDNAME.to_string());
@@ -132,11 +147,18 @@ impl Recipe {
         for (k, v) in &config.env {
             sp.env(OsStr::new(k), OsStr::new(v))?;
         }
-        sp.env(
-            OsStr::new("LISTEN_FDS"),
-            OsStr::new(&names.len().to_string()),
-        )?;
-        sp.env(OsStr::new("LISTEN_FDNAMES"), OsStr::new(&names.join(":")))?;
+        // In bind mode the app gets no descriptor and no LISTEN_* variable: it binds its own
+        // port and gets baton's socket through that bind. Passing the sockets too would make
+        // a socket-activation-aware app (one that reads LISTEN_FDS when it is set) serve fd 3
+        // and never bind, so `listen` readiness would never see it; and an app that does not
+        // read them would hold an unused duplicate of every socket for its whole life.
+        if !bind {
+            sp.env(
+                OsStr::new("LISTEN_FDS"),
+                OsStr::new(&names.len().to_string()),
+            )?;
+            sp.env(OsStr::new("LISTEN_FDNAMES"), OsStr::new(&names.join(":")))?;
+        }
         sp.env(OsStr::new("NOTIFY_SOCKET"), notify_path.as_os_str())?;
         sp.env(
             OsStr::new("BATON_GENERATION"),
@@ -151,7 +173,8 @@ impl Recipe {
         let drain_nice = (drain > sys::worker_nice()).then_some(drain);
         Ok(Recipe {
             spawn: sp,
-            probe,
+            bind,
+            probe: probe && !bind,
             nice,
             drain_nice,
         })
@@ -174,8 +197,13 @@ impl Recipe {
         self.probe
     }
 
-    /// Start one worker; returns its pid once it has exec'd. `probe` is given exactly when
-    /// [`Recipe::wants_probe`].
+    /// Whether workers bind their own port (`handover = "bind"`).
+    pub fn traps_bind(&self) -> bool {
+        self.bind
+    }
+
+    /// Start one worker; returns its pid once it has exec'd, and in bind mode the listener of
+    /// its bind()/listen() trap. `probe` is given exactly when [`Recipe::wants_probe`].
     pub fn spawn(
         &self,
         listeners: &Listeners,
@@ -183,26 +211,29 @@ impl Recipe {
         probe: Option<&ProbeSocket>,
         stdout: Option<BorrowedFd<'_>>,
         stderr: Option<BorrowedFd<'_>>,
-    ) -> io::Result<Pid> {
+    ) -> io::Result<sys::Spawned> {
         let mut child = sys::Child::new();
-        let mut fds: Vec<BorrowedFd<'_>> = listeners.fds();
-        if let Some(p) = probe {
-            fds.push(p.fd.as_fd());
-        }
         child.env(
             OsStr::new("BATON_INSTANCE"),
             OsStr::new(&instance.to_string()),
         )?;
-        child.pass_fds(&fds, true);
+        if !self.bind {
+            let mut fds: Vec<BorrowedFd<'_>> = listeners.fds();
+            if let Some(p) = probe {
+                fds.push(p.fd.as_fd());
+            }
+            child.pass_fds(&fds, true);
+        }
         child.stdio(stdout, stderr);
-        let pid = sys::spawn(&self.spawn, &child)?;
+        let spawned = sys::spawn_child(&self.spawn, &child)?;
+        let pid = spawned.pid;
         if let Some((startup, _)) = self.nice {
             // It has just exec'd, so its group is this one process. Raising a nice value
             // needs no privilege; should it fail anyway, the worker merely starts at its
             // running priority (and it is running: no error may hide it from the supervisor).
             let _ = sys::renice_group(pid, startup);
         }
-        Ok(pid)
+        Ok(spawned)
     }
 }
 

@@ -8,11 +8,13 @@
 #   PyPI: gunicorn + uvicorn in the venv /opt/baton-tests/venv of Debian's python3
 #         (tests/runtimes.rs: under the units' ProtectHome=yes an interpreter or venv under /home
 #         or /root, e.g. pyenv's, is hidden)
+#   npm:  express, pinned by tests/apps/express/package-lock.json, in /opt/baton-tests/node
+#         (tests/bind.rs runs the Express server of a common zero-downtime guide)
 #   packaging/build.sh --tools-only: cargo-deb, rpm, lintian, rpmlint (tests/packaging.rs)
 set -euo pipefail
 bash "$(dirname "$0")/need-commands.sh" systemd-notify:systemd systemd-socket-activate:systemd \
   unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs go:golang-go \
-  javac:openjdk-17-jdk-headless
+  javac:openjdk-17-jdk-headless npm:npm
 GUNICORN_VERSION=27.0.1
 if ! python3 -c "import gunicorn, sys; sys.exit(gunicorn.__version__ != '$GUNICORN_VERSION')" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "gunicorn==$GUNICORN_VERSION"
@@ -23,6 +25,16 @@ if [ "$("$VENV/bin/python" -m pip freeze 2>/dev/null | sort | tr '\n' ' ')" != "
   dpkg -s python3-venv >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${VENV_PINS[@]}"
+fi
+# tests/bind.rs: express from npm, exactly as the lockfile says, outside /root and the repo
+EXPRESS_SRC="$(dirname "$0")/apps/express"
+EXPRESS_DIR=/opt/baton-tests/node
+if ! cmp -s "$EXPRESS_SRC/package-lock.json" "$EXPRESS_DIR/package-lock.json" \
+  || ! cmp -s "$EXPRESS_SRC/package.json" "$EXPRESS_DIR/package.json" \
+  || [ ! -f "$EXPRESS_DIR/node_modules/express/package.json" ]; then
+  mkdir -p "$EXPRESS_DIR"
+  cp "$EXPRESS_SRC/package.json" "$EXPRESS_SRC/package-lock.json" "$EXPRESS_DIR/"
+  (cd "$EXPRESS_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 # tests/packaging.rs: cargo-deb (cargo install, cached in ~/.cargo/bin), rpm, lintian, rpmlint
 bash "$(dirname "$0")/../packaging/build.sh" --tools-only

@@ -14,6 +14,7 @@
 //! instances = 2                            # 1..=1024, default 1
 //! control   = "/run/baton/api/control.sock"  # optional control socket path
 //! cwd       = "/srv/app"                   # optional working directory of workers
+//! handover  = "fds"                        # fds (sockets at fd 3..) | bind (the app's bind())
 //!
 //! [env]                                    # extra environment for workers
 //! PYTHONUNBUFFERED = "1"
@@ -22,7 +23,7 @@
 //! http = "127.0.0.1:8080"                  # "IPv4:port", "[IPv6]:port", "unix:/path" or "/path"
 //!
 //! [readiness]
-//! kind          = "notify"                 # notify | accepting | http | tcp | exec | delay
+//! kind          = "notify"                 # notify | accepting | listen | http | tcp | exec | delay
 //! timeout       = "30s"
 //! path          = "/healthz"               # http only, default "/"
 //! interval      = "200ms"                  # accepting (default 50ms), http, tcp, exec
@@ -68,7 +69,7 @@ mod validate;
 
 pub use duration::{parse_duration, MAX_DURATION};
 pub use error::ConfigError;
-pub use readiness::{Readiness, ReadinessKind};
+pub use readiness::{Handover, Readiness, ReadinessKind};
 pub use signal::StopSignal;
 pub use socket::{check_control_path, notify_path, SocketAddrSpec, SocketSpec};
 
@@ -132,6 +133,8 @@ pub struct Config {
     pub control: Option<PathBuf>,
     /// Working directory of the workers, if any.
     pub cwd: Option<PathBuf>,
+    /// How a worker gets baton's sockets: at fd 3.. (`fds`) or through its own bind().
+    pub handover: Handover,
     /// Extra environment for the workers.
     pub env: BTreeMap<String, String>,
     /// Fallback sockets (used only when systemd passed none), in the order
@@ -408,6 +411,7 @@ backoff_max     = "1m"
                 instances: 2,
                 control: Some("/run/baton/api.sock".into()),
                 cwd: Some("/srv/app".into()),
+                handover: Handover::Fds,
                 env: [("PYTHONUNBUFFERED", "1"), ("RUST_LOG", "info")]
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))

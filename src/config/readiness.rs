@@ -1,6 +1,7 @@
-//! The readiness kinds: [`Readiness`] and [`ReadinessKind`] (notify, accepting, http, tcp,
-//! exec, delay), which optional keys each kind accepts, their defaults, and the conversion of
-//! `[readiness]` into them.
+//! The readiness kinds: [`Readiness`] and [`ReadinessKind`] (notify, accepting, listen, http,
+//! tcp, exec, delay), which optional keys each kind accepts, their defaults, and the conversion
+//! of `[readiness]` into them; and [`Handover`] (the top-level `handover`), which decides which
+//! kinds can work at all.
 //!
 //! Must never probe anything: the checks themselves run in `crate::readiness`.
 
@@ -15,6 +16,27 @@ use super::{
     DEFAULT_ACCEPTING_INTERVAL, DEFAULT_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_READY_TIMEOUT,
     DEFAULT_STARTUP_NICE, MAX_INSTANCES,
 };
+use toml::Spanned;
+
+/// How a worker gets baton's listening sockets (the top-level `handover`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Handover {
+    /// Socket activation: the sockets at fd 3.. with `LISTEN_FDS` (the app must take them).
+    #[default]
+    Fds,
+    /// The app binds its own port: baton traps its bind() and listen() (seccomp user
+    /// notification) and answers a bind of one of its sockets' ports with that socket.
+    Bind,
+}
+
+impl Handover {
+    pub fn name(self) -> &'static str {
+        match self {
+            Handover::Fds => "fds",
+            Handover::Bind => "bind",
+        }
+    }
+}
 
 /// How a worker proves it is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +103,9 @@ pub enum ReadinessKind {
     /// blocked in accept/poll/select on it, or the socket in one of its epoll sets), as seen
     /// in /proc every `interval`. Needs no app change.
     Accepting { interval: Duration },
+    /// With `handover = "bind"`: the worker's process tree called listen() on every socket
+    /// baton handed it through its bind(). Event-driven, no polling.
+    Listen,
 }
 
 impl ReadinessKind {
@@ -93,6 +118,7 @@ impl ReadinessKind {
             ReadinessKind::Exec { .. } => "exec",
             ReadinessKind::Delay { .. } => "delay",
             ReadinessKind::Accepting { .. } => "accepting",
+            ReadinessKind::Listen => "listen",
         }
     }
 }
@@ -104,7 +130,50 @@ impl fmt::Display for ReadinessKind {
 }
 
 impl Ctx<'_> {
-    pub(super) fn readiness(&self, r: RawReadiness) -> Result<Readiness, ConfigError> {
+    pub(super) fn handover(&self, v: &Option<Spanned<String>>) -> Result<Handover, ConfigError> {
+        match v {
+            None => Ok(Handover::Fds),
+            Some(s) => match s.get_ref().as_str() {
+                "fds" => Ok(Handover::Fds),
+                "bind" => Ok(Handover::Bind),
+                other => Err(self.err(
+                    Some(s.span()),
+                    "handover",
+                    format!("unknown handover {other:?}, expected `fds` or `bind`"),
+                )),
+            },
+        }
+    }
+
+    /// The kinds a handover cannot work with: `listen` needs `bind`; `http` and `tcp` need the
+    /// private probe socket at an extra fd, which only `fds` passes.
+    fn kind_fits(
+        &self,
+        kind: &str,
+        span: Option<Range<usize>>,
+        handover: Handover,
+    ) -> Result<(), ConfigError> {
+        let why = match (kind, handover) {
+            ("listen", Handover::Fds) => "kind = \"listen\" needs handover = \"bind\" (a worker \
+                 is ready once it called listen() on every socket baton answered its bind() \
+                 with); with handover = \"fds\" use `notify`, `accepting`, `http`, `tcp`, `exec` \
+                 or `delay`"
+                .to_string(),
+            ("http" | "tcp", Handover::Bind) => format!(
+                "kind = \"{kind}\" probes a private socket passed at an extra fd, which \
+                 handover = \"bind\" does not pass (the app binds its own port); use `listen`, \
+                 `accepting`, `notify`, `exec` or `delay`"
+            ),
+            _ => return Ok(()),
+        };
+        Err(self.err(span, "readiness.kind", why))
+    }
+
+    pub(super) fn readiness(
+        &self,
+        r: RawReadiness,
+        handover: Handover,
+    ) -> Result<Readiness, ConfigError> {
         let timeout = self.duration(&r.timeout, "readiness.timeout", DEFAULT_READY_TIMEOUT)?;
         if timeout.is_zero() {
             return Err(self.err(
@@ -138,10 +207,10 @@ impl Ctx<'_> {
 
         let kind_name = r.kind.as_ref().map_or("notify", |k| k.get_ref().as_str());
         let kind_span = r.kind.as_ref().map(|k| k.span());
-        const KINDS: &str = "`notify`, `accepting`, `http`, `tcp`, `exec` or `delay`";
+        const KINDS: &str = "`notify`, `accepting`, `listen`, `http`, `tcp`, `exec` or `delay`";
         // Which optional keys each kind accepts (besides timeout and stable).
         let allowed: &[&str] = match kind_name {
-            "notify" => &[],
+            "notify" | "listen" => &[],
             "http" => &["path", "interval", "probe_timeout", "successes"],
             "tcp" => &["interval", "probe_timeout", "successes"],
             "exec" => &["exec", "interval", "probe_timeout", "successes"],
@@ -155,6 +224,7 @@ impl Ctx<'_> {
                 ))
             }
         };
+        self.kind_fits(kind_name, kind_span.clone(), handover)?;
         let present: [(&str, Option<Range<usize>>); 6] = [
             ("path", r.path.as_ref().map(|v| v.span())),
             ("interval", r.interval.as_ref().map(|v| v.span())),
@@ -226,6 +296,7 @@ impl Ctx<'_> {
 
         let kind = match kind_name {
             "notify" => ReadinessKind::Notify,
+            "listen" => ReadinessKind::Listen,
             "http" => {
                 let path = match &r.path {
                     None => "/".to_string(),
@@ -311,7 +382,58 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::{parse, MIN};
+    use crate::config::tests::{assert_err, parse, MIN};
+
+    #[test]
+    fn handover_and_the_listen_kind() {
+        assert_eq!(parse(MIN).unwrap().handover, Handover::Fds);
+        let c = parse(&format!(
+            "{MIN}handover = \"bind\"\n[readiness]\nkind = \"listen\"\ntimeout = \"5s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.handover, Handover::Bind);
+        assert_eq!(c.readiness.kind, ReadinessKind::Listen);
+        assert_eq!(c.readiness.kind.name(), "listen");
+        for kind in [
+            "notify",
+            "accepting",
+            "exec\"\nexec = [\"/bin/true\"]\nstable = \"0s",
+            "delay\"\ndelay = \"1s",
+        ] {
+            parse(&format!(
+                "{MIN}handover = \"bind\"\n[readiness]\nkind = \"{kind}\"\n"
+            ))
+            .unwrap();
+        }
+        let e = assert_err(&format!("{MIN}handover = \"sockets\"\n"), 2, "handover");
+        assert!(e.message.contains("`fds` or `bind`"), "{e}");
+        // listen without bind: the file, the line and the key of the kind
+        let e = assert_err(
+            &format!("{MIN}[readiness]\ntimeout = \"5s\"\nkind = \"listen\"\n"),
+            4,
+            "readiness.kind",
+        );
+        assert!(e.message.contains("handover = \"bind\""), "{e}");
+        // http and tcp need the probe socket, which bind mode does not pass
+        for kind in ["http", "tcp"] {
+            let e = assert_err(
+                &format!("{MIN}handover = \"bind\"\n[readiness]\nkind = \"{kind}\"\n"),
+                4,
+                "readiness.kind",
+            );
+            for other in ["listen", "accepting", "notify", "exec", "delay"] {
+                assert!(e.message.contains(&format!("`{other}`")), "{e}");
+            }
+        }
+        // listen takes only the common keys
+        assert_err(
+            &format!(
+                "{MIN}handover = \"bind\"\n[readiness]\nkind = \"listen\"\ninterval = \"1s\"\n"
+            ),
+            5,
+            "readiness.interval",
+        );
+    }
 
     #[test]
     fn probe_defaults() {

@@ -112,7 +112,8 @@ impl Ctx<'_> {
             check_control_path(path, &sockets)
                 .map_err(|m| self.err(Some(c.clone()), "control", m))?;
         }
-        let readiness = self.readiness(raw.readiness)?;
+        let handover = self.handover(&raw.handover)?;
+        let readiness = self.readiness(raw.readiness, handover)?;
 
         let drain = Drain {
             signal: match raw.drain.signal {
@@ -164,6 +165,7 @@ impl Ctx<'_> {
             instances,
             control,
             cwd,
+            handover,
             env,
             sockets,
             readiness,

@@ -87,6 +87,12 @@ pub enum Event {
         ok: bool,
         detail: String,
     },
+    /// `handover = "bind"`: a process of `worker`'s tree called listen() on baton's socket
+    /// number `socket` (in baton's list), which baton had handed it through its bind().
+    Listened {
+        worker: Pid,
+        socket: usize,
+    },
 }
 
 /// What the event loop must do.
@@ -351,6 +357,7 @@ impl Core {
             } => self.notified(worker, sender, &message, sent, now),
             Event::ProbeStarted { worker, probe } => self.probe_started(worker, probe, now),
             Event::ProbeResult { worker, ok, detail } => self.probe_result(worker, ok, detail, now),
+            Event::Listened { worker, socket } => self.listened(worker, socket, now),
         }
         self.settle(now);
     }
@@ -887,7 +894,8 @@ impl Core {
         } else {
             usize::MAX
         };
-        let gen = Generation::new(id, config.clone(), now, max_starting);
+        let sockets = self.identity.sockets.len();
+        let gen = Generation::new(id, config.clone(), now, max_starting, sockets);
         self.out.push(Action::Prepare {
             generation: id,
             config,

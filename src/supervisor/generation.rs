@@ -3,6 +3,7 @@
 //! change of a worker's [`Life`] is made by the core's named steps (`core::worker`); this
 //! module only answers.
 
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ pub struct Starting {
     pub running_nice: Option<i32>,
     /// The periodic check's bookkeeping (http, tcp, exec, accepting).
     pub tracker: Option<Tracker>,
+    /// The sockets (index in baton's list) its tree called listen() on, each handed to it
+    /// through its bind() (`handover = "bind"`).
+    pub listened: BTreeSet<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,10 +174,17 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn new(id: u64, config: Rc<Config>, now: Instant, max_starting: usize) -> Generation {
+    /// `sockets`: how many listening sockets baton holds.
+    pub fn new(
+        id: u64,
+        config: Rc<Config>,
+        now: Instant,
+        max_starting: usize,
+        sockets: usize,
+    ) -> Generation {
         Generation {
             id,
-            readiness: Readiness::of(&config.readiness.kind),
+            readiness: Readiness::of(&config.readiness.kind, sockets),
             nice: NicePlan::default(),
             started: now,
             phase: Phase::Preparing,
@@ -304,12 +315,16 @@ impl Generation {
             Life::Starting(p, st) if now >= st.deadline => Some((s.instance, p, st)),
             _ => None,
         })?;
-        let why = match &st.tracker {
-            Some(t) => match &t.last_failure {
+        let why = match (&st.tracker, self.readiness.listens()) {
+            (Some(t), _) => match &t.last_failure {
                 Some(f) => format!(" (last check: {f})"),
                 None => " (no check completed yet)".to_string(),
             },
-            None => String::new(),
+            (None, Some(n)) => format!(
+                " (its tree called listen() on {} of baton's {n} socket(s))",
+                st.listened.len()
+            ),
+            (None, None) => String::new(),
         };
         Some(format!(
             "instance {instance} (pid {}) not ready after {}{why}",

@@ -14,6 +14,9 @@ pub enum Readiness {
     Notify,
     /// Alive for this long.
     Delay(Duration),
+    /// `handover = "bind"`: the worker's tree called listen() on each of baton's `sockets`
+    /// (handed to it through its bind()).
+    Listen { sockets: usize },
     /// A check repeated every `interval` until `successes` pass in a row.
     Probe {
         check: Check,
@@ -37,9 +40,12 @@ pub enum Check {
 }
 
 impl Readiness {
-    pub fn of(kind: &ReadinessKind) -> Readiness {
+    /// `sockets`: how many listening sockets baton holds (a `listen` worker must listen on
+    /// each).
+    pub fn of(kind: &ReadinessKind, sockets: usize) -> Readiness {
         match kind {
             ReadinessKind::Notify => Readiness::Notify,
+            ReadinessKind::Listen => Readiness::Listen { sockets },
             ReadinessKind::Delay { delay } => Readiness::Delay(*delay),
             ReadinessKind::Http {
                 path,
@@ -87,6 +93,14 @@ impl Readiness {
     /// A worker is ready once its tree sends `READY=1` (and only then does that count).
     pub fn on_notify(&self) -> bool {
         *self == Readiness::Notify
+    }
+
+    /// A worker is ready once it listened on this many sockets.
+    pub fn listens(&self) -> Option<usize> {
+        match self {
+            Readiness::Listen { sockets } => Some(*sockets),
+            _ => None,
+        }
     }
 
     /// A worker is ready once alive for this long.
@@ -220,7 +234,7 @@ mod tests {
     #[test]
     fn readiness_is_matched_once() {
         let c = config("[readiness]\nkind = \"http\"\npath = \"/up\"\nsuccesses = 2\n");
-        let r = Readiness::of(&c.readiness.kind);
+        let r = Readiness::of(&c.readiness.kind, 1);
         assert!(r.wants_probe_socket());
         assert_eq!(
             r.tracker(std::time::Instant::now())
@@ -229,7 +243,7 @@ mod tests {
             2
         );
         let a = config("[readiness]\nkind = \"accepting\"\n");
-        let r = Readiness::of(&a.readiness.kind);
+        let r = Readiness::of(&a.readiness.kind, 1);
         assert!(!r.wants_probe_socket());
         assert!(matches!(
             r,
@@ -239,6 +253,14 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(Readiness::of(&config("").readiness.kind), Readiness::Notify);
+        assert_eq!(
+            Readiness::of(&config("").readiness.kind, 1),
+            Readiness::Notify
+        );
+        let l = config("handover = \"bind\"\n[readiness]\nkind = \"listen\"\n");
+        let r = Readiness::of(&l.readiness.kind, 2);
+        assert_eq!(r, Readiness::Listen { sockets: 2 });
+        assert_eq!(r.listens(), Some(2));
+        assert!(!r.wants_probe_socket() && r.tracker(std::time::Instant::now()).is_none());
     }
 }

@@ -26,6 +26,21 @@ fn config(rest: &str) -> Config {
     Config::parse(&format!("command = [\"app\"]\n{rest}"), "test.toml").expect("test config")
 }
 
+/// baton holds two sockets (`listen` readiness waits for both).
+fn two_sockets() -> Identity {
+    let socket = |name: &str, port: u16| crate::control::SocketStatus {
+        name: name.into(),
+        fd: 3,
+        worker_fd: None,
+        address: format!("stream 0.0.0.0:{port}"),
+        source: "bound".into(),
+    };
+    Identity {
+        sockets: vec![socket("http", 8080), socket("admin", 9090)],
+        ..Identity::default()
+    }
+}
+
 /// A fake world around one core: processes are numbers, signals are recorded, and a SIGKILL
 /// to a process group ends its leader at once.
 struct World {
@@ -55,7 +70,7 @@ struct World {
 impl World {
     fn new(cfg: Config) -> World {
         let t0 = Instant::now();
-        let core = Core::new(cfg.clone(), Identity::default(), true, t0);
+        let core = Core::new(cfg.clone(), two_sockets(), true, t0);
         let mut w = World {
             core,
             t0,
@@ -167,16 +182,31 @@ impl World {
         self.reap_killed();
     }
 
-    /// The worker passes its readiness check: READY=1, or as many passed probes in a row as
-    /// its generation's check needs.
+    /// The worker passes its readiness check: READY=1, as many passed probes in a row as
+    /// its generation's check needs, or listen() on every socket.
     fn ready(&mut self, pid: Pid) {
-        let successes = self.slot_of.get(&pid).and_then(|s| {
+        let readiness = self.slot_of.get(&pid).and_then(|s| {
             let gens = self.core.state.gens();
-            match gens.iter().find(|g| g.id == s.generation)?.readiness {
-                Readiness::Probe { successes, .. } => Some(successes),
-                _ => None,
-            }
+            Some(
+                gens.iter()
+                    .find(|g| g.id == s.generation)?
+                    .readiness
+                    .clone(),
+            )
         });
+        if let Some(Readiness::Listen { sockets }) = readiness {
+            for socket in 0..sockets {
+                self.event(Event::Listened {
+                    worker: pid,
+                    socket,
+                });
+            }
+            return;
+        }
+        let successes = match readiness {
+            Some(Readiness::Probe { successes, .. }) => Some(successes),
+            _ => None,
+        };
         let Some(successes) = successes else {
             return self.event(Event::Notify {
                 worker: pid,
@@ -607,6 +637,7 @@ enum Op {
     FailSpawns(bool),
     ProbeOk(usize),
     ProbeFail(usize),
+    Listened(usize, usize),
     ClientGone(usize),
     Stop,
 }
@@ -622,16 +653,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::FailSpawns),
         2 => (0usize..16).prop_map(Op::ProbeOk),
         1 => (0usize..16).prop_map(Op::ProbeFail),
+        2 => ((0usize..16), 0usize..3).prop_map(|(i, s)| Op::Listened(i, s)),
         1 => (0usize..8).prop_map(Op::ClientGone),
         1 => Just(Op::Stop),
     ]
 }
 
-const CONFIGS: [&str; 4] = [
+const CONFIGS: [&str; 5] = [
     "instances = 1\n[drain]\ntimeout = \"2s\"\n",
     "instances = 2\n[readiness]\nstable = \"500ms\"\ntimeout = \"3s\"\n[drain]\ntimeout = \"0s\"\n",
     "instances = 3\n[readiness]\nmax_starting = 1\ntimeout = \"2s\"\n[restart]\nbackoff_initial = \"100ms\"\nbackoff_max = \"1s\"\n",
     "instances = 3\n[readiness]\nkind = \"http\"\nsuccesses = 2\ninterval = \"200ms\"\ntimeout = \"4s\"\nmax_starting = 2\n",
+    "handover = \"bind\"\ninstances = 2\n[readiness]\nkind = \"listen\"\ntimeout = \"2s\"\nmax_starting = 1\n",
 ];
 
 /// What the world saw of generations over the whole story, for the invariants that span steps.
@@ -674,6 +707,11 @@ fn apply(w: &mut World, op: &Op, clients: &mut Vec<ClientId>) {
                     ok,
                     detail: "probe".into(),
                 });
+            }
+        }
+        Op::Listened(i, socket) => {
+            if let Some(p) = pick(i) {
+                w.event(Event::Listened { worker: p, socket })
             }
         }
         Op::ClientGone(i) => {
@@ -800,6 +838,97 @@ proptest! {
         }
         prop_assert_eq!(w.core.poll_timeout(), None);
     }
+}
+
+const LISTEN: &str =
+    "handover = \"bind\"\ninstances = 2\n[readiness]\nkind = \"listen\"\ntimeout = \"2s\"\n";
+
+/// `handover = "bind"`: a worker is ready once its tree listened on each of baton's sockets,
+/// whichever process and in whatever order, and a listen counts once.
+#[test]
+fn a_listen_rollout_swaps_once_every_worker_listened_on_every_socket() {
+    let mut w = World::serving_world(config(LISTEN));
+    let old = w.pids(1);
+    let client = w.reload();
+    let new = w.pids(2);
+    assert_eq!(new.len(), 2);
+    let listened = |w: &mut World, worker: Pid, socket: usize| {
+        w.event(Event::Listened { worker, socket });
+    };
+    listened(&mut w, new[0], 1);
+    listened(&mut w, new[0], 1);
+    listened(&mut w, new[1], 0);
+    listened(&mut w, new[1], 1);
+    assert_eq!(
+        w.state(),
+        "rolling-out",
+        "instance 0 listened on one socket"
+    );
+    assert!(
+        !old.iter().any(|p| w.signalled(*p)),
+        "old generation untouched"
+    );
+    // a listen of an unknown socket number counts for nothing
+    listened(&mut w, new[0], 7);
+    assert_eq!(w.state(), "rolling-out");
+    listened(&mut w, new[0], 0);
+    assert_eq!(w.serving(), Some(2));
+    assert!(old.iter().all(|p| w.signalled(*p)), "old generation drains");
+    assert!(w.reply(client).expect("answered").ok);
+    let ready = w.logged("worker_ready");
+    assert!(
+        ready
+            .iter()
+            .any(|e| e.message.contains("listen() on all 2 socket(s)")),
+        "{:?}",
+        ready.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    // a listen after it is ready changes nothing
+    listened(&mut w, new[0], 0);
+    assert_eq!(w.serving(), Some(2));
+}
+
+/// A worker that listens on one of baton's two sockets never gets ready: the rollout is
+/// rolled back at its readiness timeout, with the count in the reason, and the serving
+/// generation is not touched.
+#[test]
+fn a_worker_that_listens_on_one_of_two_sockets_is_rolled_back_at_its_timeout() {
+    let mut w = World::serving_world(config(LISTEN));
+    let old = w.pids(1);
+    let client = w.reload();
+    let new = w.pids(2);
+    w.ready(new[1]);
+    w.event(Event::Listened {
+        worker: new[0],
+        socket: 0,
+    });
+    // READY=1 and probe results mean nothing to a listen generation
+    w.event(Event::Notify {
+        worker: new[0],
+        sender: new[0],
+        message: Message::parse(b"READY=1"),
+        sent: w.now,
+    });
+    w.sleep(ms(1900));
+    assert_eq!(w.state(), "rolling-out");
+    w.sleep(ms(200));
+    assert_eq!(w.serving(), Some(1));
+    let r = w.reply(client).expect("answered");
+    assert!(!r.ok);
+    assert!(
+        r.message
+            .contains("not ready after 2s (its tree called listen() on 1 of baton's 2 socket(s))"),
+        "{}",
+        r.message
+    );
+    assert!(
+        !old.iter().any(|p| w.signalled(*p)),
+        "serving generation untouched"
+    );
+    assert!(
+        new.iter().all(|p| w.signalled(*p)),
+        "the failed one is retired"
+    );
 }
 
 /// Found by the property test: a reload asked for while the first generation starts was never

@@ -74,6 +74,16 @@ impl Core {
         }
     }
 
+    /// `handover = "bind"`: the worker's tree listens on one more of baton's sockets.
+    pub(super) fn listened(&mut self, worker: Pid, socket: usize, now: Instant) {
+        let Some(slot) = find(&self.state, worker) else {
+            return;
+        };
+        if let Some((gen, i)) = locate(&mut self.state, slot) {
+            self.out.listened(gen, i, socket, now);
+        }
+    }
+
     pub(super) fn delay_passed(&mut self, slot: SlotId, now: Instant) {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
@@ -213,6 +223,7 @@ impl Out {
             nice_until: later(at, timeout / 2),
             running_nice: gen.nice.running,
             tracker: gen.readiness.tracker(now),
+            listened: Default::default(),
         };
         self.timers.clear_slot(slot);
         self.timers.set(Timer::Ready(slot), starting.deadline);
@@ -356,6 +367,22 @@ impl Out {
                 format!("worker {pid} reports STOPPING=1"),
             );
         }
+    }
+
+    /// A `listen` worker is ready once its tree listened on every one of baton's sockets.
+    fn listened(&mut self, gen: &mut Generation, i: usize, socket: usize, now: Instant) {
+        let Some(needed) = gen.readiness.listens() else {
+            return;
+        };
+        let Life::Starting(_, st) = &mut gen.slots[i].life else {
+            return;
+        };
+        if socket >= needed || !st.listened.insert(socket) || st.listened.len() < needed {
+            return;
+        }
+        self.set_ready(gen, i, now);
+        let how = format!("listen() on all {needed} socket(s)");
+        self.log_ready(gen, i, how, Some(now));
     }
 
     fn probe_result(

@@ -32,20 +32,21 @@ pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
 pub use poll::PollSet;
 pub use priority::{renice_group, worker_nice};
 pub use proc::{
-    fd_kind, inode, parse_epoll_fdinfo, parse_syscall, proc_children, proc_epoll_targets, proc_fds,
-    proc_parent_and_group, proc_syscall, proc_tasks, read_process_memory, wait_call, FdKind,
-    WaitCall,
+    fd_kind, inode, parse_epoll_fdinfo, parse_syscall, proc_children, proc_epoll_targets,
+    proc_fd_kind, proc_fds, proc_parent_and_group, proc_syscall, proc_tasks, proc_tgid,
+    read_process_memory, wait_call, FdKind, WaitCall,
 };
 pub use seccomp::{
-    decode_sockaddr, fd_flags, set_nonblocking, Notification, SeccompListener, SockAddr, Syscall,
-    UnixAddr,
+    decode_sockaddr, fd_flags, set_nonblocking, supported as trap_bind_supported, Notification,
+    SeccompListener, SockAddr, Syscall, UnixAddr,
 };
 pub use signal::{
     kill, kill_group, reap_one, set_child_subreaper, signal_name, ExitStatus, SignalFd,
     LOOP_SIGNALS,
 };
 pub use socket::{
-    accept_queue_len, bind_tcp, bind_unix, describe_socket, peer_uid, take_listen_fds,
+    accept_queue_len, bind_tcp, bind_unix, describe_socket, local_addr, peer_uid, socket_type,
+    socket_type_of, take_listen_fds,
 };
 pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
 

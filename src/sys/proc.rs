@@ -97,6 +97,21 @@ pub fn proc_fds(pid: Pid) -> io::Result<Vec<(RawFd, FdKind)>> {
     Ok(out)
 }
 
+/// What descriptor `fd` of process (or thread) `pid` is: one readlink of /proc/PID/fd/FD.
+pub fn proc_fd_kind(pid: Pid, fd: RawFd) -> io::Result<FdKind> {
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))?;
+    Ok(fd_kind(&target.to_string_lossy()))
+}
+
+/// The process (thread group) a thread belongs to: `Tgid:` of /proc/TID/status.
+pub fn proc_tgid(tid: Pid) -> io::Result<Pid> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Tgid in status"))
+}
+
 /// `socket:[1234]` → a socket with inode 1234; `anon_inode:[eventpoll]` → epoll.
 pub fn fd_kind(link: &str) -> FdKind {
     if let Some(ino) = link

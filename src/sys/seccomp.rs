@@ -106,8 +106,10 @@ pub(super) const FILTER: [libc::sock_filter; 19] = [
     /* 18 */ ret(libc::SECCOMP_RET_KILL_PROCESS),
 ];
 
-/// Whether the filter can be built for this target (x86-64 only, for now).
-pub(super) fn supported() -> io::Result<()> {
+/// Whether the filter can be built for this target (x86-64 only, for now) and the kernel
+/// offers user notification to this process (a seccomp filter of its own, like a systemd
+/// unit's `SystemCallFilter=` without `seccomp`, may refuse it).
+pub fn supported() -> io::Result<()> {
     if cfg!(target_arch = "x86_64") {
         notif_sizes().map(|_| ())
     } else {

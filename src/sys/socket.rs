@@ -7,7 +7,7 @@
 //! once and live as long as baton.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -56,6 +56,54 @@ pub fn describe_socket(fd: BorrowedFd<'_>) -> io::Result<String> {
         addr.to_string()
     };
     Ok(format!("{ty} {addr}"))
+}
+
+/// The local address of socket `fd` (getsockname), as [`super::SockAddr`]: what a trapped
+/// bind() is matched against.
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<super::SockAddr> {
+    use super::{SockAddr, UnixAddr};
+    use nsock::SockaddrLike;
+    let addr: nsock::SockaddrStorage = nsock::getsockname(fd.as_raw_fd())?;
+    if let Some(a) = addr.as_sockaddr_in() {
+        return Ok(SockAddr::Inet(std::net::SocketAddrV4::from(*a)));
+    }
+    if let Some(a) = addr.as_sockaddr_in6() {
+        return Ok(SockAddr::Inet6(std::net::SocketAddrV6::from(*a)));
+    }
+    if let Some(u) = addr.as_unix_addr() {
+        return Ok(SockAddr::Unix(match (u.path(), u.as_abstract()) {
+            (Some(p), _) => UnixAddr::Path(p.to_path_buf()),
+            (None, Some(name)) => UnixAddr::Abstract(name.to_vec()),
+            (None, None) => UnixAddr::Unnamed,
+        }));
+    }
+    Ok(SockAddr::Other {
+        family: addr.family().map_or(0, |f| f as u16),
+    })
+}
+
+/// The type of socket `fd` (`libc::SOCK_STREAM`, `SOCK_DGRAM`, …).
+pub fn socket_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    Ok(nsock::getsockopt(&fd, sockopt::SockType)? as i32)
+}
+
+/// The type of socket `fd` of process `tgid` (a thread group leader), read from a copy of the
+/// descriptor taken with pidfd_getfd(2) (Linux 5.6; needs ptrace access to the process, which
+/// baton has to its own children) and closed at once. Err(ENOTSOCK) when it is no socket.
+pub fn socket_type_of(tgid: super::Pid, fd: RawFd) -> io::Result<i32> {
+    let check = |r: libc::c_long| -> io::Result<OwnedFd> {
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this new descriptor, owned by nothing else.
+        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    };
+    // SAFETY: pidfd_open takes a pid and flags (plain integers) and returns a new descriptor.
+    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) })?;
+    // SAFETY: pidfd_getfd takes the pidfd (open: owned above), a descriptor number in the
+    // target process and flags (plain integers), and returns a new descriptor of baton's.
+    let copy = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    socket_type(copy.as_fd())
 }
 
 /// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,

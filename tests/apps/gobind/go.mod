@@ -1,0 +1,3 @@
+module gobind
+
+go 1.19
