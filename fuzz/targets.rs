@@ -106,8 +106,17 @@ fn config_holds(c: &Config) {
         ("restart.backoff_initial", c.restart.backoff_initial),
         ("restart.backoff_max", c.restart.backoff_max),
     ];
+    // the kinds a handover allows: listen needs bind, and the probe socket needs fds
+    let bind = c.handover == baton::config::Handover::Bind;
     match &c.readiness.kind {
-        ReadinessKind::Notify => {}
+        ReadinessKind::Listen => assert!(bind, "listen readiness with handover = \"fds\""),
+        ReadinessKind::Http { .. } | ReadinessKind::Tcp { .. } => {
+            assert!(!bind, "http/tcp readiness with handover = \"bind\"")
+        }
+        _ => {}
+    }
+    match &c.readiness.kind {
+        ReadinessKind::Notify | ReadinessKind::Listen => {}
         ReadinessKind::Http {
             path,
             interval,
