@@ -589,17 +589,7 @@ fn gunicorn_binding_its_own_port_reloads_20_times_without_a_failure() {
         20,
         Duration::ZERO,
         Duration::from_secs(20),
-        |old| {
-            // READY=1 comes from its master before it forks its workers: the old master's
-            // workers must be gone after the drain too
-            let master = old[0];
-            wait_for(
-                "gunicorn's 2 workers forked",
-                Duration::from_secs(10),
-                || children_of(master).len() == 2,
-            );
-            children_of(master)
-        },
+        gunicorn_workers,
         |_| {},
     );
     assert_no_failures(&keep.stop(), 100);

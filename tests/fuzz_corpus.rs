@@ -7,6 +7,8 @@
 //! A failure names the target and the input (kept under `target/fuzz-failures/`): run it
 //! through the afl harness (`fuzz/target/release/<target> < FILE`) or add it to the corpus.
 
+#[path = "common/rng.rs"]
+mod rng;
 #[path = "../fuzz/targets.rs"]
 mod targets;
 
@@ -15,6 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use rng::Rng;
 use targets::{Outcome, Target, TARGETS};
 
 /// The tests of this file run one at a time: the notify target counts the process's open
@@ -92,21 +95,6 @@ fn replay(name: &str) {
             seen.contains(o),
             "no file of the {name} corpus is {o:?} (reached: {seen:?})"
         );
-    }
-}
-
-/// xorshift64*: a tiny PRNG, so the pass is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 

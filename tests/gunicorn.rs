@@ -57,17 +57,7 @@ timeout = "15s"
         5,
         Duration::ZERO,
         Duration::from_secs(20),
-        |old| {
-            // gunicorn sends READY=1 from its master before it forks its workers; the old
-            // master's workers (its process group) must be gone after the drain too
-            let master = old[0];
-            wait_for(
-                "gunicorn's 2 workers forked",
-                Duration::from_secs(10),
-                || children_of(master).len() == 2,
-            );
-            children_of(master)
-        },
+        gunicorn_workers,
         |_| assert_eq!(children_of(baton.pid()).len(), 1, "one gunicorn master"),
     );
     assert_no_failures(&keep.stop(), 100);

@@ -100,21 +100,6 @@ fn bad_replies_are_errors_not_panics() {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so that a failing case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// `v` with some of its values replaced by values of other types and extremes.
 fn mutate(v: &serde_json::Value, rng: &mut Rng) -> serde_json::Value {
     use serde_json::{json, Value};

@@ -344,10 +344,7 @@ fn a_stale_notification_reads_nothing() {
 /// test's 127.0.0.1 socket once it is handed over (made non-blocking like the app's).
 #[test]
 fn node_serves_the_handed_socket() {
-    let Ok(node) = which("node") else {
-        eprintln!("node not installed: skipped");
-        return;
-    };
+    let node = which("node").expect("node is needed: tests/setup.sh installs it (nodejs)");
     let ours = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = ours.local_addr().unwrap().port();
     let js = format!(
@@ -374,10 +371,7 @@ fn node_serves_the_handed_socket() {
 /// `[::]:PORT` gets the test's socket, non-blocking as Go made its own.
 #[test]
 fn static_go_serves_the_handed_socket() {
-    let Ok(go) = which("go") else {
-        eprintln!("go not installed: skipped");
-        return;
-    };
+    let go = which("go").expect("go is needed: tests/setup.sh installs it (golang-go)");
     let dir = std::env::temp_dir().join(format!("baton-seccomp-go-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -444,10 +438,8 @@ func main() {
 /// libc, so that its buffers sit below 4 GiB where 32-bit pointers reach.)
 #[test]
 fn an_i386_socketcall_bind_is_trapped_too() {
-    let Ok(gcc) = which("gcc") else {
-        eprintln!("gcc not installed: skipped");
-        return;
-    };
+    let gcc =
+        which("gcc").expect("gcc is needed: the Rust toolchain's linker needs it (Debian's gcc)");
     let ours = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = ours.local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("baton-seccomp-i386-{}", std::process::id()));

@@ -2,6 +2,7 @@
 # Install what the test suite needs on a fresh Debian 12 machine (idempotent, quiet when done).
 #   apt:  systemd (systemd-notify, systemd-socket-activate, the PID 1 the systemd tests boot),
 #         util-linux / bsdutils (unshare, nsenter, script for the systemd harness)
+#   apt:  gcc (tests/seccomp.rs builds an i386-ABI test program)
 #   apt:  nodejs (tests/node.rs, tests/runtimes.rs), golang-go (tests/runtimes.rs builds a static
 #         Go server), openjdk-17-jdk-headless (tests/runtimes.rs compiles and runs a Java server)
 #   PyPI: gunicorn for the python3 on PATH (tests/gunicorn.rs: an unchanged third-party app)
@@ -14,7 +15,7 @@
 set -euo pipefail
 bash "$(dirname "$0")/need-commands.sh" systemd-notify:systemd systemd-socket-activate:systemd \
   unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs go:golang-go \
-  javac:openjdk-17-jdk-headless npm:npm
+  javac:openjdk-17-jdk-headless npm:npm gcc:gcc
 GUNICORN_VERSION=27.0.1
 if ! python3 -c "import gunicorn, sys; sys.exit(gunicorn.__version__ != '$GUNICORN_VERSION')" 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "gunicorn==$GUNICORN_VERSION"

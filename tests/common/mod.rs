@@ -19,6 +19,9 @@ pub use load::Load;
 mod net;
 #[allow(unused_imports)] // not every test file speaks HTTP
 pub use net::{free_port, http_get, http_request};
+mod rng;
+#[allow(unused_imports)] // not every test file generates input
+pub use rng::Rng;
 mod watch;
 #[allow(unused_imports)] // not every test file watches a fault
 pub use watch::{StatusWatch, Watched, STATUS_LIMIT};
@@ -154,6 +157,19 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     }
     out.sort();
     out
+}
+
+/// For [`Baton::paced_reloads`]' `also_old` with gunicorn (2 workers): its master sends READY=1
+/// before it forks its workers, so wait until it has, and return them: the old master's
+/// workers (its process group) must be gone after the drain too.
+pub fn gunicorn_workers(old: &[i32]) -> Vec<i32> {
+    let master = old[0];
+    wait_for(
+        "gunicorn's 2 workers forked",
+        Duration::from_secs(10),
+        || children_of(master).len() == 2,
+    );
+    children_of(master)
 }
 
 /// The pid in the example worker's answer "hello from pid P generation G".
