@@ -10,11 +10,15 @@
 //! (`--mode close`). A request is ok iff a complete 2xx response arrived
 //! (`Content-Length`, chunked, or read-until-close body); everything else is
 //! counted by kind: `refused`, `connect_timeout`, `connect_other`, `reset`,
-//! `eof`, `timeout`, `bad_status`, `malformed`. Failed requests are never
-//! retried. A failure on a reused connection, even with 0 bytes received, is a
-//! failure; so a server that closes a kept-alive connection without
+//! `eof`, `timeout`, `bad_status`, `malformed`. By default failed requests are
+//! never retried: a failure on a reused connection, even with 0 bytes received,
+//! is a failure, so a server that closes a kept-alive connection without
 //! `Connection: close` is only forgiven if the close (FIN/RST) arrived before
-//! the next request was sent. `status_codes` counts non-2xx responses, `pids`
+//! the next request was sent. With `--retry-reused` loadgen does what curl,
+//! browsers and Go's `http.Transport` do (RFC 9112 §9.3.1): a request on a
+//! reused connection that ends (EOF or reset) before any byte of its answer is
+//! sent once more on a new connection; `retried` counts those, and the retry's
+//! own outcome is what counts. `status_codes` counts non-2xx responses, `pids`
 //! counts every complete response by its `X-Worker-Pid` header.
 //!
 //! With `--rate R` (> 0) global request `n` is scheduled at `start + n / R`
@@ -88,6 +92,11 @@ struct Args {
     /// Write one CSV line per request: t_start_us,t_end_us,kind,status,latency_us,pid.
     #[arg(long)]
     log: Option<String>,
+    /// Send a request once more, on a new connection, when the reused connection it went
+    /// out on ends before any byte of its answer (RFC 9112 §9.3.1, as curl, browsers and
+    /// Go's http.Transport do); counted in `retried`.
+    #[arg(long)]
+    retry_reused: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
@@ -176,6 +185,7 @@ struct Config {
     timeout: Duration,
     request: Vec<u8>,
     log: bool,
+    retry_reused: bool,
     t0: Instant,
     /// End of `--duration`, if given: no request starts at or after it.
     end: Option<Instant>,
@@ -227,6 +237,8 @@ struct Conn {
     served: u32,
     /// Bytes received for the current request.
     received: usize,
+    /// When the current request was sent.
+    sent: Instant,
 }
 
 /// A parsed response head (the body is read and discarded).
@@ -248,6 +260,7 @@ impl Conn {
             buf,
             served,
             received,
+            sent: Instant::now(),
         }
     }
 
@@ -257,6 +270,12 @@ impl Conn {
         let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
         let peek = socket::recv(self.sock.as_raw_fd(), &mut [0u8; 1], flags);
         self.buf.is_empty() && peek == Err(Errno::EAGAIN)
+    }
+
+    /// True if `f` ended the current request before any byte of its answer arrived: the
+    /// connection was closed (EOF) or reset, by the peer, under the request.
+    fn unanswered(&self, f: &Failure) -> bool {
+        self.received == 0 && matches!(f.kind, Kind::Reset | Kind::Eof)
     }
 
     /// Bounds the next blocking read/write by what is left until `deadline`.
@@ -274,6 +293,7 @@ impl Conn {
     fn send(&mut self, req: &[u8], deadline: Instant) -> Result<(), Failure> {
         self.arm(deadline)?;
         self.received = 0;
+        self.sent = Instant::now();
         self.sock.write_all(req).map_err(|e| io_failure(e, "send"))
     }
 
@@ -430,10 +450,13 @@ struct Stats {
     total: u64,
     ok: u64,
     failures: Counts,
+    /// Requests sent once more after their reused connection ended unanswered.
+    retried: u64,
     status_codes: BTreeMap<u16, u64>,
     pids: BTreeMap<String, u64>,
     latencies: Vec<u64>,
     errors: Vec<(Duration, String)>,
+    retries: Vec<(Duration, String)>,
     /// `--log` lines keyed by start time.
     log: Vec<(u128, String)>,
 }
@@ -442,6 +465,8 @@ impl Stats {
     fn merge(&mut self, o: Stats) {
         self.total += o.total;
         self.ok += o.ok;
+        self.retried += o.retried;
+        self.retries.extend(o.retries);
         for (a, b) in self.failures.0.iter_mut().zip(o.failures.0) {
             *a += b;
         }
@@ -454,6 +479,13 @@ impl Stats {
         self.latencies.extend(o.latencies);
         self.errors.extend(o.errors);
         self.log.extend(o.log);
+    }
+
+    fn retry(&mut self, cfg: &Config, msg: String) {
+        self.retried += 1;
+        if self.retries.len() < MAX_ERRORS {
+            self.retries.push((cfg.t0.elapsed(), msg));
+        }
     }
 
     fn record(&mut self, cfg: &Config, start: Instant, result: Result<Response, Failure>) {
@@ -518,25 +550,57 @@ fn mark_ready(cfg: &Config, ready: &mut bool) {
     }
 }
 
-/// One request: reuse the kept-alive connection if it is still open, else connect.
-fn exchange(cfg: &Config, slot: &mut Option<Conn>, ready: &mut bool) -> Result<Response, Failure> {
-    let mut conn = match slot.take().filter(Conn::reusable) {
-        Some(c) => c,
-        None => {
-            let sock = connect(&cfg.target, cfg.timeout);
-            mark_ready(cfg, ready);
-            Conn::new(sock?)
-        }
+/// One request: reuse the kept-alive connection if it is still open, else connect. With
+/// `--retry-reused`, a reused connection that ends before any byte of the answer is noted in
+/// `stats` and the request goes out once more on a new connection.
+fn exchange(
+    cfg: &Config,
+    slot: &mut Option<Conn>,
+    ready: &mut bool,
+    stats: &mut Stats,
+) -> Result<Response, Failure> {
+    let (mut conn, reused) = match slot.take().filter(Conn::reusable) {
+        Some(c) => (c, true),
+        None => (Conn::new(connect_marked(cfg, ready)?), false),
     };
-    // --timeout bounds the connect and, separately, the exchange after it.
+    match attempt(cfg, &mut conn) {
+        Err(f) if reused && cfg.retry_reused && conn.unanswered(&f) => {
+            let after = conn.sent.elapsed().as_micros();
+            stats.retry(cfg, format!("{} ({after} us after sending)", f.msg));
+            conn = Conn::new(connect_marked(cfg, ready)?);
+            let resp = attempt(cfg, &mut conn)?;
+            keep(cfg, slot, conn, &resp);
+            Ok(resp)
+        }
+        Err(f) => Err(f),
+        Ok(resp) => {
+            keep(cfg, slot, conn, &resp);
+            Ok(resp)
+        }
+    }
+}
+
+fn connect_marked(cfg: &Config, ready: &mut bool) -> Result<File, Failure> {
+    let sock = connect(&cfg.target, cfg.timeout);
+    mark_ready(cfg, ready);
+    sock
+}
+
+/// Sends the request on `conn` and reads its answer. `--timeout` bounds the connect and,
+/// separately, the exchange after it.
+fn attempt(cfg: &Config, conn: &mut Conn) -> Result<Response, Failure> {
     let deadline = Instant::now() + cfg.timeout;
     conn.send(&cfg.request, deadline)?;
     let resp = conn.read_response(deadline)?;
     conn.served += 1;
+    Ok(resp)
+}
+
+/// Keeps `conn` for the next request when the mode and the answer allow it.
+fn keep(cfg: &Config, slot: &mut Option<Conn>, conn: Conn, resp: &Response) {
     if !resp.close && cfg.mode == Mode::Keepalive {
         *slot = Some(conn);
     }
-    Ok(resp)
 }
 
 fn worker(id: u32, cfg: Arc<Config>) -> Stats {
@@ -554,7 +618,7 @@ fn worker(id: u32, cfg: Arc<Config>) -> Stats {
         if STOP.load(Ordering::Relaxed) || cfg.end.is_some_and(|end| start >= end) {
             break;
         }
-        let result = exchange(&cfg, &mut conn, &mut ready);
+        let result = exchange(&cfg, &mut conn, &mut ready, &mut stats);
         stats.record(&cfg, start, result);
     }
     stats
@@ -566,12 +630,15 @@ struct Report {
     ok: u64,
     failed: u64,
     failures: Counts,
+    /// With `--retry-reused`: requests sent once more (their outcome is in the counts above).
+    retried: u64,
     status_codes: BTreeMap<u16, u64>,
     latency_us: Latency,
     duration_s: f64,
     rps: f64,
     pids: BTreeMap<String, u64>,
     errors: Vec<String>,
+    retries: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -594,14 +661,21 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 fn report(mut s: Stats, elapsed: Duration) -> Report {
     s.latencies.sort_unstable();
     s.errors.sort_by_key(|e| e.0);
+    s.retries.sort_by_key(|e| e.0);
     let lat = &s.latencies;
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let errors = s.errors.iter().take(MAX_ERRORS);
+    let timed = |v: &[(Duration, String)]| -> Vec<String> {
+        let first = v.iter().take(MAX_ERRORS);
+        first
+            .map(|(t, m)| format!("t={:.3}s {m}", t.as_secs_f64()))
+            .collect()
+    };
     Report {
         total: s.total,
         ok: s.ok,
         failed: s.total - s.ok,
         failures: s.failures,
+        retried: s.retried,
         status_codes: s.status_codes,
         latency_us: Latency {
             p50: percentile(lat, 0.50),
@@ -613,9 +687,8 @@ fn report(mut s: Stats, elapsed: Duration) -> Report {
         duration_s: secs,
         rps: s.total as f64 / secs,
         pids: s.pids,
-        errors: errors
-            .map(|(t, m)| format!("t={:.3}s {m}", t.as_secs_f64()))
-            .collect(),
+        errors: timed(&s.errors),
+        retries: timed(&s.retries),
     }
 }
 
@@ -637,6 +710,12 @@ fn print_human(r: &Report) {
     }
     for e in &r.errors {
         println!("  {e}");
+    }
+    if r.retried > 0 {
+        println!("retried on a new connection: {}", r.retried);
+        for e in &r.retries {
+            println!("  {e}");
+        }
     }
 }
 
@@ -710,6 +789,7 @@ fn main() {
         timeout: args.timeout,
         request: request.into_bytes(),
         log: log_file.is_some(),
+        retry_reused: args.retry_reused,
         t0,
         end: args.duration.map(|d| t0 + d),
     });

@@ -32,7 +32,19 @@ impl Load {
     /// connections, `rate` requests per second in all) and wait until its connections are up.
     /// Keep `rate` modest: an unthrottled loadgen on two vCPUs starves the rest of the machine.
     pub fn start(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
+        Load::start_with(port, mode, concurrency, rate, &[])
+    }
+
+    /// [`Load::start`] as a browser, curl or Go's `http.Transport` would load: a request whose
+    /// reused keep-alive connection ends before any byte of its answer is sent once more on a
+    /// new connection (RFC 9112 §9.3.1). The report's `retried` counts those.
+    pub fn start_retrying(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
+        Load::start_with(port, mode, concurrency, rate, &["--retry-reused"])
+    }
+
+    fn start_with(port: u16, mode: &str, concurrency: u32, rate: u32, extra: &[&str]) -> Load {
         let mut child = Command::new(loadgen_bin())
+            .args(extra)
             .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", mode])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--rate", &rate.to_string(), "--timeout", REQUEST_TIMEOUT])
@@ -90,13 +102,14 @@ impl Load {
         let v: Value = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
         eprintln!(
-            "  loadgen {}: {} requests in {:.2}s, {} ok, {} failed {}, p99 {} us, max {} us, {} pids: {}",
+            "  loadgen {}: {} requests in {:.2}s, {} ok, {} failed {}, {} retried, p99 {} us, max {} us, {} pids: {}",
             self.mode,
             v["total"],
             v["duration_s"].as_f64().unwrap_or(0.0),
             v["ok"],
             v["failed"],
             v["failures"],
+            v["retried"],
             v["latency_us"]["p99"],
             v["latency_us"]["max"],
             v["pids"].as_object().map(|m| m.len()).unwrap_or(0),
@@ -104,6 +117,9 @@ impl Load {
         );
         if v["failed"] != 0 {
             eprintln!("  loadgen {} errors: {}", self.mode, v["errors"]);
+        }
+        if v["retried"] != 0 {
+            eprintln!("  loadgen {} retries: {}", self.mode, v["retries"]);
         }
         v
     }
