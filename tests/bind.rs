@@ -154,17 +154,19 @@ fn node_binding_its_own_port_reloads_under_load_with_three_instances() {
     node(3);
 }
 
-/// tests/apps/gobind built static (CGO_ENABLED=0) with Debian's golang-go, once per run.
+/// tests/apps/goserver (the same server tests/runtimes.rs runs on fd 3; without `LISTEN_FDS`
+/// it calls `ListenAndServe(":PORT")`) built static (CGO_ENABLED=0) with Debian's golang-go,
+/// once per run.
 fn go_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = scratch("gobind-build");
-        let out = dir.join("gobind");
+        let dir = scratch("goserver-build");
+        let out = dir.join("goserver");
         let st = Command::new("nice")
             .args(["-n", "19", "go", "build", "-trimpath", "-o"])
             .arg(&out)
             .arg(".")
-            .current_dir(repo_dir().join("tests/apps/gobind"))
+            .current_dir(repo_dir().join("tests/apps/goserver"))
             .env("CGO_ENABLED", "0")
             .env("GOCACHE", std::env::temp_dir().join("baton-tests-gocache"))
             .status()

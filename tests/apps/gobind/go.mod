@@ -1,3 +1,0 @@
-module gobind
-
-go 1.19
