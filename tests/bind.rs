@@ -643,6 +643,44 @@ fn three_gunicorns_binding_the_port_with_listen_readiness_reload_20_times_withou
     gunicorn(3, 1);
 }
 
+/// `listen` readiness for an app that binds the port and neither listens nor waits for
+/// connections: the look in /proc, which its hand-over started, never finds it waiting, and the
+/// first generation fails at its readiness timeout with the last look's reason.
+#[test]
+fn an_app_that_binds_but_never_waits_is_not_ready_by_the_look() {
+    let _g = serial();
+    let mut baton = Baton::spawn("bind-no-wait", |port, ctl| {
+        format!(
+            r#"command = ["python3", "-c", "import os, socket, time; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); time.sleep(60)"]
+control = "{ctl}"
+handover = "bind"
+
+[env]
+PORT = "{port}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "listen"
+timeout = "2s"
+"#,
+            ctl = ctl.display()
+        )
+    });
+    let status = baton.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let log = baton.log_text();
+    assert!(log.contains("it got socket `http`"), "{log}");
+    assert!(
+        log.contains(
+            "not ready after 2s (its tree called listen() on 0 of baton's 1 socket(s); its binds \
+             got 1; last look: no process of the worker's tree waits for connections on `http`)"
+        ),
+        "{log}"
+    );
+}
+
 /// `uvicorn --port PORT` with a trivial ASGI app, 20 reloads under keep-alive and per-request
 /// load: nothing refused or timed out. Not 0 failed: at SIGTERM uvicorn closes the connections
 /// it has not read a request from yet (idle keep-alive ones, and one just accepted), which

@@ -454,25 +454,6 @@ impl Supervisor {
         }
     }
 
-    /// The sockets a worker's binds were answered with this turn, as events: the core looks
-    /// at a `listen` worker in /proc once it has every socket and has not listened on all.
-    fn on_handed(&mut self, worker: Pid) {
-        let Some(trap) = self.io.workers.get(&worker).and_then(|w| w.trap.as_ref()) else {
-            return;
-        };
-        let fds = trap.take_handed();
-        let sockets: Vec<usize> = fds
-            .into_iter()
-            .filter_map(|fd| {
-                let list = &self.io.listeners.list;
-                list.iter().position(|l| l.fd.as_raw_fd() == fd)
-            })
-            .collect();
-        for socket in sockets {
-            self.event(Event::Bound { worker, socket });
-        }
-    }
-
     fn on_control_conns(&mut self, readable: &[bool]) {
         let conns = std::mem::take(&mut self.io.conns);
         let mut keep = Vec::new();
@@ -503,6 +484,25 @@ impl Supervisor {
             }
         }
         self.io.conns.extend(keep);
+    }
+
+    /// The sockets a worker's binds were answered with this turn, as events: the core looks
+    /// at a `listen` worker in /proc once it has every socket and has not listened on all.
+    fn on_handed(&mut self, worker: Pid) {
+        let Some(trap) = self.io.workers.get(&worker).and_then(|w| w.trap.as_ref()) else {
+            return;
+        };
+        let fds = trap.take_handed();
+        let sockets: Vec<usize> = fds
+            .into_iter()
+            .filter_map(|fd| {
+                let list = &self.io.listeners.list;
+                list.iter().position(|l| l.fd.as_raw_fd() == fd)
+            })
+            .collect();
+        for socket in sockets {
+            self.event(Event::Bound { worker, socket });
+        }
     }
 }
 
@@ -987,7 +987,7 @@ impl Io {
             p.origin.pid = pid;
         }
         self.pipes.extend(pipes);
-        let watched = self.watched(probe_socket.as_ref());
+        let watched = self.watched(probe_socket.as_ref(), recipe.traps_bind());
         self.workers.insert(
             pid,
             WorkerIo {
@@ -1031,15 +1031,16 @@ impl Io {
         Ok((pipes, writers))
     }
 
-    /// What a worker is handed: the shared sockets at fd 3.., then its probe socket.
-    fn watched(&self, probe: Option<&ProbeSocket>) -> Vec<readiness::Watched> {
+    /// What a worker is handed: the shared sockets at fd 3.. (in bind mode wherever its binds
+    /// put them: no number), then its probe socket.
+    fn watched(&self, probe: Option<&ProbeSocket>, bind: bool) -> Vec<readiness::Watched> {
         let mut watched: Vec<readiness::Watched> = self
             .socket_inodes
             .iter()
             .enumerate()
             .map(|(i, (name, inode))| readiness::Watched {
                 name: name.clone(),
-                fd: 3 + i as i32,
+                fd: if bind { -1 } else { 3 + i as i32 },
                 inode: *inode,
             })
             .collect();
