@@ -132,8 +132,8 @@ pub enum Target {
 }
 
 /// A socket handed to a worker, as the `accepting` check looks for it: its name (from
-/// LISTEN_FDNAMES), its descriptor in the worker, and its inode (its identity in any process,
-/// whatever descriptor a `dup` gave it).
+/// LISTEN_FDNAMES), its descriptor in the worker (-1 in bind mode, where the app's own bind
+/// chose it), and its inode (its identity in any process, whatever descriptor a `dup` gave it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
     pub name: String,
@@ -143,7 +143,10 @@ pub struct Watched {
 
 impl Watched {
     fn describe(&self) -> String {
-        format!("`{}` (fd {})", self.name, self.fd)
+        match self.fd {
+            fd if fd < 0 => format!("`{}`", self.name),
+            fd => format!("`{}` (fd {fd})", self.name),
+        }
     }
 }
 

@@ -62,13 +62,15 @@ pub const KINDS: &[Kind] = &[
     },
     Kind {
         name: "listen",
-        ready_when: "with `handover = \"bind\"` only: the worker's process tree called \
-            `listen()` on every one of baton's sockets, each handed to it through its own \
-            `bind()`; event-driven (baton answers that very call), nothing is sent to the app; \
-            the moment a server starts accepting. Combine it with `stable` to catch an app that \
-            dies just after. An app that skips `listen()` on a socket that already listens \
-            (gunicorn checks `SO_ACCEPTCONN`, as for a socket from systemd) never passes it: \
-            use `notify` or `accepting` for it",
+        ready_when: "with `handover = \"bind\"` only: the worker's process tree listens on \
+            every one of baton's sockets, each handed to it through its own `bind()`: it called \
+            `listen()` on it (event-driven: baton answers that very call; the moment a server \
+            starts accepting), or, for an app that skips `listen()` on a socket that already \
+            listens (gunicorn checks `SO_ACCEPTCONN`, as for a socket from systemd), it waits \
+            for connections on it as `accepting` sees it in /proc, looked at every 50 ms from \
+            50 ms after a bind got the last socket until the worker is ready (an app that calls \
+            `listen()` right after its bind is ready by that call, with no look); nothing is \
+            sent to the app. Combine it with `stable` to catch an app that dies just after",
     },
     Kind {
         name: "http",

@@ -107,7 +107,11 @@ fn reloads_under_load(name: &str, command: &str, instances: usize) -> Baton {
         "{binds} worker_bind lines:\n{log}"
     );
     assert!(log.contains("it got socket `http`"), "{log}");
-    assert!(log.contains("ready (listen() on all 1 socket(s))"), "{log}");
+    // every worker by its trapped listen(), none by the look in /proc (which cannot find an
+    // app waiting for connections before its listen() returned)
+    let by_listen = log.matches("ready (listen() on all 1 socket(s))").count();
+    assert_eq!(by_listen, generations * instances, "{log}");
+    assert!(!log.contains("as /proc shows"), "{log}");
     baton
 }
 
@@ -597,39 +601,117 @@ fn the_guides_express_server_closing_idle_connections_reloads_20_times_without_a
 /// The venv of tests/setup.sh with gunicorn and uvicorn.
 const VENV: &str = "/opt/baton-tests/venv";
 
-/// `gunicorn --bind 0.0.0.0:PORT` without systemd's variables: its master binds (and gets
-/// baton's socket; its workers fork after and accept on the inherited socket), 20 reloads
-/// under keep-alive and per-request load, 0 failed. `notify` readiness: gunicorn 27 never
-/// calls listen() on a socket that already listens (it checks SO_ACCEPTCONN, as for a socket
-/// from systemd), so `listen` readiness would never see it; it sends READY=1 itself.
-#[test]
-fn gunicorn_binding_its_own_port_reloads_20_times_without_a_failure() {
+/// `gunicorn --bind 0.0.0.0:PORT` without systemd's variables, `listen` readiness: its master
+/// binds (and gets baton's socket; its workers fork after and accept on the inherited socket),
+/// but never calls listen() on it (gunicorn 27 checks SO_ACCEPTCONN, as for a socket from
+/// systemd, and the socket listens already), so each worker is ready by the look in /proc
+/// that follows its hand-over: its tree waits for connections on the socket. 20 reloads under
+/// keep-alive and per-request load, 0 failed; `instances` baton workers of `workers` gunicorn
+/// workers each.
+fn gunicorn(instances: usize, workers: usize) {
     let _g = serial();
     let apps = repo_dir().join("tests/apps");
-    let baton = Baton::spawn("bind-gunicorn", |port, ctl| {
-        let command = format!(
-            "[\"{VENV}/bin/gunicorn\", \"--no-control-socket\", \"--workers\", \"2\", \
+    let baton = Baton::spawn(
+        &format!("bind-gunicorn-{instances}x{workers}"),
+        |port, ctl| {
+            let command = format!(
+                "[\"{VENV}/bin/gunicorn\", \"--no-control-socket\", \"--workers\", \"{workers}\", \
              \"--graceful-timeout\", \"10\", \"--chdir\", \"{}\", \"--bind\", \"0.0.0.0:{port}\", \
              \"app:application\"]",
-            apps.display()
-        );
-        bind_config_kind(&command, 1, port, ctl, "", "notify")
-    });
+                apps.display()
+            );
+            bind_config(&command, instances, port, ctl, "")
+        },
+    );
     baton.wait_serving(Duration::from_secs(30));
     let keep = Load::start(baton.port, "keepalive", 2, 200);
     let close = Load::start(baton.port, "close", 2, 200);
     baton.paced_reloads(
-        20,
+        RELOADS,
         Duration::ZERO,
         Duration::from_secs(20),
-        gunicorn_workers,
+        |masters| gunicorn_workers_of(masters, workers),
         |_| {},
     );
-    assert_no_failures(&keep.stop(), 100);
-    assert_no_failures(&close.stop(), 100);
+    let (keep, close) = (keep.stop(), close.stop());
+    assert_no_failures(&keep, 100);
+    assert_no_failures(&close, 100);
     let log = baton.log_text();
     assert!(log.contains("bound 0.0.0.0:"), "{log}");
-    assert!(log.contains("ready (READY=1 from pid"), "{log}");
+    // from spawn to ready, by the look, in ms
+    let mut after: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("it never called listen()) after "))
+        .filter_map(|l| l.split(") after ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    after.sort();
+    eprintln!(
+        "gunicorn {instances}x{workers}: ready after {:?} ms (min, median, max); ok/failed: \
+         keep-alive {}/{}, per request {}/{}",
+        (after[0], after[after.len() / 2], after[after.len() - 1]),
+        keep["ok"],
+        keep["failed"],
+        close["ok"],
+        close["failed"]
+    );
+    // every worker of every generation, by the look and not by a trapped listen()
+    let looked = "ready (waiting for connections on all 1 socket(s), as /proc shows; it never \
+                  called listen())";
+    let generations = RELOADS as usize + 1;
+    assert_eq!(
+        log.matches(looked).count(),
+        generations * instances,
+        "{log}"
+    );
+    assert!(!log.contains("ready (listen() on all"), "{log}");
+}
+
+#[test]
+fn gunicorn_binding_its_own_port_with_listen_readiness_reloads_20_times_without_a_failure() {
+    gunicorn(1, 3);
+}
+
+#[test]
+fn three_gunicorns_binding_the_port_with_listen_readiness_reload_20_times_without_a_failure() {
+    gunicorn(3, 1);
+}
+
+/// `listen` readiness for an app that binds the port and neither listens nor waits for
+/// connections: the look in /proc, which its hand-over started, never finds it waiting, and the
+/// first generation fails at its readiness timeout with the last look's reason.
+#[test]
+fn an_app_that_binds_but_never_waits_is_not_ready_by_the_look() {
+    let _g = serial();
+    let mut baton = Baton::spawn("bind-no-wait", |port, ctl| {
+        format!(
+            r#"command = ["python3", "-c", "import os, socket, time; s = socket.socket(); s.bind(('0.0.0.0', int(os.environ['PORT']))); time.sleep(60)"]
+control = "{ctl}"
+handover = "bind"
+
+[env]
+PORT = "{port}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind = "listen"
+timeout = "2s"
+"#,
+            ctl = ctl.display()
+        )
+    });
+    let status = baton.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let log = baton.log_text();
+    assert!(log.contains("it got socket `http`"), "{log}");
+    assert!(
+        log.contains(
+            "not ready after 2s (its tree called listen() on 0 of baton's 1 socket(s); its binds \
+             got 1; last look: no process of the worker's tree waits for connections on `http`)"
+        ),
+        "{log}"
+    );
 }
 
 /// `uvicorn --port PORT` with a trivial ASGI app, 20 reloads under keep-alive and per-request

@@ -194,8 +194,9 @@ const DEFAULT_STARTUP_NICE: i32 = 0;
 /// were slower at nice 10, and its exit costs little.
 pub const AUTO_DRAIN_NICE: i32 = 10;
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(200);
-/// The `accepting` check costs a few reads in /proc: it looks more often.
-const DEFAULT_ACCEPTING_INTERVAL: Duration = Duration::from_millis(50);
+/// The `accepting` check costs a few reads in /proc: it looks more often (and `listen`
+/// readiness looks at this pace for an app that never calls listen()).
+pub const DEFAULT_ACCEPTING_INTERVAL: Duration = Duration::from_millis(50);
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);

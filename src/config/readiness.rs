@@ -104,7 +104,9 @@ pub enum ReadinessKind {
     /// in /proc every `interval`. Needs no app change.
     Accepting { interval: Duration },
     /// With `handover = "bind"`: the worker's process tree called listen() on every socket
-    /// baton handed it through its bind(). Event-driven, no polling.
+    /// baton handed it through its bind() (event-driven), or waits for connections on those it
+    /// did not (an app that skips listen() on a socket that already listens), as a look in
+    /// /proc finds once every socket was handed.
     Listen,
 }
 

@@ -93,6 +93,14 @@ pub enum Event {
         worker: Pid,
         socket: usize,
     },
+    /// `handover = "bind"`: a bind() of a process of `worker`'s tree was answered with baton's
+    /// socket number `socket`. Once every socket was handed and not all were listened on, a
+    /// `listen` worker is looked at in /proc (an app may skip listen() on a socket that
+    /// already listens).
+    Bound {
+        worker: Pid,
+        socket: usize,
+    },
 }
 
 /// What the event loop must do.
@@ -358,6 +366,7 @@ impl Core {
             Event::ProbeStarted { worker, probe } => self.probe_started(worker, probe, now),
             Event::ProbeResult { worker, ok, detail } => self.probe_result(worker, ok, detail, now),
             Event::Listened { worker, socket } => self.listened(worker, socket, now),
+            Event::Bound { worker, socket } => self.bound(worker, socket, now),
         }
         self.settle(now);
     }

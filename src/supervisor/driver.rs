@@ -15,7 +15,7 @@
 //! `sys::spawn`, which lasts until the child's `execve`).
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -309,6 +309,7 @@ impl Supervisor {
         for (pid, i) in &p.traps {
             if poll.readable(*i) {
                 self.on_trap(*pid);
+                self.on_handed(*pid);
             }
             if poll.hung_up(*i) {
                 if let Some(w) = self.io.workers.get_mut(pid) {
@@ -483,6 +484,25 @@ impl Supervisor {
             }
         }
         self.io.conns.extend(keep);
+    }
+
+    /// The sockets a worker's binds were answered with this turn, as events: the core looks
+    /// at a `listen` worker in /proc once it has every socket and has not listened on all.
+    fn on_handed(&mut self, worker: Pid) {
+        let Some(trap) = self.io.workers.get(&worker).and_then(|w| w.trap.as_ref()) else {
+            return;
+        };
+        let fds = trap.take_handed();
+        let sockets: Vec<usize> = fds
+            .into_iter()
+            .filter_map(|fd| {
+                let list = &self.io.listeners.list;
+                list.iter().position(|l| l.fd.as_raw_fd() == fd)
+            })
+            .collect();
+        for socket in sockets {
+            self.event(Event::Bound { worker, socket });
+        }
     }
 }
 
@@ -967,7 +987,7 @@ impl Io {
             p.origin.pid = pid;
         }
         self.pipes.extend(pipes);
-        let watched = self.watched(probe_socket.as_ref());
+        let watched = self.watched(probe_socket.as_ref(), recipe.traps_bind());
         self.workers.insert(
             pid,
             WorkerIo {
@@ -1011,15 +1031,16 @@ impl Io {
         Ok((pipes, writers))
     }
 
-    /// What a worker is handed: the shared sockets at fd 3.., then its probe socket.
-    fn watched(&self, probe: Option<&ProbeSocket>) -> Vec<readiness::Watched> {
+    /// What a worker is handed: the shared sockets at fd 3.. (in bind mode wherever its binds
+    /// put them: no number), then its probe socket.
+    fn watched(&self, probe: Option<&ProbeSocket>, bind: bool) -> Vec<readiness::Watched> {
         let mut watched: Vec<readiness::Watched> = self
             .socket_inodes
             .iter()
             .enumerate()
             .map(|(i, (name, inode))| readiness::Watched {
                 name: name.clone(),
-                fd: 3 + i as i32,
+                fd: if bind { -1 } else { 3 + i as i32 },
                 inode: *inode,
             })
             .collect();
@@ -1037,7 +1058,14 @@ impl Io {
     /// (exec). The answer now is the `exec` check's pid, or a failure to start it.
     fn probe(&self, slot: SlotId, worker: Pid, check: Check, timeout: Duration) -> Option<Event> {
         let w = self.workers.get(&worker);
-        let watched = w.map(|w| w.watched.clone()).unwrap_or_default();
+        let mut watched = w.map(|w| w.watched.clone()).unwrap_or_default();
+        if let Check::AcceptingOn(sockets) = &check {
+            // `listen`'s look: only the sockets it never called listen() on
+            watched = sockets
+                .iter()
+                .filter_map(|s| watched.get(*s).cloned())
+                .collect();
+        }
         let probe_socket = w.and_then(|w| w.probe_socket.as_ref());
         let start = |target| {
             readiness::start(
@@ -1058,7 +1086,7 @@ impl Io {
                 p.fd.try_clone()
                     .and_then(|l| start(readiness::Target::Tcp(p.addr, l)))
             }
-            (Check::Accepting, _) => start(readiness::Target::Accepting),
+            (Check::Accepting | Check::AcceptingOn(_), _) => start(readiness::Target::Accepting),
             (Check::Exec { argv }, _) => {
                 let cwd = self
                     .recipes

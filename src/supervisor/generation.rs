@@ -62,11 +62,14 @@ pub struct Starting {
     pub nice_until: Instant,
     /// The nice value it still has to get once ready (it started at the startup nice).
     pub running_nice: Option<i32>,
-    /// The periodic check's bookkeeping (http, tcp, exec, accepting).
+    /// The periodic check's bookkeeping (http, tcp, exec, accepting; for `listen`, the look
+    /// in /proc, from the moment every socket was handed to it).
     pub tracker: Option<Tracker>,
     /// The sockets (index in baton's list) its tree called listen() on, each handed to it
     /// through its bind() (`handover = "bind"`).
     pub listened: BTreeSet<usize>,
+    /// The sockets a bind of its tree was handed (`handover = "bind"`).
+    pub bound: BTreeSet<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -316,14 +319,22 @@ impl Generation {
             _ => None,
         })?;
         let why = match (&st.tracker, self.readiness.listens()) {
-            (Some(t), _) => match &t.last_failure {
+            (t, Some(n)) => {
+                let got = st.bound.union(&st.listened).count();
+                let look = match t.as_ref().and_then(|t| t.last_failure.as_ref()) {
+                    Some(f) => format!("; last look: {f}"),
+                    None => String::new(),
+                };
+                format!(
+                    " (its tree called listen() on {} of baton's {n} socket(s); its binds got \
+                     {got}{look})",
+                    st.listened.len()
+                )
+            }
+            (Some(t), None) => match &t.last_failure {
                 Some(f) => format!(" (last check: {f})"),
                 None => " (no check completed yet)".to_string(),
             },
-            (None, Some(n)) => format!(
-                " (its tree called listen() on {} of baton's {n} socket(s))",
-                st.listened.len()
-            ),
             (None, None) => String::new(),
         };
         Some(format!(

@@ -17,6 +17,8 @@
 //! * while another generation serves, at most `readiness.max_starting` workers of a new one are
 //!   starting at once, and each has `readiness.timeout` from its own spawn;
 //! * every starting worker has a readiness deadline and every draining one a SIGKILL deadline;
+//! * a `listen` worker is looked at in /proc only once a bind got every socket and not all were
+//!   listened on, and only on the sockets not listened on; a ready worker has no check due;
 //! * a failed new generation is retired gently (stop signal, SIGKILL at the drain deadline), and
 //!   the serving generation is not touched;
 //! * every process group of a worker is SIGKILLed once its leader has exited or its drain

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ReadinessKind};
+use crate::config::{Config, ReadinessKind, DEFAULT_ACCEPTING_INTERVAL};
 use crate::readiness::Tracker;
 
 /// How a generation's workers are found ready: the config's `readiness.kind`, matched once.
@@ -15,8 +15,10 @@ pub enum Readiness {
     /// Alive for this long.
     Delay(Duration),
     /// `handover = "bind"`: the worker's tree called listen() on each of baton's `sockets`
-    /// (handed to it through its bind()).
-    Listen { sockets: usize },
+    /// (handed to it through its bind()), or waits for connections on those it never called
+    /// listen() on (an app that finds the socket listening already skips the call), which a
+    /// look in /proc every `look` finds once every socket was handed to it.
+    Listen { sockets: usize, look: Duration },
     /// A check repeated every `interval` until `successes` pass in a row.
     Probe {
         check: Check,
@@ -37,6 +39,10 @@ pub enum Check {
     Exec { argv: Vec<String> },
     /// The worker's process tree waits for connections on every passed socket (`/proc`).
     Accepting,
+    /// The worker's process tree waits for connections on each of these of baton's sockets
+    /// (index in baton's list; `/proc`): `listen` readiness's look at the sockets a bind got
+    /// and no listen() was trapped on.
+    AcceptingOn(Vec<usize>),
 }
 
 impl Readiness {
@@ -45,7 +51,11 @@ impl Readiness {
     pub fn of(kind: &ReadinessKind, sockets: usize) -> Readiness {
         match kind {
             ReadinessKind::Notify => Readiness::Notify,
-            ReadinessKind::Listen => Readiness::Listen { sockets },
+            // the look is the `accepting` check's, at its pace
+            ReadinessKind::Listen => Readiness::Listen {
+                sockets,
+                look: DEFAULT_ACCEPTING_INTERVAL,
+            },
             ReadinessKind::Delay { delay } => Readiness::Delay(*delay),
             ReadinessKind::Http {
                 path,
@@ -98,7 +108,21 @@ impl Readiness {
     /// A worker is ready once it listened on this many sockets.
     pub fn listens(&self) -> Option<usize> {
         match self {
-            Readiness::Listen { sockets } => Some(*sockets),
+            Readiness::Listen { sockets, .. } => Some(*sockets),
+            _ => None,
+        }
+    }
+
+    /// `listen`: the bookkeeping of the look in /proc for a worker that was handed every
+    /// socket at `now` and has not listened on all of them (the first look after one
+    /// interval: an app that calls listen() right after its bind is ready by then).
+    pub fn listen_look(&self, now: Instant) -> Option<Tracker> {
+        match self {
+            Readiness::Listen { look, .. } => {
+                let mut t = Tracker::new(now, 1, *look, *look);
+                t.next_at = crate::readiness::later(now, *look);
+                Some(t)
+            }
             _ => None,
         }
     }
@@ -259,8 +283,16 @@ mod tests {
         );
         let l = config("handover = \"bind\"\n[readiness]\nkind = \"listen\"\n");
         let r = Readiness::of(&l.readiness.kind, 2);
-        assert_eq!(r, Readiness::Listen { sockets: 2 });
+        let look = Duration::from_millis(50);
+        assert_eq!(r, Readiness::Listen { sockets: 2, look });
         assert_eq!(r.listens(), Some(2));
-        assert!(!r.wants_probe_socket() && r.tracker(std::time::Instant::now()).is_none());
+        let now = Instant::now();
+        assert!(!r.wants_probe_socket() && r.tracker(now).is_none());
+        // the look is not due at once: a listen() right after the bind comes first
+        let t = r.listen_look(now).unwrap();
+        assert!(t.next_at == now + look && !t.due(now) && t.due(now + look));
+        assert!(Readiness::of(&a.readiness.kind, 1)
+            .listen_look(now)
+            .is_none());
     }
 }

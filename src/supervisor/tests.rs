@@ -60,6 +60,12 @@ struct World {
     killed: Vec<Pid>,
     spawns: Vec<SlotId>,
     probes: Vec<(Pid, Check)>,
+    /// The sockets each worker got by a bind or listened on, as the world told the core.
+    handed: HashMap<Pid, BTreeSet<usize>>,
+    listened: HashMap<Pid, BTreeSet<usize>>,
+    /// `listen` looks the core asked for that it should not have (not every socket handed,
+    /// or a socket the worker listened on looked at).
+    bad_looks: Vec<String>,
     replies: Vec<(ClientId, ReloadReply)>,
     progress: Vec<(ClientId, String)>,
     systemd: Vec<Systemd>,
@@ -84,6 +90,9 @@ impl World {
             killed: Vec::new(),
             spawns: Vec::new(),
             probes: Vec::new(),
+            handed: HashMap::new(),
+            listened: HashMap::new(),
+            bad_looks: Vec::new(),
             replies: Vec::new(),
             progress: Vec::new(),
             systemd: Vec::new(),
@@ -129,7 +138,22 @@ impl World {
                     at: self.now,
                 });
             }
-            Action::Probe { worker, check, .. } => self.probes.push((worker, check)),
+            Action::Probe { worker, check, .. } => {
+                if let Check::AcceptingOn(sockets) = &check {
+                    let handed = self.handed.get(&worker).cloned().unwrap_or_default();
+                    let listened = self.listened.get(&worker).cloned().unwrap_or_default();
+                    if handed.len() < 2
+                        || sockets.is_empty()
+                        || sockets.iter().any(|s| listened.contains(s))
+                    {
+                        self.bad_looks.push(format!(
+                            "look at {sockets:?} of {worker} (handed {handed:?}, listened \
+                             {listened:?})"
+                        ));
+                    }
+                }
+                self.probes.push((worker, check))
+            }
             Action::Signal { pid, signal } => self.signals.push((pid, signal)),
             Action::KillGroup { pid } => {
                 if self.alive.contains(&pid) {
@@ -146,6 +170,16 @@ impl World {
     }
 
     fn event(&mut self, e: Event) {
+        match e {
+            Event::Bound { worker, socket } if socket < 2 => {
+                self.handed.entry(worker).or_default().insert(socket);
+            }
+            Event::Listened { worker, socket } if socket < 2 => {
+                self.handed.entry(worker).or_default().insert(socket);
+                self.listened.entry(worker).or_default().insert(socket);
+            }
+            _ => {}
+        }
         self.core.handle(self.now, e);
         self.pump();
         self.reap_killed();
@@ -194,7 +228,7 @@ impl World {
                     .clone(),
             )
         });
-        if let Some(Readiness::Listen { sockets }) = readiness {
+        if let Some(Readiness::Listen { sockets, .. }) = readiness {
             for socket in 0..sockets {
                 self.event(Event::Listened {
                     worker: pid,
@@ -638,6 +672,7 @@ enum Op {
     ProbeOk(usize),
     ProbeFail(usize),
     Listened(usize, usize),
+    Bound(usize, usize),
     ClientGone(usize),
     Stop,
 }
@@ -654,6 +689,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..16).prop_map(Op::ProbeOk),
         1 => (0usize..16).prop_map(Op::ProbeFail),
         2 => ((0usize..16), 0usize..3).prop_map(|(i, s)| Op::Listened(i, s)),
+        2 => ((0usize..16), 0usize..3).prop_map(|(i, s)| Op::Bound(i, s)),
         1 => (0usize..8).prop_map(Op::ClientGone),
         1 => Just(Op::Stop),
     ]
@@ -714,6 +750,11 @@ fn apply(w: &mut World, op: &Op, clients: &mut Vec<ClientId>) {
                 w.event(Event::Listened { worker: p, socket })
             }
         }
+        Op::Bound(i, socket) => {
+            if let Some(p) = pick(i) {
+                w.event(Event::Bound { worker: p, socket })
+            }
+        }
         Op::ClientGone(i) => {
             if !clients.is_empty() {
                 let c = clients.remove(i % clients.len());
@@ -732,6 +773,9 @@ fn check_invariants(w: &World, seen: &mut Seen, signals_before: usize) -> Result
         return Err(format!("{} generations alive", gens.len()));
     }
     let stopping = matches!(state, State::Stopping { .. } | State::Done { .. });
+    if let Some(bad) = w.bad_looks.first() {
+        return Err(format!("a look asked for too early: {bad}"));
+    }
     for g in &gens {
         if g.committed() {
             seen.committed.insert(g.id);
@@ -756,6 +800,10 @@ fn check_invariants(w: &World, seen: &mut Seen, signals_before: usize) -> Result
                     return Err(format!(
                         "draining worker {slot:?} without its kill deadline"
                     ));
+                }
+                // the checks (and `listen`'s look) stop once it is ready
+                Life::Ready(_) if w.core.out.timers.get(Timer::Probe(slot)).is_some() => {
+                    return Err(format!("ready worker {slot:?} still has a check due"));
                 }
                 _ => {}
             }
@@ -917,7 +965,7 @@ fn a_worker_that_listens_on_one_of_two_sockets_is_rolled_back_at_its_timeout() {
     assert!(!r.ok);
     assert!(
         r.message
-            .contains("not ready after 2s (its tree called listen() on 1 of baton's 2 socket(s))"),
+            .contains("not ready after 2s (its tree called listen() on 1 of baton's 2 socket(s); its binds got 1)"),
         "{}",
         r.message
     );
@@ -929,6 +977,191 @@ fn a_worker_that_listens_on_one_of_two_sockets_is_rolled_back_at_its_timeout() {
         new.iter().all(|p| w.signalled(*p)),
         "the failed one is retired"
     );
+}
+
+/// The sockets (by number) that the binds of `worker`'s tree got, as the driver reports them.
+fn bound(w: &mut World, worker: Pid, sockets: &[usize]) {
+    for &socket in sockets {
+        w.event(Event::Bound { worker, socket });
+    }
+}
+
+fn ready_lines(w: &World) -> Vec<String> {
+    let lines = w.logged("worker_ready");
+    lines.iter().map(|e| e.message.clone()).collect()
+}
+
+/// `listen`: a worker that calls listen() right after its binds (Node, Go, uvicorn) is ready by
+/// those calls, whichever the driver reports first, and no look in /proc is ever asked for.
+#[test]
+fn a_worker_that_listens_after_its_binds_is_ready_without_a_look() {
+    let mut w = World::serving_world(config(LISTEN));
+    let client = w.reload();
+    let new = w.pids(2);
+    bound(&mut w, new[0], &[0, 1]);
+    w.sleep(ms(5));
+    for socket in [0, 1] {
+        w.event(Event::Listened {
+            worker: new[0],
+            socket,
+        });
+    }
+    // both calls answered in one turn: the listen()s reach the core before the binds
+    for socket in [1, 0] {
+        w.event(Event::Listened {
+            worker: new[1],
+            socket,
+        });
+    }
+    bound(&mut w, new[1], &[0, 1]);
+    assert_eq!(w.serving(), Some(2));
+    assert!(w.reply(client).expect("answered").ok);
+    w.sleep(ms(1000));
+    assert!(w.probes.is_empty(), "looks: {:?}", w.probes);
+    let ready = ready_lines(&w);
+    let by_listen = ready
+        .iter()
+        .filter(|m| m.contains("ready (listen() on all 2 socket(s))"));
+    assert_eq!(by_listen.count(), 4, "{ready:?}");
+}
+
+/// `listen`: a worker that never calls listen() (gunicorn finds its socket listening already)
+/// is looked at in /proc once a bind got every socket, one interval (50 ms) after the last one,
+/// then every interval, only on the sockets it did not listen on, until it waits for
+/// connections on them; then it is ready, and the looks stop.
+#[test]
+fn a_worker_that_never_calls_listen_is_ready_by_the_look_once_it_has_every_socket() {
+    let mut w = World::serving_world(config(LISTEN));
+    let old = w.pids(1);
+    let client = w.reload();
+    let new = w.pids(2);
+    // one of the two sockets handed: no look, however long
+    bound(&mut w, new[0], &[0, 0]);
+    w.sleep(ms(500));
+    assert!(w.probes.is_empty(), "looks: {:?}", w.probes);
+    bound(&mut w, new[0], &[1]);
+    bound(&mut w, new[1], &[0, 1]);
+    w.event(Event::Listened {
+        worker: new[1],
+        socket: 0,
+    });
+    w.sleep(ms(49));
+    assert!(w.probes.is_empty(), "looks: {:?}", w.probes);
+    w.sleep(ms(1));
+    assert_eq!(
+        w.probes,
+        [
+            (new[0], Check::AcceptingOn(vec![0, 1])),
+            (new[1], Check::AcceptingOn(vec![1]))
+        ]
+    );
+    // not waiting yet: looked at again one interval after the answer, not before
+    let waits_not = "no process of the worker's tree waits for connections on `http` (fd 3)";
+    w.event(Event::ProbeResult {
+        worker: new[0],
+        ok: false,
+        detail: waits_not.into(),
+    });
+    w.sleep(ms(49));
+    assert_eq!(w.probes.len(), 2);
+    w.sleep(ms(1));
+    assert_eq!(w.probes.len(), 3, "{:?}", w.probes);
+    assert_eq!(w.state(), "rolling-out");
+    assert!(
+        !old.iter().any(|p| w.signalled(*p)),
+        "old generation untouched"
+    );
+    for worker in [new[0], new[1]] {
+        w.event(Event::ProbeResult {
+            worker,
+            ok: true,
+            detail: "waiting for connections on every socket".into(),
+        });
+    }
+    assert_eq!(w.serving(), Some(2));
+    assert!(w.reply(client).expect("answered").ok);
+    assert!(old.iter().all(|p| w.signalled(*p)), "old generation drains");
+    let ready = ready_lines(&w);
+    let line = |pid: Pid| ready.iter().find(|m| m.contains(&format!("worker {pid} ")));
+    assert!(
+        line(new[0]).is_some_and(|m| m.contains(
+            "ready (waiting for connections on all 2 socket(s), as /proc shows; it never called \
+             listen())"
+        )),
+        "{ready:?}"
+    );
+    assert!(
+        line(new[1]).is_some_and(|m| m.contains(
+            "ready (listen() on 1 of 2 socket(s), waiting for connections on the other 1, as \
+             /proc shows, without calling listen())"
+        )),
+        "{ready:?}"
+    );
+    // the looks stop once it is ready
+    let looks = w.probes.len();
+    w.sleep(ms(1000));
+    assert_eq!(w.probes.len(), looks);
+}
+
+/// `listen`: a worker that got every socket but neither listens nor waits for connections is
+/// looked at until its readiness timeout, which rolls the reload back with the last look's
+/// reason; the serving generation is not touched, and the looks end with the worker.
+#[test]
+fn a_worker_neither_listening_nor_waiting_is_rolled_back_at_its_timeout() {
+    let mut w = World::serving_world(config(LISTEN));
+    let old = w.pids(1);
+    let client = w.reload();
+    let spawned = w.now;
+    let new = w.pids(2);
+    w.ready(new[1]);
+    bound(&mut w, new[0], &[1, 0]);
+    let mut answered = 0;
+    for _ in 0..1000 {
+        if w.reply(client).is_some() {
+            break;
+        }
+        w.sleep(ms(10));
+        while answered < w.probes.len() {
+            answered += 1;
+            w.event(Event::ProbeResult {
+                worker: new[0],
+                ok: false,
+                detail: "no process of the worker's tree waits for connections on `http` (fd 3)"
+                    .into(),
+            });
+        }
+    }
+    let r = w.reply(client).expect("answered");
+    assert!(!r.ok);
+    assert_eq!(
+        w.now.duration_since(spawned),
+        ms(2000),
+        "at its readiness timeout"
+    );
+    assert!(
+        r.message.contains(
+            "not ready after 2s (its tree called listen() on 0 of baton's 2 socket(s); its binds \
+             got 2; last look: no process of the worker's tree waits for connections on `http`"
+        ),
+        "{}",
+        r.message
+    );
+    // one look every 50 ms and the answer's 10 ms
+    assert!(
+        (25..=40).contains(&w.probes.len()),
+        "{} looks",
+        w.probes.len()
+    );
+    assert!(w.probes.iter().all(|(p, _)| *p == new[0]));
+    assert_eq!(w.serving(), Some(1));
+    assert!(
+        !old.iter().any(|p| w.signalled(*p)),
+        "serving generation untouched"
+    );
+    let looks = w.probes.len();
+    w.drain_all();
+    w.sleep(ms(1000));
+    assert_eq!(w.probes.len(), looks, "no look after the worker is retired");
 }
 
 /// Found by the property test: a reload asked for while the first generation starts was never

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::core::{Action, Core, Level, LogEvent, Out, State};
 use super::generation::{Drain, Generation, Life, Proc, Starting};
+use super::plan::{Check, Readiness};
 use super::timers::{SlotId, Timer};
 use super::{fmt_duration, fmt_ms, SIGSYS_HINT};
 use crate::notify::Message;
@@ -84,6 +85,16 @@ impl Core {
         }
     }
 
+    /// `handover = "bind"`: a bind of the worker's tree got one more of baton's sockets.
+    pub(super) fn bound(&mut self, worker: Pid, socket: usize, now: Instant) {
+        let Some(slot) = find(&self.state, worker) else {
+            return;
+        };
+        if let Some((gen, i)) = locate(&mut self.state, slot) {
+            self.out.bound(gen, i, socket, now);
+        }
+    }
+
     pub(super) fn delay_passed(&mut self, slot: SlotId, now: Instant) {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
@@ -102,11 +113,17 @@ impl Core {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
         };
-        let Some(check) = gen.readiness.check() else {
-            return;
-        };
+        let (check, listens) = (gen.readiness.check().cloned(), gen.readiness.listens());
         let Life::Starting(p, st) = &mut gen.slots[i].life else {
             return;
+        };
+        let check = match (check, listens) {
+            (Some(check), _) => check,
+            // `listen`: the look at the sockets it never called listen() on
+            (None, Some(n)) => {
+                Check::AcceptingOn((0..n).filter(|s| !st.listened.contains(s)).collect())
+            }
+            (None, None) => return,
         };
         let Some(t) = st.tracker.as_mut().filter(|t| t.due(now)) else {
             return;
@@ -115,7 +132,7 @@ impl Core {
         self.out.push(Action::Probe {
             slot,
             worker: p.pid,
-            check: check.clone(),
+            check,
             timeout: t.probe_timeout,
         });
     }
@@ -224,6 +241,7 @@ impl Out {
             running_nice: gen.nice.running,
             tracker: gen.readiness.tracker(now),
             listened: Default::default(),
+            bound: Default::default(),
         };
         self.timers.clear_slot(slot);
         self.timers.set(Timer::Ready(slot), starting.deadline);
@@ -374,15 +392,59 @@ impl Out {
         let Some(needed) = gen.readiness.listens() else {
             return;
         };
+        let slot = gen.slot_id(gen.slots[i].instance);
         let Life::Starting(_, st) = &mut gen.slots[i].life else {
             return;
         };
-        if socket >= needed || !st.listened.insert(socket) || st.listened.len() < needed {
+        if socket >= needed || !st.listened.insert(socket) {
+            return;
+        }
+        if st.listened.len() < needed {
+            // a listen() on a socket counts as its hand-over too
+            self.look_once_handed(&gen.readiness, st, slot, now);
             return;
         }
         self.set_ready(gen, i, now);
         let how = format!("listen() on all {needed} socket(s)");
         self.log_ready(gen, i, how, Some(now));
+    }
+
+    /// A `listen` worker's bind got one more of baton's sockets.
+    fn bound(&mut self, gen: &mut Generation, i: usize, socket: usize, now: Instant) {
+        let Some(needed) = gen.readiness.listens() else {
+            return;
+        };
+        let slot = gen.slot_id(gen.slots[i].instance);
+        let Life::Starting(_, st) = &mut gen.slots[i].life else {
+            return;
+        };
+        if socket < needed && st.bound.insert(socket) {
+            self.look_once_handed(&gen.readiness, st, slot, now);
+        }
+    }
+
+    /// A `listen` worker that was handed every socket and has not listened on all of them is
+    /// looked at in /proc, one interval from now and every interval after, until it is ready
+    /// (an app that finds its socket listening already may never call listen()). An app that
+    /// calls listen() right after its bind is ready before the first look.
+    fn look_once_handed(
+        &mut self,
+        readiness: &Readiness,
+        st: &mut Starting,
+        slot: SlotId,
+        now: Instant,
+    ) {
+        let Some(needed) = readiness.listens() else {
+            return;
+        };
+        let handed = (0..needed).all(|s| st.bound.contains(&s) || st.listened.contains(&s));
+        if st.tracker.is_some() || !handed || st.listened.len() >= needed {
+            return;
+        }
+        st.tracker = readiness.listen_look(now);
+        if let Some(t) = &st.tracker {
+            self.timers.set(Timer::Probe(slot), t.next_at);
+        }
     }
 
     fn probe_result(
@@ -397,6 +459,7 @@ impl Out {
         let Life::Starting(p, st) = &mut gen.slots[i].life else {
             return;
         };
+        let listened = st.listened.len();
         let Some(t) = st.tracker.as_mut() else { return };
         if !ok {
             self.push(Action::Log(LogEvent {
@@ -410,8 +473,20 @@ impl Out {
             }));
         }
         if t.record(now, ok, detail) {
+            let how = match gen.readiness.listens() {
+                Some(n) if listened == 0 => format!(
+                    "waiting for connections on all {n} socket(s), as /proc shows; it never \
+                     called listen()"
+                ),
+                Some(n) => format!(
+                    "listen() on {listened} of {n} socket(s), waiting for connections on the \
+                     other {}, as /proc shows, without calling listen()",
+                    n - listened
+                ),
+                None => "readiness check passed".into(),
+            };
             self.set_ready(gen, i, now);
-            self.log_ready(gen, i, "readiness check passed".into(), Some(now));
+            self.log_ready(gen, i, how, Some(now));
         } else {
             self.timers.set(Timer::Probe(slot), t.next_at);
         }

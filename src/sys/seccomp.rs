@@ -14,6 +14,7 @@
 //! is the caller's policy. A notification's process may die or be interrupted at any moment:
 //! every answer may fail with ENOENT, which means "gone", not a fault of baton.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -293,6 +294,9 @@ pub fn decode_sockaddr(bytes: &[u8]) -> io::Result<SockAddr> {
 #[derive(Debug)]
 pub struct SeccompListener {
     fd: OwnedFd,
+    /// The descriptors (of the caller's) that [`hand_over`](Self::hand_over) put into the
+    /// worker's tree since [`take_handed`](Self::take_handed) was last called.
+    handed: RefCell<Vec<RawFd>>,
 }
 
 impl AsFd for SeccompListener {
@@ -322,7 +326,16 @@ unsafe fn ioctl(
 impl SeccompListener {
     /// Wrap a listener received from a trapped child.
     pub(super) fn from_fd(fd: OwnedFd) -> SeccompListener {
-        SeccompListener { fd }
+        SeccompListener {
+            fd,
+            handed: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The caller's descriptors that bind()s were answered with since the last call (each
+    /// successful [`hand_over`](Self::hand_over)'s `socket`), oldest first.
+    pub fn take_handed(&self) -> Vec<RawFd> {
+        self.handed.take()
     }
 
     /// The next notification, or `None` when none waits (or the one that did belongs to a
@@ -532,6 +545,8 @@ impl SeccompListener {
     /// app's thread still waits in bind(); if it is interrupted there, the kernel restarts the
     /// call as a new notification (the answer here fails with ENOENT) on a descriptor that
     /// already is baton's socket, and handing it over again is harmless.
+    ///
+    /// A hand-over answered so is kept for [`take_handed`](Self::take_handed).
     pub fn hand_over(
         &self,
         id: u64,
@@ -560,7 +575,9 @@ impl SeccompListener {
                 (&mut addfd as *mut libc::seccomp_notif_addfd).cast(),
             )
         }?;
-        self.respond_value(id, 0)
+        self.respond_value(id, 0)?;
+        self.handed.borrow_mut().push(socket.as_raw_fd());
+        Ok(())
     }
 }
 

@@ -163,13 +163,21 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 /// before it forks its workers, so wait until it has, and return them: the old master's
 /// workers (its process group) must be gone after the drain too.
 pub fn gunicorn_workers(old: &[i32]) -> Vec<i32> {
-    let master = old[0];
-    wait_for(
-        "gunicorn's 2 workers forked",
-        Duration::from_secs(10),
-        || children_of(master).len() == 2,
-    );
-    children_of(master)
+    gunicorn_workers_of(&old[..1], 2)
+}
+
+/// [`gunicorn_workers`] for several masters (one per baton instance) of `workers` each.
+pub fn gunicorn_workers_of(masters: &[i32], workers: usize) -> Vec<i32> {
+    let mut all = Vec::new();
+    for &master in masters {
+        wait_for(
+            &format!("gunicorn master {master}'s {workers} workers forked"),
+            Duration::from_secs(10),
+            || children_of(master).len() == workers,
+        );
+        all.extend(children_of(master));
+    }
+    all
 }
 
 /// The pid in the example worker's answer "hello from pid P generation G".
