@@ -114,13 +114,7 @@ fn the_guides_express_server_reloads_under_api_socket() {
     let out = bx.systemctl(&["start", "api.socket", "api.service"]);
     assert!(out.ok(), "start api: {out}\n{}", bx.journal("api"));
     bx.wait_state("api.service", "active", Duration::from_secs(30));
-    let health_pid = || -> i64 {
-        let (code, body) = http_get(port, "/health", Duration::from_secs(10)).expect("GET /health");
-        assert_eq!(code, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        v["pid"].as_i64().expect("pid")
-    };
-    let first = health_pid();
+    let first = express_health_pid(port);
     // each request takes the app 100 ms: 4 connections give about 40 per second
     let keep = Load::start(port, "keepalive", 4, 100);
     let close = Load::start(port, "close", 4, 100);
@@ -152,7 +146,7 @@ fn the_guides_express_server_reloads_under_api_socket() {
             "too little traffic: {r}"
         );
     }
-    let last = health_pid();
+    let last = express_health_pid(port);
     assert_ne!(
         first, last,
         "a worker of the last generation answers\n{journal}"

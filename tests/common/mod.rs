@@ -18,7 +18,7 @@ mod load;
 pub use load::Load;
 mod net;
 #[allow(unused_imports)] // not every test file speaks HTTP
-pub use net::{free_port, http_get, http_request};
+pub use net::{express_health_pid, free_port, http_get, http_request};
 mod rng;
 #[allow(unused_imports)] // not every test file generates input
 pub use rng::Rng;

@@ -29,6 +29,18 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<(u16, String
     http_request(port, path, timeout, None)
 }
 
+/// The pid the guide's Express server (tests/apps/express) gives at `GET /health`
+/// (`{"status":"ok","pid":N}`), from 127.0.0.1:`port`.
+pub fn express_health_pid(port: u16) -> i32 {
+    let (code, body) = http_get(port, "/health", Duration::from_secs(10)).expect("GET /health");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let pid = v["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {body}"));
+    i32::try_from(pid).expect("a pid")
+}
+
 /// [`http_get`] that reports its local port on `sent` once the request is written.
 pub fn http_request(
     port: u16,
