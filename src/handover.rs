@@ -1,5 +1,5 @@
 //! `handover = "bind"`: which of baton's sockets answers an app's own bind(), and which
-//! blocking mode a shared socket takes. Pure decisions; the event loop (`supervisor::driver`)
+//! blocking mode a shared socket takes. Pure decisions; the event loop (`supervisor::driver::trap`)
 //! reads the notifications and carries them out through `sys`.
 //!
 //! * [`matching_socket`]: a TCP bind matches one of baton's sockets when the port is the
