@@ -3,13 +3,18 @@
 //! process tree's trapped calls ask and answers each at once: a bind matching one of baton's
 //! sockets by address, from an app socket of the same type, gets that socket (with the app's
 //! O_NONBLOCK and FD_CLOEXEC) and is logged as `worker_bind`; a `listen()` on a descriptor
-//! whose inode is one of baton's sockets is answered with 0 and becomes `Event::Listened`;
-//! everything else continues. Which bind matches which socket is `crate::handover`'s decision.
+//! whose inode is one of baton's sockets is answered with 0 and becomes `Event::Listened`; an
+//! `unlink()`/`unlinkat()` (trapped only when one of baton's sockets is a unix path) of such a
+//! path is answered 0 without removing it and logged as `worker_unlink_kept`; everything else
+//! continues. A relative path, bound or unlinked, is resolved against the app's working
+//! directory (or the directory descriptor of its unlinkat) first. Which bind matches which
+//! socket is `crate::handover`'s decision.
 //!
 //! Must never block: every notification is answered in the turn it is read, at most
 //! `TRAPS_PER_TURN` per worker and turn.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -18,15 +23,15 @@ use super::{Io, RateLimit, Supervisor};
 use crate::handover::{self, ModeChange, Modes};
 use crate::supervisor::core::Event;
 use crate::supervisor::timers::SlotId;
-use crate::sys::{self, Notification, Pid, SeccompListener, SockAddr, Syscall};
+use crate::sys::{self, Notification, Pid, SeccompListener, SockAddr, Syscall, UnixAddr};
 
-/// At most this many trapped bind()/listen() calls are answered per worker and loop turn.
+/// At most this many trapped calls are answered per worker and loop turn.
 const TRAPS_PER_TURN: usize = 64;
 
 /// What the answers keep of baton's sockets and of the modes they were given.
 pub(super) struct Traps {
     /// Each listening socket's local address (what a trapped bind() is matched against), in
-    /// the order of `Listeners::list`.
+    /// the order of `Listeners::list`; a unix socket's path with its directory canonical.
     addrs: Vec<SockAddr>,
     /// Each listening socket's type (SOCK_STREAM, …): only an app socket of that type gets it.
     types: Vec<i32>,
@@ -49,7 +54,15 @@ impl Traps {
     /// The next of baton's listening sockets: its local address and type.
     pub(super) fn learn(&mut self, socket: BorrowedFd<'_>) {
         // a socket whose address cannot be read is matched by no bind
-        let addr = sys::local_addr(socket).unwrap_or(SockAddr::Other { family: 0 });
+        let addr = match sys::local_addr(socket) {
+            Ok(SockAddr::Unix(UnixAddr::Path(p))) => {
+                let me = std::process::id() as Pid;
+                let canonical = sys::resolve_at(me, libc::AT_FDCWD, &p).unwrap_or(p);
+                SockAddr::Unix(UnixAddr::Path(canonical))
+            }
+            Ok(addr) => addr,
+            Err(_) => SockAddr::Other { family: 0 },
+        };
         self.addrs.push(addr);
         self.types.push(sys::socket_type(socket).unwrap_or(-1));
     }
@@ -114,6 +127,9 @@ impl Io {
                 },
                 None => trap.respond_continue(n.id),
             },
+            Syscall::Unlink { dirfd, flags, .. } => {
+                self.answer_unlink(trap, worker, slot, n, dirfd, flags)
+            }
             Syscall::Other { .. } => trap.respond_continue(n.id),
         };
         if let Err(e) = answered {
@@ -147,7 +163,13 @@ impl Io {
             // unreadable or too short: the kernel gives the app its own answer
             Err(_) => return trap.respond_continue(n.id),
         };
-        let Some(i) = handover::matching_socket(&asked, &self.traps.addrs) else {
+        let i = match &asked {
+            SockAddr::Unix(UnixAddr::Path(path)) => {
+                self.unix_socket_named(n.pid, libc::AT_FDCWD, path)
+            }
+            _ => handover::matching_socket(&asked, &self.traps.addrs),
+        };
+        let Some(i) = i else {
             return trap.respond_continue(n.id);
         };
         let Some(flags) = self.replaceable(n.pid, fd, i) else {
@@ -167,6 +189,65 @@ impl Io {
             slot.generation,
             slot.instance,
             handover::describe(&asked),
+            handover::describe(&self.traps.addrs[i]),
+        );
+        Ok(())
+    }
+
+    /// Which of baton's unix sockets `path` names, as thread `tid` resolves it (relative to
+    /// `dirfd`, or its working directory for `AT_FDCWD`), if any. Only a path that ends in the
+    /// file name of one of them is resolved (the resolution reads /proc and the file system); a
+    /// path that cannot be resolved names none.
+    fn unix_socket_named(&self, tid: Pid, dirfd: i32, path: &Path) -> Option<usize> {
+        if !handover::may_name_socket(path, &self.traps.addrs) {
+            return None;
+        }
+        let resolved = match sys::resolve_at(tid, dirfd, path) {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("thread {tid}: cannot resolve {} ({e})", path.display());
+                return None;
+            }
+        };
+        handover::matching_socket(&SockAddr::Unix(UnixAddr::Path(resolved)), &self.traps.addrs)
+    }
+
+    /// An unlink of one of baton's unix sockets' paths is answered 0 without removing it (the
+    /// app's customary clean-up: gunicorn before its bind and at exit, libuv at close); any
+    /// other runs untouched, as does `unlinkat` with AT_REMOVEDIR or any flag.
+    fn answer_unlink(
+        &mut self,
+        trap: &SeccompListener,
+        worker: Pid,
+        slot: SlotId,
+        n: &Notification,
+        dirfd: i32,
+        flags: i32,
+    ) -> std::io::Result<()> {
+        if flags != 0 {
+            return trap.respond_continue(n.id);
+        }
+        let path = match trap.read_path(n) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            // unreadable, empty or too long: the kernel gives the app its own answer
+            Err(_) => return trap.respond_continue(n.id),
+        };
+        let Some(i) = self.unix_socket_named(n.pid, dirfd, &path) else {
+            return trap.respond_continue(n.id);
+        };
+        trap.respond_value(n.id, 0)?;
+        let name = &self.listeners.list[i].name;
+        info!(
+            baton_event = "worker_unlink_kept",
+            baton_generation = slot.generation,
+            baton_worker_pid = worker,
+            baton_instance = slot.instance,
+            baton_socket = name.as_str(),
+            "worker {worker} (generation {}, instance {}) kept {}: the app's unlink was \
+             answered without removing it (socket `{name}`)",
+            slot.generation,
+            slot.instance,
             handover::describe(&self.traps.addrs[i]),
         );
         Ok(())
