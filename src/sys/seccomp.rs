@@ -13,8 +13,8 @@
 //! ([`SeccompListener::read_path`]), and answer: continue, an errno, a value, or put one of
 //! baton's sockets into the trapped descriptor and answer 0 ([`SeccompListener::hand_over`]).
 //!
-//! Must never decide which bind matches which socket, or which mode a shared socket takes: that
-//! is the caller's policy. A notification's process may die or be interrupted at any moment:
+//! Must never decide which bind matches which socket, which path is baton's, or which mode a
+//! shared socket takes: that is the caller's policy. A notification's process may die or be interrupted at any moment:
 //! every answer may fail with ENOENT, which means "gone", not a fault of baton.
 
 use std::io;

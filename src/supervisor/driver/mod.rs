@@ -63,6 +63,9 @@ struct WorkerIo {
     /// `handover = "bind"`: polled for notifications; dropped once it hangs up (every process
     /// that had the filter is gone) or the worker is reaped.
     trap: Option<SeccompListener>,
+    /// How many of its tree's unlinks of baton's paths were answered without removing them
+    /// (the first few are logged at info, the rest at debug).
+    unlinks_kept: u32,
     probe_socket: Option<ProbeSocket>,
     /// What it was handed (its sockets, then its probe socket), for the checks that look at
     /// what its process tree waits for.
@@ -927,6 +930,7 @@ impl Io {
             WorkerIo {
                 slot,
                 trap: spawned.listener,
+                unlinks_kept: 0,
                 probe_socket,
                 watched,
             },

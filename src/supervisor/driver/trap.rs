@@ -27,6 +27,9 @@ use crate::sys::{self, Notification, Pid, SeccompListener, SockAddr, Syscall, Un
 
 /// At most this many trapped calls are answered per worker and loop turn.
 const TRAPS_PER_TURN: usize = 64;
+/// A worker's first this many kept unlinks are logged at info (an app removes the path once or
+/// twice in its life); the rest, an app that loops on it, at debug.
+const KEPT_LOGGED: u32 = 4;
 
 /// What the answers keep of baton's sockets and of the modes they were given.
 pub(super) struct Traps {
@@ -237,7 +240,25 @@ impl Io {
             return trap.respond_continue(n.id);
         };
         trap.respond_value(n.id, 0)?;
+        let kept = match self.workers.get_mut(&worker) {
+            Some(w) => {
+                w.unlinks_kept = w.unlinks_kept.saturating_add(1);
+                w.unlinks_kept
+            }
+            None => 1,
+        };
         let name = &self.listeners.list[i].name;
+        if kept > KEPT_LOGGED {
+            debug!(
+                "worker {worker}: unlink {kept} of {} kept",
+                handover::describe(&self.traps.addrs[i])
+            );
+            return Ok(());
+        }
+        let more = match kept == KEPT_LOGGED {
+            true => "; this worker's further ones are logged at debug level",
+            false => "",
+        };
         info!(
             baton_event = "worker_unlink_kept",
             baton_generation = slot.generation,
@@ -245,7 +266,7 @@ impl Io {
             baton_instance = slot.instance,
             baton_socket = name.as_str(),
             "worker {worker} (generation {}, instance {}) kept {}: the app's unlink was \
-             answered without removing it (socket `{name}`)",
+             answered without removing it (socket `{name}`){more}",
             slot.generation,
             slot.instance,
             handover::describe(&self.traps.addrs[i]),
