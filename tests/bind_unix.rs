@@ -372,3 +372,67 @@ fn only_the_unlink_of_the_sockets_path_is_kept_every_other_one_runs() {
         "{log}"
     );
 }
+
+/// Binds `SOCK` (a unix path) or `PORT`, listens, then times 20,000 unlinks of a file that
+/// does not exist and prints the mean in µs; then waits.
+const UNLINK_COST_APP: &str = r#"
+import os, socket, time
+if os.environ.get("SOCK"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(os.environ["SOCK"])
+else:
+    s = socket.socket()
+    s.bind(("127.0.0.1", int(os.environ["PORT"])))
+s.listen(16)
+n = 20000
+t = time.perf_counter()
+for _ in range(n):
+    try:
+        os.unlink("/nonexistent-baton-unlink-cost")
+    except FileNotFoundError:
+        pass
+print(f"unlink.cost: {(time.perf_counter() - t) / n * 1e6:.2f} us", flush=True)
+time.sleep(600)
+"#;
+
+/// What the unlink trap costs an app: the mean time of an unlink (of a missing file, so the
+/// call is continued) under a config with a unix socket (trapped) and one with a TCP socket
+/// only (not trapped). A measurement, not a check:
+/// `cargo test --release --test bind_unix -- --ignored --nocapture unlink_cost`.
+#[test]
+#[ignore]
+fn unlink_cost_of_the_trap() {
+    let _g = serial();
+    let dir = scratch("bind-unix-cost-app");
+    let app = dir.join("cost.py");
+    std::fs::write(&app, UNLINK_COST_APP).expect("write cost.py");
+    let command = format!("[\"python3\", \"{}\"]", app.display());
+    let cost = |unix: bool| {
+        let baton = Baton::start(&format!("bind-unix-cost-{unix}"), |port, ctl| match unix {
+            true => {
+                let env = format!("SOCK = \"{}\"", sock_of(ctl).display());
+                unix_config(&command, 1, ctl, "", &env, "listen")
+            }
+            false => unix_config(&command, 1, ctl, "", "", "listen")
+                .replace(
+                    &format!("app = \"unix:{}\"", sock_of(ctl).display()),
+                    &format!("app = \"127.0.0.1:{port}\""),
+                )
+                .replace("[env]\n", &format!("[env]\nPORT = \"{port}\"")),
+        });
+        let mut line = String::new();
+        wait_for("unlink.cost", Duration::from_secs(60), || {
+            line = baton
+                .log_text()
+                .lines()
+                .find(|l| l.contains("unlink.cost:"))
+                .unwrap_or_default()
+                .to_string();
+            !line.is_empty()
+        });
+        line
+    };
+    let (trapped, plain) = (cost(true), cost(false));
+    eprintln!("unix socket (unlink trapped): {trapped}");
+    eprintln!("TCP socket only (not trapped): {plain}");
+}
