@@ -1,13 +1,19 @@
 //! `handover = "bind"`: which of baton's sockets answers an app's own bind(), and which
-//! blocking mode a shared socket takes. Pure decisions; the event loop (`supervisor::driver`)
+//! blocking mode a shared socket takes. Pure decisions; the event loop (`supervisor::driver::trap`)
 //! reads the notifications and carries them out through `sys`.
 //!
 //! * [`matching_socket`]: a TCP bind matches one of baton's sockets when the port is the
 //!   same (never port 0) and the address asked for is a wildcard (`0.0.0.0`, `::`), a
 //!   loopback, or the socket's own, of either family (Node binds `[::]:3000` while the socket
 //!   may be `0.0.0.0:3000`); a socket whose own address is the one asked for wins over one
-//!   that only shares the port. A unix bind matches a unix socket of the same path. Nothing
-//!   else matches: an app may bind an admin port of its own, and that bind runs untouched.
+//!   that only shares the port. A unix bind matches a unix socket of the same path (the
+//!   caller makes a relative one absolute, with the app's working directory, and both
+//!   directories canonical). Nothing else matches: an app may bind an admin port of its own,
+//!   and that bind runs untouched.
+//! * [`may_name_socket`]: whether a path an app binds or unlinks may name one of baton's unix
+//!   sockets, by its last component alone: the cheap test before the caller resolves it
+//!   (which reads /proc and the file system). A path that names one is kept when the app
+//!   unlinks it (answered 0, not removed); any other unlink runs.
 //! * [`Modes`]: O_NONBLOCK belongs to a socket's open file description, which every holder
 //!   shares. The app's own socket says which mode it wants (Go and libuv create theirs
 //!   non-blocking, and Go's accept loop stalls on a blocking one); the shared socket takes it,
@@ -16,6 +22,7 @@
 //! Must never touch a descriptor or a process.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use crate::sys::{SockAddr, UnixAddr};
 
@@ -44,6 +51,17 @@ pub fn matching_socket(asked: &SockAddr, sockets: &[SockAddr]) -> Option<usize> 
             .position(|s| matches!(s, SockAddr::Unix(UnixAddr::Path(p)) if p == path)),
         _ => None,
     }
+}
+
+/// Whether `path`'s last component is the file name of one of baton's unix sockets at a path:
+/// only then can it name one, and only then is it worth resolving.
+pub fn may_name_socket(path: &Path, sockets: &[SockAddr]) -> bool {
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    sockets
+        .iter()
+        .any(|s| matches!(s, SockAddr::Unix(UnixAddr::Path(p)) if p.file_name() == Some(name)))
 }
 
 /// An address as a log line shows it: `0.0.0.0:3000`, `[::]:3000`, `unix:/run/app.sock`.
@@ -160,6 +178,23 @@ mod tests {
             None
         );
         assert_eq!(matching_socket(&a("0.0.0.0:80"), &[]), None);
+    }
+
+    #[test]
+    fn only_a_path_ending_in_a_sockets_file_name_may_name_it() {
+        let sockets = [a("127.0.0.1:80"), a("unix:/run/app/app.sock")];
+        for p in [
+            "app.sock",
+            "/run/app/app.sock",
+            "../app/app.sock",
+            "/elsewhere/app.sock",
+        ] {
+            assert!(may_name_socket(Path::new(p), &sockets), "{p}");
+        }
+        for p in ["app.sock.tmp", "/run/app", "/run/app/other.sock", "..", "/"] {
+            assert!(!may_name_socket(Path::new(p), &sockets), "{p}");
+        }
+        assert!(!may_name_socket(Path::new("app.sock"), &[a("0.0.0.0:80")]));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// The sections of baton(1) after the subcommands (roff). Every statement must stay true of
-/// main.rs (exit codes), supervisor/driver.rs (signals) and the units.
+/// main.rs (exit codes), supervisor/driver/mod.rs (signals) and the units.
 pub const BATON_1_SECTIONS: &str = r#".SH "EXIT STATUS"
 .TP
 \fBbaton run\fR

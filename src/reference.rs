@@ -180,11 +180,13 @@ pub const KEYS: &[Key] = &[
             `http.ListenAndServe(\":8080\")`, `uvicorn --port`): baton traps the worker's \
             `bind()` and `listen()` with a seccomp filter (inherited by every process it \
             forks) and answers a bind of the port of one of its sockets (any address: wildcard, \
-            loopback or the socket's own, either family; a unix socket by its path) with that \
-            socket, so every generation accepts on the same socket; every other bind (an admin \
-            port of the app's own, port 0, a socket of another type such as UDP on the same \
-            port) runs untouched, and `listen()` on a handed socket \
-            leaves baton's backlog. The worker gets no descriptor and no `LISTEN_*` variable. \
+            loopback or the socket's own, either family; a unix socket by its path, a relative \
+            one from the worker's `cwd`) with that socket, so every generation accepts on the \
+            same socket; every other bind (an admin port of the app's own, port 0, a socket of \
+            another type such as UDP on the same port) runs untouched, and `listen()` on a \
+            handed socket leaves baton's backlog. With a unix socket at a path, `unlink()` is \
+            trapped too: the app's removal of that path (gunicorn's before its bind, Node's at \
+            close) is answered without removing it; every other unlink runs. The worker gets no descriptor and no `LISTEN_*` variable. \
             The filter needs no_new_privs: setuid and file capabilities grant nothing in the \
             worker's tree. x86-64 with Linux 5.9 or later; where the filter is refused, \
             `baton run` and each reload fail with the reason. Readiness `http` and `tcp` are \

@@ -31,6 +31,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Whether one of the sockets is a unix socket at a path (not abstract): in bind mode its
+    /// workers' unlink() of that path is trapped too.
+    pub fn has_unix_path(&self) -> bool {
+        self.list.iter().any(|l| {
+            matches!(
+                sys::local_addr(l.fd.as_fd()),
+                Ok(sys::SockAddr::Unix(sys::UnixAddr::Path(_)))
+            )
+        })
+    }
+
     /// Take systemd's sockets, or bind the configured ones when there are none.
     /// Must run before any thread is spawned (it edits the environment).
     pub fn acquire(specs: &[SocketSpec]) -> anyhow::Result<Listeners> {

@@ -4,8 +4,8 @@
 //! shared listening sockets at fd 3.., an optional private probe socket after them,
 //! `LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID` (filled in by [`sys::spawn_child`] with the
 //! child's own pid). With `handover = "bind"`: none of those; the worker's bind() and listen()
-//! are trapped instead ([`sys::Spawn::trap_bind`]) and its filter's listener comes back with
-//! its pid. Always `NOTIFY_SOCKET`, `BATON_GENERATION`, `BATON_INSTANCE`, the config's
+//! are trapped instead ([`sys::Spawn::trap_bind`]; its unlink() too when one of the sockets is
+//! a unix path, [`sys::Spawn::trap_unlink`]) and its filter's listener comes back with its pid. Always `NOTIFY_SOCKET`, `BATON_GENERATION`, `BATON_INSTANCE`, the config's
 //! `[env]`. Variables that belong to baton itself (its own NOTIFY_SOCKET, watchdog, LISTEN_*)
 //! never reach a worker.
 //!
@@ -101,7 +101,8 @@ fn inherited_env() -> Vec<(OsString, OsString)> {
 /// all share built, `/dev/null` opened, once per generation rather than once per worker.
 pub struct Recipe {
     spawn: sys::Spawn,
-    /// `handover = "bind"`: no descriptors passed, bind() and listen() trapped.
+    /// `handover = "bind"`: no descriptors passed, bind() and listen() trapped (and unlink()
+    /// when a socket is a unix path).
     bind: bool,
     /// Whether each worker gets a private probe socket after the shared ones.
     probe: bool,
@@ -133,6 +134,9 @@ impl Recipe {
                     format!("handover = \"bind\" cannot trap the workers' bind(): {e}"),
                 )
             })?;
+            // an app removes a unix socket's path before its bind (gunicorn) or at close
+            // (libuv): answered without removing baton's
+            sp.trap_unlink(listeners.has_unix_path());
         }
         let mut names = listeners.names();
         if probe {

@@ -1,6 +1,7 @@
 //! The bind/listen trap of `sys` (issue 15), with real processes and no supervisor: a recipe
 //! with `trap_bind`, its listener, and the test as the one who answers, handing over its own
-//! listening socket for a bind on its port and letting every other bind through.
+//! listening socket for a bind on its port and letting every other bind through; and with
+//! `trap_unlink`, unlink and unlinkat in the x86-64 and i386 ABIs.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -517,4 +518,132 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
+}
+
+/// A static program (no libc) that removes five names of its working directory: `a` with
+/// x86-64 unlink, `b` with x86-64 unlinkat(AT_FDCWD), `c` with i386 unlink and `d` with i386
+/// unlinkat(AT_FDCWD) (both through `int 0x80`), and the directory `e` with i386 unlinkat and
+/// AT_REMOVEDIR. Its exit code has a bit set for each call that did not return 0.
+const UNLINKER: &str = r#"
+static long sys64(long nr, long a, long b, long c) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+static long sys32(long nr, long a, long b, long c) {
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(nr), "b"(a), "c"(b), "d"(c) : "memory");
+    return r;
+}
+void _start(void) {
+    long bad = 0;
+    if (sys64(87, (long)"a", 0, 0) != 0) bad |= 1;
+    if (sys64(263, -100, (long)"b", 0) != 0) bad |= 2;
+    if (sys32(10, (long)"c", 0, 0) != 0) bad |= 4;
+    if (sys32(301, -100, (long)"d", 0) != 0) bad |= 8;
+    if (sys32(301, -100, (long)"e", 0x200) != 0) bad |= 16;
+    sys64(231, bad, 0, 0);
+}
+"#;
+
+/// Run [`UNLINKER`] in a fresh directory holding `a`..`d` and the directory `e`, trapped with
+/// or without `trap_unlink`, answering an unlink of `a` or `c` with 0 (not run) and continuing
+/// everything else: (its exit code, each unlink notification with the path read, the names
+/// left).
+fn run_unlinker(trap_unlink: bool) -> (i32, Vec<(Syscall, String)>, Vec<String>) {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let gcc =
+        which("gcc").expect("gcc is needed: the Rust toolchain's linker needs it (Debian's gcc)");
+    let dir = std::env::temp_dir().join(format!(
+        "baton-seccomp-unlink-{}-{trap_unlink}",
+        std::process::id()
+    ));
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(dir.join("u.c"), UNLINKER).unwrap();
+    let out = Command::new(&gcc)
+        .args([
+            "-O1",
+            "-static",
+            "-no-pie",
+            "-nostdlib",
+            "-fno-stack-protector",
+        ])
+        .args(["-o", "u", "u.c"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["a", "b", "c", "d"] {
+        std::fs::write(work.join(f), "x").unwrap();
+    }
+    std::fs::create_dir(work.join("e")).unwrap();
+    let mut sp = sys::Spawn::new(&dir.join("u"), &["u".to_string()]).unwrap();
+    sp.trap_bind(true).unwrap();
+    sp.trap_unlink(trap_unlink);
+    sp.cwd(&work).unwrap();
+    let s = sys::spawn_child(&sp, &sys::Child::new()).unwrap();
+    let mut l = s.listener.expect("a trapping recipe returns its listener");
+    let server = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Some(n) = next(&mut l, Duration::from_secs(30)) {
+            let path = l.read_path(&n).map(|p| p.display().to_string());
+            let answered = match path.as_deref() {
+                Ok("a") | Ok("c") => l.respond_value(n.id, 0),
+                _ => l.respond_continue(n.id),
+            };
+            answered.unwrap();
+            seen.push((n.syscall, path.unwrap_or_else(|e| e.to_string())));
+        }
+        seen
+    });
+    let code = match waitpid(nix::unistd::Pid::from_raw(s.pid), None).unwrap() {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("{other:?}"),
+    };
+    let seen = server.join().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    std::fs::remove_dir_all(&dir).unwrap();
+    (code, seen, left)
+}
+
+/// With `trap_unlink`, unlink and unlinkat trap in the x86-64 and i386 ABIs, are decoded
+/// (directory descriptor, path, flags), and an answer of 0 leaves the file; a continued one
+/// (AT_REMOVEDIR included) runs. Without it, not one unlink traps and every one runs.
+#[test]
+fn unlink_and_unlinkat_trap_in_both_abis_only_with_trap_unlink() {
+    let (code, seen, left) = run_unlinker(true);
+    assert_eq!(code, 0, "{seen:?}");
+    let unlink = |flags: i32| (libc::AT_FDCWD, flags);
+    let got: Vec<((i32, i32), String)> = seen
+        .iter()
+        .map(|(s, p)| match *s {
+            Syscall::Unlink { dirfd, flags, .. } => ((dirfd, flags), p.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (unlink(0), "a".to_string()),
+            (unlink(0), "b".to_string()),
+            (unlink(0), "c".to_string()),
+            (unlink(0), "d".to_string()),
+            (unlink(libc::AT_REMOVEDIR), "e".to_string()),
+        ]
+    );
+    assert_eq!(left, ["a", "c"], "the kept ones stay, the rest are gone");
+
+    let (code, seen, left) = run_unlinker(false);
+    assert_eq!(code, 0);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(left.is_empty(), "{left:?}");
 }

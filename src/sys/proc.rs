@@ -217,9 +217,126 @@ pub fn read_process_memory(pid: Pid, addr: u64, len: usize) -> io::Result<Vec<u8
     Ok(buf)
 }
 
+/// The NUL-terminated string at `addr` in `pid`'s memory, without its NUL: at most `max` bytes
+/// are read, the NUL included, page by page (a string that ends just before an unmapped page
+/// is read whole; the first unreadable page ends the read with an error). No NUL within `max`
+/// bytes is InvalidInput.
+pub fn read_process_string(pid: Pid, addr: u64, max: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    /// The smallest page size: a read that stops at its boundaries never crosses into an
+    /// unmapped page of any larger size either.
+    const PAGE: u64 = 4096;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < max {
+        let len = ((PAGE - at % PAGE) as usize).min(max - out.len());
+        let mut chunk = vec![0u8; len];
+        f.read_exact_at(&mut chunk, at)?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        at = at
+            .checked_add(len as u64)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("no NUL within {max} bytes"),
+    ))
+}
+
+/// `path` as the kernel resolves it for process `pid` in a `*at()` call with `dirfd`
+/// (`AT_FDCWD`: the process's working directory; ignored for an absolute path), made absolute,
+/// with its directory canonical (symlinks and `..` resolved, through /proc/PID/cwd or
+/// /proc/PID/fd/DIRFD) and its last component as written (unlink and bind act on that name,
+/// they do not follow it). InvalidInput for a path whose last component is not a name (empty,
+/// `.`, `..`, or a trailing `/`).
+pub fn resolve_at(
+    pid: Pid,
+    dirfd: RawFd,
+    path: &std::path::Path,
+) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+    let bytes = path.as_os_str().as_bytes();
+    let last = bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    let name = match last {
+        b"" | b"." | b".." => None,
+        _ => path.file_name(),
+    }
+    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a name"))?;
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let dir = if path.is_absolute() {
+        parent.to_path_buf()
+    } else if dirfd == libc::AT_FDCWD {
+        Path::new(&format!("/proc/{pid}/cwd")).join(parent)
+    } else if dirfd >= 0 {
+        Path::new(&format!("/proc/{pid}/fd/{dirfd}")).join(parent)
+    } else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
+    Ok(std::fs::canonicalize(dir)?.join(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_string_is_read_up_to_its_nul_and_never_past_max() {
+        let me = std::process::id() as Pid;
+        let text = b"/run/app.sock\0junk".to_vec();
+        let addr = text.as_ptr() as u64;
+        assert_eq!(
+            read_process_string(me, addr, 4096).unwrap(),
+            b"/run/app.sock"
+        );
+        assert_eq!(read_process_string(me, addr, 14).unwrap(), b"/run/app.sock");
+        assert!(
+            read_process_string(me, addr, 13).is_err(),
+            "no NUL within 13 bytes"
+        );
+        // a string that crosses a page boundary
+        let mut s = vec![b'a'; 8192];
+        // 3 bytes before a page boundary
+        let start = (4093 + 4096 - s.as_ptr() as usize % 4096) % 4096;
+        s[start + 10] = 0;
+        let got = read_process_string(me, s.as_ptr() as u64 + start as u64, 4096).unwrap();
+        assert_eq!(got, vec![b'a'; 10]);
+        assert!(read_process_string(me, 8, 16).is_err(), "unmapped");
+    }
+
+    #[test]
+    fn paths_resolve_against_the_process_cwd_or_a_directory_descriptor() {
+        use std::os::fd::AsRawFd;
+        use std::path::Path;
+        let me = std::process::id() as Pid;
+        let cwd = std::fs::canonicalize(std::env::current_dir().unwrap()).unwrap();
+        assert_eq!(
+            resolve_at(me, libc::AT_FDCWD, Path::new("app.sock")).unwrap(),
+            cwd.join("app.sock")
+        );
+        assert_eq!(
+            resolve_at(me, 12345, Path::new("/tmp/../tmp/./x.sock")).unwrap(),
+            std::fs::canonicalize("/tmp").unwrap().join("x.sock")
+        );
+        let dir = std::fs::File::open("/tmp").unwrap();
+        assert_eq!(
+            resolve_at(me, dir.as_raw_fd(), Path::new("x.sock")).unwrap(),
+            std::fs::canonicalize("/tmp").unwrap().join("x.sock")
+        );
+        for not_a_name in ["/tmp/", "x/.", "..", "", "/"] {
+            assert!(
+                resolve_at(me, libc::AT_FDCWD, Path::new(not_a_name)).is_err(),
+                "{not_a_name}"
+            );
+        }
+        assert!(resolve_at(me, -5, Path::new("x")).is_err());
+        assert!(resolve_at(me, libc::AT_FDCWD, Path::new("no/such/dir/x")).is_err());
+    }
 
     #[test]
     fn parse_own_stat() {

@@ -1,5 +1,7 @@
 //! Trapping a worker's `bind()` and `listen()` with seccomp user notification, so that baton can
-//! answer an app's own bind with one of its sockets (issue 15).
+//! answer an app's own bind with one of its sockets (issue 15), and, when one of baton's
+//! sockets is a unix path, its `unlink()` and `unlinkat()`, so that an app's customary removal
+//! of that path (gunicorn before its bind, libuv at close) can be answered without removing it.
 //!
 //! The child side lives in `spawn.rs`: a recipe with [`Spawn::trap_bind`](super::Spawn::trap_bind)
 //! sets no_new_privs and installs [`FILTER`] between `clone` and `execve`, and sends the filter's
@@ -7,11 +9,12 @@
 //! it as a [`SeccompListener`]. This file has the filter and baton's side of the listener:
 //! receive a notification without blocking ([`SeccompListener::recv`]), read the address the app
 //! asked for from its memory, re-validated against the notification id
-//! ([`SeccompListener::read_sockaddr`]), and answer: continue, an errno, a value, or put one of
+//! ([`SeccompListener::read_sockaddr`]) or the path it asked to unlink, bounded the same way
+//! ([`SeccompListener::read_path`]), and answer: continue, an errno, a value, or put one of
 //! baton's sockets into the trapped descriptor and answer 0 ([`SeccompListener::hand_over`]).
 //!
-//! Must never decide which bind matches which socket, or which mode a shared socket takes: that
-//! is the caller's policy. A notification's process may die or be interrupted at any moment:
+//! Must never decide which bind matches which socket, which path is baton's, or which mode a
+//! shared socket takes: that is the caller's policy. A notification's process may die or be interrupted at any moment:
 //! every answer may fail with ENOENT, which means "gone", not a fault of baton.
 
 use std::cell::RefCell;
@@ -33,11 +36,15 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// x86-64 (and x32, with the bit above) system call numbers.
 const NR_BIND: u32 = 49;
 const NR_LISTEN: u32 = 50;
+const NR_UNLINK: u32 = 87;
+const NR_UNLINKAT: u32 = 263;
 /// i386 system call numbers: the direct calls (Linux 4.3+) and socketcall(2), which glibc's
 /// i386 build uses for every socket call, with the call number in its first argument.
 const NR32_SOCKETCALL: u32 = 102;
 const NR32_BIND: u32 = 361;
 const NR32_LISTEN: u32 = 363;
+const NR32_UNLINK: u32 = 10;
+const NR32_UNLINKAT: u32 = 301;
 /// socketcall(2)'s call numbers (linux/net.h).
 const SYS_BIND: u32 = 2;
 const SYS_LISTEN: u32 = 4;
@@ -84,28 +91,85 @@ const fn ret(k: u32) -> libc::sock_filter {
 /// that cannot be decoded must not slip past the trap. Every allowed system call number of
 /// x86-64 and i386 except socketcall is allowed whatever its arguments, so the kernel's
 /// seccomp action cache answers them without running the filter: accept, read and write cost
-/// nothing. Jump offsets count from the next instruction (the index is in each comment).
-pub(super) const FILTER: [libc::sock_filter; 19] = [
-    /* 0 */ ld(OFF_ARCH),
-    /* 1 */ jeq(AUDIT_ARCH_X86_64, 0, 6), // → 2, else → 8
-    /* 2 */ ld(OFF_NR),
-    /* 3 */ jeq(NR_BIND, 13, 0), // → 17
-    /* 4 */ jeq(NR_LISTEN, 12, 0), // → 17
-    /* 5 */ jeq(X32_SYSCALL_BIT | NR_BIND, 11, 0), // → 17
-    /* 6 */ jeq(X32_SYSCALL_BIT | NR_LISTEN, 10, 0), // → 17
-    /* 7 */ ret(libc::SECCOMP_RET_ALLOW),
-    /* 8 */ jeq(AUDIT_ARCH_I386, 0, 9), // → 9, else → 18
-    /* 9 */ ld(OFF_NR),
-    /* 10 */ jeq(NR32_BIND, 6, 0), // → 17
-    /* 11 */ jeq(NR32_LISTEN, 5, 0), // → 17
-    /* 12 */ jeq(NR32_SOCKETCALL, 0, 3), // → 13, else → 16
-    /* 13 */ ld(OFF_ARG0),
-    /* 14 */ jeq(SYS_BIND, 2, 0), // → 17
-    /* 15 */ jeq(SYS_LISTEN, 1, 0), // → 17
-    /* 16 */ ret(libc::SECCOMP_RET_ALLOW),
-    /* 17 */ ret(libc::SECCOMP_RET_USER_NOTIF),
-    /* 18 */ ret(libc::SECCOMP_RET_KILL_PROCESS),
-];
+/// nothing.
+pub(super) const FILTER: [libc::sock_filter; 19] =
+    program(&[NR_BIND, NR_LISTEN], &[NR32_BIND, NR32_LISTEN]);
+
+/// [`FILTER`] that also traps unlink and unlinkat in every ABI (x86-64, x32, i386), for the
+/// workers of a baton with a unix socket at a path. rename, rmdir and the rest stay allowed.
+pub(super) const FILTER_UNLINK: [libc::sock_filter; 25] = program(
+    &[NR_BIND, NR_LISTEN, NR_UNLINK, NR_UNLINKAT],
+    &[NR32_BIND, NR32_LISTEN, NR32_UNLINK, NR32_UNLINKAT],
+);
+
+/// A filter program that traps the x86-64 system calls `x64` (and each with the x32 bit), the
+/// i386 ones `i386`, and socketcall's BIND and LISTEN; `N` must be `13 + 2 * x64.len() +
+/// i386.len()` (checked at compile time). The layout, by index:
+///
+/// ```text
+/// 0            ld arch
+/// 1            arch == x86-64 ? next : → i386
+/// 2            ld nr
+/// 3..          nr == each of x64, then x32 | each of x64 ? → notif
+///              ret allow
+/// i386:        arch == i386 ? next : → kill
+///              ld nr
+///              nr == each of i386 ? → notif
+///              nr == socketcall ? next : → allow32
+///              ld args[0]
+///              args[0] == SYS_BIND, SYS_LISTEN ? → notif
+/// allow32:     ret allow
+/// notif (N-2): ret user notification
+/// kill (N-1):  ret kill process
+/// ```
+const fn program<const N: usize>(x64: &[u32], i386: &[u32]) -> [libc::sock_filter; N] {
+    assert!(N == 13 + 2 * x64.len() + i386.len());
+    let notif = N - 2;
+    let kill = N - 1;
+    let to_i386 = 4 + 2 * x64.len();
+    let mut p = [ret(libc::SECCOMP_RET_KILL_PROCESS); N];
+    p[0] = ld(OFF_ARCH);
+    p[1] = jeq(AUDIT_ARCH_X86_64, 0, jump(1, to_i386));
+    p[2] = ld(OFF_NR);
+    let mut i = 3;
+    let mut k = 0;
+    while k < x64.len() {
+        p[i] = jeq(x64[k], jump(i, notif), 0);
+        p[i + x64.len()] = jeq(X32_SYSCALL_BIT | x64[k], jump(i + x64.len(), notif), 0);
+        i += 1;
+        k += 1;
+    }
+    i += x64.len();
+    p[i] = ret(libc::SECCOMP_RET_ALLOW);
+    i += 1;
+    assert!(i == to_i386);
+    p[i] = jeq(AUDIT_ARCH_I386, 0, jump(i, kill));
+    p[i + 1] = ld(OFF_NR);
+    i += 2;
+    let mut k = 0;
+    while k < i386.len() {
+        p[i] = jeq(i386[k], jump(i, notif), 0);
+        i += 1;
+        k += 1;
+    }
+    let allow32 = i + 4;
+    p[i] = jeq(NR32_SOCKETCALL, 0, jump(i, allow32));
+    p[i + 1] = ld(OFF_ARG0);
+    p[i + 2] = jeq(SYS_BIND, jump(i + 2, notif), 0);
+    p[i + 3] = jeq(SYS_LISTEN, jump(i + 3, notif), 0);
+    p[allow32] = ret(libc::SECCOMP_RET_ALLOW);
+    assert!(allow32 + 1 == notif);
+    p[notif] = ret(libc::SECCOMP_RET_USER_NOTIF);
+    p[kill] = ret(libc::SECCOMP_RET_KILL_PROCESS);
+    p
+}
+
+/// A conditional jump's offset from instruction `from` to `to` (offsets count from the next
+/// instruction, forward only, at most 255).
+const fn jump(from: usize, to: usize) -> u8 {
+    assert!(to > from && to - from - 1 <= u8::MAX as usize);
+    (to - from - 1) as u8
+}
 
 /// Whether the filter can be built for this target (x86-64 only, for now) and the kernel
 /// offers user notification to this process (a seccomp filter of its own, like a systemd
@@ -179,6 +243,13 @@ pub enum Syscall {
     },
     /// `listen(fd, backlog)`.
     Listen { fd: RawFd, backlog: i32 },
+    /// `unlinkat(dirfd, path_ptr, flags)`, or `unlink(path_ptr)` as `dirfd` `AT_FDCWD` and
+    /// `flags` 0; `path_ptr` is in the process's memory.
+    Unlink {
+        dirfd: RawFd,
+        path_ptr: u64,
+        flags: i32,
+    },
     /// Anything else (nothing the filter traps today, or an i386 socketcall whose arguments
     /// could not be read): answer it with [`SeccompListener::respond_continue`].
     Other { nr: i32 },
@@ -408,13 +479,28 @@ impl SeccompListener {
             fd: fd as i32,
             backlog: backlog as i32,
         };
+        // descriptors and flags are C ints: the low half, whatever the ABI put above it
+        let unlinkat = |dirfd: u64, ptr: u64, flags: u64| Syscall::Unlink {
+            dirfd: dirfd as u32 as i32,
+            path_ptr: ptr,
+            flags: flags as u32 as i32,
+        };
+        let cwd = libc::AT_FDCWD as u32 as u64;
         Some(match (n.data.arch, nr) {
             (AUDIT_ARCH_X86_64, NR_BIND) => bind(a[0], a[1], a[2]),
             (AUDIT_ARCH_X86_64, NR_LISTEN) => listen(a[0], a[1]),
             (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | NR_BIND => bind(a[0], a[1], a[2]),
             (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | NR_LISTEN => listen(a[0], a[1]),
+            (AUDIT_ARCH_X86_64, NR_UNLINK) => unlinkat(cwd, a[0], 0),
+            (AUDIT_ARCH_X86_64, NR_UNLINKAT) => unlinkat(a[0], a[1], a[2]),
+            (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | NR_UNLINK => unlinkat(cwd, a[0], 0),
+            (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | NR_UNLINKAT => {
+                unlinkat(a[0], a[1], a[2])
+            }
             (AUDIT_ARCH_I386, NR32_BIND) => bind(a[0], a[1] & 0xffff_ffff, a[2]),
             (AUDIT_ARCH_I386, NR32_LISTEN) => listen(a[0], a[1]),
+            (AUDIT_ARCH_I386, NR32_UNLINK) => unlinkat(cwd, a[0] & 0xffff_ffff, 0),
+            (AUDIT_ARCH_I386, NR32_UNLINKAT) => unlinkat(a[0], a[1] & 0xffff_ffff, a[2]),
             (AUDIT_ARCH_I386, NR32_SOCKETCALL) => {
                 // socketcall(call, args): args points to the call's arguments, three 32-bit
                 // words in the process's memory (bind's; listen uses two)
@@ -484,6 +570,30 @@ impl SeccompListener {
         // validate after the read, whatever it gave: an error of a dead thread is ENOENT
         self.id_valid(n.id)?;
         decode_sockaddr(&read?)
+    }
+
+    /// The path a trapped `unlink`/`unlinkat` asked for, read from the process's memory up to
+    /// its NUL (at most PATH_MAX bytes, the NUL included, as the kernel reads it; never past the
+    /// first unreadable page) and trusted only once the notification is still valid after the
+    /// read, as in [`read_sockaddr`](Self::read_sockaddr). Err(ENOENT) when the thread is gone,
+    /// InvalidInput for a notification that is no unlink, an empty path or one without a NUL
+    /// within PATH_MAX (the kernel would answer ENOENT or ENAMETOOLONG: continue it). The app's
+    /// other threads may change the memory after the read: answering the call without running
+    /// it is safe whatever they do; a continued call is run on what the memory holds then.
+    pub fn read_path(&self, n: &Notification) -> io::Result<PathBuf> {
+        let Syscall::Unlink { path_ptr, .. } = n.syscall else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an unlink notification",
+            ));
+        };
+        let read = super::proc::read_process_string(n.pid, path_ptr, libc::PATH_MAX as usize);
+        self.id_valid(n.id)?;
+        let bytes = read?;
+        if bytes.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+        }
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
     }
 
     fn respond(&self, id: u64, val: i64, error: i32, flags: u32) -> io::Result<()> {
@@ -611,13 +721,13 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A classic-BPF interpreter for the few opcodes [`FILTER`] uses, over a seccomp_data of
+    /// A classic-BPF interpreter for the few opcodes the filters use, over a seccomp_data of
     /// (nr, arch, args[0]).
-    fn run(nr: u32, arch: u32, arg0: u32) -> u32 {
+    fn run_filter(filter: &[libc::sock_filter], nr: u32, arch: u32, arg0: u32) -> u32 {
         let mut acc = 0u32;
         let mut pc = 0usize;
         loop {
-            let i = FILTER[pc];
+            let i = filter[pc];
             pc += 1;
             match i.code {
                 LD_W_ABS => {
@@ -632,6 +742,96 @@ mod tests {
                 RET_K => return i.k,
                 c => panic!("opcode {c:#x}"),
             }
+        }
+    }
+
+    fn run(nr: u32, arch: u32, arg0: u32) -> u32 {
+        run_filter(&FILTER, nr, arch, arg0)
+    }
+
+    /// [`FILTER`] as it was written by hand and reviewed before [`program`] generated it.
+    #[test]
+    fn the_generated_bind_filter_is_the_reviewed_one() {
+        let reviewed = [
+            ld(OFF_ARCH),
+            jeq(AUDIT_ARCH_X86_64, 0, 6),
+            ld(OFF_NR),
+            jeq(NR_BIND, 13, 0),
+            jeq(NR_LISTEN, 12, 0),
+            jeq(X32_SYSCALL_BIT | NR_BIND, 11, 0),
+            jeq(X32_SYSCALL_BIT | NR_LISTEN, 10, 0),
+            ret(libc::SECCOMP_RET_ALLOW),
+            jeq(AUDIT_ARCH_I386, 0, 9),
+            ld(OFF_NR),
+            jeq(NR32_BIND, 6, 0),
+            jeq(NR32_LISTEN, 5, 0),
+            jeq(NR32_SOCKETCALL, 0, 3),
+            ld(OFF_ARG0),
+            jeq(SYS_BIND, 2, 0),
+            jeq(SYS_LISTEN, 1, 0),
+            ret(libc::SECCOMP_RET_ALLOW),
+            ret(libc::SECCOMP_RET_USER_NOTIF),
+            ret(libc::SECCOMP_RET_KILL_PROCESS),
+        ];
+        let fields = |f: &libc::sock_filter| (f.code, f.jt, f.jf, f.k);
+        let generated: Vec<_> = FILTER.iter().map(fields).collect();
+        let reviewed: Vec<_> = reviewed.iter().map(fields).collect();
+        assert_eq!(generated, reviewed);
+    }
+
+    /// Only the unlink filter traps unlink and unlinkat, in every ABI; neither traps rename,
+    /// rmdir or accept; both trap bind and listen.
+    #[test]
+    fn unlink_is_trapped_only_by_the_unlink_filter_in_every_abi() {
+        const NOTIF: u32 = libc::SECCOMP_RET_USER_NOTIF;
+        const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+        let x64 = AUDIT_ARCH_X86_64;
+        let i386 = AUDIT_ARCH_I386;
+        let unlinks = [
+            (libc::SYS_unlink as u32, x64),
+            (libc::SYS_unlinkat as u32, x64),
+            (X32_SYSCALL_BIT | libc::SYS_unlink as u32, x64),
+            (X32_SYSCALL_BIT | libc::SYS_unlinkat as u32, x64),
+            (NR32_UNLINK, i386),
+            (NR32_UNLINKAT, i386),
+        ];
+        for (nr, arch) in unlinks {
+            assert_eq!(run_filter(&FILTER, nr, arch, 0), ALLOW, "{nr} {arch:#x}");
+            assert_eq!(
+                run_filter(&FILTER_UNLINK, nr, arch, 0),
+                NOTIF,
+                "{nr} {arch:#x}"
+            );
+        }
+        let untouched = [
+            (libc::SYS_rename as u32, x64),
+            (libc::SYS_renameat as u32, x64),
+            (libc::SYS_renameat2 as u32, x64),
+            (libc::SYS_rmdir as u32, x64),
+            (libc::SYS_accept4 as u32, x64),
+            (libc::SYS_read as u32, x64),
+            (X32_SYSCALL_BIT | libc::SYS_rename as u32, x64),
+            (38, i386),  // rename
+            (40, i386),  // rmdir
+            (302, i386), // renameat
+        ];
+        for (nr, arch) in untouched {
+            assert_eq!(
+                run_filter(&FILTER_UNLINK, nr, arch, 0),
+                ALLOW,
+                "{nr} {arch:#x}"
+            );
+        }
+        for f in [&FILTER[..], &FILTER_UNLINK[..]] {
+            assert_eq!(run_filter(f, libc::SYS_bind as u32, x64, 0), NOTIF);
+            assert_eq!(run_filter(f, X32_SYSCALL_BIT | NR_LISTEN, x64, 0), NOTIF);
+            assert_eq!(run_filter(f, NR32_LISTEN, i386, 0), NOTIF);
+            assert_eq!(run_filter(f, NR32_SOCKETCALL, i386, SYS_BIND), NOTIF);
+            assert_eq!(run_filter(f, NR32_SOCKETCALL, i386, 5), ALLOW);
+            assert_eq!(
+                run_filter(f, 10, 0xc000_00b7, 0),
+                libc::SECCOMP_RET_KILL_PROCESS
+            );
         }
     }
 

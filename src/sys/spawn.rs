@@ -39,6 +39,8 @@ pub struct Spawn {
     /// Whether each child installs the bind/listen trap before its exec (see
     /// [`Spawn::trap_bind`]).
     trap_bind: bool,
+    /// Whether that trap also catches unlink and unlinkat (see [`Spawn::trap_unlink`]).
+    trap_unlink: bool,
 }
 
 /// The part of a spawn that differs between children of one [`Spawn`]: more environment, the
@@ -84,6 +86,7 @@ impl Spawn {
             },
             reset_signals: non_default_signals(),
             trap_bind: false,
+            trap_unlink: false,
         })
     }
     pub fn env(&mut self, key: &OsStr, value: &OsStr) -> io::Result<()> {
@@ -107,6 +110,13 @@ impl Spawn {
         }
         self.trap_bind = on;
         Ok(())
+    }
+    /// With [`Spawn::trap_bind`], trap unlink() and unlinkat() too (`seccomp.rs`'s
+    /// `FILTER_UNLINK`, for a baton with a unix socket at a path, whose removal by the app it
+    /// answers); without it, nothing. Off by default: the filter then traps bind and listen
+    /// only.
+    pub fn trap_unlink(&mut self, on: bool) {
+        self.trap_unlink = on;
     }
     /// Whether children of this recipe may start at nice `startup_nice` and be given their
     /// running priority back once ready: returns that running nice value, or `None` when
@@ -350,10 +360,14 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     let error_ptr: *mut ChildError = &mut error;
     // The trap: the filter program, the socketpair (made above), and the SCM_RIGHTS message
     // the child sends on its end (its own end closes at exec: SOCK_CLOEXEC).
+    let filter: &[libc::sock_filter] = match spec.trap_unlink {
+        true => &seccomp::FILTER_UNLINK,
+        false => &seccomp::FILTER,
+    };
     let prog = libc::sock_fprog {
-        len: seccomp::FILTER.len() as libc::c_ushort,
+        len: filter.len() as libc::c_ushort,
         // the kernel only reads (copies) the program
-        filter: seccomp::FILTER.as_ptr().cast_mut(),
+        filter: filter.as_ptr().cast_mut(),
     };
     let mut payload = [0u8; 1];
     let mut iov = libc::iovec {

@@ -1,6 +1,7 @@
 // A plain Node.js HTTP app that binds its own port, as most apps do: `server.listen(PORT)`
-// (the port from the environment), no socket activation, no notify support. Under baton's
-// `handover = "bind"` its bind() of [::]:PORT gets baton's socket. On SIGTERM it stops
+// (the port from the environment; with `SOCK` set, `server.listen(SOCK)`, a unix socket path),
+// no socket activation, no notify support. Under baton's `handover = "bind"` its bind() of
+// [::]:PORT (or of SOCK) gets baton's socket. On SIGTERM it stops
 // accepting and lets keep-alive clients finish: the next response on each connection says
 // `Connection: close`, idle connections get a short grace before they are closed.
 'use strict';
@@ -26,7 +27,7 @@ server.on('connection', (s) => {
   sockets.add(s);
   s.on('close', () => sockets.delete(s));
 });
-server.listen(Number(process.env.PORT), () => {
+server.listen(process.env.SOCK || Number(process.env.PORT), () => {
   console.log(`bind.js: pid=${pid} listening on ${JSON.stringify(server.address())}`);
 });
 

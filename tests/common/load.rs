@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -32,20 +32,38 @@ impl Load {
     /// connections, `rate` requests per second in all) and wait until its connections are up.
     /// Keep `rate` modest: an unthrottled loadgen on two vCPUs starves the rest of the machine.
     pub fn start(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
-        Load::start_with(port, mode, concurrency, rate, &[])
+        Load::start_at(
+            &["--addr", &format!("127.0.0.1:{port}")],
+            mode,
+            concurrency,
+            rate,
+        )
     }
 
     /// [`Load::start`] as a browser, curl or Go's `http.Transport` would load: a request whose
     /// reused keep-alive connection ends before any byte of its answer is sent once more on a
     /// new connection (RFC 9112 §9.3.1). The report's `retried` counts those.
     pub fn start_retrying(port: u16, mode: &str, concurrency: u32, rate: u32) -> Load {
-        Load::start_with(port, mode, concurrency, rate, &["--retry-reused"])
+        let addr = format!("127.0.0.1:{port}");
+        Load::start_at(
+            &["--retry-reused", "--addr", &addr],
+            mode,
+            concurrency,
+            rate,
+        )
     }
 
-    fn start_with(port: u16, mode: &str, concurrency: u32, rate: u32, extra: &[&str]) -> Load {
+    /// [`Load::start`] against the unix socket at `path`.
+    pub fn start_unix(path: &Path, mode: &str, concurrency: u32, rate: u32) -> Load {
+        let path = path.to_str().expect("a UTF-8 socket path");
+        Load::start_at(&["--unix", path], mode, concurrency, rate)
+    }
+
+    /// loadgen against `target` (`--addr HOST:PORT` or `--unix PATH`, after any option).
+    fn start_at(target: &[&str], mode: &str, concurrency: u32, rate: u32) -> Load {
         let mut child = Command::new(loadgen_bin())
-            .args(extra)
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--mode", mode])
+            .args(target)
+            .args(["--mode", mode])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--rate", &rate.to_string(), "--timeout", REQUEST_TIMEOUT])
             .args(["--json", "--stdin-stop"])

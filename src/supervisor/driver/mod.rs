@@ -7,9 +7,9 @@
 //! needs (reading the config, building a recipe, spawning, starting an `exec` check) is
 //! answered at once with the matching event. It owns every descriptor: the notify and control
 //! sockets and connections, the signalfd, the workers' output pipes, probe sockets and seccomp
-//! listeners, and
-//! their own deadlines (idle control connections, unread answers, an accept pause, the
-//! watchdog), which are kept on the resources themselves.
+//! listeners, and their own deadlines (idle control connections, unread answers, an accept
+//! pause, the watchdog), which are kept on the resources themselves. The trapped calls are
+//! answered in [`trap`], the seccomp event source.
 //!
 //! Must never block (no blocking I/O in the loop, except the synchronous exec hand-shake of
 //! `sys::spawn`, which lasts until the child's `execve`).
@@ -29,15 +29,16 @@ use super::plan::{Check, NicePlan};
 use super::timers::SlotId;
 use crate::config::{Config, Handover, ReadinessKind};
 use crate::control::{self, Client, Incoming, Request};
-use crate::handover::{self, ModeChange, Modes};
 use crate::notify::{Manager, Message};
 use crate::output;
 use crate::readiness::{self, ProbeResult, WakeReceiver, Waker};
 use crate::sockets::Listeners;
-use crate::sys::{
-    self, Notification, NotifySocket, Pid, PollSet, SeccompListener, SignalFd, SockAddr, Syscall,
-};
+use crate::sys::{self, NotifySocket, Pid, PollSet, SeccompListener, SignalFd};
 use crate::worker::{self, ProbeSocket, Recipe};
+
+mod trap;
+
+use trap::Traps;
 
 /// What `run` needs; built by main from the CLI.
 pub struct Setup {
@@ -62,6 +63,9 @@ struct WorkerIo {
     /// `handover = "bind"`: polled for notifications; dropped once it hangs up (every process
     /// that had the filter is gone) or the worker is reaped.
     trap: Option<SeccompListener>,
+    /// How many of its tree's unlinks of baton's paths were answered without removing them
+    /// (the first few are logged at info, the rest at debug).
+    unlinks_kept: u32,
     probe_socket: Option<ProbeSocket>,
     /// What it was handed (its sockets, then its probe socket), for the checks that look at
     /// what its process tree waits for.
@@ -96,14 +100,8 @@ struct Io {
     pipes: Vec<output::Pipe>,
     /// Each listening socket's name and inode, in the order workers get them (fd 3, 4, …).
     socket_inodes: Vec<(String, u64)>,
-    /// Each listening socket's local address (what a trapped bind() is matched against).
-    socket_addrs: Vec<SockAddr>,
-    /// Each listening socket's type (SOCK_STREAM, …): only an app socket of that type gets it.
-    socket_types: Vec<i32>,
-    /// The O_NONBLOCK mode each socket was last given for a bind-mode worker.
-    modes: Modes,
-    /// Failed answers to trapped calls are logged at this rate at most.
-    trap_errors: RateLimit,
+    /// What the answers to bind-mode workers' trapped calls keep (`trap.rs`).
+    traps: Traps,
     /// The control socket is not polled until then: accepting failed for want of
     /// descriptors, and a listener that stays readable must not make the loop spin.
     accept_paused_until: Option<Instant>,
@@ -133,8 +131,6 @@ const OUTPUT_AT_EXIT: Duration = Duration::from_secs(2);
 const OUTPUT_AT_EXIT_MAX: Duration = Duration::from_secs(30);
 /// At most this many notify datagrams are handled per loop turn.
 const NOTIFY_PER_TURN: usize = 256;
-/// At most this many trapped bind()/listen() calls are answered per worker and loop turn.
-const TRAPS_PER_TURN: usize = 64;
 /// At most this many control connections are accepted per loop turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
@@ -232,10 +228,7 @@ impl Supervisor {
             journal: None,
             pipes: Vec::new(),
             socket_inodes: Vec::new(),
-            socket_addrs: Vec::new(),
-            socket_types: Vec::new(),
-            modes: Modes::default(),
-            trap_errors: RateLimit::new(10, Duration::from_secs(10)),
+            traps: Traps::new(),
             accept_paused_until: None,
             // one line per 10 s about failing accepts; ten about notifications from strangers
             accept_errors: RateLimit::new(1, Duration::from_secs(10)),
@@ -422,38 +415,6 @@ impl Supervisor {
         }
     }
 
-    /// The trapped bind() and listen() calls of one bind-mode worker's tree, each answered at
-    /// once (a budget per turn, as for the notify socket: the listener stays readable).
-    fn on_trap(&mut self, worker: Pid) {
-        let Some(w) = self.io.workers.get_mut(&worker) else {
-            return;
-        };
-        let slot = w.slot;
-        let Some(mut trap) = w.trap.take() else {
-            return;
-        };
-        for _ in 0..TRAPS_PER_TURN {
-            let n = match trap.recv() {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(
-                        baton_event = "worker_trap_failed",
-                        baton_worker_pid = worker,
-                        "worker {worker}: cannot read its trapped calls: {e}"
-                    );
-                    break;
-                }
-            };
-            if let Some(event) = self.io.answer_trap(&trap, worker, slot, &n) {
-                self.event(event);
-            }
-        }
-        if let Some(w) = self.io.workers.get_mut(&worker) {
-            w.trap = Some(trap);
-        }
-    }
-
     fn on_control_conns(&mut self, readable: &[bool]) {
         let conns = std::mem::take(&mut self.io.conns);
         let mut keep = Vec::new();
@@ -513,11 +474,7 @@ impl Io {
         for l in &self.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
             self.socket_inodes.push((l.name.clone(), inode));
-            // a socket whose address cannot be read is matched by no bind
-            let addr = sys::local_addr(l.fd.as_fd()).unwrap_or(SockAddr::Other { family: 0 });
-            self.socket_addrs.push(addr);
-            let ty = sys::socket_type(l.fd.as_fd()).unwrap_or(-1);
-            self.socket_types.push(ty);
+            self.traps.learn(l.fd.as_fd());
         }
         Ok(())
     }
@@ -993,6 +950,7 @@ impl Io {
             WorkerIo {
                 slot,
                 trap: spawned.listener,
+                unlinks_kept: 0,
                 probe_socket,
                 watched,
             },
@@ -1110,155 +1068,6 @@ impl Io {
             ok: false,
             detail: format!("cannot run the check: {e}"),
         })
-    }
-}
-
-/// `handover = "bind"`: the answers to a worker's trapped calls. Every answer may fail with
-/// ENOENT, which means the thread is gone (died, or interrupted out of its call), not a fault.
-impl Io {
-    /// Answer one trapped call; a listen() on one of baton's sockets is an event for the core.
-    fn answer_trap(
-        &mut self,
-        trap: &SeccompListener,
-        worker: Pid,
-        slot: SlotId,
-        n: &Notification,
-    ) -> Option<Event> {
-        debug!(
-            "worker {worker}: thread {} trapped in {:?}",
-            n.pid, n.syscall
-        );
-        let answered = match n.syscall {
-            Syscall::Bind { fd, .. } => self.answer_bind(trap, worker, slot, n, fd),
-            Syscall::Listen { fd, .. } => match self.listened_socket(n.pid, fd) {
-                // the backlog stays baton's
-                Some(socket) => match trap.respond_value(n.id, 0) {
-                    Ok(()) => return Some(Event::Listened { worker, socket }),
-                    Err(e) => Err(e),
-                },
-                None => trap.respond_continue(n.id),
-            },
-            Syscall::Other { .. } => trap.respond_continue(n.id),
-        };
-        if let Err(e) = answered {
-            self.trap_failed(worker, n, e);
-        }
-        None
-    }
-
-    /// Which of baton's sockets descriptor `fd` of thread `tid` is, if any (by inode: a
-    /// handed socket, or a copy of it a fork or a dup made).
-    fn listened_socket(&self, tid: Pid, fd: i32) -> Option<usize> {
-        match sys::proc_fd_kind(tid, fd) {
-            Ok(sys::FdKind::Socket(ino)) => self.socket_inodes.iter().position(|(_, i)| *i == ino),
-            _ => None,
-        }
-    }
-
-    /// A bind of one of baton's sockets' addresses gets that socket, with the app's own
-    /// O_NONBLOCK and FD_CLOEXEC; any other runs untouched.
-    fn answer_bind(
-        &mut self,
-        trap: &SeccompListener,
-        worker: Pid,
-        slot: SlotId,
-        n: &Notification,
-        fd: i32,
-    ) -> std::io::Result<()> {
-        let asked = match trap.read_sockaddr(n) {
-            Ok(a) => a,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            // unreadable or too short: the kernel gives the app its own answer
-            Err(_) => return trap.respond_continue(n.id),
-        };
-        let Some(i) = handover::matching_socket(&asked, &self.socket_addrs) else {
-            return trap.respond_continue(n.id);
-        };
-        let Some(flags) = self.replaceable(n.pid, fd, i) else {
-            return trap.respond_continue(n.id);
-        };
-        self.give_mode(i, flags & libc::O_NONBLOCK != 0, slot.generation);
-        let cloexec = flags & libc::O_CLOEXEC != 0;
-        trap.hand_over(n.id, fd, self.listeners.list[i].fd.as_fd(), cloexec)?;
-        let name = &self.listeners.list[i].name;
-        info!(
-            baton_event = "worker_bind",
-            baton_generation = slot.generation,
-            baton_worker_pid = worker,
-            baton_instance = slot.instance,
-            baton_socket = name.as_str(),
-            "worker {worker} (generation {}, instance {}) bound {}: it got socket `{name}` ({})",
-            slot.generation,
-            slot.instance,
-            handover::describe(&asked),
-            handover::describe(&self.socket_addrs[i]),
-        );
-        Ok(())
-    }
-
-    /// The file status flags of the app's descriptor `fd` (of thread `tid`) if baton's socket
-    /// `i` may replace it: it is a socket, and of the same type (a UDP socket bound to the
-    /// port of a TCP one, as HTTP/3 servers do, keeps its own). Anything else gets the
-    /// kernel's own answer. When the type cannot be read (no pidfd_getfd), the address decides.
-    fn replaceable(&self, tid: Pid, fd: i32, i: usize) -> Option<i32> {
-        let flags = match (sys::proc_fd_kind(tid, fd), sys::fd_flags(tid, fd)) {
-            (Ok(sys::FdKind::Socket(_)), Ok(flags)) => flags,
-            _ => return None,
-        };
-        match sys::proc_tgid(tid).and_then(|tgid| sys::socket_type_of(tgid, fd)) {
-            Ok(ty) if Some(&ty) != self.socket_types.get(i) => None,
-            Ok(_) => Some(flags),
-            Err(e) => {
-                debug!("thread {tid}: the type of its socket {fd} is unknown ({e})");
-                Some(flags)
-            }
-        }
-    }
-
-    /// Give shared socket `i` the blocking mode a worker of `generation` created its own
-    /// socket with, and say so when that changes the mode a live generation had.
-    fn give_mode(&mut self, i: usize, nonblocking: bool, generation: u64) {
-        let change = self.modes.want(i, nonblocking, generation);
-        if change == ModeChange::Kept {
-            return;
-        }
-        let name = &self.listeners.list[i].name;
-        if let Err(e) = sys::set_nonblocking(self.listeners.list[i].fd.as_fd(), nonblocking) {
-            warn!(
-                baton_event = "socket_mode_failed",
-                "socket `{name}`: cannot set O_NONBLOCK to {nonblocking}: {e}"
-            );
-        }
-        let mode = |nb: bool| if nb { "non-blocking" } else { "blocking" };
-        if let ModeChange::Flipped { from } = change {
-            if self.recipes.contains_key(&from) {
-                warn!(
-                    baton_event = "socket_mode_changed",
-                    baton_generation = generation,
-                    "socket `{name}` is now {} for generation {generation}, whose app made its \
-                     own socket so; generation {from} had it {}, and the mode is shared by every \
-                     holder of the socket",
-                    mode(nonblocking),
-                    mode(!nonblocking)
-                );
-            }
-        }
-    }
-
-    /// An answer to a trapped call failed: the thread is gone (ENOENT), or something to say.
-    fn trap_failed(&mut self, worker: Pid, n: &Notification, e: std::io::Error) {
-        if e.raw_os_error() == Some(libc::ENOENT) {
-            debug!("worker {worker}: thread {} left its trapped call", n.pid);
-        } else if self.trap_errors.allow(Instant::now()) {
-            warn!(
-                baton_event = "worker_trap_failed",
-                baton_worker_pid = worker,
-                "worker {worker}: cannot answer the {:?} of thread {}: {e}{}",
-                n.syscall,
-                n.pid,
-                self.trap_errors.take_suppressed()
-            );
-        }
     }
 }
 
