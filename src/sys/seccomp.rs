@@ -17,7 +17,6 @@
 //! shared socket takes: that is the caller's policy. A notification's process may die or be interrupted at any moment:
 //! every answer may fail with ENOENT, which means "gone", not a fault of baton.
 
-use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -365,9 +364,6 @@ pub fn decode_sockaddr(bytes: &[u8]) -> io::Result<SockAddr> {
 #[derive(Debug)]
 pub struct SeccompListener {
     fd: OwnedFd,
-    /// The descriptors (of the caller's) that [`hand_over`](Self::hand_over) put into the
-    /// worker's tree since [`take_handed`](Self::take_handed) was last called.
-    handed: RefCell<Vec<RawFd>>,
 }
 
 impl AsFd for SeccompListener {
@@ -397,16 +393,7 @@ unsafe fn ioctl(
 impl SeccompListener {
     /// Wrap a listener received from a trapped child.
     pub(super) fn from_fd(fd: OwnedFd) -> SeccompListener {
-        SeccompListener {
-            fd,
-            handed: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// The caller's descriptors that bind()s were answered with since the last call (each
-    /// successful [`hand_over`](Self::hand_over)'s `socket`), oldest first.
-    pub fn take_handed(&self) -> Vec<RawFd> {
-        self.handed.take()
+        SeccompListener { fd }
     }
 
     /// The next notification, or `None` when none waits (or the one that did belongs to a
@@ -655,8 +642,6 @@ impl SeccompListener {
     /// app's thread still waits in bind(); if it is interrupted there, the kernel restarts the
     /// call as a new notification (the answer here fails with ENOENT) on a descriptor that
     /// already is baton's socket, and handing it over again is harmless.
-    ///
-    /// A hand-over answered so is kept for [`take_handed`](Self::take_handed).
     pub fn hand_over(
         &self,
         id: u64,
@@ -685,9 +670,7 @@ impl SeccompListener {
                 (&mut addfd as *mut libc::seccomp_notif_addfd).cast(),
             )
         }?;
-        self.respond_value(id, 0)?;
-        self.handed.borrow_mut().push(socket.as_raw_fd());
-        Ok(())
+        self.respond_value(id, 0)
     }
 }
 

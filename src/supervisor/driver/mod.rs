@@ -15,7 +15,7 @@
 //! `sys::spawn`, which lasts until the child's `execve`).
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -302,7 +302,6 @@ impl Supervisor {
         for (pid, i) in &p.traps {
             if poll.readable(*i) {
                 self.on_trap(*pid);
-                self.on_handed(*pid);
             }
             if poll.hung_up(*i) {
                 if let Some(w) = self.io.workers.get_mut(pid) {
@@ -445,25 +444,6 @@ impl Supervisor {
             }
         }
         self.io.conns.extend(keep);
-    }
-
-    /// The sockets a worker's binds were answered with this turn, as events: the core looks
-    /// at a `listen` worker in /proc once it has every socket and has not listened on all.
-    fn on_handed(&mut self, worker: Pid) {
-        let Some(trap) = self.io.workers.get(&worker).and_then(|w| w.trap.as_ref()) else {
-            return;
-        };
-        let fds = trap.take_handed();
-        let sockets: Vec<usize> = fds
-            .into_iter()
-            .filter_map(|fd| {
-                let list = &self.io.listeners.list;
-                list.iter().position(|l| l.fd.as_raw_fd() == fd)
-            })
-            .collect();
-        for socket in sockets {
-            self.event(Event::Bound { worker, socket });
-        }
     }
 }
 

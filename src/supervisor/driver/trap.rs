@@ -108,7 +108,8 @@ impl Supervisor {
 /// The answers to a worker's trapped calls. Every answer may fail with ENOENT, which means the
 /// thread is gone (died, or interrupted out of its call), not a fault.
 impl Io {
-    /// Answer one trapped call; a listen() on one of baton's sockets is an event for the core.
+    /// Answer one trapped call; a bind answered with one of baton's sockets, and a listen() on
+    /// one, are events for the core.
     fn answer_trap(
         &mut self,
         trap: &SeccompListener,
@@ -121,7 +122,11 @@ impl Io {
             n.pid, n.syscall
         );
         let answered = match n.syscall {
-            Syscall::Bind { fd, .. } => self.answer_bind(trap, worker, slot, n, fd),
+            Syscall::Bind { fd, .. } => match self.answer_bind(trap, worker, slot, n, fd) {
+                Ok(Some(socket)) => return Some(Event::Bound { worker, socket }),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
             Syscall::Listen { fd, .. } => match self.listened_socket(n.pid, fd) {
                 // the backlog stays baton's
                 Some(socket) => match trap.respond_value(n.id, 0) {
@@ -151,7 +156,7 @@ impl Io {
     }
 
     /// A bind of one of baton's sockets' addresses gets that socket, with the app's own
-    /// O_NONBLOCK and FD_CLOEXEC; any other runs untouched.
+    /// O_NONBLOCK and FD_CLOEXEC: its index is returned. Any other runs untouched.
     fn answer_bind(
         &mut self,
         trap: &SeccompListener,
@@ -159,12 +164,12 @@ impl Io {
         slot: SlotId,
         n: &Notification,
         fd: i32,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<Option<usize>> {
         let asked = match trap.read_sockaddr(n) {
             Ok(a) => a,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             // unreadable or too short: the kernel gives the app its own answer
-            Err(_) => return trap.respond_continue(n.id),
+            Err(_) => return trap.respond_continue(n.id).map(|()| None),
         };
         let i = match &asked {
             SockAddr::Unix(UnixAddr::Path(path)) => {
@@ -173,10 +178,10 @@ impl Io {
             _ => handover::matching_socket(&asked, &self.traps.addrs),
         };
         let Some(i) = i else {
-            return trap.respond_continue(n.id);
+            return trap.respond_continue(n.id).map(|()| None);
         };
         let Some(flags) = self.replaceable(n.pid, fd, i) else {
-            return trap.respond_continue(n.id);
+            return trap.respond_continue(n.id).map(|()| None);
         };
         self.give_mode(i, flags & libc::O_NONBLOCK != 0, slot.generation);
         let cloexec = flags & libc::O_CLOEXEC != 0;
@@ -194,7 +199,7 @@ impl Io {
             handover::describe(&asked),
             handover::describe(&self.traps.addrs[i]),
         );
-        Ok(())
+        Ok(Some(i))
     }
 
     /// Which of baton's unix sockets `path` names, as thread `tid` resolves it (relative to
