@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cost of handover = "bind" (issue 15): capacity of examples/hello (4 workers) under
-# `baton run` with handover = "fds" against "bind", three rounds alternated, loadgen flat out
-# (16 connections, 8 s) in keep-alive and connection-per-request mode. Prints one line per run:
+# `baton run` with handover = "fds" against "bind", ROUNDS rounds alternated (default 3), loadgen
+# flat out (16 connections, SECS seconds each, default 8) in keep-alive and connection-per-request
+# mode. Prints one line per run:
 #   round MODE LOADMODE REQ/S FAILED
 # The per-worker start-up cost of the trap is measured by a test of its own:
 #   cargo test --release --test bind -- --ignored --nocapture spawn_cost
@@ -12,7 +13,7 @@ cargo build --release --bins --examples -q
 B=$PWD/target/release
 work=$(mktemp -d /tmp/baton-handover.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-for round in 1 2 3; do
+for round in $(seq "${ROUNDS:-3}"); do
   for mode in fds bind; do
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     kind=notify
@@ -37,7 +38,7 @@ EOT
     done
     for load in keepalive close; do
       "$B/examples/loadgen" --addr "127.0.0.1:$port" --mode "$load" --concurrency 16 --rate 0 \
-        --duration 8s --json 2>/dev/null |
+        --duration "${SECS:-8}s" --json 2>/dev/null |
         python3 -c "import json,sys; d=json.load(sys.stdin); print('round $round $mode $load', int(d['rps']), d['failed'])"
     done
     kill -TERM "$pid"
