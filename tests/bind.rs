@@ -715,10 +715,13 @@ timeout = "2s"
 }
 
 /// `uvicorn --port PORT` with a trivial ASGI app, 20 reloads under keep-alive and per-request
-/// load: nothing refused or timed out. Not 0 failed: at SIGTERM uvicorn closes the connections
-/// it has not read a request from yet (idle keep-alive ones, and one just accepted), which
-/// races a client's request; those few are cut (reset or EOF), as under `handover = "fds"`
-/// with `uvicorn --fd 3` (tests/apps/asgi.py has the drain that loses nothing).
+/// load, the load retrying as browsers, curl and Go do: 0 failed under keep-alive, and nothing
+/// refused or timed out per request. At SIGTERM uvicorn closes the connections it has not read
+/// a request from yet, which races a client's request: an idle kept-alive one (sent again on a
+/// new connection, counted in `retried`), or one it has just accepted, whose request is lost to
+/// any client (0–2 of about 5,500 per run, cut by a reset or an EOF), as under
+/// `handover = "fds"` with `uvicorn --fd 3`; tests/apps/asgi.py has the drain that loses
+/// nothing, and the README's uvicorn recipe says so.
 #[test]
 fn uvicorn_binding_its_own_port_reloads_20_times_and_nothing_is_refused() {
     let _g = serial();
@@ -732,8 +735,8 @@ fn uvicorn_binding_its_own_port_reloads_20_times_and_nothing_is_refused() {
         bind_config(&command, 2, port, ctl, "")
     });
     baton.wait_serving(Duration::from_secs(30));
-    let keep = Load::start(baton.port, "keepalive", 2, 200);
-    let close = Load::start(baton.port, "close", 2, 200);
+    let keep = Load::start_retrying(baton.port, "keepalive", 2, 200);
+    let close = Load::start_retrying(baton.port, "close", 2, 200);
     baton.paced_reloads(
         20,
         Duration::ZERO,
@@ -741,9 +744,10 @@ fn uvicorn_binding_its_own_port_reloads_20_times_and_nothing_is_refused() {
         |_| Vec::new(),
         |_| {},
     );
-    for r in [keep.stop(), close.stop()] {
-        assert_only_cuts(&r, 100);
-    }
+    assert_no_failures(&keep.stop(), 100);
+    let close = close.stop();
+    assert_only_cuts(&close, 100);
+    assert_eq!(close["retried"], 0, "{close}");
     let log = baton.log_text();
     assert!(log.contains("bound 0.0.0.0:"), "{log}");
 }
