@@ -26,6 +26,30 @@ pub fn parse_reload(line: &str) -> Result<ReloadReply, String> {
     serde_json::from_str::<ReloadReply>(line).map_err(|e| e.to_string())
 }
 
+/// Whether the baton that sent status reply `line` serves the config file `asked` (`reload
+/// --config FILE`). Two files of one name share the default control path (`/etc/baton/api.toml`
+/// and `./api.toml`), and a baton reloads only the file it runs: asked to reload another file,
+/// it would reload its own. `Err` says which file it serves instead. Paths are compared with
+/// their symlinks resolved where they exist; a reply that names no absolute file (the demo, or
+/// a baton that keeps the relative path it was started with) is judged by what it names.
+pub fn serves(line: &str, asked: &std::path::Path) -> Result<(), String> {
+    let s = serde_json::from_str::<Status>(line).map_err(|e| format!("unexpected reply: {e}"))?;
+    let resolved = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let served = match &s.config {
+        None => return Err("the demo (no config file)".into()),
+        Some(c) if std::path::Path::new(c).is_relative() => return Ok(()),
+        Some(c) => c,
+    };
+    match resolved(std::path::Path::new(served)) == resolved(asked) {
+        true => Ok(()),
+        false => Err(shown(served)),
+    }
+}
+
 /// A status reply's times must be durations: finite, not negative, not absurd.
 pub fn check_status(s: &Status) -> Result<(), String> {
     let time = |what: &str, v: f64| {

@@ -549,7 +549,9 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let setup = supervisor::Setup {
-        config_path: target.config.clone(),
+        // absolute, so that `baton status` names the file wherever it is asked from (and
+        // `reload --config` can tell two files of one name apart)
+        config_path: target.config.as_deref().map(absolute),
         config,
         listeners,
         control_path,
@@ -565,6 +567,12 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
     };
     let code = sup.run();
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `path` made absolute against the current directory (not resolved: a reload reads the path
+/// again, so a symlink flipped to another file is followed, as before).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The control socket for a client command: --control, else the config's `control`, else the
@@ -604,6 +612,19 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(asked) = &target.config {
+        if let Err(served) = serves_config(&path, asked) {
+            eprintln!(
+                "baton: reload refused: the baton at {} serves {served}, not {} (both give the \
+                 same default control path); it would reload its own file. Reload with that \
+                 --config, or give {} a `control` path of its own",
+                path.display(),
+                asked.display(),
+                asked.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let progress = |text: &str| eprintln!("baton: {text}");
     match control::request(&path, &control::Request::Reload, timeout, progress) {
         Ok(line) => match client::parse_reload(&line) {
@@ -632,6 +653,17 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
             eprintln!("baton: reload: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `reload --config FILE`: whether the baton at `control` serves FILE ([`client::serves`]);
+/// `Err` names the file it serves. A baton that does not answer status is left to the reload
+/// request itself, which reports why.
+fn serves_config(control: &Path, asked: &Path) -> Result<(), String> {
+    let status = control::Request::Status;
+    match control::request(control, &status, Some(Duration::from_secs(10)), |_| {}) {
+        Ok(line) => client::serves(&line, asked),
+        Err(_) => Ok(()),
     }
 }
 

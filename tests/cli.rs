@@ -343,7 +343,47 @@ fn default_control_socket_is_runtime_dir_name_control_sock() {
         "the serving generation is untouched"
     );
     assert_eq!(s["reloads_failed"], 1, "baton counted the failed reload");
-    std::fs::write(&cfg, good).unwrap();
+    std::fs::write(&cfg, &good).unwrap();
+    // Another file of the same name (a new user's trial: `reload --config OTHER/NAME.toml`
+    // reloaded the baton serving NAME.toml, from its own file, and said it succeeded): refused,
+    // naming the file that baton serves; nothing is reloaded or counted.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other_cfg = other.join(format!("{name}.toml"));
+    std::fs::write(&other_cfg, &good).unwrap();
+    let out = baton_cmd(
+        None,
+        &["reload".as_ref(), "--config".as_ref(), other_cfg.as_ref()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload refused")
+            && err.contains(&format!("serves {}", cfg.display()))
+            && err.contains(&format!("not {}", other_cfg.display())),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
+    assert_eq!(s["serving_generation"], 2, "nothing was reloaded");
+    assert_eq!(s["reloads_failed"], 1, "nor counted");
+    assert_eq!(s["config"], cfg.display().to_string());
+    // The served file itself, named relative to another directory, through a `..`: reloaded.
+    let out = baton_cmd(
+        None,
+        &[
+            "reload".as_ref(),
+            "--config".as_ref(),
+            format!("../{name}.toml").as_ref(),
+        ],
+    )
+    .current_dir(&other)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let s: serde_json::Value = serde_json::from_slice(&status().stdout).unwrap();
+    assert_eq!(s["serving_generation"], 3);
     drop(_baton);
     assert!(
         !expected.exists(),
