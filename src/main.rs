@@ -94,6 +94,7 @@ enum Command {
     /// Validate a config file: errors (exit 1) name the file, line and key; warnings (exit 0)
     /// say what would fail at run time, e.g. a command that is not found
     Check {
+        /// The config file to check
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// Also fail on what would fail at run time (command not found or not executable, cwd
@@ -512,7 +513,8 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
                 }
             };
             tracing::info!(
-                "running the embedded demo config:\n{}",
+                "running the embedded demo config (`baton reload` in another terminal starts the \
+                 next generation; Ctrl-C stops baton and its workers):\n{}",
                 Config::demo_toml(&worker, &listen)
             );
             Config::demo(&worker, &listen)

@@ -142,16 +142,26 @@ fn backticked_after<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
     Some(&rest[..rest.find('`')?])
 }
 
-/// Best-effort dotted key for an error at `offset` (used for syntax errors):
-/// the key assigned on that line, prefixed by the last `[table]` header, or
-/// the header itself when the error is on a header line.
+/// Best-effort dotted key for an error at `offset` (used for syntax errors): the key whose
+/// array or inline-table value is still open at that line (`command = ["a"` then a line
+/// `instances = 2`: the missing `]` or `,` is `command`'s), else the key assigned on that line,
+/// prefixed by the last `[table]` header, or the header itself when the error is on a header
+/// line.
 pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
     let (line_no, _) = line_col(text, offset);
     let mut table = String::new();
+    let qualified = |table: &str, k: &str| match table.is_empty() {
+        true => k.to_string(),
+        false => format!("{table}.{k}"),
+    };
+    // the key whose value has brackets still open, and how many
+    let mut open: Option<(String, i32)> = None;
     for (i, line) in text.lines().enumerate() {
-        let header = table_header(line);
         if i + 1 == line_no {
-            if let Some(h) = header {
+            if let Some((k, _)) = open {
+                return Some(k);
+            }
+            if let Some(h) = table_header(line) {
                 return Some(h);
             }
             let (k, _) = line.split_once('=')?;
@@ -159,17 +169,38 @@ pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
             if k.is_empty() || k.starts_with('#') {
                 return None;
             }
-            return Some(if table.is_empty() {
-                k.to_string()
-            } else {
-                format!("{table}.{k}")
-            });
+            return Some(qualified(&table, k));
         }
-        if let Some(h) = header {
+        if let Some((k, depth)) = open.take() {
+            let depth = depth + nesting(line);
+            open = (depth > 0).then_some((k, depth));
+        } else if let Some(h) = table_header(line) {
             table = h;
+        } else if let Some((k, v)) = line.split_once('=') {
+            let depth = nesting(v);
+            open = (depth > 0).then(|| (qualified(&table, k.trim()), depth));
         }
     }
     None
+}
+
+/// Brackets (`[`, `{`) opened minus closed in `s`, outside strings and comments.
+fn nesting(s: &str) -> i32 {
+    let (mut depth, mut quote, mut escaped) = (0, None, false);
+    for c in s.chars() {
+        match (quote, c) {
+            (Some('"'), _) if escaped => escaped = false,
+            (Some('"'), '\\') => escaped = true,
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => break,
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            _ => {}
+        }
+    }
+    depth
 }
 
 /// The 1-based line whose key (of a `[header]` or a `key = value`) has the most dots outside
@@ -280,6 +311,14 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("drain.timeout"), "{e}");
         let e = err(&format!("{MIN}[drain\n"));
         assert_eq!(e.line, Some(2), "{e}");
+        // a new user's trial: a missing `]` was blamed on the next key
+        let e = err("command = [\"/bin/true\"\ninstances = 2\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert_eq!(e.key.as_deref(), Some("command"), "{e}");
+        let e = err("[readiness]\nexec = [\"a\",\n  \"b]\", # ]\n  \"c\\\"]\"\nkind = \"exec\"\n");
+        assert_eq!(e.key.as_deref(), Some("readiness.exec"), "{e}");
+        let e = err("command = [\"/bin/true\"]\ninstances = \"two\nx = 1\n");
+        assert_eq!(e.key.as_deref(), Some("instances"), "{e}");
     }
 
     #[test]
