@@ -10,7 +10,8 @@
 //! `HELLO_IDLE_GRACE_MS` to send one last request, and exits 0 once no
 //! connection is left.
 //!
-//! Routes: `GET /` (`hello from pid <pid> generation <gen>`), `GET /healthz`
+//! Routes: `GET /` (`hello from pid <pid> generation <gen>`, then ` mark <mark>` when
+//! `HELLO_MARK` is set), `GET /healthz`
 //! (`ok`) and `GET /slow?ms=N` (answers after N ms); anything else is 404.
 //! `HEAD` works too. Every response carries `Content-Length`, `X-Worker-Pid`
 //! and `X-Generation` (from `BATON_GENERATION`, `-` when unset).
@@ -22,6 +23,7 @@
 //! - `HELLO_IDLE_GRACE_MS` (1000): how long idle keep-alive connections may
 //!   still send a request once draining has started.
 //! - `HELLO_CRASH_AFTER_MS` (200): delay before the `crash-after-ready` exit.
+//! - `HELLO_MARK`: a word `GET /` adds to its answer (a release's marker, in the tests).
 //! - `HELLO_FAIL=MODE` or `--fail MODE`: misbehave to test rollbacks:
 //!   - `exit-at-start`: exit 1 before touching the sockets;
 //!   - `never-ready`: serve normally but never send `READY=1`;
@@ -90,6 +92,8 @@ struct Config {
 struct Shared {
     pid: u32,
     generation: String,
+    /// `HELLO_MARK`, as ` mark <it>` (empty when unset).
+    mark: String,
     cfg: Config,
     draining: AtomicBool,
     /// Read end of the drain pipe: it becomes (and stays) readable once draining starts.
@@ -177,6 +181,9 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
     let shared = Arc::new(Shared {
         pid: std::process::id(),
         generation: env::var("BATON_GENERATION").unwrap_or_else(|_| "-".into()),
+        mark: env::var("HELLO_MARK")
+            .map(|m| format!(" mark {m}"))
+            .unwrap_or_default(),
         cfg,
         draining: AtomicBool::new(false),
         drain_rx,
@@ -514,7 +521,10 @@ impl<S: Stream> Conn<S> {
         match req.path.as_str() {
             "/" => (
                 200,
-                format!("hello from pid {} generation {}\n", s.pid, s.generation),
+                format!(
+                    "hello from pid {} generation {}{}\n",
+                    s.pid, s.generation, s.mark
+                ),
             ),
             "/healthz" if s.cfg.fail == Fail::Unhealthy => (503, "unhealthy\n".into()),
             "/healthz" => (200, "ok\n".into()),

@@ -2,7 +2,9 @@
 //!
 //! [`findings`] looks at the machine the way `baton run` will: whether the worker's program
 //! and the `exec` check's program exist and are executable (looked up like
-//! [`worker::resolve_program`] does), and whether `cwd` is a directory this user may enter.
+//! [`worker::resolve_program`] does), whether `cwd` is a directory this user may enter, and
+//! whether `release` resolves to a directory (as each generation resolves it at its start,
+//! [`crate::release`]).
 //! Each [`Finding`] has a [`Level`]: [`Level::RunTime`] findings (the worker would not start)
 //! are warnings, and errors under `baton check --strict`, which the shipped units run as the
 //! service's own user (`ExecStartPre=`); [`Level::Advice`] findings are always warnings.
@@ -12,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Handover, ReadinessKind};
+use crate::release;
 use crate::sys;
 use crate::worker;
 
@@ -93,6 +96,23 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             if let Some(m) = check_program(&argv[0], config.cwd.as_deref()) {
                 out.push(Finding::run_time("readiness.exec", m));
             }
+        }
+    }
+    if let Some(dir) = &config.release {
+        match release::resolve_dir(dir, "the release directory") {
+            Err(m) => out.push(Finding::run_time(
+                "release",
+                format!("{m}: every generation started now would fail"),
+            )),
+            Ok(_) if !release::pins_anything(config) => out.push(Finding::advice(
+                "release",
+                format!(
+                    "neither `cwd` nor an argument of `command` is under {}: it names the \
+                     release but pins nothing",
+                    dir.display()
+                ),
+            )),
+            Ok(_) => {}
         }
     }
     if let Some(m) = probe_socket_advice(config) {
@@ -327,6 +347,23 @@ mod tests {
         let c = config("command = [\"./app\"]\ncwd = \"/nonexistent\"\n");
         assert_eq!(keys(&c), [("cwd", Level::RunTime)]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_release_that_does_not_resolve_is_a_run_time_finding() {
+        let c = config("command = [\"/bin/true\"]\nrelease = \"/nonexistent/current\"\n");
+        let f = findings(&c);
+        assert_eq!(keys(&c), [("release", Level::RunTime)]);
+        assert!(
+            f[0].message
+                .contains("the release directory /nonexistent/current does not exist"),
+            "{f:?}"
+        );
+        // one that pins nothing is advice
+        let c = config("command = [\"/bin/true\"]\nrelease = \"/usr\"\n");
+        assert_eq!(keys(&c), [("release", Level::Advice)]);
+        let c = config("command = [\"/bin/sh\", \"/usr/share\"]\nrelease = \"/usr\"\n");
+        assert!(findings(&c).is_empty());
     }
 
     #[test]

@@ -123,6 +123,17 @@ pub fn render_status(s: &Status) -> String {
             shown(&r.message)
         );
     }
+    for g in &s.generations {
+        if let Some(r) = &g.release {
+            let _ = writeln!(
+                out,
+                "generation {} ({}): release {}",
+                g.generation,
+                shown(&g.role),
+                shown(r)
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "\n{:<5} {:<9} {:<9} {:<9} {:<11} {:>8} {:>9}  STATUS",
@@ -158,7 +169,7 @@ pub fn render_status(s: &Status) -> String {
 mod tests {
     use super::*;
 
-    const STATUS: &str = r#"{"pid":7,"state":"serving","uptime_s":61.5,"config":"/etc/baton/api.toml","serving_generation":2,"sockets":[{"name":"http","fd":3,"worker_fd":3,"address":"127.0.0.1:8080","source":"systemd"}],"generations":[{"generation":2,"role":"current","phase":"serving","age_s":60.0,"workers":[{"instance":0,"pid":42,"state":"ready","restarts":1,"uptime_s":59.9,"status":"ok\u001b[31m","last_exit":null}]}],"reloads_ok":1,"reloads_failed":0,"last_reload":{"ok":true,"generation":2,"message":"generation 2 serving","duration_ms":41,"duration_us":41000,"slowest_start_us":40000}}"#;
+    const STATUS: &str = r#"{"pid":7,"state":"serving","uptime_s":61.5,"config":"/etc/baton/api.toml","serving_generation":2,"sockets":[{"name":"http","fd":3,"worker_fd":3,"address":"127.0.0.1:8080","source":"systemd"}],"generations":[{"generation":2,"role":"current","phase":"serving","release":"/srv/api/releases/2\u001b[31m","age_s":60.0,"workers":[{"instance":0,"pid":42,"state":"ready","restarts":1,"uptime_s":59.9,"status":"ok\u001b[31m","last_exit":null}]}],"reloads_ok":1,"reloads_failed":0,"last_reload":{"ok":true,"generation":2,"message":"generation 2 serving","duration_ms":41,"duration_us":41000,"slowest_start_us":40000}}"#;
 
     #[test]
     fn a_status_is_rendered_with_control_characters_replaced() {
@@ -170,6 +181,10 @@ mod tests {
         assert!(text.contains("workers' fd 3 (baton's fd 3)"), "{text}");
         assert!(text.contains("last reload: ok in 41 ms: generation 2 serving"));
         assert!(text.contains("ok\u{fffd}[31m"), "{text}");
+        assert!(
+            text.contains("generation 2 (current): release /srv/api/releases/2\u{fffd}[31m\n"),
+            "{text}"
+        );
         assert!(!text.contains('\u{1b}'));
     }
 

@@ -34,6 +34,10 @@ pub struct ReloadReply {
     pub ok: bool,
     /// The generation serving after the rollout.
     pub generation: Option<u64>,
+    /// That generation's release, resolved at its start (`None` from a baton that predates
+    /// it).
+    #[serde(default)]
+    pub release: Option<String>,
     /// One line: what happened (on failure: why the new generation was rolled back).
     pub message: String,
     pub duration_ms: u64,
@@ -94,6 +98,10 @@ pub struct GenerationStatus {
     pub generation: u64,
     pub role: String,
     pub phase: String,
+    /// The release its workers run from, resolved at its start (`None` until then, when it
+    /// could not be, or from a baton that predates it).
+    #[serde(default)]
+    pub release: Option<String>,
     pub age_s: f64,
     pub workers: Vec<WorkerStatus>,
 }

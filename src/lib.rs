@@ -17,6 +17,7 @@ pub mod notify;
 pub mod output;
 pub mod readiness;
 pub mod reference;
+pub mod release;
 pub mod sockets;
 pub mod supervisor;
 #[allow(unsafe_code)]

@@ -5,7 +5,7 @@
 //! one for stderr; baton reads them in its event loop and sends every line to journald with the
 //! native protocol: `MESSAGE`, `PRIORITY` (a `<N>` prefix is honoured like systemd's
 //! `SyslogLevelPrefix=`), `SYSLOG_IDENTIFIER` (the program's name), `BATON_GENERATION`,
-//! `BATON_WORKER_PID`, `BATON_INSTANCE`, `BATON_STREAM`, and `OBJECT_PID` (so journald adds the
+//! `BATON_RELEASE` (the generation's release), `BATON_WORKER_PID`, `BATON_INSTANCE`, `BATON_STREAM`, and `OBJECT_PID` (so journald adds the
 //! worker's `OBJECT_*` metadata). One pipe per worker and stream means lines of two workers can
 //! never merge; a line longer than [`MAX_LINE`] is split; a partial last line is sent at EOF.
 //! A pipe lives until EOF, not until its worker is reaped, so nothing written before an exit is
@@ -55,6 +55,8 @@ pub struct Origin {
     pub generation: u64,
     pub pid: Pid,
     pub instance: u32,
+    /// Its generation's release (`BATON_RELEASE`), with no newline in it.
+    pub release: String,
     pub identifier: String,
     pub stream: Stream,
 }
@@ -120,9 +122,10 @@ impl Journal {
         msg.extend_from_slice(text);
         msg.push(b'\n');
         let fields = format!(
-            "PRIORITY={priority}\nSYSLOG_IDENTIFIER={}\nBATON_GENERATION={}\nBATON_WORKER_PID={}\nBATON_INSTANCE={}\nBATON_STREAM={}\nOBJECT_PID={}\n",
+            "PRIORITY={priority}\nSYSLOG_IDENTIFIER={}\nBATON_GENERATION={}\nBATON_RELEASE={}\nBATON_WORKER_PID={}\nBATON_INSTANCE={}\nBATON_STREAM={}\nOBJECT_PID={}\n",
             origin.identifier,
             origin.generation,
+            origin.release,
             origin.pid,
             origin.instance,
             origin.stream.name(),
@@ -273,6 +276,7 @@ mod tests {
             generation: 1,
             pid: 1,
             instance: 0,
+            release: "/srv/t".into(),
             identifier: "t".into(),
             stream: Stream::Stdout,
         };

@@ -122,9 +122,12 @@ pub const KEYS: &[Key] = &[
             `cwd` (with a `/`, like `./bin/server`), or a name looked up in baton's `PATH`",
         kinds: &[],
         example: r#"command = ["/srv/api/bin/server", "--port-from-systemd"]"#,
-        doc: "The worker: the program and its arguments, run without a shell. `baton check` \
-            warns when the program is not found or not executable (an error with `--strict`, \
-            as the shipped units run it).",
+        doc: "The worker: the program and its arguments, run without a shell. At the start of \
+            each generation the program is looked up once and the symlinks in its directory \
+            are resolved (`/srv/api/current/run.sh` runs as `/srv/api/releases/5/run.sh`), so \
+            every worker of the generation, restarts included, runs the same release (see \
+            `release`). `baton check` warns when the program is not found or not executable \
+            (an error with `--strict`, as the shipped units run it).",
     },
     Key {
         key: "instances",
@@ -164,8 +167,32 @@ pub const KEYS: &[Key] = &[
         kinds: &[],
         example: r#"cwd = "/srv/api""#,
         doc: "The working directory of the workers and of the `exec` readiness check. A \
-            relative `command` (like `./bin/server`) is found under it. `baton check` warns \
-            when it is missing or not a directory (an error with `--strict`).",
+            relative `command` (like `./bin/server`) is found under it. Its symlinks are \
+            resolved once at the start of each generation, like the command's. `baton check` \
+            warns when it is missing or not a directory (an error with `--strict`).",
+    },
+    Key {
+        key: "release",
+        ty: "string (path)",
+        default: DefaultIs::Text(
+            "none: the release is `cwd` (resolved) when the program is under it or is found in \
+            `PATH`, else the program's resolved directory",
+        ),
+        allowed: "an absolute path of a directory, typically the symlink a deploy flips",
+        kinds: &[],
+        example: r#"release = "/srv/api/current""#,
+        doc: "The directory a generation pins, for an app whose program lives elsewhere \
+            (`command = [\"/usr/bin/node\", \"/srv/api/current/dist/server.js\"]`). At the start \
+            of each generation it is resolved once (`/srv/api/current` → \
+            `/srv/api/releases/5`), and `cwd` and every argument of `command` and \
+            `readiness.exec` that is a path under it are rewritten under the resolved \
+            directory: every worker of the generation, restarts included, runs that release, \
+            whatever the symlink points at later (after a failed reload: the broken release). \
+            `baton status`, the reload's reply and every journal entry of the generation \
+            (`BATON_RELEASE`) name it. A generation whose release cannot be resolved fails \
+            with the reason (a reload is rolled back, the serving generation untouched). \
+            `baton check` warns when it does not resolve to a directory (an error with \
+            `--strict`), and when nothing is under it.",
     },
     Key {
         key: "handover",

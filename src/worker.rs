@@ -17,7 +17,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Handover};
+use crate::config::Handover;
+use crate::release::Pinned;
 use crate::sockets::Listeners;
 use crate::sys::{self, Pid};
 
@@ -97,10 +98,14 @@ fn inherited_env() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// How the workers of one generation are started: the program resolved, the environment they
-/// all share built, `/dev/null` opened, once per generation rather than once per worker.
+/// How the workers of one generation are started: the release and the program resolved
+/// ([`crate::release::pin`]), the environment they all share built, `/dev/null` opened, once
+/// per generation rather than once per worker: every worker of the generation, restarts
+/// included, runs from the same resolved paths.
 pub struct Recipe {
     spawn: sys::Spawn,
+    /// The generation's release, resolved.
+    release: PathBuf,
     /// `handover = "bind"`: no descriptors passed, bind() and listen() trapped (and unlink()
     /// when a socket is a unix path).
     bind: bool,
@@ -117,14 +122,14 @@ pub struct Recipe {
 impl Recipe {
     /// `probe`: every worker of this generation gets a [`ProbeSocket`] (http/tcp readiness).
     pub fn new(
-        config: &Config,
+        pinned: &Pinned,
         listeners: &Listeners,
         notify_path: &Path,
         generation: u64,
         probe: bool,
     ) -> io::Result<Recipe> {
-        let program = resolve_program(&config.command[0], config.cwd.as_deref())?;
-        let mut sp = sys::Spawn::new(&program, &config.command)?;
+        let config = &pinned.config;
+        let mut sp = sys::Spawn::new(&pinned.program, &config.command)?;
         let bind = config.handover == Handover::Bind;
         if bind {
             // never a silent fallback to an untrapped worker: the generation fails with this
@@ -177,6 +182,7 @@ impl Recipe {
         let drain_nice = (drain > sys::worker_nice()).then_some(drain);
         Ok(Recipe {
             spawn: sp,
+            release: pinned.release.clone(),
             bind,
             probe: probe && !bind,
             nice,
@@ -199,6 +205,11 @@ impl Recipe {
     /// Whether each worker of this recipe gets a private probe socket (see [`Recipe::spawn`]).
     pub fn wants_probe(&self) -> bool {
         self.probe
+    }
+
+    /// The generation's release, resolved once (see [`crate::release`]).
+    pub fn release(&self) -> &Path {
+        &self.release
     }
 
     /// Whether workers bind their own port (`handover = "bind"`).

@@ -133,6 +133,10 @@ pub struct Config {
     pub control: Option<PathBuf>,
     /// Working directory of the workers, if any.
     pub cwd: Option<PathBuf>,
+    /// The directory a generation pins (absolute; typically a symlink a deploy flips, like
+    /// `/srv/api/current`): resolved once per generation, and `cwd` and the arguments under it
+    /// rewritten under the resolved directory (see [`crate::release`]).
+    pub release: Option<PathBuf>,
     /// How a worker gets baton's sockets: at fd 3.. (`fds`) or through its own bind().
     pub handover: Handover,
     /// Extra environment for the workers.
@@ -412,6 +416,7 @@ backoff_max     = "1m"
                 instances: 2,
                 control: Some("/run/baton/api.sock".into()),
                 cwd: Some("/srv/app".into()),
+                release: None,
                 handover: Handover::Fds,
                 env: [("PYTHONUNBUFFERED", "1"), ("RUST_LOG", "info")]
                     .into_iter()

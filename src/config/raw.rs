@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub(super) instances: Option<Spanned<i64>>,
     pub(super) control: Option<Spanned<String>>,
     pub(super) cwd: Option<Spanned<String>>,
+    pub(super) release: Option<Spanned<String>>,
     pub(super) handover: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, Spanned<String>>,

@@ -79,6 +79,21 @@ impl Ctx<'_> {
             None => None,
             Some(c) => Some(self.path(&c, "cwd")?),
         };
+        let release = match raw.release {
+            None => None,
+            Some(r) => {
+                let p = self.path(&r, "release")?;
+                if !p.is_absolute() {
+                    return Err(self.err(
+                        Some(r.span()),
+                        "release",
+                        "`release` must be an absolute path: the directory a deploy points at, \
+                         like \"/srv/api/current\"",
+                    ));
+                }
+                Some(p)
+            }
+        };
 
         let mut env = BTreeMap::new();
         for (name, value) in raw.env {
@@ -165,6 +180,7 @@ impl Ctx<'_> {
             instances,
             control,
             cwd,
+            release,
             handover,
             env,
             sockets,
@@ -348,6 +364,10 @@ mod tests {
             "control",
         );
         assert_err(&format!("{MIN}cwd = \"\"\n"), 2, "cwd");
+        assert_err(&format!("{MIN}release = \"\"\n"), 2, "release");
+        let e = assert_err(&format!("{MIN}release = \"current\"\n"), 2, "release");
+        assert!(e.message.contains("absolute path"), "{e}");
+        assert_err(&format!("{MIN}release = [\"/srv\"]\n"), 2, "release");
         // nice values
         for (table, key, bad) in [
             ("readiness", "startup_nice", "20"),

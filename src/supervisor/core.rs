@@ -48,10 +48,10 @@ pub enum Event {
     /// The answer to [`Action::LoadConfig`].
     ConfigLoaded(Result<Box<Config>, String>),
     /// The answer to [`Action::Prepare`]: the workers' recipe is built (with the priorities
-    /// it could give), or why not.
+    /// it could give and the release it resolved), or why not.
     Prepared {
         generation: u64,
-        result: Result<NicePlan, String>,
+        result: Result<Prepared, String>,
     },
     /// The answer to [`Action::Spawn`]: the worker has exec'd; `at` is just before its spawn.
     Spawned {
@@ -101,6 +101,17 @@ pub enum Event {
         worker: Pid,
         socket: usize,
     },
+}
+
+/// What the event loop built for a generation once, at its start ([`Event::Prepared`]).
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    pub nice: NicePlan,
+    /// The release its workers run from, resolved once (`crate::release`): every worker of
+    /// the generation, restarts included, runs it.
+    pub release: String,
+    /// The argv its workers run, its paths resolved.
+    pub command: Vec<String>,
 }
 
 /// What the event loop must do.
@@ -186,6 +197,9 @@ pub struct LogEvent {
     pub worker: Option<Pid>,
     pub instance: Option<u32>,
     pub drain_ms: Option<u64>,
+    /// The release of `generation` (`BATON_RELEASE`), filled in by [`Out::push`] for every
+    /// event of a generation whose release is known.
+    pub release: Option<Rc<str>>,
     pub message: String,
 }
 
@@ -275,6 +289,9 @@ pub struct Out {
     pub(super) actions: VecDeque<Action>,
     /// `exec` checks running: check pid -> worker pid.
     pub(super) exec_probes: HashMap<Pid, Pid>,
+    /// Each live generation's release, once prepared: every log event of the generation
+    /// carries it; it goes with the generation's [`Action::Release`].
+    pub(super) releases: HashMap<u64, Rc<str>>,
 }
 
 pub struct Core {
@@ -495,8 +512,9 @@ impl Core {
             None,
             None,
             format!(
-                "generation {} ready: {} worker(s) serving after {} ms",
+                "generation {} ready: release {}, {} worker(s) serving after {} ms",
                 gen.id,
+                gen.release_name(),
                 gen.slots.len(),
                 now.duration_since(gen.started).as_millis()
             ),
@@ -653,8 +671,10 @@ impl Core {
         next.phase = Phase::Serving;
         self.out.timers.clear(Timer::Settle(next.id));
         let msg = format!(
-            "generation {} serving ({} worker(s) ready in {} ms); generation {} draining",
+            "generation {} serving release {} ({} worker(s) ready in {} ms); generation {} \
+             draining",
             next.id,
+            next.release_name(),
             next.slots.len(),
             now.duration_since(next.started).as_millis(),
             current.id
@@ -693,9 +713,15 @@ impl Core {
         reason: &str,
         now: Instant,
     ) -> State {
+        let tried = match &next.release {
+            Some(r) => format!(" (release {r})"),
+            None => String::new(),
+        };
         let msg = format!(
-            "generation {} rolled back: {reason}; generation {} still serving",
-            next.id, current.id
+            "generation {}{tried} rolled back: {reason}; generation {} still serving release {}",
+            next.id,
+            current.id,
+            current.release_name()
         );
         self.out.log_with(
             Level::Error,
@@ -862,6 +888,9 @@ impl Core {
         ReloadReply {
             ok,
             generation,
+            release: generation
+                .and_then(|g| self.out.releases.get(&g))
+                .map(|r| r.to_string()),
             message,
             duration_ms: took.as_millis() as u64,
             duration_us: us(took),
@@ -914,7 +943,7 @@ impl Core {
     }
 
     /// The recipe of a generation is built (or not): it starts.
-    fn prepared(&mut self, id: u64, result: Result<NicePlan, String>) {
+    fn prepared(&mut self, id: u64, result: Result<Prepared, String>) {
         let Some(gen) = self.state.gen_mut(id) else {
             return;
         };
@@ -922,21 +951,29 @@ impl Core {
             return;
         }
         let config = gen.config.clone();
-        let priority = result.as_ref().map(|n| n.describe()).unwrap_or_default();
+        let priority = result
+            .as_ref()
+            .map(|p| p.nice.describe())
+            .unwrap_or_default();
         let pacing = if gen.max_starting < config.instances as usize {
             format!(", at most {} starting at once", gen.max_starting)
         } else {
             String::new()
         };
-        let message = format!(
-            "starting generation {id}: {} x {:?} (readiness: {}{priority}{pacing})",
-            config.instances,
-            config.command,
-            config.readiness.kind.name()
-        );
+        let message = |command: &[String], release: &str| {
+            format!(
+                "starting generation {id}: {} x {command:?}{release} (readiness: {}{priority}{pacing})",
+                config.instances,
+                config.readiness.kind.name()
+            )
+        };
         match result {
-            Ok(nice) => {
-                gen.nice = nice;
+            Ok(p) => {
+                let release: Rc<str> = p.release.into();
+                let message = message(&p.command, &format!(" from release {release}"));
+                gen.nice = p.nice;
+                gen.release = Some(release.clone());
+                self.out.releases.insert(id, release);
                 gen.phase = Phase::Starting;
                 self.out.log_with(
                     Level::Info,
@@ -949,6 +986,7 @@ impl Core {
             }
             Err(e) => {
                 let reason = format!("cannot start {:?}: {e}", config.command);
+                let message = message(&config.command, "");
                 gen.phase = Phase::Starting;
                 gen.failure = Some(reason.clone());
                 self.out.log_with(
@@ -1012,7 +1050,20 @@ impl Core {
 }
 
 impl Out {
-    pub(super) fn push(&mut self, action: Action) {
+    /// Queue an action. A generation's log event gets its release here (`BATON_RELEASE`),
+    /// and a generation's release is forgotten with its [`Action::Release`].
+    pub(super) fn push(&mut self, mut action: Action) {
+        match &mut action {
+            Action::Log(e) => {
+                if let Some(g) = e.generation {
+                    e.release = self.releases.get(&g).cloned();
+                }
+            }
+            Action::Release { generation } => {
+                self.releases.remove(generation);
+            }
+            _ => {}
+        }
         self.actions.push_back(action);
     }
 
@@ -1040,6 +1091,7 @@ impl Out {
             worker,
             instance,
             drain_ms: None,
+            release: None,
             message,
         }));
     }

@@ -164,6 +164,9 @@ pub struct Generation {
     pub readiness: Readiness,
     /// Known once the recipe is built.
     pub nice: NicePlan,
+    /// The release its workers run from, resolved once when its recipe is built (`None`
+    /// until then, or when it could not be).
+    pub release: Option<Rc<str>>,
     pub started: Instant,
     pub phase: Phase,
     pub slots: Vec<Slot>,
@@ -189,6 +192,7 @@ impl Generation {
             id,
             readiness: Readiness::of(&config.readiness.kind, sockets),
             nice: NicePlan::default(),
+            release: None,
             started: now,
             phase: Phase::Preparing,
             slots: (0..config.instances)
@@ -205,6 +209,11 @@ impl Generation {
             slowest_drain: None,
             config,
         }
+    }
+
+    /// Its release for messages (`-` when not resolved).
+    pub fn release_name(&self) -> &str {
+        self.release.as_deref().unwrap_or("-")
     }
 
     pub fn slot_id(&self, instance: u32) -> SlotId {

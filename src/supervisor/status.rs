@@ -152,6 +152,7 @@ impl Core {
                 Phase::Serving => "serving".into(),
                 Phase::Retiring { reason } => format!("retiring: {reason}"),
             },
+            release: g.release.as_deref().map(str::to_string),
             age_s: secs(now.duration_since(g.started)),
             workers: g
                 .slots

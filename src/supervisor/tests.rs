@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
-use super::core::{Action, ClientId, Core, Event, Identity, LogEvent, State, Systemd};
+use super::core::{Action, ClientId, Core, Event, Identity, LogEvent, Prepared, State, Systemd};
 use super::generation::{Life, Phase};
 use super::plan::{Check, NicePlan, Readiness};
 use super::timers::{SlotId, Timer};
@@ -56,6 +56,10 @@ struct World {
     next_config: Result<Config, String>,
     /// The next spawns fail with this error.
     spawn_error: Option<String>,
+    /// The next recipes cannot be built, for this reason (a release that does not resolve).
+    prepare_error: Option<String>,
+    /// The generations whose recipe was built, in order.
+    prepared: Vec<u64>,
     signals: Vec<(Pid, i32)>,
     killed: Vec<Pid>,
     spawns: Vec<SlotId>,
@@ -86,6 +90,8 @@ impl World {
             slot_of: HashMap::new(),
             next_config: Ok(cfg),
             spawn_error: None,
+            prepare_error: None,
+            prepared: Vec::new(),
             signals: Vec::new(),
             killed: Vec::new(),
             spawns: Vec::new(),
@@ -118,10 +124,21 @@ impl World {
                 return Some(Event::ConfigLoaded(self.next_config.clone().map(Box::new)))
             }
             Action::Prepare { generation, .. } => {
+                self.prepared.push(generation);
+                if let Some(e) = self.prepare_error.clone() {
+                    return Some(Event::Prepared {
+                        generation,
+                        result: Err(e),
+                    });
+                }
                 return Some(Event::Prepared {
                     generation,
-                    result: Ok(NicePlan::default()),
-                })
+                    result: Ok(Prepared {
+                        nice: NicePlan::default(),
+                        release: format!("/srv/api/releases/{generation}"),
+                        command: vec!["/srv/api/releases/run.sh".into()],
+                    }),
+                });
             }
             Action::Spawn { slot } => {
                 self.spawns.push(slot);
@@ -388,6 +405,107 @@ fn a_rollout_swaps_only_once_the_next_generation_is_ready() {
         "the drained generation is gone"
     );
     assert_eq!(w.logged("generation_gone").len(), 1);
+}
+
+/// Every log event of a generation carries its release, and so do `baton status` and the
+/// reload's reply; a failed reload names both releases. A restart after a failed reload is a
+/// spawn from the serving generation's own recipe: no recipe is built again, so it runs the
+/// release its generation resolved at its start.
+#[test]
+fn a_generation_names_its_release_and_its_restarts_keep_it() {
+    let cfg = config("instances = 2\n[restart]\nbackoff_initial = \"100ms\"\n");
+    let mut w = World::serving_world(cfg);
+    let r1 = "/srv/api/releases/1";
+    let client = w.reload();
+    let p = w.pids(2)[0];
+    w.exit(p, 1);
+    let r = w.reply(client).expect("answered").clone();
+    assert!(!r.ok);
+    assert_eq!(r.release.as_deref(), Some(r1), "the serving generation's");
+    assert!(
+        r.message
+            .starts_with("generation 2 (release /srv/api/releases/2) rolled back:")
+            && r.message
+                .ends_with("generation 1 still serving release /srv/api/releases/1"),
+        "{}",
+        r.message
+    );
+    w.drain_all();
+    // a worker of generation 1 dies: it is started again from generation 1's recipe
+    let old = w.pids(1);
+    let spawns = w.spawns.len();
+    w.exit(old[0], 137);
+    w.sleep(ms(100));
+    assert_eq!(w.spawns.len(), spawns + 1);
+    assert_eq!(w.spawns.last().unwrap().generation, 1);
+    assert_eq!(
+        w.prepared,
+        [1, 2],
+        "one recipe per generation, none for a restart"
+    );
+    let status = w.core.status(w.now);
+    assert_eq!(status.generations[0].release.as_deref(), Some(r1));
+    // a good reload: its reply and status name the new release
+    let client = w.reload();
+    w.ready_all(3);
+    let r = w.reply(client).expect("answered");
+    assert!(r.ok);
+    assert_eq!(r.release.as_deref(), Some("/srv/api/releases/3"));
+    assert!(
+        r.message
+            .starts_with("generation 3 serving release /srv/api/releases/3 ("),
+        "{}",
+        r.message
+    );
+    let status = w.core.status(w.now);
+    let releases: Vec<_> = status
+        .generations
+        .iter()
+        .map(|g| (g.generation, g.release.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        releases,
+        [(3, "/srv/api/releases/3".to_string()), (1, r1.to_string())]
+    );
+    w.drain_all();
+    // every event of a generation named its release, and only its own
+    let of_a_generation: Vec<&LogEvent> =
+        w.logs.iter().filter(|e| e.generation.is_some()).collect();
+    assert!(of_a_generation.len() > 10);
+    for e in of_a_generation {
+        let want = format!("/srv/api/releases/{}", e.generation.unwrap());
+        assert_eq!(e.release.as_deref(), Some(want.as_str()), "{e:?}");
+    }
+    assert!(w.core.out.releases.keys().all(|g| *g == 3), "released");
+}
+
+/// A generation whose release cannot be resolved fails with the reason; the serving one is
+/// untouched and nothing of the failed one was spawned.
+#[test]
+fn a_release_that_does_not_resolve_fails_the_reload() {
+    let mut w = World::serving_world(config("instances = 2"));
+    let old = w.pids(1);
+    let spawns = w.spawns.len();
+    w.prepare_error = Some("the release directory /srv/api/current does not exist".to_string());
+    let client = w.reload();
+    let r = w.reply(client).expect("answered at once");
+    assert!(!r.ok);
+    assert!(
+        r.message.starts_with(
+            "generation 2 rolled back: cannot start [\"app\"]: the release \
+             directory /srv/api/current does not exist; generation 1 still serving release \
+             /srv/api/releases/1"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.release.as_deref(), Some("/srv/api/releases/1"));
+    assert_eq!(w.spawns.len(), spawns);
+    assert_eq!(w.serving(), Some(1));
+    assert!(!old.iter().any(|p| w.signalled(*p)));
+    let failed = w.logged("worker_spawn_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].release, None, "generation 2 has no release");
 }
 
 #[test]

@@ -469,6 +469,7 @@ impl Out {
                 worker: Some(p.pid),
                 instance: Some(slot.instance),
                 drain_ms: None,
+                release: None,
                 message: format!("readiness check failed: {detail}"),
             }));
         }
@@ -666,6 +667,7 @@ impl Out {
             worker: Some(pid),
             instance: Some(instance),
             drain_ms: drained.map(|d| d.as_millis() as u64),
+            release: None,
             message: format!(
                 "worker {pid} (generation {id}, instance {instance}) exited: {desc}{how}"
             ),

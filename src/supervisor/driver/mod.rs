@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Systemd};
+use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Prepared, Systemd};
 use super::fmt_duration;
 use super::plan::{Check, NicePlan};
 use super::timers::SlotId;
@@ -32,6 +32,7 @@ use crate::control::{self, Client, Incoming, Request};
 use crate::notify::{Manager, Message};
 use crate::output;
 use crate::readiness::{self, ProbeResult, WakeReceiver, Waker};
+use crate::release;
 use crate::sockets::Listeners;
 use crate::sys::{self, NotifySocket, Pid, PollSet, SeccompListener, SignalFd};
 use crate::worker::{self, ProbeSocket, Recipe};
@@ -92,7 +93,8 @@ struct Io {
     /// Reload clients waiting for their answer.
     clients: HashMap<ClientId, Client>,
     next_client: ClientId,
-    /// Each live generation's recipe and config.
+    /// Each live generation's recipe and config, its paths pinned to its release
+    /// ([`release::pin`]).
     recipes: HashMap<u64, (Rc<Recipe>, Rc<Config>)>,
     workers: HashMap<Pid, WorkerIo>,
     /// Where workers' output lines go; `None` = workers inherit baton's stdout/stderr.
@@ -829,13 +831,14 @@ impl Io {
         Ok(cfg)
     }
 
-    /// Build a generation's recipe (the notify socket is bound again first if it vanished).
+    /// Build a generation's recipe (the notify socket is bound again first if it vanished):
+    /// its release and paths resolved once, for every worker it will ever start.
     fn prepare(
         &mut self,
         generation: u64,
         config: Rc<Config>,
         probe_socket: bool,
-    ) -> Result<NicePlan, String> {
+    ) -> Result<Prepared, String> {
         if !self.notify.reachable() {
             // workers would send READY=1 to nothing: bind the path again (the old socket goes
             // when the new one replaces it)
@@ -861,21 +864,28 @@ impl Io {
                 }
             }
         }
+        let pinned = release::pin(&config)?;
         let recipe = Recipe::new(
-            &config,
+            &pinned,
             &self.listeners,
             &self.notify_path,
             generation,
             probe_socket,
         )
         .map_err(|e| e.to_string())?;
-        let plan = NicePlan {
+        let nice = NicePlan {
             startup: config.readiness.startup_nice,
             running: recipe.ready_nice(),
             drain: recipe.drain_nice(),
         };
-        self.recipes.insert(generation, (Rc::new(recipe), config));
-        Ok(plan)
+        let prepared = Prepared {
+            nice,
+            release: pinned.release.display().to_string(),
+            command: pinned.config.command.clone(),
+        };
+        self.recipes
+            .insert(generation, (Rc::new(recipe), Rc::new(pinned.config)));
+        Ok(prepared)
     }
 
     /// Start the worker of one slot, with its probe socket and output pipes.
@@ -898,7 +908,7 @@ impl Io {
             ),
             false => None,
         };
-        let (mut pipes, writers) = self.output_pipes(&cfg, slot)?;
+        let (mut pipes, writers) = self.output_pipes(&cfg, recipe.release(), slot)?;
         // a worker's own start-up runs from here (its exec included) to its READY=1 as the
         // kernel received it: baton's handling before and after is baton's share
         let at = Instant::now();
@@ -942,6 +952,7 @@ impl Io {
     fn output_pipes(
         &self,
         cfg: &Config,
+        release: &std::path::Path,
         slot: SlotId,
     ) -> Result<(Vec<output::Pipe>, Vec<std::os::fd::OwnedFd>), String> {
         let mut pipes = Vec::new();
@@ -958,6 +969,7 @@ impl Io {
                 generation: slot.generation,
                 pid: 0,
                 instance: slot.instance,
+                release: release.display().to_string().replace('\n', "\\n"),
                 identifier: identifier.clone(),
                 stream,
             };
@@ -1026,10 +1038,13 @@ impl Io {
             }
             (Check::Accepting | Check::AcceptingOn(_), _) => start(readiness::Target::Accepting),
             (Check::Exec { argv }, _) => {
-                let cwd = self
-                    .recipes
-                    .get(&slot.generation)
-                    .and_then(|(_, c)| c.cwd.clone());
+                // the generation's pinned config: its cwd and the check's paths resolved
+                let pinned = self.recipes.get(&slot.generation).map(|(_, c)| c.clone());
+                let cwd = pinned.as_ref().and_then(|c| c.cwd.clone());
+                let argv = match pinned.as_deref().map(|c| &c.readiness.kind) {
+                    Some(ReadinessKind::Exec { argv, .. }) => argv.clone(),
+                    _ => argv,
+                };
                 match worker::spawn_exec_probe(
                     &argv,
                     cwd.as_deref(),
@@ -1081,6 +1096,7 @@ fn log(e: LogEvent) {
                 baton_worker_pid = e.worker,
                 baton_instance = e.instance,
                 baton_drain_ms = e.drain_ms,
+                baton_release = e.release.as_deref(),
                 "{}",
                 e.message
             )

@@ -1,0 +1,297 @@
+//! What a generation runs from, resolved once at its start: its release.
+//!
+//! Deploys flip a symlink (`/srv/api/current` → `releases/5`, with `ln -sfn` and a rename) and
+//! then reload. A worker that is restarted later (it crashed, it was killed) must run what its
+//! generation started with, not whatever the symlink points at by then: after a failed reload
+//! that is the broken release, and the generation that still serves would crash-loop.
+//! [`pin`] resolves the symlinks once per generation (realpath) and returns the generation's
+//! config with its paths rewritten under the resolved directories; every worker of the
+//! generation, restarts included, is started from that.
+//!
+//! * `release` (optional, absolute): resolved; `cwd`, and every argument of `command` and of
+//!   `readiness.exec` that is an absolute path under it (`/srv/api/current/dist/server.js`),
+//!   are rewritten under the resolved directory, component by component (`--config=/srv/…`
+//!   inside a longer argument is not a path and stays as written).
+//! * `cwd`: resolved (a relative `command`, and the app's own relative paths, follow it).
+//! * the program (`command[0]`, a path or a name found in `PATH`): its directory is resolved
+//!   and the last component kept, so a venv's `bin/python` symlink still starts as the venv's
+//!   python. A `PATH` lookup is done here too, once per generation, and pinned the same way:
+//!   an interpreter under a symlinked directory on `PATH` does not change under a generation.
+//!   `command[0]` written as a path becomes the resolved path; a bare name stays as `argv[0]`.
+//!
+//! The release a generation names (status, reload reply, `BATON_RELEASE` in the journal) is
+//! the resolved `release`; without it, the resolved `cwd` when the program is under it or is
+//! found in `PATH`; else the program's resolved directory.
+//!
+//! Reads the file system; changes nothing. An in-place build (the same directory rebuilt) has
+//! nothing to resolve: only the releases layout makes a generation's files stay put.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ReadinessKind};
+use crate::worker;
+
+/// A generation's paths, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    /// The directory the generation runs from, resolved.
+    pub release: PathBuf,
+    /// The program every worker of the generation executes.
+    pub program: PathBuf,
+    /// The config with `cwd`, `command` and `readiness.exec` rewritten.
+    pub config: Config,
+}
+
+/// Resolve a generation's release and paths, or say why they cannot be.
+pub fn pin(config: &Config) -> Result<Pinned, String> {
+    let mut c = config.clone();
+    let release = match &config.release {
+        Some(r) => Some((r.clone(), resolve_dir(r, "the release directory")?)),
+        None => None,
+    };
+    if let Some((from, to)) = &release {
+        if let Some(cwd) = &c.cwd {
+            if let Some(p) = under(cwd, from, to) {
+                c.cwd = Some(p);
+            }
+        }
+        rewrite_args(&mut c.command, from, to)?;
+        if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
+            rewrite_args(argv, from, to)?;
+        }
+    }
+    if let Some(dir) = &c.cwd {
+        c.cwd = Some(resolve_dir(dir, "the working directory")?);
+    }
+    let argv0 = c.command[0].clone();
+    let found = worker::resolve_program(&argv0, c.cwd.as_deref()).map_err(|e| e.to_string())?;
+    let full = match (&c.cwd, found.is_relative()) {
+        (Some(dir), true) => dir.join(&found),
+        (None, true) => std::env::current_dir()
+            .map_err(|e| format!("baton's working directory: {e}"))?
+            .join(&found),
+        (_, false) => found,
+    };
+    let program = resolve_parent(&full)?;
+    let bare = !argv0.contains('/');
+    if !bare {
+        c.command[0] = utf8(&program)?.to_string();
+    }
+    let release = match (release, &c.cwd) {
+        (Some((_, to)), _) => to,
+        (None, Some(dir)) if bare || program.starts_with(dir) => dir.clone(),
+        (None, _) => program
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+    };
+    Ok(Pinned {
+        release,
+        program,
+        config: c,
+    })
+}
+
+/// Whether `config.release` pins anything: `cwd` or an argument of `command` is under it.
+pub fn pins_anything(config: &Config) -> bool {
+    let Some(from) = &config.release else {
+        return true;
+    };
+    let is_under = |p: &Path| p.strip_prefix(from).is_ok();
+    config.cwd.as_deref().is_some_and(is_under)
+        || config
+            .command
+            .iter()
+            .any(|a| Path::new(a).is_absolute() && is_under(Path::new(a)))
+}
+
+/// `dir` with its symlinks resolved; it must be a directory.
+pub fn resolve_dir(dir: &Path, what: &str) -> Result<PathBuf, String> {
+    let shown = dir.display();
+    match std::fs::canonicalize(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(format!("{what} {shown} does not exist"))
+        }
+        Err(e) => Err(format!("{what} {shown}: {e}")),
+        Ok(p) if !p.is_dir() => Err(format!(
+            "{what} {shown} is not a directory ({})",
+            p.display()
+        )),
+        Ok(p) => Ok(p),
+    }
+}
+
+/// `path` with its directory resolved and its last component kept.
+fn resolve_parent(path: &Path) -> Result<PathBuf, String> {
+    let shown = path.display();
+    let fail = |e: io::Error| format!("the command's directory ({shown}): {e}");
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok(std::fs::canonicalize(dir).map_err(fail)?.join(name)),
+        _ => std::fs::canonicalize(path).map_err(fail),
+    }
+}
+
+/// `path` rewritten from under `from` to under `to`, if it is under `from`.
+fn under(path: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(from).ok()?;
+    Some(match rest.as_os_str().is_empty() {
+        true => to.to_path_buf(),
+        false => to.join(rest),
+    })
+}
+
+/// Every argument that is an absolute path under `from`, rewritten under `to`.
+fn rewrite_args(argv: &mut [String], from: &Path, to: &Path) -> Result<(), String> {
+    for a in argv.iter_mut() {
+        if !Path::new(a.as_str()).is_absolute() {
+            continue;
+        }
+        if let Some(p) = under(Path::new(a.as_str()), from, to) {
+            *a = utf8(&p)?.to_string();
+        }
+    }
+    Ok(())
+}
+
+fn utf8(p: &Path) -> Result<&str, String> {
+    p.to_str()
+        .ok_or_else(|| format!("{} is not valid UTF-8", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// `<tmp>/releases/{1,2}` with an executable `run.sh` each, `current` → `releases/1`.
+    fn layout(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("baton-release-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for r in ["1", "2"] {
+            let d = dir.join("releases").join(r);
+            std::fs::create_dir_all(d.join("dist")).unwrap();
+            let run = d.join("run.sh");
+            std::fs::write(&run, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        symlink("releases/1", dir.join("current")).unwrap();
+        dir.canonicalize().unwrap()
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test.toml").unwrap()
+    }
+
+    #[test]
+    fn the_command_path_is_resolved_once() {
+        let dir = layout("command");
+        let c = config(&format!(
+            "command = [\"{}/current/run.sh\", \"--flag\"]\n",
+            dir.display()
+        ));
+        let p = pin(&c).unwrap();
+        let r1 = dir.join("releases/1");
+        assert_eq!(p.release, r1);
+        assert_eq!(p.program, r1.join("run.sh"));
+        assert_eq!(
+            p.config.command,
+            [r1.join("run.sh").display().to_string(), "--flag".into()]
+        );
+        // the symlink flips: this generation's pin does not move, the next one's does
+        std::fs::remove_file(dir.join("current")).unwrap();
+        symlink("releases/2", dir.join("current")).unwrap();
+        assert_eq!(p.program, r1.join("run.sh"));
+        assert_eq!(pin(&c).unwrap().release, dir.join("releases/2"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn cwd_and_a_relative_command_follow_it() {
+        let dir = layout("cwd");
+        let c = config(&format!(
+            "command = [\"./run.sh\"]\ncwd = \"{}/current\"\n",
+            dir.display()
+        ));
+        let p = pin(&c).unwrap();
+        let r1 = dir.join("releases/1");
+        assert_eq!(p.config.cwd.as_deref(), Some(r1.as_path()));
+        assert_eq!(p.release, r1);
+        assert_eq!(p.program, r1.join("run.sh"));
+        // a bare name keeps its argv[0]; the release is the cwd
+        let c = config(&format!(
+            "command = [\"sh\", \"run.sh\"]\ncwd = \"{}/current\"\n",
+            dir.display()
+        ));
+        let p = pin(&c).unwrap();
+        assert_eq!(p.config.command[0], "sh");
+        assert!(
+            p.program.is_absolute() && p.program.ends_with("sh"),
+            "{p:?}"
+        );
+        assert_eq!(p.release, r1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn release_rewrites_cwd_and_the_arguments_under_it() {
+        let dir = layout("key");
+        let cur = dir.join("current");
+        let c = config(&format!(
+            "command = [\"/bin/sh\", \"{cur}/run.sh\", \"--config={cur}/x\", \"{cur}\"]\n\
+             cwd = \"{cur}/dist\"\nrelease = \"{cur}/\"\n\
+             [readiness]\nkind = \"exec\"\nexec = [\"{cur}/run.sh\", \"check\"]\n",
+            cur = cur.display()
+        ));
+        assert!(pins_anything(&c));
+        let p = pin(&c).unwrap();
+        let r1 = dir.join("releases/1");
+        assert_eq!(p.release, r1);
+        assert_eq!(p.config.cwd, Some(r1.join("dist")));
+        assert_eq!(
+            p.config.command,
+            [
+                // merged /usr: /bin is itself a symlink
+                Path::new("/bin")
+                    .canonicalize()
+                    .unwrap()
+                    .join("sh")
+                    .display()
+                    .to_string(),
+                r1.join("run.sh").display().to_string(),
+                format!("--config={}/x", cur.display()),
+                r1.display().to_string(),
+            ]
+        );
+        let ReadinessKind::Exec { argv, .. } = &p.config.readiness.kind else {
+            panic!("exec");
+        };
+        assert_eq!(argv[0], r1.join("run.sh").display().to_string());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn what_cannot_be_resolved_is_said() {
+        let dir = layout("missing");
+        let c = config(&format!(
+            "command = [\"/bin/sh\"]\nrelease = \"{}/nope\"\n",
+            dir.display()
+        ));
+        assert!(!pins_anything(&c));
+        let e = pin(&c).unwrap_err();
+        assert!(
+            e.starts_with("the release directory ") && e.ends_with("/nope does not exist"),
+            "{e}"
+        );
+        let c = config(&format!(
+            "command = [\"/bin/sh\"]\nrelease = \"{}/current/run.sh\"\n",
+            dir.display()
+        ));
+        assert!(pin(&c).unwrap_err().contains("is not a directory"));
+        let c = config(&format!(
+            "command = [\"/bin/sh\"]\ncwd = \"{}/gone\"\n",
+            dir.display()
+        ));
+        assert!(pin(&c).unwrap_err().contains("working directory"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,348 @@
+//! A generation pins its release (issue 16): the releases layout deploy tools use
+//! (`releases/<stamp>`, a `current` symlink flipped atomically), real processes. After a
+//! failed reload the serving generation's restarts run *its* release, not the broken one
+//! `current` points at; after a good one, the new release's restarts stay on it; the release
+//! is in `baton status`, the reload's reply and every log line of the generation.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::*;
+
+/// `<dir>/releases/<name>/run.sh` and a `current` symlink, as a deploy script makes them.
+struct Releases {
+    dir: PathBuf,
+}
+
+impl Releases {
+    fn new(dir: &Path) -> Releases {
+        fs::create_dir_all(dir.join("releases")).expect("releases dir");
+        Releases {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A good release runs the example worker, whose answers carry its `MARK`; a broken one
+    /// exits at once.
+    fn add(&self, name: &str, good: bool) {
+        let d = self.dir.join("releases").join(name);
+        fs::create_dir_all(&d).expect("release dir");
+        fs::write(d.join("MARK"), name).expect("MARK");
+        let body = match good {
+            true => format!(
+                "export HELLO_MARK=\"$(cat \"$(dirname \"$0\")/MARK\")\"\nexec {}\n",
+                example_bin("hello").display()
+            ),
+            false => format!("echo \"release {name} is broken\" >&2\nexit 1\n"),
+        };
+        let run = d.join("run.sh");
+        fs::write(&run, format!("#!/bin/sh\n{body}")).expect("run.sh");
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// `ln -sfn releases/<name> current`, atomically: a new link renamed over the old one.
+    fn point(&self, name: &str) {
+        let tmp = self.dir.join("current.tmp");
+        let _ = fs::remove_file(&tmp);
+        symlink(format!("releases/{name}"), &tmp).expect("symlink");
+        fs::rename(&tmp, self.current()).expect("rename");
+    }
+
+    fn current(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    /// The release as baton names it: its resolved path.
+    fn path(&self, name: &str) -> String {
+        self.dir
+            .join("releases")
+            .join(name)
+            .canonicalize()
+            .expect("release")
+            .display()
+            .to_string()
+    }
+}
+
+/// A config with `top` (command, cwd, release) for releases under the control socket's dir.
+fn config(port: u16, ctl: &Path, instances: u32, top: &str) -> String {
+    format!(
+        r#"{top}
+instances = {instances}
+control   = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind    = "notify"
+timeout = "5s"
+
+[drain]
+timeout = "3s"
+
+[restart]
+backoff_initial = "100ms"
+"#,
+        ctl = ctl.display()
+    )
+}
+
+/// Start baton on release `1` (good), with `2` (broken) and `3` (good) deployed next to it.
+fn start(name: &str, instances: u32, top: impl Fn(&Path) -> String) -> (Baton, Releases) {
+    let mut layout = None;
+    let baton = Baton::start(name, |port, ctl| {
+        let dir = ctl.parent().expect("scratch dir");
+        let r = Releases::new(dir);
+        r.add("1", true);
+        r.add("2", false);
+        r.add("3", true);
+        r.point("1");
+        let text = config(port, ctl, instances, &top(&r.current()));
+        layout = Some(r);
+        text
+    });
+    (baton, layout.expect("layout"))
+}
+
+fn generation(status: &Value, g: u64) -> Option<Value> {
+    status["generations"]
+        .as_array()?
+        .iter()
+        .find(|x| x["generation"].as_u64() == Some(g))
+        .cloned()
+}
+
+/// (instance, pid, state, restarts) of generation `g`'s workers.
+fn workers(baton: &Baton, g: u64) -> Vec<(u64, i32, String, u64)> {
+    let s = baton.status().expect("status");
+    let g = generation(&s, g).expect("generation");
+    g["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| {
+            (
+                w["instance"].as_u64().unwrap(),
+                w["pid"].as_i64().unwrap_or(0) as i32,
+                w["state"].as_str().unwrap_or("").to_string(),
+                w["restarts"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// SIGKILL each worker of generation `g` in turn and wait until it was started again and is
+/// ready; each restarted worker must run release `mark`.
+fn kill_each_and_see_it_restart(baton: &Baton, g: u64, mark: &str) {
+    for (instance, pid, _, restarts) in workers(baton, g) {
+        signal(pid, "KILL");
+        let mut new = 0;
+        wait_for(
+            &format!("instance {instance} of generation {g} (pid {pid}) restarted and ready"),
+            Duration::from_secs(10),
+            || {
+                let w = workers(baton, g);
+                let w = w.iter().find(|w| w.0 == instance).expect("instance");
+                new = w.1;
+                w.1 != pid && w.1 != 0 && w.2 == "ready"
+            },
+        );
+        assert_eq!(
+            env_of(new, "HELLO_MARK").as_deref(),
+            Some(mark),
+            "instance {instance} restarted from release {mark}"
+        );
+        let w = workers(baton, g);
+        let w = w.iter().find(|w| w.0 == instance).expect("instance");
+        assert_eq!(w.3, restarts + 1, "one restart, no crash loop: {w:?}");
+    }
+    // all ready, none restarting, and every answer from the release
+    assert!(workers(baton, g).iter().all(|w| w.2 == "ready"));
+    for _ in 0..20 {
+        let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.ends_with(&format!(" mark {mark}\n")),
+            "answered from another release: {body:?}"
+        );
+    }
+}
+
+/// Every log line of generation `g` names release `path`.
+fn log_lines_name_the_release(baton: &Baton, g: u64, path: &str) {
+    let log = baton.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("baton_generation={g}")))
+        .collect();
+    assert!(lines.len() >= 3, "generation {g} logged: {log}");
+    for l in lines {
+        assert!(
+            l.contains(&format!("baton_release=\"{path}\"")),
+            "a line of generation {g} without its release {path}: {l}"
+        );
+    }
+}
+
+/// The issue's scenario: `command = [".../current/run.sh"]`; `current` flipped to a broken
+/// release; the reload is rolled back; then generation 1's workers are killed, one by one.
+/// They must restart from generation 1's release and serve (before: from the broken one, a
+/// crash loop).
+fn restarts_after_a_failed_reload(instances: u32) {
+    let _g = serial();
+    let (baton, r) = start(&format!("pin-failed-{instances}"), instances, |cur| {
+        format!("command = [\"{}/run.sh\"]", cur.display())
+    });
+    let (r1, r2) = (r.path("1"), r.path("2"));
+    let old = baton.serving_pids();
+    r.point("2");
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "a broken release rolled out: {out}");
+    wait_for("generation 2 gone", Duration::from_secs(6), || {
+        baton
+            .status()
+            .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
+    });
+    assert_eq!(
+        baton.serving_pids(),
+        old,
+        "the serving generation was touched"
+    );
+    kill_each_and_see_it_restart(&baton, 1, "1");
+
+    // the reply named both releases; status and the log lines name them too
+    assert!(
+        out.contains(&format!("generation 2 (release {r2}) rolled back"))
+            && out.contains("exited before it was ready")
+            && out.contains(&format!("generation 1 still serving release {r1}")),
+        "{out}"
+    );
+    let s = baton.status().expect("status");
+    assert_eq!(generation(&s, 1).unwrap()["release"], r1.as_str());
+    assert_eq!(s["last_reload"]["release"], r1.as_str());
+    log_lines_name_the_release(&baton, 1, &r1);
+    log_lines_name_the_release(&baton, 2, &r2);
+}
+
+#[test]
+fn restarts_after_a_failed_reload_run_the_serving_release_1_instance() {
+    restarts_after_a_failed_reload(1);
+}
+
+#[test]
+fn restarts_after_a_failed_reload_run_the_serving_release_2_instances() {
+    restarts_after_a_failed_reload(2);
+}
+
+#[test]
+fn restarts_after_a_failed_reload_run_the_serving_release_3_instances() {
+    restarts_after_a_failed_reload(3);
+}
+
+/// A good reload: the new release serves, and its restarts stay on it when `current` moves
+/// on (here to a broken release, not reloaded yet). `cwd` is the release, the command
+/// relative to it.
+#[test]
+fn after_a_good_reload_restarts_stay_on_the_new_release() {
+    let _g = serial();
+    let (baton, r) = start("pin-good", 2, |cur| {
+        format!("command = [\"./run.sh\"]\ncwd = \"{}\"", cur.display())
+    });
+    let r3 = r.path("3");
+    r.point("3");
+    let reply = baton.reload_json();
+    assert_eq!(reply["generation"], 2);
+    assert_eq!(reply["release"], r3.as_str(), "{reply}");
+    let message = reply["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("generation 2 serving release {r3} (")),
+        "{message}"
+    );
+    baton.wait_serving(Duration::from_secs(10));
+    r.point("2");
+    kill_each_and_see_it_restart(&baton, 2, "3");
+    let pid = baton.serving_pids()[0];
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+        PathBuf::from(&r3),
+        "the workers run in the resolved release"
+    );
+    // the status table names it
+    let out = Command::new(baton_bin())
+        .args(["status", "--control"])
+        .arg(&baton.control)
+        .output()
+        .expect("baton status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("generation 2 (serving): release {r3}\n")),
+        "{table}"
+    );
+    log_lines_name_the_release(&baton, 2, &r3);
+}
+
+/// `release` names the directory when the command lives elsewhere (`/bin/sh` runs a script
+/// under it): the argument under it is rewritten, so restarts after a flip keep the release.
+/// When `release` does not resolve, `baton check` says so (an error with `--strict`), and a
+/// reload fails with the reason and leaves the serving generation untouched.
+#[test]
+fn the_release_key_pins_the_arguments_under_it_and_must_resolve() {
+    let _g = serial();
+    let (baton, r) = start("pin-key", 2, |cur| {
+        format!(
+            "command = [\"/bin/sh\", \"{cur}/run.sh\"]\nrelease = \"{cur}\"",
+            cur = cur.display()
+        )
+    });
+    let r1 = r.path("1");
+    let s = baton.status().expect("status");
+    assert_eq!(generation(&s, 1).unwrap()["release"], r1.as_str());
+    r.point("2");
+    kill_each_and_see_it_restart(&baton, 1, "1");
+
+    // `current` gone: check and reload say so
+    let old = baton.serving_pids();
+    fs::remove_file(r.current()).expect("rm current");
+    let check = |strict: bool| {
+        let mut c = Command::new(baton_bin());
+        c.args(["check", "--config"]).arg(&baton.config);
+        if strict {
+            c.arg("--strict");
+        }
+        let out = c.output().expect("baton check");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let why = format!(
+        "the release directory {} does not exist",
+        r.current().display()
+    );
+    let (code, text) = check(false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("warning") && text.contains(&why), "{text}");
+    let (code, text) = check(true);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("release") && text.contains(&why), "{text}");
+    let (ok, out, dt) = baton.reload();
+    assert!(!ok, "{out}");
+    assert!(out.contains(&why), "{out}");
+    assert!(
+        out.contains(&format!("generation 1 still serving release {r1}")),
+        "{out}"
+    );
+    assert!(dt < Duration::from_secs(2), "{dt:?}");
+    assert_eq!(baton.serving_pids(), old);
+    assert_eq!(baton.serving_generation(), 1);
+}
