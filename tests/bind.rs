@@ -132,6 +132,16 @@ fn node(instances: usize) {
         )),
         "{log}"
     );
+    // each bind line names the generation's release (`BATON_RELEASE`), as its other lines do
+    let binds: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"worker_bind\""))
+        .collect();
+    assert!(binds.len() >= instances * (RELOADS as usize + 1), "{log}");
+    assert!(
+        binds.iter().all(|l| l.contains(" baton_release=")),
+        "{binds:#?}"
+    );
     let pid = baton.serving_pids()[0];
     // no workers' fd in `baton status`: the app has the socket where its bind put it
     assert_eq!(

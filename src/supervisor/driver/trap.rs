@@ -146,6 +146,12 @@ impl Io {
         None
     }
 
+    /// The release of `generation` (`BATON_RELEASE`), as its recipe pinned it.
+    fn release_of(&self, generation: u64) -> Option<String> {
+        let (recipe, _) = self.recipes.get(&generation)?;
+        Some(recipe.release().display().to_string())
+    }
+
     /// Which of baton's sockets descriptor `fd` of thread `tid` is, if any (by inode: a
     /// handed socket, or a copy of it a fork or a dup made).
     fn listened_socket(&self, tid: Pid, fd: i32) -> Option<usize> {
@@ -190,6 +196,7 @@ impl Io {
         info!(
             baton_event = "worker_bind",
             baton_generation = slot.generation,
+            baton_release = self.release_of(slot.generation),
             baton_worker_pid = worker,
             baton_instance = slot.instance,
             baton_socket = name.as_str(),
@@ -267,6 +274,7 @@ impl Io {
         info!(
             baton_event = "worker_unlink_kept",
             baton_generation = slot.generation,
+            baton_release = self.release_of(slot.generation),
             baton_worker_pid = worker,
             baton_instance = slot.instance,
             baton_socket = name.as_str(),
@@ -318,6 +326,7 @@ impl Io {
                 warn!(
                     baton_event = "socket_mode_changed",
                     baton_generation = generation,
+                    baton_release = self.release_of(generation),
                     "socket `{name}` is now {} for generation {generation}, whose app made its \
                      own socket so; generation {from} had it {}, and the mode is shared by every \
                      holder of the socket",
