@@ -725,13 +725,13 @@ timeout = "2s"
 }
 
 /// `uvicorn --port PORT` with a trivial ASGI app, 20 reloads under keep-alive and per-request
-/// load, the load retrying as browsers, curl and Go do: 0 failed under keep-alive, and nothing
-/// refused or timed out per request. At SIGTERM uvicorn closes the connections it has not read
-/// a request from yet, which races a client's request: an idle kept-alive one (sent again on a
-/// new connection, counted in `retried`), or one it has just accepted, whose request is lost to
-/// any client (0–2 of about 5,500 per run, cut by a reset or an EOF), as under
-/// `handover = "fds"` with `uvicorn --fd 3`; tests/apps/asgi.py has the drain that loses
-/// nothing, and the README's uvicorn recipe says so.
+/// load, the load retrying as browsers, curl and Go do: nothing refused or timed out. Not 0
+/// failed: at SIGTERM uvicorn closes the connections it has not read a request from yet, which
+/// races a client's request: an idle kept-alive one (sent again on a new connection, counted in
+/// `retried`), or one it has just accepted, whose request is lost to any client (0–2 of about
+/// 1,400–5,500 per run and mode, cut by a reset or an EOF; under keep-alive that is a retry's
+/// new connection), as under `handover = "fds"` with `uvicorn --fd 3`; tests/apps/asgi.py has
+/// the drain that loses nothing, and the README's uvicorn recipe says so.
 #[test]
 fn uvicorn_binding_its_own_port_reloads_20_times_and_nothing_is_refused() {
     let _g = serial();
@@ -754,7 +754,7 @@ fn uvicorn_binding_its_own_port_reloads_20_times_and_nothing_is_refused() {
         |_| Vec::new(),
         |_| {},
     );
-    assert_no_failures(&keep.stop(), 100);
+    assert_only_cuts(&keep.stop(), 100);
     let close = close.stop();
     assert_only_cuts(&close, 100);
     assert_eq!(close["retried"], 0, "{close}");
