@@ -11,6 +11,7 @@
 //! waits for connections on every passed socket ([`waited_on`]), which needs no app change.
 //! This module decides nothing about generations.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -19,7 +20,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, FdKind, Pid, WaitCall};
+use crate::sys::{self, FdKind, NetLocal, NetSocket, Pid, WaitCall};
 
 /// Result of one probe attempt against one worker.
 #[derive(Debug)]
@@ -255,7 +256,11 @@ const MAX_WAIT_FDS: u64 = 65536;
 ///   descriptor's fdinfo) — event loops (Node, Go, asyncio, nginx-style servers);
 /// * or a thread of it is blocked in accept/accept4 on it, or in poll/ppoll/select/pselect6
 ///   with it among the descriptors it waits to read (the arguments, then the array or set in
-///   the process's memory) — threaded and pre-fork servers.
+///   the process's memory) — threaded and pre-fork servers;
+/// * or, for a socket neither shows, the tree holds a connection accepted from it (a TCP
+///   socket of the same local port, or a unix one of the same path, that is not listening:
+///   /proc/PID/net) — a pre-fork server under a load that never lets it wait: a gunicorn sync
+///   worker accepts again as soon as it has answered.
 ///
 /// Sockets are matched by inode, so a `dup` (Python's `socket.fromfd`, Go's `FileListener`)
 /// counts. Only `root` itself must be readable; a descendant that exits meanwhile is skipped.
@@ -270,6 +275,8 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
     };
     let mut queue = vec![root];
     let mut seen = 0;
+    // every socket the tree holds, for the accepted connections looked for at the end
+    let mut held: HashSet<u64> = HashSet::new();
     while let Some(pid) = queue.pop() {
         if found.iter().all(|f| *f) || seen >= MAX_TREE {
             break;
@@ -289,6 +296,10 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
         // an epoll target counts only as a socket this process holds: an inode number alone
         // could be a file of another file system
         let holds_socket = |ino: u64| fds.iter().any(|(_, k)| *k == FdKind::Socket(ino));
+        held.extend(fds.iter().filter_map(|(_, k)| match k {
+            FdKind::Socket(ino) => Some(*ino),
+            _ => None,
+        }));
         for (fd, kind) in &fds {
             if *kind == FdKind::Epoll {
                 for (events, ino) in sys::proc_epoll_targets(pid, *fd).unwrap_or_default() {
@@ -350,7 +361,27 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
         }
         queue.extend(sys::proc_children(pid).unwrap_or_default());
     }
+    if !found.iter().all(|f| *f) && !held.is_empty() {
+        if let Ok(net) = sys::proc_net_sockets(root) {
+            for (i, s) in sockets.iter().enumerate() {
+                found[i] = found[i] || holds_accepted(&net, s.inode, &held);
+            }
+        }
+    }
     Ok(found)
+}
+
+/// Whether one of the `held` sockets is a connection accepted from the listening socket
+/// `listener`: not listening, on the listener's TCP port or unix path.
+fn holds_accepted(net: &[NetSocket], listener: u64, held: &HashSet<u64>) -> bool {
+    let Some(l) = net.iter().find(|n| n.inode == listener && n.listening) else {
+        return false;
+    };
+    if l.local == NetLocal::None {
+        return false;
+    }
+    net.iter()
+        .any(|n| !n.listening && n.local == l.local && held.contains(&n.inode))
 }
 
 /// A TCP check must show that the *worker* accepts: baton created the private listener, so a

@@ -57,7 +57,9 @@ pub const KINDS: &[Kind] = &[
         ready_when: "some process of the worker's tree waits for connections on every passed \
             socket, as /proc shows it (the socket in one of its epoll sets for reading, or a \
             thread blocked in accept, poll or select on it; matched by inode, so a `dup` \
-            counts); nothing is sent to the app and it gets no extra socket; the first choice \
+            counts; or, for a server too busy to ever wait, such as a gunicorn sync worker \
+            under full load, a connection it accepted from that socket in its hands); nothing \
+            is sent to the app and it gets no extra socket; the first choice \
             for apps that take fd 3 and send no READY=1",
     },
     Kind {

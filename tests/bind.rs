@@ -686,6 +686,41 @@ fn three_gunicorns_binding_the_port_with_listen_readiness_reload_20_times_withou
     gunicorn(3, 1);
 }
 
+/// `gunicorn --bind` with `listen` readiness under a load that never lets its sync worker wait
+/// (flat out, four connections for one worker: it accepts again as soon as it has answered, so
+/// no thread of it is ever seen blocked in select() on the socket). Its tree holds the
+/// connection it is answering, accepted from baton's socket: that counts, and each reload is
+/// ready at once. (A new user's trial: the reload waited until the load stopped, and failed at
+/// its readiness timeout while the new generation was serving.)
+#[test]
+fn gunicorn_under_a_load_that_never_lets_it_wait_is_ready_by_the_connection_it_holds() {
+    let _g = serial();
+    let apps = repo_dir().join("tests/apps");
+    let baton = Baton::spawn("bind-gunicorn-busy", |port, ctl| {
+        let command = format!(
+            "[\"{VENV}/bin/gunicorn\", \"--no-control-socket\", \"--workers\", \"1\", \
+             \"--graceful-timeout\", \"10\", \"--chdir\", \"{}\", \"--bind\", \"0.0.0.0:{port}\", \
+             \"app:application\"]",
+            apps.display()
+        );
+        bind_config(&command, 1, port, ctl, "").replace("timeout = \"20s\"", "timeout = \"10s\"")
+    });
+    baton.wait_serving(Duration::from_secs(30));
+    let load = Load::start(baton.port, "close", 4, 0);
+    baton.paced_reloads(
+        3,
+        Duration::ZERO,
+        Duration::from_secs(20),
+        |masters| gunicorn_workers_of(masters, 1),
+        |_| {},
+    );
+    assert_no_failures(&load.stop(), 100);
+    let log = baton.log_text();
+    let looked = "ready (waiting for connections on all 1 socket(s), as /proc shows; it never \
+                  called listen())";
+    assert_eq!(log.matches(looked).count(), 4, "{log}");
+}
+
 /// `listen` readiness for an app that binds the port and neither listens nor waits for
 /// connections: the look in /proc, which its hand-over started, never finds it waiting, and the
 /// first generation fails at its readiness timeout with the last look's reason.
