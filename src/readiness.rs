@@ -11,7 +11,6 @@
 //! waits for connections on every passed socket ([`waited_on`]), which needs no app change.
 //! This module decides nothing about generations.
 
-use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -20,7 +19,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, FdKind, NetLocal, NetSocket, Pid, WaitCall};
+use crate::sys::{self, FdKind, Pid, SockAddr, WaitCall};
 
 /// Result of one probe attempt against one worker.
 #[derive(Debug)]
@@ -257,10 +256,10 @@ const MAX_WAIT_FDS: u64 = 65536;
 /// * or a thread of it is blocked in accept/accept4 on it, or in poll/ppoll/select/pselect6
 ///   with it among the descriptors it waits to read (the arguments, then the array or set in
 ///   the process's memory) — threaded and pre-fork servers;
-/// * or, for a socket neither shows, the tree holds a connection accepted from it (a TCP
-///   socket of the same local port, or a unix one of the same path, that is not listening:
-///   /proc/PID/net) — a pre-fork server under a load that never lets it wait: a gunicorn sync
-///   worker accepts again as soon as it has answered.
+/// * or, for a socket neither shows, the process holds a connection accepted from it (a
+///   socket of the same local address that does not listen, looked at through a copy of the
+///   descriptor, at most [`MAX_ACCEPTED_LOOKS`] per process) — a pre-fork server under a load
+///   that never lets it wait: a gunicorn sync worker accepts again as soon as it has answered.
 ///
 /// Sockets are matched by inode, so a `dup` (Python's `socket.fromfd`, Go's `FileListener`)
 /// counts. Only `root` itself must be readable; a descendant that exits meanwhile is skipped.
@@ -275,8 +274,6 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
     };
     let mut queue = vec![root];
     let mut seen = 0;
-    // every socket the tree holds, for the accepted connections looked for at the end
-    let mut held: HashSet<u64> = HashSet::new();
     while let Some(pid) = queue.pop() {
         if found.iter().all(|f| *f) || seen >= MAX_TREE {
             break;
@@ -296,10 +293,6 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
         // an epoll target counts only as a socket this process holds: an inode number alone
         // could be a file of another file system
         let holds_socket = |ino: u64| fds.iter().any(|(_, k)| *k == FdKind::Socket(ino));
-        held.extend(fds.iter().filter_map(|(_, k)| match k {
-            FdKind::Socket(ino) => Some(*ino),
-            _ => None,
-        }));
         for (fd, kind) in &fds {
             if *kind == FdKind::Epoll {
                 for (events, ino) in sys::proc_epoll_targets(pid, *fd).unwrap_or_default() {
@@ -359,29 +352,81 @@ pub fn waited_on(root: Pid, sockets: &[Watched]) -> io::Result<Vec<bool>> {
                 None => {}
             }
         }
-        queue.extend(sys::proc_children(pid).unwrap_or_default());
-    }
-    if !found.iter().all(|f| *f) && !held.is_empty() {
-        if let Ok(net) = sys::proc_net_sockets(root) {
-            for (i, s) in sockets.iter().enumerate() {
-                found[i] = found[i] || holds_accepted(&net, s.inode, &held);
-            }
+        if !found.iter().all(|f| *f) {
+            holds_accepted(pid, &fds, sockets, &mut found);
         }
+        queue.extend(sys::proc_children(pid).unwrap_or_default());
     }
     Ok(found)
 }
 
-/// Whether one of the `held` sockets is a connection accepted from the listening socket
-/// `listener`: not listening, on the listener's TCP port or unix path.
-fn holds_accepted(net: &[NetSocket], listener: u64, held: &HashSet<u64>) -> bool {
-    let Some(l) = net.iter().find(|n| n.inode == listener && n.listening) else {
-        return false;
+/// At most this many of one process's sockets are looked at for a connection accepted from a
+/// socket it is not seen waiting on.
+const MAX_ACCEPTED_LOOKS: usize = 64;
+
+/// Marks each of `sockets` not `found` yet that process `pid` (its descriptors `fds`) holds a
+/// connection accepted from: a socket that does not listen, whose local address is the
+/// socket's own (the same TCP port and address, or the same unix path). Read through copies of
+/// the descriptors taken at once (pidfd_getfd: a connection lives a millisecond under a load
+/// of short requests, too short for a look at /proc/net after the walk).
+fn holds_accepted(pid: Pid, fds: &[(i32, FdKind)], sockets: &[Watched], found: &mut [bool]) {
+    let Ok(pidfd) = sys::pidfd(pid) else {
+        return;
     };
-    if l.local == NetLocal::None {
-        return false;
+    let local_of = |fd: i32| -> Option<(SockAddr, bool)> {
+        let copy = sys::copy_fd(pidfd.as_fd(), fd).ok()?;
+        let addr = sys::local_addr(copy.as_fd()).ok()?;
+        Some((addr, sys::is_listening(copy.as_fd()).ok()?))
+    };
+    // the local address of each socket still missing, from this process's own copy of it
+    let mut wanted: Vec<(usize, SockAddr)> = Vec::new();
+    for (i, s) in sockets.iter().enumerate() {
+        let fd = fds.iter().find(|(_, k)| *k == FdKind::Socket(s.inode));
+        if let (false, Some((fd, _))) = (found[i], fd) {
+            if let Some((addr, true)) = local_of(*fd) {
+                wanted.push((i, addr));
+            }
+        }
     }
-    net.iter()
-        .any(|n| !n.listening && n.local == l.local && held.contains(&n.inode))
+    if wanted.is_empty() {
+        return;
+    }
+    let ours: Vec<u64> = sockets.iter().map(|s| s.inode).collect();
+    let others = fds.iter().filter_map(|(fd, k)| match k {
+        FdKind::Socket(ino) if !ours.contains(ino) => Some(*fd),
+        _ => None,
+    });
+    for fd in others.take(MAX_ACCEPTED_LOOKS) {
+        if let Some((addr, false)) = local_of(fd) {
+            for (i, want) in &wanted {
+                if accepted_on(&addr, want) {
+                    found[*i] = true;
+                }
+            }
+        }
+        if wanted.iter().all(|(i, _)| found[*i]) {
+            return;
+        }
+    }
+}
+
+/// Whether a connection whose local address is `conn` came through a listener bound to
+/// `listener`: the same port (and address, unless the listener's is a wildcard; an IPv6
+/// listener also takes IPv4 connections), or the same unix path.
+fn accepted_on(conn: &SockAddr, listener: &SockAddr) -> bool {
+    use std::net::IpAddr;
+    match (conn, listener) {
+        (SockAddr::Unix(a), SockAddr::Unix(b)) => a == b && *a != sys::UnixAddr::Unnamed,
+        _ => match (conn.port(), listener.port(), listener.ip()) {
+            (Some(c), Some(l), Some(ip)) if c == l && c != 0 => {
+                ip.is_unspecified()
+                    || conn.ip() == Some(ip)
+                    || matches!((conn.ip(), ip), (Some(IpAddr::V6(v6)), IpAddr::V4(v4))
+                        if v6.to_ipv4_mapped() == Some(v4))
+            }
+            _ => false,
+        },
+    }
 }
 
 /// A TCP check must show that the *worker* accepts: baton created the private listener, so a
@@ -476,6 +521,32 @@ pub fn later(t: Instant, d: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_accepted_on_the_listener_of_its_local_address() {
+        use crate::sys::UnixAddr;
+        let a = |s: &str| SockAddr::Inet(s.parse().unwrap());
+        let a6 = |s: &str| SockAddr::Inet6(s.parse().unwrap());
+        assert!(accepted_on(&a("127.0.0.1:3000"), &a("0.0.0.0:3000")));
+        assert!(accepted_on(&a("127.0.0.1:3000"), &a("127.0.0.1:3000")));
+        assert!(!accepted_on(&a("127.0.0.2:3000"), &a("127.0.0.1:3000")));
+        assert!(!accepted_on(&a("127.0.0.1:3001"), &a("0.0.0.0:3000")));
+        assert!(accepted_on(
+            &a6("[::ffff:127.0.0.1]:3000"),
+            &a6("[::]:3000")
+        ));
+        assert!(accepted_on(
+            &a6("[::ffff:127.0.0.1]:3000"),
+            &a("127.0.0.1:3000")
+        ));
+        assert!(!accepted_on(&a("0.0.0.0:0"), &a("0.0.0.0:0")));
+        let u = |p: &str| SockAddr::Unix(UnixAddr::Path(p.into()));
+        assert!(accepted_on(&u("/run/app.sock"), &u("/run/app.sock")));
+        assert!(!accepted_on(&u("/run/other.sock"), &u("/run/app.sock")));
+        let unnamed = SockAddr::Unix(UnixAddr::Unnamed);
+        assert!(!accepted_on(&unnamed, &unnamed));
+        assert!(!accepted_on(&u("/run/app.sock"), &a("0.0.0.0:3000")));
+    }
 
     #[test]
     fn status_line() {

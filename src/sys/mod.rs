@@ -32,10 +32,9 @@ pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
 pub use poll::PollSet;
 pub use priority::{renice_group, worker_nice};
 pub use proc::{
-    fd_kind, inode, parse_epoll_fdinfo, parse_net_tcp, parse_net_unix, parse_syscall,
-    proc_children, proc_epoll_targets, proc_fd_kind, proc_fds, proc_net_sockets,
-    proc_parent_and_group, proc_syscall, proc_tasks, proc_tgid, read_process_memory,
-    read_process_string, resolve_at, wait_call, FdKind, NetLocal, NetSocket, WaitCall,
+    fd_kind, inode, parse_epoll_fdinfo, parse_syscall, proc_children, proc_epoll_targets,
+    proc_fd_kind, proc_fds, proc_parent_and_group, proc_syscall, proc_tasks, proc_tgid,
+    read_process_memory, read_process_string, resolve_at, wait_call, FdKind, WaitCall,
 };
 pub use seccomp::{
     decode_sockaddr, fd_flags, set_nonblocking, supported as trap_bind_supported, Notification,
@@ -46,8 +45,8 @@ pub use signal::{
     LOOP_SIGNALS,
 };
 pub use socket::{
-    accept_queue_len, bind_tcp, bind_unix, describe_socket, local_addr, peer_uid, socket_type,
-    socket_type_of, take_listen_fds,
+    accept_queue_len, bind_tcp, bind_unix, copy_fd, describe_socket, is_listening, local_addr,
+    peer_uid, pidfd, socket_type, socket_type_of, take_listen_fds,
 };
 pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
 

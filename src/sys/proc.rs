@@ -1,7 +1,7 @@
 //! Readers of /proc: a process's parent and group (/proc/PID/stat), and what the `accepting`
 //! readiness check looks at: a process's children and threads, its descriptors and their
-//! inodes, the epoll sets in fdinfo, the system call a thread is blocked in, its memory
-//! (/proc/PID/mem), and the TCP and unix sockets of its network namespace (/proc/PID/net).
+//! inodes, the epoll sets in fdinfo, the system call a thread is blocked in, and its memory
+//! (/proc/PID/mem).
 //!
 //! Must never change a process (read only) and never call `unsafe` code: /proc is read with
 //! std, and the lint below keeps it so. A process or thread that vanishes between two reads is
@@ -146,90 +146,6 @@ pub fn parse_epoll_fdinfo(text: &str) -> Vec<(u32, u64)> {
             let events = u32::from_str_radix(&field(l, "events:")?, 16).ok()?;
             let ino = u64::from_str_radix(&field(l, "ino:")?, 16).ok()?;
             Some((events, ino))
-        })
-        .collect()
-}
-
-/// A socket of the network namespace of a process, as /proc/PID/net/{tcp,tcp6,unix} list it:
-/// what is needed to tell a listening socket from the connections accepted from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetSocket {
-    pub inode: u64,
-    /// Listening (TCP state LISTEN; a unix socket with `__SO_ACCEPTCON`).
-    pub listening: bool,
-    pub local: NetLocal,
-}
-
-/// A socket's own end: a TCP port, or a unix socket's path (an accepted unix connection shows
-/// its listener's path; a client end has none).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetLocal {
-    Port(u16),
-    Path(String),
-    None,
-}
-
-/// The TCP (IPv4 and IPv6) and unix stream sockets of `pid`'s network namespace.
-pub fn proc_net_sockets(pid: Pid) -> io::Result<Vec<NetSocket>> {
-    let mut all = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))?;
-        all.extend(parse_net_tcp(&text));
-    }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix"))?;
-    all.extend(parse_net_unix(&text));
-    Ok(all)
-}
-
-/// `   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0  0 12345 1 …`
-/// → inode 12345, port 3000, listening (state 0A). Lines that do not parse are skipped.
-pub fn parse_net_tcp(text: &str) -> Vec<NetSocket> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let port = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
-            let inode = f.get(9)?.parse().ok()?;
-            Some(NetSocket {
-                inode,
-                listening: state == 0x0A,
-                local: NetLocal::Port(port),
-            })
-        })
-        .collect()
-}
-
-/// `0000000000000000: 00000002 00000000 00010000 0001 01 12345 /run/app.sock` → inode 12345,
-/// listening (flags `__SO_ACCEPTCON` 0x10000), path /run/app.sock. Stream sockets only (type
-/// 0001); lines that do not parse are skipped.
-pub fn parse_net_unix(text: &str) -> Vec<NetSocket> {
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            // seven fields, then the path (which may hold spaces); the inode is space-padded
-            let (mut f, mut rest) = (Vec::with_capacity(8), l);
-            for _ in 0..7 {
-                rest = rest.trim_start();
-                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                f.push(&rest[..end]);
-                rest = &rest[end..];
-            }
-            f.push(rest.trim_start());
-            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
-            if *f.get(4)? != "0001" {
-                return None;
-            }
-            let inode = f.get(6)?.parse().ok()?;
-            let local = match f.get(7).map(|p| p.trim_end()) {
-                Some(p) if !p.is_empty() => NetLocal::Path(p.to_string()),
-                _ => NetLocal::None,
-            };
-            Some(NetSocket {
-                inode,
-                listening: flags & 0x10000 != 0,
-                local,
-            })
         })
         .collect()
 }
@@ -426,54 +342,6 @@ mod tests {
     fn parse_own_stat() {
         let (ppid, _pgrp) = proc_parent_and_group(std::process::id() as Pid).unwrap();
         assert!(ppid > 0);
-    }
-
-    #[test]
-    fn net_tables_tell_a_listener_from_its_accepted_connections() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-            \x20  0: 00000000:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0\n\
-            \x20  1: 0100007F:0BB8 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 20 4 30 10 -1\n\
-            \x20  2: 0100007F:D431 0100007F:0BB8 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0000000000000000 20 4 30 10 -1\n\
-            garbage\n";
-        let t = parse_net_tcp(tcp);
-        assert_eq!(t.len(), 3);
-        assert_eq!(
-            (t[0].inode, t[0].listening, &t[0].local),
-            (111, true, &NetLocal::Port(3000))
-        );
-        assert_eq!(
-            (t[1].inode, t[1].listening, &t[1].local),
-            (222, false, &NetLocal::Port(3000))
-        );
-        assert_eq!(t[2].local, NetLocal::Port(0xD431));
-        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
-            0000000000000000: 00000002 00000000 00010000 0001 01   444 /run/my app.sock\n\
-            0000000000000000: 00000003 00000000 00000000 0001 03 555 /run/my app.sock\n\
-            0000000000000000: 00000003 00000000 00000000 0001 03 666\n\
-            0000000000000000: 00000002 00000000 00000000 0002 01 777 /run/dgram.sock\n";
-        let u = parse_net_unix(unix);
-        assert_eq!(u.len(), 3, "{u:?}");
-        assert_eq!(
-            u[0],
-            NetSocket {
-                inode: 444,
-                listening: true,
-                local: NetLocal::Path("/run/my app.sock".into())
-            }
-        );
-        assert_eq!((u[1].inode, u[1].listening), (555, false));
-        assert_eq!(u[1].local, u[0].local);
-        assert_eq!(u[2].local, NetLocal::None);
-        // this process's own tables parse
-        let me = std::process::id() as Pid;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let all = proc_net_sockets(me).unwrap();
-        assert!(
-            all.iter()
-                .any(|s| s.listening && s.local == NetLocal::Port(port)),
-            "{all:?}"
-        );
     }
 
     #[test]

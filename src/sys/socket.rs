@@ -87,23 +87,39 @@ pub fn socket_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
     Ok(nsock::getsockopt(&fd, sockopt::SockType)? as i32)
 }
 
-/// The type of socket `fd` of process `tgid` (a thread group leader), read from a copy of the
-/// descriptor taken with pidfd_getfd(2) (Linux 5.6; needs ptrace access to the process, which
-/// baton has to its own children) and closed at once. Err(ENOTSOCK) when it is no socket.
-pub fn socket_type_of(tgid: super::Pid, fd: RawFd) -> io::Result<i32> {
-    let check = |r: libc::c_long| -> io::Result<OwnedFd> {
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this new descriptor, owned by nothing else.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-    };
+/// A pidfd of process `tgid` (a thread group leader), for [`copy_fd`].
+pub fn pidfd(tgid: super::Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags (plain integers) and returns a new descriptor.
-    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) })?;
-    // SAFETY: pidfd_getfd takes the pidfd (open: owned above), a descriptor number in the
-    // target process and flags (plain integers), and returns a new descriptor of baton's.
-    let copy = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) })
+}
+
+/// A copy of descriptor `fd` of the process of `pidfd`, taken with pidfd_getfd(2) (Linux 5.6;
+/// needs ptrace access to the process, which baton has to its own children).
+pub fn copy_fd(pidfd: BorrowedFd<'_>, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes a pidfd (borrowed, so open), a descriptor number in the target
+    // process and flags (plain integers), and returns a new descriptor of baton's.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+}
+
+/// A descriptor a system call just returned (or its error).
+fn owned(r: libc::c_long) -> io::Result<OwnedFd> {
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new descriptor, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// The type of socket `fd` of process `tgid` (a thread group leader), read from a copy of the
+/// descriptor ([`copy_fd`]) closed at once. Err(ENOTSOCK) when it is no socket.
+pub fn socket_type_of(tgid: super::Pid, fd: RawFd) -> io::Result<i32> {
+    let copy = copy_fd(pidfd(tgid)?.as_fd(), fd)?;
     socket_type(copy.as_fd())
+}
+
+/// Whether socket `fd` listens (SO_ACCEPTCONN).
+pub fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(nsock::getsockopt(&fd, sockopt::AcceptConn)?)
 }
 
 /// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
