@@ -2,11 +2,12 @@
 //! listener is polled with the loop's other descriptors; [`Supervisor::on_trap`] reads what its
 //! process tree's trapped calls ask and answers each at once: a bind matching one of baton's
 //! sockets by address, from an app socket of the same type, gets that socket (with the app's
-//! O_NONBLOCK and FD_CLOEXEC) and is logged as `worker_bind`; a `listen()` on a descriptor
-//! whose inode is one of baton's sockets is answered with 0 and becomes `Event::Listened`; an
-//! `unlink()`/`unlinkat()` (trapped only when one of baton's sockets is a unix path) of such a
-//! path is answered 0 without removing it and logged as `worker_unlink_kept`; everything else
-//! continues. A relative path, bound or unlinked, is resolved against the app's working
+//! O_NONBLOCK and FD_CLOEXEC) and is logged as `worker_bind`; one of another TCP port or unix
+//! path continues and is named (`worker_bind_other`, [`Event::BoundOther`]); a `listen()` on a
+//! descriptor whose inode is one of baton's sockets is answered with 0 and becomes
+//! `Event::Listened`; an `unlink()`/`unlinkat()` (trapped only when one of baton's sockets is a
+//! unix path) of such a path is answered 0 without removing it and logged as
+//! `worker_unlink_kept`; everything else continues. A relative path, bound or unlinked, is resolved against the app's working
 //! directory (or the directory descriptor of its unlinkat) first. Which bind matches which
 //! socket is `crate::handover`'s decision.
 //!
