@@ -107,6 +107,9 @@ fn reloads_under_load(name: &str, command: &str, instances: usize) -> Baton {
         "{binds} worker_bind lines:\n{log}"
     );
     assert!(log.contains("it got socket `http`"), "{log}");
+    // nothing else bound a port: Go's IPv6 probes ([::1]:0, [::]:0) are not named
+    assert!(!log.contains("worker_bind_other"), "{log}");
+    assert!(!log.contains("loopback only"), "{log}");
     // every worker by its trapped listen(), none by the look in /proc (which cannot find an
     // app waiting for connections before its listen() returned)
     let by_listen = log.matches("ready (listen() on all 1 socket(s))").count();
@@ -168,6 +171,43 @@ fn node_binding_its_own_port_reloads_under_load_with_three_instances() {
     node(3);
 }
 
+/// The README's Node drain snippet ("What your app must do") in its bind-mode variant, as the
+/// README gives it: its `server.listen({ fd: 3 })` replaced by the line of the README's next js
+/// block, with a one-line handler; 20 reloads under load, not one failed request.
+#[test]
+fn the_readmes_node_drain_in_bind_mode_reloads_under_load() {
+    let _g = serial();
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).expect("README");
+    let block = |from: usize| {
+        let start = from + readme[from..].find("```js\n").expect("a js block") + 6;
+        let len = readme[start..].find("```").expect("end of the js block");
+        (start + len, &readme[start..start + len])
+    };
+    let (end, drain) = block(0);
+    let (_, bind) = block(end + 3);
+    let fd3 = "server.listen({ fd: 3 });";
+    assert_eq!(drain.matches(fd3).count(), 1, "{drain}");
+    assert!(
+        bind.starts_with("server.listen(process.env.PORT);"),
+        "{bind}"
+    );
+    let dir = scratch("bind-node-readme");
+    let app = dir.join("app.js");
+    std::fs::write(
+        &app,
+        format!(
+            "'use strict';\nconst app = (req, res) => res.end(`hello from pid ${{process.pid}}\\n`);\n{}",
+            drain.replace(fd3, bind.trim_end())
+        ),
+    )
+    .expect("write app.js");
+    reloads_under_load(
+        "bind-node-readme",
+        &format!("[\"node\", \"{}\"]", app.display()),
+        2,
+    );
+}
+
 /// tests/apps/goserver (the same server tests/runtimes.rs runs on fd 3; without `LISTEN_FDS`
 /// it calls `ListenAndServe(":PORT")`) built static (CGO_ENABLED=0) with Debian's golang-go,
 /// once per run.
@@ -203,8 +243,8 @@ fn a_static_go_server_binding_its_own_port_reloads_under_load() {
     assert!(!log.contains("bound [::]:0"), "{log}");
 }
 
-/// A Python app that binds `PORT` (baton's) and `ADMIN` (its own) and answers on both with
-/// its pid and the port it accepted on; `TWICE=1`: it binds `PORT` a second time (IPv6),
+/// A Python app that binds `PORT` (baton's; on `HOST`, by default 0.0.0.0) and `ADMIN` (its
+/// own) and answers on both with its pid and the port it accepted on; `TWICE=1`: it binds `PORT` a second time (IPv6),
 /// and serves both listeners; `UDP=1`: it first binds a UDP socket to `PORT` too (as HTTP/3
 /// servers do) and answers each datagram with its pid.
 const PY_APP: &str = r#"
@@ -222,7 +262,7 @@ if os.environ.get("UDP"):
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.bind(("0.0.0.0", int(os.environ["PORT"])))
     sel.register(u, selectors.EVENT_READ, "udp")
-listener(socket.AF_INET, "0.0.0.0", int(os.environ["PORT"]))
+listener(socket.AF_INET, os.environ.get("HOST", "0.0.0.0"), int(os.environ["PORT"]))
 if os.environ.get("TWICE"):
     listener(socket.AF_INET6, "::", int(os.environ["PORT"]))
 if os.environ.get("ADMIN"):
@@ -284,6 +324,28 @@ fn an_app_that_binds_a_port_of_its_own_still_gets_it() {
         "{log}"
     );
     assert!(!log.contains(&format!(":{admin}: it got")), "{log}");
+    // the admin port is named once, as none of baton's sockets, with the journal fields
+    let other: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("baton_event=\"worker_bind_other\""))
+        .collect();
+    assert_eq!(other.len(), 1, "{log}");
+    assert!(
+        other[0].contains(&format!(
+            "worker {pid} (generation 1, instance 0) bound 127.0.0.1:{admin}: none of baton's \
+             sockets (`http` 127.0.0.1:{}); left to the app",
+            baton.port
+        )),
+        "{log}"
+    );
+    for field in [
+        "baton_generation=1".to_string(),
+        format!("baton_worker_pid={pid}"),
+        "baton_instance=0".to_string(),
+        " baton_release=".to_string(),
+    ] {
+        assert!(other[0].contains(&field), "{field}: {}", other[0]);
+    }
     // baton does not hold the admin port: only the app's own socket is bound there
     let held = |p: i32| -> Vec<String> { fds(p).into_iter().map(|fd| socket_at(p, fd)).collect() };
     let app_sockets = held(pid);
@@ -297,6 +359,36 @@ fn an_app_that_binds_a_port_of_its_own_still_gets_it() {
         1,
         "the app shares exactly baton's one socket: {shared:?}"
     );
+}
+
+/// An app that binds 127.0.0.1:PORT while baton's socket is 0.0.0.0:PORT gets that socket,
+/// which listens on every interface: the bind line says so.
+#[test]
+fn a_loopback_bind_that_gets_a_socket_on_every_interface_is_told_so() {
+    let name = "bind-loopback";
+    let dir = scratch(name);
+    let app = dir.join("app.py");
+    std::fs::write(&app, PY_APP).expect("write app.py");
+    let command = format!("[\"python3\", \"{}\"]", app.display());
+    let baton = Baton::start(name, |port, ctl| {
+        let config = bind_config(&command, 1, port, ctl, "HOST = \"127.0.0.1\"");
+        let ours = format!("http = \"127.0.0.1:{port}\"");
+        assert_eq!(config.matches(&ours).count(), 1, "{config}");
+        config.replace(&ours, &format!("http = \"0.0.0.0:{port}\""))
+    });
+    let pid = baton.serving_pids()[0];
+    let (_, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
+    assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!(
+            "worker {pid} (generation 1, instance 0) bound 127.0.0.1:{port}: it got socket `http` \
+             (0.0.0.0:{port}) (it asked for loopback only; the socket listens on all interfaces)",
+            port = baton.port
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("worker_bind_other"), "{log}");
 }
 
 /// An app that binds baton's port twice (IPv4 and IPv6 listeners) gets baton's socket at both
@@ -332,6 +424,8 @@ fn a_worker_that_binds_the_port_twice_gets_the_socket_both_times() {
         "{log}"
     );
     assert!(log.contains(&format!("bound [::]:{}", baton.port)), "{log}");
+    // a wildcard bind of a loopback socket: nothing widened
+    assert!(!log.contains("loopback only"), "{log}");
     let (code, body) = http_get(baton.port, "/", Duration::from_secs(10)).expect("GET");
     assert_eq!(code, 200);
     assert_eq!(body, format!("port {} pid {pid}\n", baton.port));
@@ -630,7 +724,10 @@ fn gunicorn(instances: usize, workers: usize) {
              \"app:application\"]",
                 apps.display()
             );
-            bind_config(&command, instances, port, ctl, "")
+            // the README's recipe: a drain deadline above --graceful-timeout
+            let config = bind_config(&command, instances, port, ctl, "");
+            assert_eq!(config.matches("timeout = \"10s\"").count(), 1, "{config}");
+            config.replace("timeout = \"10s\"", "timeout = \"15s\"")
         },
     );
     baton.wait_serving(Duration::from_secs(30));
@@ -674,6 +771,8 @@ fn gunicorn(instances: usize, workers: usize) {
         "{log}"
     );
     assert!(!log.contains("ready (listen() on all"), "{log}");
+    // --no-control-socket: gunicorn binds nothing but its port
+    assert!(!log.contains("worker_bind_other"), "{log}");
 }
 
 #[test]
@@ -755,6 +854,50 @@ timeout = "2s"
             "not ready after 2s (its tree called listen() on 0 of baton's 1 socket(s); its binds \
              got 1; last look: no process of the worker's tree waits for connections on `http`)"
         ),
+        "{log}"
+    );
+}
+
+/// `listen` readiness for a Node `server.listen(PORT)` whose `PORT` is not baton's: its bind
+/// runs untouched and is named (`worker_bind_other`), and the first generation fails at its
+/// readiness timeout with a reason that says no bind asked for baton's port, and which it bound.
+#[test]
+fn a_node_app_binding_another_port_fails_readiness_saying_so() {
+    let _g = serial();
+    let app = repo_dir().join("tests/apps/bind.js");
+    let other = free_port();
+    let mut baton = Baton::spawn("bind-other-port", |port, ctl| {
+        let config = bind_config(
+            &format!("[\"node\", \"{}\"]", app.display()),
+            1,
+            port,
+            ctl,
+            "",
+        );
+        let (ours, theirs) = (format!("PORT = \"{port}\""), format!("PORT = \"{other}\""));
+        assert_eq!(config.matches(&ours).count(), 1, "{config}");
+        let config = config.replace(&ours, &theirs);
+        assert_eq!(config.matches("timeout = \"20s\"").count(), 1, "{config}");
+        config.replace("timeout = \"20s\"", "timeout = \"3s\"")
+    });
+    let status = baton.wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1));
+    let log = baton.log_text();
+    assert!(!log.contains("baton_event=\"worker_bind\""), "{log}");
+    let port = baton.port;
+    assert!(
+        log.contains(&format!(
+            "(generation 1, instance 0) bound [::]:{other}: none of baton's sockets (`http` \
+             127.0.0.1:{port}); left to the app"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("baton_event=\"worker_bind_other\""), "{log}");
+    assert!(
+        log.contains(&format!(
+            "not ready after 3s (no bind() of the app asked for baton's port(s) (`http` \
+             127.0.0.1:{port}): does it bind another port? It last bound [::]:{other}.)"
+        )),
         "{log}"
     );
 }

@@ -101,6 +101,14 @@ pub enum Event {
         worker: Pid,
         socket: usize,
     },
+    /// `handover = "bind"`: a bind() of a process of `worker`'s tree asked for `address` (a
+    /// TCP address with a port, or a unix path, as a log line shows it), which is none of
+    /// baton's sockets, and ran untouched. The last one is named when a `listen` worker whose
+    /// binds got no socket is not ready in time.
+    BoundOther {
+        worker: Pid,
+        address: String,
+    },
 }
 
 /// What the event loop built for a generation once, at its start ([`Event::Prepared`]).
@@ -384,6 +392,7 @@ impl Core {
             Event::ProbeResult { worker, ok, detail } => self.probe_result(worker, ok, detail, now),
             Event::Listened { worker, socket } => self.listened(worker, socket, now),
             Event::Bound { worker, socket } => self.bound(worker, socket, now),
+            Event::BoundOther { worker, address } => self.bound_other(worker, address),
         }
         self.settle(now);
     }
@@ -932,8 +941,13 @@ impl Core {
         } else {
             usize::MAX
         };
-        let sockets = self.identity.sockets.len();
-        let gen = Generation::new(id, config.clone(), now, max_starting, sockets);
+        let gen = Generation::new(
+            id,
+            config.clone(),
+            now,
+            max_starting,
+            &self.identity.sockets,
+        );
         self.out.push(Action::Prepare {
             generation: id,
             config,

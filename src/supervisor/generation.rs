@@ -11,8 +11,19 @@ use super::plan::{Backoff, NicePlan, Readiness};
 use super::timers::SlotId;
 use super::{fmt_duration, union_length};
 use crate::config::Config;
+use crate::control::SocketStatus;
 use crate::readiness::Tracker;
 use crate::sys::Pid;
+
+/// Sockets as a reason names them: each one's name and address, without its type
+/// (``` `http` 0.0.0.0:3000 ```, from `stream 0.0.0.0:3000`).
+fn describe_sockets(sockets: &[SocketStatus]) -> String {
+    let one = |s: &SocketStatus| {
+        let address = s.address.split_once(' ').map_or(&*s.address, |(_, a)| a);
+        format!("`{}` {address}", s.name)
+    };
+    sockets.iter().map(one).collect::<Vec<_>>().join(", ")
+}
 
 /// A worker process that baton started and has not reaped yet.
 #[derive(Debug, Clone)]
@@ -70,6 +81,9 @@ pub struct Starting {
     pub listened: BTreeSet<usize>,
     /// The sockets a bind of its tree was handed (`handover = "bind"`).
     pub bound: BTreeSet<usize>,
+    /// The last address a bind of its tree asked for that is none of baton's sockets
+    /// (`handover = "bind"`: a TCP address with a port, or a unix path).
+    pub other_bind: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +176,8 @@ pub struct Generation {
     pub id: u64,
     pub config: Rc<Config>,
     pub readiness: Readiness,
+    /// baton's sockets as a reason names them: ``` `http` 0.0.0.0:3000, `admin` … ```.
+    pub sockets: String,
     /// Known once the recipe is built.
     pub nice: NicePlan,
     /// The release its workers run from, resolved once when its recipe is built (`None`
@@ -180,17 +196,18 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// `sockets`: how many listening sockets baton holds.
+    /// `sockets`: the listening sockets baton holds.
     pub fn new(
         id: u64,
         config: Rc<Config>,
         now: Instant,
         max_starting: usize,
-        sockets: usize,
+        sockets: &[SocketStatus],
     ) -> Generation {
         Generation {
             id,
-            readiness: Readiness::of(&config.readiness.kind, sockets),
+            readiness: Readiness::of(&config.readiness.kind, sockets.len()),
+            sockets: describe_sockets(sockets),
             nice: NicePlan::default(),
             release: None,
             started: now,
@@ -328,6 +345,18 @@ impl Generation {
             _ => None,
         })?;
         let why = match (&st.tracker, self.readiness.listens()) {
+            // `handover = "bind"` and no bind asked for a socket of baton's
+            (_, Some(_)) if st.bound.is_empty() && st.listened.is_empty() => {
+                let last = match &st.other_bind {
+                    Some(a) => format!(" It last bound {a}."),
+                    None => String::new(),
+                };
+                format!(
+                    " (no bind() of the app asked for baton's port(s) ({}): does it bind another \
+                     port?{last})",
+                    self.sockets
+                )
+            }
             (t, Some(n)) => {
                 let got = st.bound.union(&st.listened).count();
                 let look = match t.as_ref().and_then(|t| t.last_failure.as_ref()) {

@@ -791,6 +791,7 @@ enum Op {
     ProbeFail(usize),
     Listened(usize, usize),
     Bound(usize, usize),
+    BoundOther(usize),
     ClientGone(usize),
     Stop,
 }
@@ -808,6 +809,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..16).prop_map(Op::ProbeFail),
         2 => ((0usize..16), 0usize..3).prop_map(|(i, s)| Op::Listened(i, s)),
         2 => ((0usize..16), 0usize..3).prop_map(|(i, s)| Op::Bound(i, s)),
+        1 => (0usize..16).prop_map(Op::BoundOther),
         1 => (0usize..8).prop_map(Op::ClientGone),
         1 => Just(Op::Stop),
     ]
@@ -871,6 +873,14 @@ fn apply(w: &mut World, op: &Op, clients: &mut Vec<ClientId>) {
         Op::Bound(i, socket) => {
             if let Some(p) = pick(i) {
                 w.event(Event::Bound { worker: p, socket })
+            }
+        }
+        Op::BoundOther(i) => {
+            if let Some(p) = pick(i) {
+                w.event(Event::BoundOther {
+                    worker: p,
+                    address: "[::]:3001".into(),
+                })
             }
         }
         Op::ClientGone(i) => {
@@ -1094,6 +1104,50 @@ fn a_worker_that_listens_on_one_of_two_sockets_is_rolled_back_at_its_timeout() {
     assert!(
         new.iter().all(|p| w.signalled(*p)),
         "the failed one is retired"
+    );
+}
+
+/// `listen`: a worker none of whose binds asked for baton's ports fails at its timeout with a
+/// reason that says so in the user's words, naming baton's sockets and the last address the app
+/// bound instead (which the driver reports); one that bound nothing at all gets the same
+/// reason without it.
+#[test]
+fn a_worker_whose_binds_got_no_socket_is_told_it_binds_another_port() {
+    let mut w = World::serving_world(config(LISTEN));
+    let client = w.reload();
+    let new = w.pids(2);
+    for address in ["[::]:3001", "127.0.0.1:9000"] {
+        w.event(Event::BoundOther {
+            worker: new[0],
+            address: address.into(),
+        });
+    }
+    w.sleep(ms(2100));
+    assert_eq!(w.serving(), Some(1));
+    let r = w.reply(client).expect("answered");
+    assert!(!r.ok);
+    assert!(
+        r.message.contains(&format!(
+            "instance 0 (pid {}) not ready after 2s (no bind() of the app asked for baton's \
+             port(s) (`http` 0.0.0.0:8080, `admin` 0.0.0.0:9090): does it bind another port? \
+             It last bound 127.0.0.1:9000.)",
+            new[0]
+        )),
+        "{}",
+        r.message
+    );
+    // no bind at all: the same reason, with no address
+    let mut w = World::serving_world(config(LISTEN));
+    let client = w.reload();
+    w.sleep(ms(2100));
+    let r = w.reply(client).expect("answered");
+    assert!(
+        r.message.contains(
+            "not ready after 2s (no bind() of the app asked for baton's port(s) (`http` \
+             0.0.0.0:8080, `admin` 0.0.0.0:9090): does it bind another port?)"
+        ),
+        "{}",
+        r.message
     );
 }
 

@@ -95,6 +95,18 @@ impl Core {
         }
     }
 
+    /// `handover = "bind"`: a bind of the worker's tree asked for none of baton's sockets.
+    pub(super) fn bound_other(&mut self, worker: Pid, address: String) {
+        let Some(slot) = find(&self.state, worker) else {
+            return;
+        };
+        if let Some((gen, i)) = locate(&mut self.state, slot) {
+            if let Life::Starting(_, st) = &mut gen.slots[i].life {
+                st.other_bind = Some(address);
+            }
+        }
+    }
+
     pub(super) fn delay_passed(&mut self, slot: SlotId, now: Instant) {
         let Some((gen, i)) = locate(&mut self.state, slot) else {
             return;
@@ -242,6 +254,7 @@ impl Out {
             tracker: gen.readiness.tracker(now),
             listened: Default::default(),
             bound: Default::default(),
+            other_bind: None,
         };
         self.timers.clear_slot(slot);
         self.timers.set(Timer::Ready(slot), starting.deadline);

@@ -67,6 +67,9 @@ struct WorkerIo {
     /// How many of its tree's unlinks of baton's paths were answered without removing them
     /// (the first few are logged at info, the rest at debug).
     unlinks_kept: u32,
+    /// The addresses of none of baton's sockets its tree bound that were logged at info (the
+    /// first few, each once).
+    binds_other: Vec<sys::SockAddr>,
     probe_socket: Option<ProbeSocket>,
     /// What it was handed (its sockets, then its probe socket), for the checks that look at
     /// what its process tree waits for.
@@ -941,6 +944,7 @@ impl Io {
                 slot,
                 trap: spawned.listener,
                 unlinks_kept: 0,
+                binds_other: Vec::new(),
                 probe_socket,
                 watched,
             },

@@ -2,11 +2,12 @@
 //! listener is polled with the loop's other descriptors; [`Supervisor::on_trap`] reads what its
 //! process tree's trapped calls ask and answers each at once: a bind matching one of baton's
 //! sockets by address, from an app socket of the same type, gets that socket (with the app's
-//! O_NONBLOCK and FD_CLOEXEC) and is logged as `worker_bind`; a `listen()` on a descriptor
-//! whose inode is one of baton's sockets is answered with 0 and becomes `Event::Listened`; an
-//! `unlink()`/`unlinkat()` (trapped only when one of baton's sockets is a unix path) of such a
-//! path is answered 0 without removing it and logged as `worker_unlink_kept`; everything else
-//! continues. A relative path, bound or unlinked, is resolved against the app's working
+//! O_NONBLOCK and FD_CLOEXEC) and is logged as `worker_bind`; one of another TCP port or unix
+//! path continues and is named (`worker_bind_other`, [`Event::BoundOther`]); a `listen()` on a
+//! descriptor whose inode is one of baton's sockets is answered with 0 and becomes
+//! `Event::Listened`; an `unlink()`/`unlinkat()` (trapped only when one of baton's sockets is a
+//! unix path) of such a path is answered 0 without removing it and logged as
+//! `worker_unlink_kept`; everything else continues. A relative path, bound or unlinked, is resolved against the app's working
 //! directory (or the directory descriptor of its unlinkat) first. Which bind matches which
 //! socket is `crate::handover`'s decision.
 //!
@@ -30,6 +31,9 @@ const TRAPS_PER_TURN: usize = 64;
 /// A worker's first this many kept unlinks are logged at info (an app removes the path once or
 /// twice in its life); the rest, an app that loops on it, at debug.
 const KEPT_LOGGED: u32 = 4;
+/// A worker's first this many binds of addresses that are none of baton's sockets are logged
+/// at info, each address once (an admin port, a wrong port); the rest at debug.
+const OTHER_LOGGED: usize = 4;
 
 /// What the answers keep of baton's sockets and of the modes they were given.
 pub(super) struct Traps {
@@ -123,8 +127,7 @@ impl Io {
         );
         let answered = match n.syscall {
             Syscall::Bind { fd, .. } => match self.answer_bind(trap, worker, slot, n, fd) {
-                Ok(Some(socket)) => return Some(Event::Bound { worker, socket }),
-                Ok(None) => Ok(()),
+                Ok(event) => return event,
                 Err(e) => Err(e),
             },
             Syscall::Listen { fd, .. } => match self.listened_socket(n.pid, fd) {
@@ -162,7 +165,9 @@ impl Io {
     }
 
     /// A bind of one of baton's sockets' addresses gets that socket, with the app's own
-    /// O_NONBLOCK and FD_CLOEXEC: its index is returned. Any other runs untouched.
+    /// O_NONBLOCK and FD_CLOEXEC: `Event::Bound`. Any other runs untouched; one of a TCP
+    /// address with a port or of a unix path, from a socket of a type baton's have, is named
+    /// (`worker_bind_other`) and is `Event::BoundOther`.
     fn answer_bind(
         &mut self,
         trap: &SeccompListener,
@@ -170,7 +175,7 @@ impl Io {
         slot: SlotId,
         n: &Notification,
         fd: i32,
-    ) -> std::io::Result<Option<usize>> {
+    ) -> std::io::Result<Option<Event>> {
         let asked = match trap.read_sockaddr(n) {
             Ok(a) => a,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
@@ -184,7 +189,8 @@ impl Io {
             _ => handover::matching_socket(&asked, &self.traps.addrs),
         };
         let Some(i) = i else {
-            return trap.respond_continue(n.id).map(|()| None);
+            trap.respond_continue(n.id)?;
+            return Ok(self.bound_other(worker, slot, n.pid, fd, &asked));
         };
         let Some(flags) = self.replaceable(n.pid, fd, i) else {
             return trap.respond_continue(n.id).map(|()| None);
@@ -193,6 +199,14 @@ impl Io {
         let cloexec = flags & libc::O_CLOEXEC != 0;
         trap.hand_over(n.id, fd, self.listeners.list[i].fd.as_fd(), cloexec)?;
         let name = &self.listeners.list[i].name;
+        let got = &self.traps.addrs[i];
+        // 127.0.0.1:3000 gets 0.0.0.0:3000: say that the app now serves every interface
+        let widened = match (asked.ip(), got.ip()) {
+            (Some(a), Some(g)) if a.is_loopback() && !g.is_loopback() => {
+                " (it asked for loopback only; the socket listens on all interfaces)"
+            }
+            _ => "",
+        };
         info!(
             baton_event = "worker_bind",
             baton_generation = slot.generation,
@@ -200,13 +214,83 @@ impl Io {
             baton_worker_pid = worker,
             baton_instance = slot.instance,
             baton_socket = name.as_str(),
-            "worker {worker} (generation {}, instance {}) bound {}: it got socket `{name}` ({})",
+            "worker {worker} (generation {}, instance {}) bound {}: it got socket `{name}` \
+             ({}){widened}",
             slot.generation,
             slot.instance,
             handover::describe(&asked),
-            handover::describe(&self.traps.addrs[i]),
+            handover::describe(got),
         );
-        Ok(Some(i))
+        Ok(Some(Event::Bound { worker, socket: i }))
+    }
+
+    /// A bind that got none of baton's sockets (and ran untouched): when it asked for a TCP
+    /// address with a port or a unix path, from a socket of a type one of baton's has, it is
+    /// most likely the app's port, a wrong one or one of its own: named at info, a worker's
+    /// first [`OTHER_LOGGED`] addresses once each, and the core is told (the reason of a
+    /// `listen` timeout names it). Port 0 (Go's IPv6 probes `[::1]:0`, `[::]:0`, an ephemeral
+    /// port), abstract and unnamed unix addresses, a UDP socket: debug only.
+    fn bound_other(
+        &mut self,
+        worker: Pid,
+        slot: SlotId,
+        tid: Pid,
+        fd: i32,
+        asked: &SockAddr,
+    ) -> Option<Event> {
+        let named = match asked {
+            SockAddr::Inet(_) | SockAddr::Inet6(_) => asked.port().is_some_and(|p| p != 0),
+            SockAddr::Unix(UnixAddr::Path(_)) => true,
+            _ => false,
+        };
+        let what = handover::describe(asked);
+        if !named || !self.same_type_as_ours(tid, fd) {
+            debug!("worker {worker}: bind of {what} left to the app");
+            return None;
+        }
+        let logged = match self.workers.get_mut(&worker) {
+            Some(w) if w.binds_other.len() < OTHER_LOGGED && !w.binds_other.contains(asked) => {
+                w.binds_other.push(asked.clone());
+                Some(w.binds_other.len())
+            }
+            _ => None,
+        };
+        if let Some(count) = logged {
+            let more = match count == OTHER_LOGGED {
+                true => "; this worker's further ones are logged at debug level",
+                false => "",
+            };
+            let ours: Vec<String> = (self.listeners.list.iter().zip(&self.traps.addrs))
+                .map(|(l, a)| format!("`{}` {}", l.name, handover::describe(a)))
+                .collect();
+            info!(
+                baton_event = "worker_bind_other",
+                baton_generation = slot.generation,
+                baton_release = self.release_of(slot.generation),
+                baton_worker_pid = worker,
+                baton_instance = slot.instance,
+                "worker {worker} (generation {}, instance {}) bound {what}: none of baton's \
+                 sockets ({}); left to the app{more}",
+                slot.generation,
+                slot.instance,
+                ours.join(", "),
+            );
+        } else {
+            debug!("worker {worker}: bind of {what} left to the app (logged before)");
+        }
+        Some(Event::BoundOther {
+            worker,
+            address: what,
+        })
+    }
+
+    /// Whether the app's socket `fd` (of thread `tid`) is of a type one of baton's sockets
+    /// has (a UDP socket is not a TCP server's port); when its type cannot be read, it is.
+    fn same_type_as_ours(&self, tid: Pid, fd: i32) -> bool {
+        match sys::proc_tgid(tid).and_then(|tgid| sys::socket_type_of(tgid, fd)) {
+            Ok(ty) => self.traps.types.contains(&ty),
+            Err(_) => true,
+        }
     }
 
     /// Which of baton's unix sockets `path` names, as thread `tid` resolves it (relative to
