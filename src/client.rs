@@ -50,6 +50,83 @@ pub fn serves(line: &str, asked: &std::path::Path) -> Result<(), String> {
     }
 }
 
+/// `baton history` without `--json`: one line per generation, newest first (time, run,
+/// generation, kind, outcome, release, config digest), then the reason of each that failed or
+/// ended, and where the history is kept.
+pub fn history_text(line: &str) -> Result<String, String> {
+    use crate::history::{utc, Kind};
+    let h =
+        serde_json::from_str::<crate::control::HistoryReply>(line).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    if h.generations.is_empty() {
+        out.push_str("no generation has served or failed yet\n");
+    }
+    let mut rows = vec![[
+        "GEN".to_string(),
+        "STARTED (UTC)".into(),
+        "KIND".into(),
+        "OUTCOME".into(),
+        "SERVED".into(),
+        "RELEASE".into(),
+        "CONFIG".into(),
+    ]];
+    let mut notes = Vec::new();
+    for r in h.generations.iter().rev() {
+        let gen = match r.run == h.run {
+            true => r.generation.to_string(),
+            // an earlier run of baton: its generation numbers started at 1 too
+            false => format!("{} (run {})", r.generation, utc(r.run)),
+        };
+        let kind = match (r.kind, r.rollback_to) {
+            (Kind::Rollback, Some(to)) => format!("rollback to {to}"),
+            (k, _) => k.name().to_string(),
+        };
+        let served = match (r.swapped_ms, r.ended_ms) {
+            (Some(s), Some(e)) => fmt_duration(Duration::from_secs(e.saturating_sub(s) / 1000)),
+            (Some(_), None) => "-".into(),
+            (None, _) => "never".into(),
+        };
+        rows.push([
+            gen.clone(),
+            utc(r.started_ms),
+            kind,
+            r.outcome.name().into(),
+            served,
+            r.release.clone().unwrap_or_else(|| "-".into()),
+            r.config_digest.clone(),
+        ]);
+        if let Some(reason) = &r.reason {
+            notes.push(format!("generation {gen} {}: {reason}", r.outcome.name()));
+        }
+    }
+    if !h.generations.is_empty() {
+        let widths: Vec<usize> = (0..7)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{:<w$}", shown(c), w = *w))
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    for n in notes {
+        out.push_str(&shown(&n));
+        out.push('\n');
+    }
+    out.push_str(&match &h.file {
+        Some(f) => format!("(the last {} kept in {})\n", h.keep, shown(f)),
+        None => format!(
+            "(the last {} kept in memory only: no state directory)\n",
+            h.keep
+        ),
+    });
+    Ok(out)
+}
+
 /// A status reply's times must be durations: finite, not negative, not absurd.
 pub fn check_status(s: &Status) -> Result<(), String> {
     let time = |what: &str, v: f64| {

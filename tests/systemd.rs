@@ -949,6 +949,7 @@ fn restart_with_self_bound_sockets_uses_the_fd_store() {
             } else {
                 l.replace("/etc/baton/api.toml", "/etc/baton/bound.toml")
                     .replace("RuntimeDirectory=baton/api", "RuntimeDirectory=baton/bound")
+                    .replace("StateDirectory=baton/api", "StateDirectory=baton/bound")
             }
         })
         .collect::<Vec<_>>()

@@ -261,6 +261,8 @@ impl Baton {
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
             .current_dir(repo_dir())
+            // the history of each test's baton is its own (`baton history`)
+            .env("STATE_DIRECTORY", dir.join("state"))
             .spawn()
             .expect("spawn baton");
         Baton {
