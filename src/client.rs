@@ -54,7 +54,7 @@ pub fn serves(line: &str, asked: &std::path::Path) -> Result<(), String> {
 /// generation, kind, outcome, release, config digest), then the reason of each that failed or
 /// ended, and where the history is kept.
 pub fn history_text(line: &str) -> Result<String, String> {
-    use crate::history::{utc, Kind};
+    use crate::history::{utc, Kind, Outcome};
     let h =
         serde_json::from_str::<crate::control::HistoryReply>(line).map_err(|e| e.to_string())?;
     let mut out = String::new();
@@ -82,7 +82,7 @@ pub fn history_text(line: &str) -> Result<String, String> {
             (k, _) => k.name().to_string(),
         };
         let served = match (r.swapped_ms, r.ended_ms) {
-            (Some(s), Some(e)) => fmt_duration(Duration::from_secs(e.saturating_sub(s) / 1000)),
+            (Some(s), Some(e)) => fmt_duration(Duration::from_millis(e.saturating_sub(s))),
             (Some(_), None) => "-".into(),
             (None, _) => "never".into(),
         };
@@ -95,7 +95,8 @@ pub fn history_text(line: &str) -> Result<String, String> {
             r.release.clone().unwrap_or_else(|| "-".into()),
             r.config_digest.clone(),
         ]);
-        if let Some(reason) = &r.reason {
+        // "replaced by generation N" says nothing the table does not
+        if let Some(reason) = r.reason.as_ref().filter(|_| r.outcome != Outcome::Replaced) {
             notes.push(format!("generation {gen} {}: {reason}", r.outcome.name()));
         }
     }
