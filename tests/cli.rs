@@ -774,7 +774,9 @@ fn generated_man_pages_have_the_extra_sections_and_render_cleanly() {
         pages,
         [
             "baton-check.1",
+            "baton-history.1",
             "baton-reload.1",
+            "baton-rollback.1",
             "baton-run.1",
             "baton-status.1",
             "baton-units.1",
