@@ -530,7 +530,14 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
         );
         return History::new(keep, run, Vec::new());
     };
-    if let Err(e) = std::fs::create_dir_all(dir) {
+    let private = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    };
+    if let Err(e) = private {
         warn!(
             baton_event = "history_unavailable",
             "cannot create the state directory {}: {e}; the history of generations is kept \
