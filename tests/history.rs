@@ -4,7 +4,7 @@
 //! the earlier release (the recorded one, not what `current` points at); `--to N`; a rollback
 //! whose release directory is gone, or with no earlier good generation, fails with the reason
 //! and touches nothing; the history survives a restart of `baton run`; a corrupt history file
-//! or an unusable state directory is a warning, never a failure.
+//! or an unusable state directory is a warning, never a failure, and so is a full disk.
 
 mod common;
 
@@ -432,4 +432,44 @@ fn an_older_baton_that_does_not_know_the_request_is_named() {
     }
     server.join().unwrap();
     let _ = fs::remove_dir_all(dir);
+}
+
+/// A full disk: the state directory is a tmpfs with no space left (in a mount namespace of
+/// baton's own). Every write of the history fails: baton says so with the path and the
+/// reason, and goes on: it serves, a reload succeeds, and `baton history` has both
+/// generations from memory.
+#[test]
+fn a_full_disk_does_not_break_a_reload() {
+    let _g = serial();
+    let script = r#"mount -t tmpfs -o size=4k tmpfs "$STATE_DIRECTORY" &&
+        head -c 8192 /dev/zero > "$STATE_DIRECTORY/fill" 2>/dev/null; exec "$0" "$@""#;
+    let prefix = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    let baton = Baton::spawn_with(&prefix, "hist-full", |port, ctl| {
+        fs::create_dir_all(ctl.parent().expect("scratch dir").join("state")).unwrap();
+        hello_config(port, ctl, 1, "", "")
+    });
+    baton.wait_serving(Duration::from_secs(20));
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert_eq!(baton.serving_generation(), 2);
+    let file = baton.dir.join("state/history.json");
+    let log = baton.log_text();
+    let failed = format!("cannot write the history {}: ", file.display());
+    assert!(
+        log.matches(&failed).count() >= 2
+            && log.contains("No space left on device")
+            && log.contains("baton goes on serving"),
+        "{log}"
+    );
+    assert_eq!(history(&baton).len(), 2);
+    let (code, _) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+    assert_eq!(code, 200);
 }
