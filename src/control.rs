@@ -1,5 +1,5 @@
 //! The control socket: protocol, server side (driven by the supervisor's event loop) and the
-//! client used by `baton reload` / `baton status`.
+//! client used by `baton reload`, `rollback`, `history` and `status`.
 //!
 //! Protocol: one JSON request line, one JSON response line, then the server closes. A reload
 //! request is answered only when the rollout it triggered has ended, so the client blocks until
