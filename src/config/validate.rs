@@ -368,6 +368,14 @@ mod tests {
         // instances
         assert_err(&format!("{MIN}instances = 0\n"), 2, "instances");
         assert_err(&format!("{MIN}instances = 1025\n"), 2, "instances");
+        // history
+        assert_err(&format!("{MIN}history = 0\n"), 2, "history");
+        assert_err(&format!("{MIN}history = 101\n"), 2, "history");
+        assert_eq!(
+            parse(&format!("{MIN}history = 100\n")).unwrap().history,
+            100
+        );
+        assert_eq!(parse(MIN).unwrap().history, 10);
         assert_err(&format!("{MIN}instances = -3\n"), 2, "instances");
         assert_eq!(
             parse(&format!("{MIN}instances = 1024\n"))
