@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use baton::config::{self, Config, ReadinessKind, MAX_DURATION, MAX_INSTANCES};
-use baton::control::{self, ReplyLine, Request};
+use baton::control::{self, ReplyLine};
 use baton::notify::Message;
 use baton::{client, sys};
 
@@ -345,10 +345,7 @@ pub fn control_request(data: &[u8]) -> Outcome {
         Ok(req) => {
             let again = serde_json::to_vec(&req).expect("a request serializes");
             assert_eq!(control::parse_request(&again).as_ref(), Ok(&req));
-            let name = match &req {
-                Request::Reload => "reload",
-                Request::Status => "status",
-            };
+            let name = req.name();
             let value: serde_json::Value = serde_json::from_slice(line).expect("it is JSON");
             // serde takes an internally tagged enum from a sequence too: `["status"]`
             let op = if value.is_array() {

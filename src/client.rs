@@ -50,6 +50,96 @@ pub fn serves(line: &str, asked: &std::path::Path) -> Result<(), String> {
     }
 }
 
+/// `baton history` without `--json`: one line per generation, newest first (time, run,
+/// generation, kind, outcome, release, config digest), then the reason of each that failed or
+/// ended, and where the history is kept.
+pub fn history_text(line: &str) -> Result<String, String> {
+    use crate::history::{utc, Kind, Outcome};
+    let h =
+        serde_json::from_str::<crate::control::HistoryReply>(line).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    if h.generations.is_empty() {
+        out.push_str("no generation has served or failed yet\n");
+    }
+    let mut rows = vec![[
+        "GEN".to_string(),
+        "STARTED (UTC)".into(),
+        "KIND".into(),
+        "OUTCOME".into(),
+        "SERVED".into(),
+        "RELEASE".into(),
+        "CONFIG".into(),
+    ]];
+    let mut notes = Vec::new();
+    for r in h.generations.iter().rev() {
+        let gen = match r.run == h.run {
+            true => r.generation.to_string(),
+            // an earlier run of baton: its generation numbers started at 1 too
+            false => format!("{} (run {})", r.generation, utc(r.run)),
+        };
+        let kind = match (r.kind, r.rollback_to) {
+            (Kind::Rollback, Some(to)) => format!("rollback to {to}"),
+            (k, _) => k.name().to_string(),
+        };
+        let served = match (r.swapped_ms, r.ended_ms) {
+            (Some(s), Some(e)) => span(e.saturating_sub(s)),
+            (Some(_), None) => "-".into(),
+            (None, _) => "never".into(),
+        };
+        rows.push([
+            gen.clone(),
+            utc(r.started_ms),
+            kind,
+            r.outcome.name().into(),
+            served,
+            r.release.clone().unwrap_or_else(|| "-".into()),
+            r.config_digest.clone(),
+        ]);
+        // why it failed or stopped ("replaced by generation N" says nothing the table does not)
+        let noted = matches!(r.outcome, Outcome::Failed | Outcome::Stopped);
+        if let Some(reason) = r.reason.as_ref().filter(|_| noted) {
+            notes.push(format!("generation {gen} {}: {reason}", r.outcome.name()));
+        }
+    }
+    if !h.generations.is_empty() {
+        let widths: Vec<usize> = (0..7)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{:<w$}", shown(c), w = *w))
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+    }
+    for n in notes {
+        out.push_str(&shown(&n));
+        out.push('\n');
+    }
+    out.push_str(&match &h.file {
+        Some(f) => format!("(the last {} kept in {})\n", h.keep, shown(f)),
+        None => format!(
+            "(the last {} kept in memory only: no state directory)\n",
+            h.keep
+        ),
+    });
+    Ok(out)
+}
+
+/// How long a generation served: "850ms", "12.5s", "3m20s", "21h0m", "3d4h".
+fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => fmt_duration(Duration::from_millis(ms)),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// A status reply's times must be durations: finite, not negative, not absurd.
 pub fn check_status(s: &Status) -> Result<(), String> {
     let time = |what: &str, v: f64| {
@@ -170,6 +260,44 @@ mod tests {
     use super::*;
 
     const STATUS: &str = r#"{"pid":7,"state":"serving","uptime_s":61.5,"config":"/etc/baton/api.toml","serving_generation":2,"sockets":[{"name":"http","fd":3,"worker_fd":3,"address":"127.0.0.1:8080","source":"systemd"}],"generations":[{"generation":2,"role":"current","phase":"serving","release":"/srv/api/releases/2\u001b[31m","age_s":60.0,"workers":[{"instance":0,"pid":42,"state":"ready","restarts":1,"uptime_s":59.9,"status":"ok\u001b[31m","last_exit":null}]}],"reloads_ok":1,"reloads_failed":0,"last_reload":{"ok":true,"generation":2,"message":"generation 2 serving","duration_ms":41,"duration_us":41000,"slowest_start_us":40000}}"#;
+
+    #[test]
+    fn a_history_is_rendered_newest_first_with_earlier_runs_named() {
+        let rec = |g: u64, run: u64, kind: &str, outcome: &str, swapped: &str, ended: &str| {
+            format!(
+                r#"{{"generation":{g},"run":{run},"kind":"{kind}","rollback_to":1,"release":"/r/{g}\u001b[2J","config_digest":"fnv1a64:00","config":"x","started_ms":{run},"swapped_ms":{swapped},"ended_ms":{ended},"outcome":"{outcome}","reason":"why {g}"}}"#
+            )
+        };
+        let line = format!(
+            r#"{{"run":86400000,"file":"/var/lib/baton/api/history.json","keep":10,"generations":[{},{},{}]}}"#,
+            rec(2, 0, "reload", "stopped", "1000", "76201000"),
+            rec(1, 86_400_000, "start", "failed", "null", "86400500"),
+            rec(2, 86_400_000, "rollback", "serving", "86400900", "null"),
+        );
+        let text = history_text(&line).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("GEN "), "{text}");
+        assert!(lines[1].starts_with("2 "), "{text}");
+        assert!(
+            lines[1].contains("1970-01-02 00:00:00  rollback to 1  serving"),
+            "{text}"
+        );
+        assert!(lines[2].contains("failed   never"), "{text}");
+        assert!(
+            lines[3].starts_with("2 (run 1970-01-01 00:00:00)"),
+            "{text}"
+        );
+        assert!(lines[3].contains("21h10m"), "{text}");
+        assert!(lines[3].contains("/r/2\u{fffd}[2J"), "{text}");
+        assert!(text.contains("\ngeneration 1 failed: why 1\n"), "{text}");
+        assert!(
+            text.contains("(run 1970-01-01 00:00:00) stopped: why 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("serving: why"), "{text}");
+        assert!(text.ends_with("(the last 10 kept in /var/lib/baton/api/history.json)\n"));
+        assert!(history_text("{}").is_err());
+    }
 
     #[test]
     fn a_status_is_rendered_with_control_characters_replaced() {

@@ -1,5 +1,5 @@
 //! The control socket: protocol, server side (driven by the supervisor's event loop) and the
-//! client used by `baton reload` / `baton status`.
+//! client used by `baton reload`, `rollback`, `history` and `status`.
 //!
 //! Protocol: one JSON request line, one JSON response line, then the server closes. A reload
 //! request is answered only when the rollout it triggered has ended, so the client blocks until
@@ -26,6 +26,40 @@ use crate::sys;
 pub enum Request {
     Reload,
     Status,
+    /// The history of generations ([`HistoryReply`]).
+    History,
+    /// A new generation from the release and config of an earlier one (`to`, else the last
+    /// good one before the serving one); answered like a reload ([`ReloadReply`]).
+    Rollback {
+        #[serde(default)]
+        to: Option<u64>,
+    },
+}
+
+impl Request {
+    /// The request's name, as `baton` calls it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Reload => "reload",
+            Request::Status => "status",
+            Request::History => "history",
+            Request::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// Answer to a history request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryReply {
+    /// This run of baton (its start, ms since the epoch): generation numbers start at 1 on
+    /// each run.
+    pub run: u64,
+    /// The file it is kept in (`None`: in memory only, no state directory).
+    pub file: Option<String>,
+    /// How many generations it keeps (`history`).
+    pub keep: u32,
+    /// Oldest first.
+    pub generations: Vec<crate::history::Record>,
 }
 
 /// Answer to a reload request.
@@ -666,6 +700,15 @@ mod tests {
     fn a_request_line_is_parsed_or_answered_with_an_error() {
         assert_eq!(parse_request(br#"{"op":"reload"}"#), Ok(Request::Reload));
         assert_eq!(parse_request(br#"{"op":"status"}"#), Ok(Request::Status));
+        assert_eq!(parse_request(br#"{"op":"history"}"#), Ok(Request::History));
+        assert_eq!(
+            parse_request(br#"{"op":"rollback"}"#),
+            Ok(Request::Rollback { to: None })
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"rollback","to":3}"#),
+            Ok(Request::Rollback { to: Some(3) })
+        );
         for bad in [&b"{\"op\":\"stop\"}"[..], b"", b"\xff", b"{\"op\":1}"] {
             let e = parse_request(bad).unwrap_err();
             assert!(e.starts_with("bad request: "), "{e}");

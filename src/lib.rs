@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod handover;
+pub mod history;
 pub mod logging;
 pub mod manual;
 pub mod notify;

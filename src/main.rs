@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
 
 use baton::config::Config;
 use baton::{
-    check, client, config, control, logging, manual, sockets, supervisor, sys, units, worker,
+    check, client, config, control, history, logging, manual, sockets, supervisor, sys, units,
+    worker,
 };
 
 #[derive(Parser)]
@@ -63,6 +64,31 @@ enum Command {
         #[arg(long, value_name = "DURATION")]
         timeout: Option<String>,
         /// Print baton's reply as JSON (timings in microseconds)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new generation from the release and config of an earlier one, as recorded in
+    /// the history (by default the last good generation before the serving one), and wait for
+    /// the outcome like reload (exit 0: serving; 1: not started, or rolled back)
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// The generation to start again (`baton history` lists them)
+        #[arg(long, value_name = "GENERATION")]
+        to: Option<u64>,
+        /// Give up waiting after this long (e.g. "2m"); default: wait until the rollout ends
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// Print baton's reply as JSON (timings in microseconds)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the last generations that served or failed: release, config digest, times,
+    /// outcome and reason
+    History {
+        #[command(flatten)]
+        target: Target,
+        /// Machine-readable output (with each generation's config text)
         #[arg(long)]
         json: bool,
     },
@@ -139,7 +165,14 @@ fn main() -> ExitCode {
             target,
             timeout,
             json,
-        } => reload(target, timeout, json),
+        } => rollout(target, control::Request::Reload, timeout, json),
+        Command::Rollback {
+            target,
+            to,
+            timeout,
+            json,
+        } => rollout(target, control::Request::Rollback { to }, timeout, json),
+        Command::History { target, json } => show_history(target, json),
         Command::Status { target, json } => status(target, json),
         Command::Units {
             name,
@@ -282,11 +315,15 @@ fn runtime_dir() -> PathBuf {
 /// unit `baton@NAME.service` has `RuntimeDirectory=baton/NAME` and reads
 /// `/etc/baton/NAME.toml`, so `baton status --config /etc/baton/NAME.toml` finds its socket.
 fn default_control(config: Option<&Path>) -> PathBuf {
-    let stem = config
+    runtime_dir().join(config_name(config)).join("control.sock")
+}
+
+/// The name a config gives its baton's default paths: the file's stem ("demo" for the demo).
+fn config_name(config: Option<&Path>) -> String {
+    config
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "demo".into());
-    runtime_dir().join(stem).join("control.sock")
+        .unwrap_or_else(|| "demo".into())
 }
 
 /// The directories of the default control path `<runtime dir>/<config name>/control.sock`
@@ -489,8 +526,8 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         }
     };
     let journal = logging::init();
-    let config = match (&target.config, demo) {
-        (Some(path), _) => match Config::load(path) {
+    let (config, config_text) = match (&target.config, demo) {
+        (Some(path), _) => match Config::load_text(path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(baton_event = "config_error", "{e}");
@@ -517,7 +554,10 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
                  next generation; Ctrl-C stops baton and its workers):\n{}",
                 Config::demo_toml(&worker, &listen)
             );
-            Config::demo(&worker, &listen)
+            (
+                Config::demo(&worker, &listen),
+                Config::demo_toml(&worker, &listen),
+            )
         }
         (None, None) => {
             eprintln!("baton: `run` needs --config FILE (or --demo for the embedded demo)");
@@ -555,6 +595,8 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         // `reload --config` can tell two files of one name apart)
         config_path: target.config.as_deref().map(absolute),
         config,
+        config_text,
+        state_dir: history::state_dir(&config_name(target.config.as_deref()), sys::euid() == 0),
         listeners,
         control_path,
         signals,
@@ -598,7 +640,59 @@ fn client_control(target: &Target) -> Result<PathBuf, ClientError> {
     Ok(path)
 }
 
-fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
+/// A server's error for a request it does not know: it is older than this client.
+fn older_baton(e: &anyhow::Error, path: &Path, req: &control::Request) -> Option<String> {
+    let text = format!("{e:#}");
+    (text.contains("bad request") && text.contains("unknown variant")).then(|| {
+        format!(
+            "baton: {}: the baton at {} does not know this request: it is older than this \
+             client ({}); restart it (under systemd: `systemctl restart`) to run the new one",
+            req.name(),
+            path.display(),
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
+
+/// `baton history`.
+fn show_history(target: Target, json: bool) -> ExitCode {
+    let path = match client_control(&target) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}", e.message);
+            return ExitCode::FAILURE;
+        }
+    };
+    let req = control::Request::History;
+    let line = match control::request(&path, &req, Some(Duration::from_secs(10)), |_| {}) {
+        Ok(l) => l,
+        Err(e) => {
+            match older_baton(&e, &path, &req) {
+                Some(m) => eprintln!("{m}"),
+                None => eprintln!("baton: history: {e:#}"),
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        print!("{line}");
+        return ExitCode::SUCCESS;
+    }
+    match client::history_text(&line) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("baton: unexpected reply: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `baton reload` and `baton rollback`: one request, progress lines, one reply.
+fn rollout(target: Target, req: control::Request, timeout: Option<String>, json: bool) -> ExitCode {
+    let what = req.name();
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
@@ -617,8 +711,8 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
     if let Some(asked) = &target.config {
         if let Err(served) = serves_config(&path, asked) {
             eprintln!(
-                "baton: reload refused: the baton at {} serves {served}, not {} (both give the \
-                 same default control path); it would reload its own file. Reload with that \
+                "baton: {what} refused: the baton at {} serves {served}, not {} (both give the \
+                 same default control path); it would {what} its own file. Use that \
                  --config, or give {} a `control` path of its own",
                 path.display(),
                 asked.display(),
@@ -628,7 +722,7 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
         }
     }
     let progress = |text: &str| eprintln!("baton: {text}");
-    match control::request(&path, &control::Request::Reload, timeout, progress) {
+    match control::request(&path, &req, timeout, progress) {
         Ok(line) => match client::parse_reload(&line) {
             Ok(r) if json => {
                 print!("{line}");
@@ -643,7 +737,7 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(r) => {
-                eprintln!("baton: reload failed: {}", client::shown(&r.message));
+                eprintln!("baton: {what} failed: {}", client::shown(&r.message));
                 ExitCode::FAILURE
             }
             Err(e) => {
@@ -652,7 +746,10 @@ fn reload(target: Target, timeout: Option<String>, json: bool) -> ExitCode {
             }
         },
         Err(e) => {
-            eprintln!("baton: reload: {e:#}");
+            match older_baton(&e, &path, &req) {
+                Some(m) => eprintln!("{m}"),
+                None => eprintln!("baton: {what}: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

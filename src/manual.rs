@@ -22,6 +22,15 @@ the first generation does not get ready; 2 without \fB\-\-config\fR or \fB\-\-de
 config has an error, no baton answers on the control socket (or none or several were found),
 the control socket is served by another user, or \fB\-\-timeout\fR passed first; 2 with a bad \fB\-\-timeout\fR.
 .TP
+\fBbaton rollback\fR
+As \fBbaton reload\fR: 0 when the new generation (the earlier release and config) serves; 1
+when it was rolled back, or when nothing was started: no earlier generation to go back to,
+\fB\-\-to\fR names one that is not in the history or never served, or its release directory
+is gone (the reason is on stderr).
+.TP
+\fBbaton history\fR
+0 when baton answered; 1 otherwise (also when the baton is older and does not know it).
+.TP
 \fBbaton status\fR
 0 when baton answered; 3 when no baton answers on the control socket, or none was found
 (no \fB\-\-config\fR nor \fB\-\-control\fR, and no control socket in the runtime
@@ -62,6 +71,11 @@ config's [sockets]. baton removes them from its environment; each worker gets it
 systemd's notification socket and watchdog (Type=notify, WatchdogSec=); workers get baton's
 private NOTIFY_SOCKET instead.
 .TP
+\fBSTATE_DIRECTORY\fR
+Where \fBbaton run\fR keeps its history (history.json): systemd's StateDirectory=; without
+it /var/lib/baton/NAME for root, else $XDG_STATE_HOME/baton/NAME (or
+~/.local/state/baton/NAME).
+.TP
 \fBXDG_RUNTIME_DIR\fR
 For a user other than root, the control sockets are in $XDG_RUNTIME_DIR/baton (else in
 /tmp/baton\-UID).
@@ -76,6 +90,11 @@ other users: $XDG_RUNTIME_DIR/baton/NAME/control.sock), the directory systemd cr
 for baton@NAME.service (RuntimeDirectory=baton/NAME). The notify socket of the workers,
 control.notify, is next to it. \fBbaton status\fR and \fBbaton reload\fR without
 \fB\-\-config\fR and \fB\-\-control\fR use the only */control.sock there.
+.TP
+\fB/var/lib/baton/\fINAME\fB/history.json\fR
+The history of generations of baton@NAME.service (StateDirectory=baton/NAME), what
+\fBbaton history\fR shows and \fBbaton rollback\fR starts again; written atomically, mode
+0600. A missing or corrupt file is a warning, never an error.
 .TP
 \fB/usr/lib/systemd/system/baton@.socket\fR, \fB/usr/lib/systemd/system/baton@.service\fR
 The template units (config /etc/baton/NAME.toml).
@@ -103,6 +122,8 @@ systemctl enable \-\-now baton@api.socket
 systemctl reload baton@api
 baton status \-\-config /etc/baton/api.toml
 journalctl \-u baton@api BATON_GENERATION=2
+baton history \-\-config /etc/baton/api.toml
+baton rollback \-\-config /etc/baton/api.toml
 .fi
 .RE
 .PP
@@ -115,7 +136,7 @@ baton units api \-\-listen 127.0.0.1:8080 \-\-config /etc/baton/api.toml \e
 .fi
 .RE
 .SH "SEE ALSO"
-\fBbaton.toml\fR(5), \fBbaton\-run\fR(1), \fBbaton\-reload\fR(1), \fBbaton\-status\fR(1),
+\fBbaton.toml\fR(5), \fBbaton\-run\fR(1), \fBbaton\-reload\fR(1), \fBbaton\-rollback\fR(1), \fBbaton\-history\fR(1), \fBbaton\-status\fR(1),
 \fBbaton\-check\fR(1), \fBbaton\-units\fR(1), \fBsystemctl\fR(1), \fBsystemd.socket\fR(5),
 \fBsystemd.service\fR(5), \fBsd_listen_fds\fR(3), \fBsd_notify\fR(3)
 "#;

@@ -222,6 +222,24 @@ pub const KEYS: &[Key] = &[
             refused (they need the private probe socket): use `listen`.",
     },
     Key {
+        key: "history",
+        ty: "integer",
+        default: DefaultIs::Value("10"),
+        allowed: "1 to 100",
+        kinds: &[],
+        example: "history = 20",
+        doc: "How many generations that served or failed baton keeps in its history: each \
+            one's release, config (its text and a digest), start, swap and end times, and \
+            outcome with its reason. It is written (atomically, mode 0600: the config may hold \
+            secrets) to `history.json` in the state directory: `$STATE_DIRECTORY` \
+            (`StateDirectory=baton/NAME` in the shipped units), else `/var/lib/baton/NAME` for \
+            root and `$XDG_STATE_HOME/baton/NAME` (or `~/.local/state/baton/NAME`) for others, \
+            NAME being the config file's name without `.toml`; so it survives a restart of \
+            baton. `baton history` shows it, and `baton rollback` starts a new generation \
+            from one of its entries. A missing or unreadable file is a warning, never an \
+            error, and so is a failed write (a full disk): serving goes on.",
+    },
+    Key {
         key: "env.NAME",
         ty: "string",
         default: DefaultIs::Text("none: the workers get baton's environment"),

@@ -92,6 +92,44 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
     })
 }
 
+/// [`pin`] for `baton rollback`: the generation runs `recorded`, the release an earlier
+/// generation of this config resolved, not what the config's paths resolve to now. The
+/// directory the release was resolved from (`release`, else `cwd` when the program is under
+/// it or is a bare name, else the program's directory) is replaced by `recorded` in `cwd` and
+/// the arguments, then the paths are pinned as usual. A `recorded` that is gone is the error.
+pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
+    let to = resolve_dir(recorded, "the release directory")?;
+    let argv0 = Path::new(&config.command[0]);
+    let bare = !config.command[0].contains('/');
+    let from = match (&config.release, &config.cwd) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(cwd)) if bare || !argv0.is_absolute() || argv0.starts_with(cwd) => {
+            Some(cwd.clone())
+        }
+        (None, _) if argv0.is_absolute() => argv0.parent().map(Path::to_path_buf),
+        (None, _) => None,
+    };
+    let mut c = config.clone();
+    if let Some(from) = &from {
+        if let Some(cwd) = &c.cwd {
+            if let Some(p) = under(cwd, from, &to) {
+                c.cwd = Some(p);
+            }
+        }
+        rewrite_args(&mut c.command, from, &to)?;
+        if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
+            rewrite_args(argv, from, &to)?;
+        }
+        if c.release.is_some() {
+            c.release = Some(to.clone());
+        }
+    }
+    let mut pinned = pin(&c)?;
+    // the generation runs the recorded release, and says so: the config itself is not changed
+    pinned.release = to;
+    Ok(pinned)
+}
+
 /// Whether `config.release` pins anything: `cwd` or an argument of `command` is under it.
 pub fn pins_anything(config: &Config) -> bool {
     let Some(from) = &config.release else {
@@ -266,6 +304,45 @@ mod tests {
             panic!("exec");
         };
         assert_eq!(argv[0], r1.join("run.sh").display().to_string());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_rollback_pins_the_recorded_release_not_the_symlink() {
+        let dir = layout("at");
+        let (r1, r2) = (dir.join("releases/1"), dir.join("releases/2"));
+        std::fs::remove_file(dir.join("current")).unwrap();
+        symlink("releases/2", dir.join("current")).unwrap();
+        let cur = dir.join("current");
+        for top in [
+            format!("command = [\"{}/run.sh\"]\n", cur.display()),
+            format!("command = [\"./run.sh\"]\ncwd = \"{}\"\n", cur.display()),
+            format!(
+                "command = [\"/bin/sh\", \"{c}/run.sh\"]\nrelease = \"{c}\"\ncwd = \"{c}/dist\"\n",
+                c = cur.display()
+            ),
+        ] {
+            let c = config(&top);
+            assert_eq!(pin(&c).unwrap().release, r2, "{top}");
+            let p = pin_at(&c, &r1).unwrap();
+            assert_eq!(p.release, r1, "{top}");
+            assert!(
+                p.config
+                    .command
+                    .iter()
+                    .any(|a| a.starts_with(r1.to_str().unwrap()))
+                    || p.config.cwd.as_deref() == Some(r1.as_path()),
+                "{top}: {p:?}"
+            );
+            assert!(
+                !format!("{:?}", p.config).contains("releases/2"),
+                "{top}: {p:?}"
+            );
+        }
+        let c = config(&format!("command = [\"{}/run.sh\"]\n", cur.display()));
+        std::fs::remove_dir_all(&r1).unwrap();
+        let e = pin_at(&c, &r1).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

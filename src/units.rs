@@ -245,6 +245,9 @@ impl Spec {
              # /run/baton/{name}: the control socket (control.sock) and the workers' notify socket;\n\
              # removed when the service stops.\n\
              RuntimeDirectory=baton/{name}\n\
+             # /var/lib/baton/{name}: baton's history of generations (history.json, what `baton\n\
+             # history` shows and `baton rollback` starts again); kept across restarts.\n\
+             StateDirectory=baton/{name}\n\
              LimitNOFILE=65536\n\
              # baton's event loop gets the CPU ahead of busy workers (a reload's swap is not delayed\n\
              # by the load it must not disturb); its workers do not keep it (each drops it just\n\
@@ -255,8 +258,9 @@ impl Spec {
              NoNewPrivileges=yes\n\
              # Files the app creates are its user's only (0600; directories 0700).\n\
              UMask=0077\n\
-             # The whole file system is read-only but /dev, /proc, /sys and /run/baton/{name}; give\n\
-             # the app its state with ReadWritePaths=/var/lib/APP (or StateDirectory=APP).\n\
+             # The whole file system is read-only but /dev, /proc, /sys, /run/baton/{name} and\n\
+             # /var/lib/baton/{name} (baton's own); give the app its state with\n\
+             # ReadWritePaths=/var/lib/APP (or StateDirectory=APP).\n\
              ProtectSystem=strict\n\
              # /home, /root and /run/user are empty: no app, interpreter (pyenv, nvm) or venv there.\n\
              ProtectHome=yes\n\
@@ -440,6 +444,7 @@ mod tests {
         assert!(sock.contains("\nBacklog=4096\n"));
         assert!(svc.contains("\nRequires=shop.socket\n"));
         assert!(svc.contains("\nRuntimeDirectory=baton/shop\n"));
+        assert!(svc.contains("\nStateDirectory=baton/shop\n"));
         assert!(svc.contains("\nExecReload=/usr/bin/baton reload --config /etc/baton/shop.toml\n"));
         // a config named otherwise: the control socket is named, in the runtime directory
         let (_, other) = render(

@@ -69,6 +69,11 @@ fn takes_sockets_from_socket_activation() {
     .unwrap();
     let child = Command::new("systemd-socket-activate")
         .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=web"])
+        // it passes on only what -E names: the history goes next to the test's files
+        .arg(format!(
+            "--setenv=STATE_DIRECTORY={}",
+            dir.join("state").display()
+        ))
         .arg(baton_bin())
         .args(["run", "--config"])
         .arg(&cfg)
@@ -222,6 +227,8 @@ fn baton_cmd(xdg: Option<&std::path::Path>, args: &[&std::ffi::OsStr]) -> Comman
 fn run_config(xdg: Option<&std::path::Path>, config: &std::path::Path) -> Running {
     let log = std::fs::File::create(config.with_extension("log")).unwrap();
     let child = baton_cmd(xdg, &["run".as_ref(), "--config".as_ref(), config.as_ref()])
+        // the history goes next to the test's config, not to /var/lib/baton
+        .env("STATE_DIRECTORY", config.with_extension("state"))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -641,6 +648,7 @@ fn demo_finds_its_worker_next_to_baton_and_takes_listen() {
             .arg(&ctl)
             .current_dir(&elsewhere)
             .env_remove("NOTIFY_SOCKET")
+            .env("STATE_DIRECTORY", dir.join("state"))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -774,7 +782,9 @@ fn generated_man_pages_have_the_extra_sections_and_render_cleanly() {
         pages,
         [
             "baton-check.1",
+            "baton-history.1",
             "baton-reload.1",
+            "baton-rollback.1",
             "baton-run.1",
             "baton-status.1",
             "baton-units.1",

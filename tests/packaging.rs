@@ -951,8 +951,10 @@ fn lifecycle(kind: Kind) {
     let new: Vec<&String> = after.difference(&before).collect();
     let allowed: BTreeSet<&str> = match kind {
         Kind::Deb => BTreeSet::new(),
-        // the admin's own drop-in, and the .rpmsave of the admin's config
+        // the admin's own drop-in, the .rpmsave of the admin's config, and the instances'
+        // history (StateDirectory=baton/NAME: RPM has no purge, and data stays on erase)
         Kind::Rpm => [
+            "/var/lib/baton",
             "/etc/baton",
             "/etc/baton/demo.toml.rpmsave",
             "/etc/systemd/system/baton@demo.socket.d",

@@ -7,7 +7,6 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -15,61 +14,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use common::*;
-
-/// `<dir>/releases/<name>/run.sh` and a `current` symlink, as a deploy script makes them.
-struct Releases {
-    dir: PathBuf,
-}
-
-impl Releases {
-    fn new(dir: &Path) -> Releases {
-        fs::create_dir_all(dir.join("releases")).expect("releases dir");
-        Releases {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// A good release runs the example worker, whose answers carry its `MARK`; a broken one
-    /// exits at once.
-    fn add(&self, name: &str, good: bool) {
-        let d = self.dir.join("releases").join(name);
-        fs::create_dir_all(&d).expect("release dir");
-        fs::write(d.join("MARK"), name).expect("MARK");
-        let body = match good {
-            true => format!(
-                "export HELLO_MARK=\"$(cat \"$(dirname \"$0\")/MARK\")\"\nexec {}\n",
-                example_bin("hello").display()
-            ),
-            false => format!("echo \"release {name} is broken\" >&2\nexit 1\n"),
-        };
-        let run = d.join("run.sh");
-        fs::write(&run, format!("#!/bin/sh\n{body}")).expect("run.sh");
-        fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-
-    /// `ln -sfn releases/<name> current`, atomically: a new link renamed over the old one.
-    fn point(&self, name: &str) {
-        let tmp = self.dir.join("current.tmp");
-        let _ = fs::remove_file(&tmp);
-        symlink(format!("releases/{name}"), &tmp).expect("symlink");
-        fs::rename(&tmp, self.current()).expect("rename");
-    }
-
-    fn current(&self) -> PathBuf {
-        self.dir.join("current")
-    }
-
-    /// The release as baton names it: its resolved path.
-    fn path(&self, name: &str) -> String {
-        self.dir
-            .join("releases")
-            .join(name)
-            .canonicalize()
-            .expect("release")
-            .display()
-            .to_string()
-    }
-}
 
 /// A config with `top` (command, cwd, release) for releases under the control socket's dir.
 fn config(port: u16, ctl: &Path, instances: u32, top: &str) -> String {

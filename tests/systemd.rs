@@ -949,6 +949,7 @@ fn restart_with_self_bound_sockets_uses_the_fd_store() {
             } else {
                 l.replace("/etc/baton/api.toml", "/etc/baton/bound.toml")
                     .replace("RuntimeDirectory=baton/api", "RuntimeDirectory=baton/bound")
+                    .replace("StateDirectory=baton/api", "StateDirectory=baton/bound")
             }
         })
         .collect::<Vec<_>>()
@@ -1482,5 +1483,132 @@ fn output_written_while_stopping_reaches_the_journal() {
             count()
         ),
     );
+    c.finish(&bx, &["api.service"]);
+}
+
+/// `baton history` / `baton rollback --config` inside the box: (ok, stdout, stderr).
+fn baton_in(bx: &SdBox, args: &[&str]) -> (bool, String, String) {
+    let mut a = vec!["baton"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(API);
+    let out = bx.exec(&a);
+    (out.ok(), out.stdout.clone(), out.stderr.clone())
+}
+
+/// (generation, kind, outcome, release) of each entry of `baton history --json`.
+fn history_in(bx: &SdBox) -> Vec<(u64, String, String, String)> {
+    let (ok, out, err) = baton_in(bx, &["history", "--json"]);
+    assert!(ok, "baton history: {err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("history JSON");
+    v["generations"]
+        .as_array()
+        .expect("generations")
+        .iter()
+        .map(|r| {
+            (
+                r["generation"].as_u64().unwrap_or(0),
+                r["kind"].as_str().unwrap_or("").to_string(),
+                r["outcome"].as_str().unwrap_or("").to_string(),
+                r["release"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 16: the releases layout under the shipped units. A deploy (`current` flipped,
+/// `systemctl reload`), then `systemctl restart api`: the history, in StateDirectory=
+/// (/var/lib/baton/api/history.json, mode 0600), still lists the earlier run's generations,
+/// and `baton rollback` after the restart serves the earlier release (its answers carry its
+/// mark) while `current` still points at the newer one; `systemctl status` shows the
+/// generation serving in its Status line.
+#[test]
+fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() {
+    let bx = SdBox::up("history");
+    let port = free_port();
+    for r in ["1", "2"] {
+        bx.write(
+            &format!("/srv/api/releases/{r}/run.sh"),
+            &format!("#!/bin/sh\nexport HELLO_MARK={r}\nexec /usr/local/bin/hello\n"),
+        );
+    }
+    bx.sh_ok("chmod 755 /srv/api/releases/*/run.sh && ln -s releases/1 /srv/api/current");
+    let config = BASE_CONFIG.replace("/usr/local/bin/hello", "/srv/api/current/run.sh");
+    setup_api(&bx, port, &config, true);
+    let mut c = Checks::new();
+    let marked = |mark: &str| {
+        wait_until(
+            &format!("answers from release {mark} only"),
+            Duration::from_secs(20),
+            || {
+                let all = (0..10).all(|_| {
+                    matches!(http_get(port, "/", Duration::from_secs(5)),
+                        Ok((200, b)) if b.ends_with(&format!(" mark {mark}\n")))
+                });
+                all.then_some(())
+            },
+        )
+    };
+    marked("1");
+    bx.sh_ok(
+        "ln -sfn releases/2 /srv/api/current.new && mv -T /srv/api/current.new /srv/api/current",
+    );
+    let out = bx.systemctl(&["reload", "api"]);
+    assert!(out.ok(), "systemctl reload api: {out}");
+    marked("2");
+    let out = bx.systemctl(&["restart", "api"]);
+    assert!(out.ok(), "systemctl restart api: {out}");
+    bx.wait_state("api.service", "active", Duration::from_secs(20));
+    let (r1, r2) = ("/srv/api/releases/1", "/srv/api/releases/2");
+    let e = |g, k: &str, o: &str, r: &str| (g, k.to_string(), o.to_string(), r.to_string());
+    let h = history_in(&bx);
+    c.check(
+        h == [
+            e(1, "start", "replaced", r1),
+            e(2, "reload", "stopped", r2),
+            e(1, "start", "serving", r2),
+        ],
+        format!("the history lists the earlier run's generations after the restart: {h:?}"),
+    );
+    let mode = bx.sh_ok("stat -c %a /var/lib/baton/api/history.json");
+    c.check(
+        mode.trim() == "600",
+        format!("history.json is mode 600: {mode}"),
+    );
+
+    let load = Load::start(port, "keepalive", 4, LOAD_RATE);
+    let (ok, out, err) = baton_in(&bx, &["rollback"]);
+    c.check(ok, format!("baton rollback: {out}{err}"));
+    c.check(
+        out.contains(&format!("generation 2 serving release {r1}")),
+        format!("the rollback's reply names the release: {out}"),
+    );
+    let report = load.stop();
+    c.check(
+        report["failed"] == 0,
+        format!(
+            "no request failed during the rollback: {}",
+            report["failures"]
+        ),
+    );
+    marked("1");
+    let current = bx.sh_ok("readlink /srv/api/current");
+    c.check(
+        current.trim() == "releases/2",
+        format!("the rollback does not move current: {current}"),
+    );
+    let h = history_in(&bx);
+    c.check(
+        h.last() == Some(&e(2, "rollback", "serving", r1)),
+        format!("the history has the rollback: {h:?}"),
+    );
+    let status = wait_until(
+        "Status line with generation 2 alone",
+        Duration::from_secs(15),
+        || {
+            let s = bx.show("api.service", "StatusText");
+            (s == "gen 2: 2/2 ready").then_some(s)
+        },
+    );
+    eprintln!("  after the rollback: StatusText={status:?}");
     c.finish(&bx, &["api.service"]);
 }

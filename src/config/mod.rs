@@ -96,6 +96,10 @@ const MAX_UNIX_PATH: usize = 107;
 /// Longest socket name accepted by `LISTEN_FDNAMES` / `FDNAME=`.
 const MAX_SOCKET_NAME: usize = 255;
 
+/// `history` when the key is absent, and its largest value.
+pub const DEFAULT_HISTORY: u32 = 10;
+pub const MAX_HISTORY: u32 = 100;
+
 /// Largest accepted configuration file (1 MiB).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -139,6 +143,8 @@ pub struct Config {
     pub release: Option<PathBuf>,
     /// How a worker gets baton's sockets: at fd 3.. (`fds`) or through its own bind().
     pub handover: Handover,
+    /// How many generations that served or failed the history keeps (`crate::history`).
+    pub history: u32,
     /// Extra environment for the workers.
     pub env: BTreeMap<String, String>,
     /// Fallback sockets (used only when systemd passed none), in the order
@@ -266,6 +272,11 @@ timeout = "10s"
     /// file of at most [`MAX_CONFIG_BYTES`] (a FIFO or a device at the path would stall a
     /// reload).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_text(path).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], and the text it parsed (what the history keeps of a generation).
+    pub fn load_text(path: &Path) -> Result<(Config, String), ConfigError> {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         let origin = path.display().to_string();
@@ -299,7 +310,8 @@ timeout = "10s"
                 "the configuration file is larger than {MAX_CONFIG_BYTES} bytes"
             )));
         }
-        Config::parse_bytes(&bytes, &origin)
+        let config = Config::parse_bytes(&bytes, &origin)?;
+        Ok((config, String::from_utf8(bytes).unwrap_or_default()))
     }
 
     /// Parses and validates the bytes of a file: text that is not UTF-8 is an error located
@@ -418,6 +430,7 @@ backoff_max     = "1m"
                 cwd: Some("/srv/app".into()),
                 release: None,
                 handover: Handover::Fds,
+                history: DEFAULT_HISTORY,
                 env: [("PYTHONUNBUFFERED", "1"), ("RUST_LOG", "info")]
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub(super) cwd: Option<Spanned<String>>,
     pub(super) release: Option<Spanned<String>>,
     pub(super) handover: Option<Spanned<String>>,
+    pub(super) history: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) env: BTreeMap<String, Spanned<String>>,
     #[serde(default)]

@@ -14,8 +14,9 @@ use super::error::ConfigError;
 use super::raw::{RawArgv, RawConfig, RawDuration};
 use super::{
     check_control_path, parse_duration, Config, Drain, Restart, SocketAddrSpec, SocketSpec,
-    StopSignal, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_DRAIN_TIMEOUT, MAX_DURATION,
-    MAX_INSTANCES, MAX_SOCKET_NAME, MAX_UNIX_PATH, SET_BY_BATON,
+    StopSignal, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HISTORY, MAX_DURATION, MAX_HISTORY, MAX_INSTANCES, MAX_SOCKET_NAME, MAX_UNIX_PATH,
+    SET_BY_BATON,
 };
 
 pub(super) struct Ctx<'a> {
@@ -50,6 +51,23 @@ impl Ctx<'_> {
                         "instances",
                         format!(
                             "instances must be between 1 and {MAX_INSTANCES}, got {}",
+                            n.get_ref()
+                        ),
+                    ))
+                }
+            },
+        };
+
+        let history = match raw.history {
+            None => DEFAULT_HISTORY,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if (1..=MAX_HISTORY).contains(&v) => v,
+                _ => {
+                    return Err(self.err(
+                        Some(n.span()),
+                        "history",
+                        format!(
+                            "history must be between 1 and {MAX_HISTORY}, got {}",
                             n.get_ref()
                         ),
                     ))
@@ -182,6 +200,7 @@ impl Ctx<'_> {
             cwd,
             release,
             handover,
+            history,
             env,
             sockets,
             readiness,
@@ -349,6 +368,14 @@ mod tests {
         // instances
         assert_err(&format!("{MIN}instances = 0\n"), 2, "instances");
         assert_err(&format!("{MIN}instances = 1025\n"), 2, "instances");
+        // history
+        assert_err(&format!("{MIN}history = 0\n"), 2, "history");
+        assert_err(&format!("{MIN}history = 101\n"), 2, "history");
+        assert_eq!(
+            parse(&format!("{MIN}history = 100\n")).unwrap().history,
+            100
+        );
+        assert_eq!(parse(MIN).unwrap().history, 10);
         assert_err(&format!("{MIN}instances = -3\n"), 2, "instances");
         assert_eq!(
             parse(&format!("{MIN}instances = 1024\n"))

@@ -176,6 +176,34 @@ pub enum Action {
         reply: ReloadReply,
     },
     Log(LogEvent),
+    /// A fact for the history ([`crate::history`]), which the event loop keeps and persists.
+    Record(Fact),
+}
+
+/// What the history records of a generation, with the instants the core saw: the event loop
+/// turns them into wall-clock times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// It began to serve (its swap; for the first generation, its readiness).
+    Served {
+        generation: u64,
+        started: Instant,
+        at: Instant,
+    },
+    /// It failed before it served.
+    Failed {
+        generation: u64,
+        started: Instant,
+        at: Instant,
+        reason: String,
+    },
+    /// Its last worker is gone: it was replaced or failed (`stopped` false), or baton stopped.
+    Ended {
+        generation: u64,
+        at: Instant,
+        reason: String,
+        stopped: bool,
+    },
 }
 
 /// A notification to baton's own service manager.
@@ -454,7 +482,7 @@ impl Core {
             State::Serving {
                 current,
                 retiring: Some(old),
-            } if old.alive() == 0 => (self.generation_gone(current, old), true),
+            } if old.alive() == 0 => (self.generation_gone(current, old, now), true),
             State::Serving {
                 current,
                 retiring: None,
@@ -492,6 +520,12 @@ impl Core {
             },
             State::Stopping { gens, exit_code } if gens.iter().all(|g| g.alive() == 0) => {
                 for g in &gens {
+                    self.out.push(Action::Record(Fact::Ended {
+                        generation: g.id,
+                        at: now,
+                        reason: "baton stopped".into(),
+                        stopped: true,
+                    }));
                     self.out.push(Action::Release { generation: g.id });
                 }
                 (State::Done { exit_code }, true)
@@ -513,6 +547,11 @@ impl Core {
     /// The first generation is ready: tell systemd READY=1.
     fn enter_serving(&mut self, mut gen: Generation, now: Instant) -> State {
         gen.phase = Phase::Serving;
+        self.out.push(Action::Record(Fact::Served {
+            generation: gen.id,
+            started: gen.started,
+            at: now,
+        }));
         self.out.timers.clear(Timer::Settle(gen.id));
         self.out.log_with(
             Level::Info,
@@ -547,6 +586,12 @@ impl Core {
             None,
             format!("generation {} failed to start: {reason}", gen.id),
         );
+        self.out.push(Action::Record(Fact::Failed {
+            generation: gen.id,
+            started: gen.started,
+            at: now,
+            reason: reason.to_string(),
+        }));
         self.out
             .systemd(Systemd::Stopping(format!("failed to start: {reason}")));
         self.out.retire(&mut gen, reason, now, false);
@@ -565,7 +610,7 @@ impl Core {
     }
 
     /// The retiring generation's last worker is gone.
-    fn generation_gone(&mut self, current: Generation, old: Generation) -> State {
+    fn generation_gone(&mut self, current: Generation, old: Generation, now: Instant) -> State {
         let slowest = match old.slowest_drain {
             Some(d) => format!(" (slowest drain {})", fmt_ms(d)),
             None => String::new(),
@@ -579,6 +624,16 @@ impl Core {
             format!("generation {} has exited{slowest}", old.id),
         );
         self.out.timers.clear_generation(old.id);
+        let reason = match &old.phase {
+            Phase::Retiring { reason } => reason.clone(),
+            _ => "gone".into(),
+        };
+        self.out.push(Action::Record(Fact::Ended {
+            generation: old.id,
+            at: now,
+            reason,
+            stopped: false,
+        }));
         self.out.push(Action::Release { generation: old.id });
         let st = State::Serving {
             current,
@@ -679,6 +734,11 @@ impl Core {
     ) -> State {
         next.phase = Phase::Serving;
         self.out.timers.clear(Timer::Settle(next.id));
+        self.out.push(Action::Record(Fact::Served {
+            generation: next.id,
+            started: next.started,
+            at: now,
+        }));
         let msg = format!(
             "generation {} serving release {} ({} worker(s) ready in {} ms); generation {} \
              draining",
@@ -741,6 +801,12 @@ impl Core {
             msg.clone(),
         );
         self.out.timers.clear(Timer::Settle(next.id));
+        self.out.push(Action::Record(Fact::Failed {
+            generation: next.id,
+            started: next.started,
+            at: now,
+            reason: reason.to_string(),
+        }));
         self.out.retire(&mut next, reason, now, true);
         let took = now.duration_since(started);
         let reply = self.reload_reply(false, Some(current.id), msg.clone(), took, None);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
-use super::core::{Action, ClientId, Core, Event, Identity, LogEvent, Prepared, State, Systemd};
+use super::core::{
+    Action, ClientId, Core, Event, Fact, Identity, LogEvent, Prepared, State, Systemd,
+};
 use super::generation::{Life, Phase};
 use super::plan::{Check, NicePlan, Readiness};
 use super::timers::{SlotId, Timer};
@@ -74,6 +76,8 @@ struct World {
     progress: Vec<(ClientId, String)>,
     systemd: Vec<Systemd>,
     logs: Vec<LogEvent>,
+    /// The history's facts, in order.
+    facts: Vec<Fact>,
     next_client: ClientId,
 }
 
@@ -103,6 +107,7 @@ impl World {
             progress: Vec::new(),
             systemd: Vec::new(),
             logs: Vec::new(),
+            facts: Vec::new(),
             next_client: 1,
         };
         w.pump();
@@ -181,6 +186,7 @@ impl World {
             Action::Progress { client, text } => self.progress.push((client, text)),
             Action::Systemd(m) => self.systemd.push(m),
             Action::Log(e) => self.logs.push(e),
+            Action::Record(f) => self.facts.push(f),
             Action::Ready { .. } | Action::Renice { .. } | Action::Release { .. } => {}
         }
         None
@@ -405,6 +411,97 @@ fn a_rollout_swaps_only_once_the_next_generation_is_ready() {
         "the drained generation is gone"
     );
     assert_eq!(w.logged("generation_gone").len(), 1);
+}
+
+/// The history's facts: each generation that served (with its start and swap), failed (with
+/// the reason) or ended (replaced, or baton stopped), at the core's own instants.
+#[test]
+fn the_history_gets_a_fact_for_each_generation_that_served_failed_or_ended() {
+    let mut w = World::serving_world(config(
+        "instances = 1
+[drain]
+timeout = \"1s\"\n",
+    ));
+    let t0 = w.t0;
+    assert_eq!(
+        w.facts,
+        [Fact::Served {
+            generation: 1,
+            started: t0,
+            at: t0
+        }]
+    );
+    // a good reload: 2 serves at its swap, 1 ends once drained
+    w.sleep(ms(100));
+    w.reload();
+    let t1 = w.now;
+    w.sleep(ms(50));
+    w.ready_all(2);
+    w.sleep(ms(20));
+    w.drain_all();
+    assert_eq!(
+        w.facts[1..],
+        [
+            Fact::Served {
+                generation: 2,
+                started: t1,
+                at: t1 + ms(50)
+            },
+            Fact::Ended {
+                generation: 1,
+                at: t1 + ms(70),
+                reason: "replaced by generation 2".into(),
+                stopped: false
+            }
+        ]
+    );
+    // a failed one: 3 failed with the reason, and its end is a fact too
+    w.facts.clear();
+    w.signals.clear();
+    w.reload();
+    let t3 = w.now;
+    let p = w.pids(3)[0];
+    w.sleep(ms(10));
+    w.exit(p, 1);
+    let Fact::Failed {
+        generation: 3,
+        started,
+        at,
+        reason,
+    } = &w.facts[0]
+    else {
+        panic!("{:?}", w.facts);
+    };
+    assert_eq!((*started, *at), (t3, t3 + ms(10)));
+    assert!(reason.contains("exited"), "{reason}");
+    assert!(matches!(
+        w.facts[..],
+        [
+            _,
+            Fact::Ended {
+                generation: 3,
+                stopped: false,
+                ..
+            }
+        ]
+    ));
+    // baton stops: the serving generation ends, stopped
+    w.facts.clear();
+    w.event(Event::Stop("SIGTERM"));
+    w.drain_all();
+    assert_eq!(w.state(), "done");
+    assert!(
+        matches!(
+            &w.facts[..],
+            [Fact::Ended {
+                generation: 2,
+                stopped: true,
+                ..
+            }]
+        ),
+        "{:?}",
+        w.facts
+    );
 }
 
 /// Every log event of a generation carries its release, and so do `baton status` and the

@@ -19,6 +19,9 @@ pub use load::Load;
 mod net;
 #[allow(unused_imports)] // not every test file speaks HTTP
 pub use net::{express_health_pid, free_port, http_get, http_request};
+mod releases;
+#[allow(unused_imports)] // not every test file deploys releases
+pub use releases::Releases;
 mod rng;
 #[allow(unused_imports)] // not every test file generates input
 pub use rng::Rng;
@@ -261,6 +264,8 @@ impl Baton {
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
             .current_dir(repo_dir())
+            // the history of each test's baton is its own (`baton history`)
+            .env("STATE_DIRECTORY", dir.join("state"))
             .spawn()
             .expect("spawn baton");
         Baton {
@@ -418,6 +423,43 @@ impl Baton {
             after_each(i);
         }
         took
+    }
+
+    /// `baton ARGS… --control <its socket>`: (success, stdout, stderr).
+    pub fn client(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(baton_bin())
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .expect("run a baton client");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Stop baton (SIGTERM) and run it again on the same config, state directory and log
+    /// (appended); wait until it serves.
+    pub fn restart(&mut self) {
+        assert!(self.stop().success(), "baton stopped with an error");
+        let logf = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        self.child = Command::new(baton_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .current_dir(repo_dir())
+            .env("STATE_DIRECTORY", self.dir.join("state"))
+            .spawn()
+            .expect("spawn baton");
+        self.wait_serving(Duration::from_secs(20));
     }
 
     /// Wait for baton to exit on its own (a first generation that fails), at most `timeout`.

@@ -23,12 +23,15 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use super::core::{Action, ClientId, Core, Event, Identity, Level, LogEvent, Prepared, Systemd};
+use super::core::{
+    Action, ClientId, Core, Event, Fact, Identity, Level, LogEvent, Prepared, Systemd,
+};
 use super::fmt_duration;
 use super::plan::{Check, NicePlan};
 use super::timers::SlotId;
 use crate::config::{Config, Handover, ReadinessKind};
 use crate::control::{self, Client, Incoming, Request};
+use crate::history::{self, History, Kind, Source};
 use crate::notify::{Manager, Message};
 use crate::output;
 use crate::readiness::{self, ProbeResult, WakeReceiver, Waker};
@@ -45,6 +48,10 @@ use trap::Traps;
 pub struct Setup {
     pub config_path: Option<PathBuf>,
     pub config: Config,
+    /// The config's text (what the history keeps of the first generation).
+    pub config_text: String,
+    /// Where the history is kept (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
     pub listeners: Listeners,
     pub control_path: PathBuf,
     pub signals: SignalFd,
@@ -81,6 +88,16 @@ struct Io {
     config_path: Option<PathBuf>,
     /// The config baton started with: its sockets and control path hold for baton's lifetime.
     boot_config: Rc<Config>,
+    boot_text: String,
+    /// The generations that served or failed, persisted in `state_dir` (`history.rs`).
+    history: History,
+    state_dir: Option<PathBuf>,
+    /// What the next generation the core prepares starts from (the config read for it, or
+    /// the earlier generation a rollback starts again).
+    next_source: Option<Source>,
+    /// A rollback asked for: the config the next [`Action::LoadConfig`] gets instead of the
+    /// file's.
+    rollback: Option<(Config, Source)>,
     listeners: Listeners,
     notify_path: PathBuf,
     notify: NotifySocket,
@@ -209,9 +226,22 @@ impl Supervisor {
         let (probe_tx, probe_rx) = mpsc::channel();
         let manager = Manager::from_env();
         let now = Instant::now();
+        let history = load_history(setup.state_dir.as_deref(), setup.config.history);
+        let next_source = Some(Source {
+            kind: Kind::Start,
+            rollback_to: None,
+            config_path: setup.config_path.as_ref().map(|p| p.display().to_string()),
+            config: setup.config_text.clone(),
+            release: None,
+        });
         let mut io = Io {
             config_path: setup.config_path,
             boot_config: Rc::new(setup.config.clone()),
+            boot_text: setup.config_text,
+            history,
+            state_dir: setup.state_dir,
+            next_source,
+            rollback: None,
             listeners: setup.listeners,
             notify_path,
             notify,
@@ -436,6 +466,12 @@ impl Supervisor {
                     let out = client.reply(&self.core.status(now), now);
                     self.io.push_outgoing(out);
                 }
+                Incoming::Request(Request::History, client) => {
+                    let now = Instant::now();
+                    let out = client.reply(&self.io.history_reply(), now);
+                    self.io.push_outgoing(out);
+                }
+                Incoming::Request(Request::Rollback { to }, client) => self.rollback(to, client),
                 Incoming::Request(Request::Reload, client) => {
                     info!(
                         baton_event = "reload_requested",
@@ -452,7 +488,211 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// `baton rollback`: a reload whose config and release come from the history. What it
+    /// would start is checked first (the generation is in the history and served, its release
+    /// directory is there, its config parses): if not, the client is told why at once and
+    /// nothing is touched.
+    fn rollback(&mut self, to: Option<u64>, mut client: Client) {
+        let now = Instant::now();
+        let serving = self.core.status(now).serving_generation;
+        match self.io.rollback_source(serving, to) {
+            Err(message) => {
+                warn!(
+                    baton_event = "rollback_refused",
+                    "rollback refused: {message}"
+                );
+                let reply = self
+                    .core
+                    .reload_reply(false, serving, message, Duration::ZERO, None);
+                let out = client.reply(&reply, now);
+                self.io.push_outgoing(out);
+            }
+            Ok((config, source, what)) => {
+                info!(baton_event = "rollback_requested", "{what}");
+                client.progress(&what);
+                self.io.rollback = Some((config, source));
+                let id = self.io.next_client;
+                self.io.next_client += 1;
+                self.io.clients.insert(id, client);
+                self.event(Event::Reload(Some(id)));
+            }
+        }
+    }
+}
+
+/// The history in `state_dir` (created if missing), or an empty one, with a warning that
+/// says why (never fatal).
+fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
+    let run = wall_ms(Instant::now());
+    let Some(dir) = state_dir else {
+        warn!(
+            baton_event = "history_unavailable",
+            "no state directory (no $STATE_DIRECTORY, and no $HOME): the history of \
+             generations is kept in memory only"
+        );
+        return History::new(keep, run, Vec::new());
+    };
+    let private = {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    };
+    if let Err(e) = private {
+        warn!(
+            baton_event = "history_unavailable",
+            "cannot create the state directory {}: {e}; the history of generations is kept \
+             in memory only until it can be written",
+            dir.display()
+        );
+    }
+    let path = dir.join(history::FILE);
+    let records = match history::load(&path) {
+        Ok(r) if r.is_empty() => {
+            info!(
+                baton_event = "history",
+                "history {}: none yet",
+                path.display()
+            );
+            r
+        }
+        Ok(r) => {
+            info!(
+                baton_event = "history",
+                "history {}: {} generation(s)",
+                path.display(),
+                r.len()
+            );
+            r
+        }
+        Err(why) => {
+            warn!(
+                baton_event = "history_unreadable",
+                "history {}: {why}; it is ignored (starting with an empty history, written \
+                 over at the next generation)",
+                path.display()
+            );
+            Vec::new()
+        }
+    };
+    History::new(keep, run, records)
+}
+
+/// An instant of the loop's clock as wall-clock time, in ms since the epoch.
+fn wall_ms(at: Instant) -> u64 {
+    let now = Instant::now();
+    let wall = std::time::SystemTime::now();
+    let t = match now.checked_duration_since(at) {
+        Some(ago) => wall.checked_sub(ago),
+        None => wall.checked_add(at.duration_since(now)),
+    };
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Io {
+    /// What `baton history` shows.
+    fn history_reply(&self) -> control::HistoryReply {
+        control::HistoryReply {
+            run: self.history.run,
+            file: self
+                .state_dir
+                .as_ref()
+                .map(|d| d.join(history::FILE).display().to_string()),
+            keep: self.history.keep as u32,
+            generations: self.history.records.clone(),
+        }
+    }
+
+    /// What a rollback would start: the config, its source, and a line that says so.
+    fn rollback_source(
+        &self,
+        serving: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<(Config, Source, String), String> {
+        let r = self.history.rollback_target(serving, to)?;
+        let g = r.generation;
+        let run = match r.run == self.history.run {
+            true => String::new(),
+            false => format!(" (of baton's run started {} UTC)", history::utc(r.run)),
+        };
+        let Some(release) = r.release.as_deref() else {
+            return Err(format!(
+                "generation {g}{run} has no release recorded: nothing was started"
+            ));
+        };
+        if let Err(e) = release::resolve_dir(std::path::Path::new(release), "the release directory")
+        {
+            return Err(format!(
+                "cannot roll back to generation {g}{run}: {e} (was it pruned?); nothing was \
+                 started, generation {} still serving",
+                serving.map_or("none".into(), |s| s.to_string())
+            ));
+        }
+        let origin = r.config_path.clone().unwrap_or_else(|| "<history>".into());
+        let config = Config::parse(&r.config, &origin).map_err(|e| {
+            format!("the config of generation {g}{run} does not parse any more: {e}")
+        })?;
+        let what = format!(
+            "rolling back to generation {g}{run}: release {release}, config {} ({})",
+            origin, r.config_digest
+        );
+        let source = Source {
+            kind: Kind::Rollback,
+            rollback_to: Some((g, r.run)),
+            config_path: r.config_path.clone(),
+            config: r.config.clone(),
+            release: Some(release.into()),
+        };
+        Ok((config, source, what))
+    }
+
+    /// A fact of the core, in the history; the file is written again when it changed. A
+    /// write that fails is logged, never more: serving goes on.
+    fn record(&mut self, fact: Fact) {
+        let changed = match fact {
+            Fact::Served {
+                generation,
+                started,
+                at,
+            } => self
+                .history
+                .served(generation, wall_ms(started), wall_ms(at)),
+            Fact::Failed {
+                generation,
+                started,
+                at,
+                reason,
+            } => self
+                .history
+                .failed(generation, wall_ms(started), wall_ms(at), &reason),
+            Fact::Ended {
+                generation,
+                at,
+                reason,
+                stopped,
+            } => self
+                .history
+                .ended(generation, wall_ms(at), &reason, stopped),
+        };
+        if !changed {
+            return;
+        }
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        if let Err(e) = history::write_atomic(dir, history::FILE, &self.history.to_json()) {
+            warn!(
+                baton_event = "history_write_failed",
+                "cannot write the history {}: {e}; baton goes on serving (the history is kept \
+                 in memory)",
+                dir.join(history::FILE).display()
+            );
+        }
+    }
+
     /// Each socket's inode (what `accepting` and a trapped listen() look for), local address
     /// and type (what a trapped bind() is matched against).
     fn learn_sockets(&mut self) -> std::io::Result<()> {
@@ -797,6 +1037,7 @@ impl Io {
                 }
             }
             Action::Log(e) => log(e),
+            Action::Record(fact) => self.record(fact),
         }
         None
     }
@@ -812,11 +1053,29 @@ impl Io {
     }
 
     /// Re-read the config for a reload. The running generation is untouched on error.
-    fn load_config(&self) -> Result<Config, String> {
+    fn load_config(&mut self) -> Result<Config, String> {
+        if let Some((cfg, source)) = self.rollback.take() {
+            self.next_source = Some(source);
+            return Ok(cfg);
+        }
         let Some(path) = &self.config_path else {
+            self.next_source = Some(Source {
+                kind: Kind::Reload,
+                rollback_to: None,
+                config_path: None,
+                config: self.boot_text.clone(),
+                release: None,
+            });
             return Ok((*self.boot_config).clone());
         };
-        let cfg = Config::load(path).map_err(|e| format!("config error: {e}"))?;
+        let (cfg, text) = Config::load_text(path).map_err(|e| format!("config error: {e}"))?;
+        self.next_source = Some(Source {
+            kind: Kind::Reload,
+            rollback_to: None,
+            config_path: Some(path.display().to_string()),
+            config: text,
+            release: None,
+        });
         if cfg.sockets != self.boot_config.sockets {
             warn!(
                 baton_event = "config_sockets_changed",
@@ -842,6 +1101,17 @@ impl Io {
         config: Rc<Config>,
         probe_socket: bool,
     ) -> Result<Prepared, String> {
+        // the history gets it once it served or failed
+        let source = self.next_source.take().unwrap_or_else(|| Source {
+            kind: Kind::Reload,
+            rollback_to: None,
+            config_path: None,
+            config: String::new(),
+            release: None,
+        });
+        let recorded = source.release.clone();
+        self.history.keep = config.history.max(1) as usize;
+        self.history.starting(generation, source, None);
         if !self.notify.reachable() {
             // workers would send READY=1 to nothing: bind the path again (the old socket goes
             // when the new one replaces it)
@@ -867,7 +1137,13 @@ impl Io {
                 }
             }
         }
-        let pinned = release::pin(&config)?;
+        let pinned = match &recorded {
+            // a rollback runs the release recorded, not what the config's paths resolve to
+            Some(r) => release::pin_at(&config, r)?,
+            None => release::pin(&config)?,
+        };
+        self.history
+            .resolved(generation, pinned.release.display().to_string());
         let recipe = Recipe::new(
             &pinned,
             &self.listeners,

@@ -1,0 +1,477 @@
+//! The history of generations and `baton rollback` (issue 16, items 2 and 3), with real
+//! processes: the releases layout (`releases/<name>`, `current` flipped), the example worker
+//! whose answers carry its release's mark. A rollback under load fails no request and serves
+//! the earlier release (the recorded one, not what `current` points at); `--to N`; a rollback
+//! whose release directory is gone, or with no earlier good generation, fails with the reason
+//! and touches nothing; the history survives a restart of `baton run`; a corrupt history file
+//! or an unusable state directory is a warning, never a failure, and so is a full disk.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::*;
+
+/// A config for releases under the control socket's directory: `command` runs `current`.
+fn config(port: u16, ctl: &Path, current: &Path) -> String {
+    format!(
+        r#"command   = ["{current}/run.sh"]
+instances = 2
+control   = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind    = "notify"
+timeout = "5s"
+# each rollout lasts at least this long under the load (the example worker is ready in ms)
+stable  = "300ms"
+
+[drain]
+timeout = "3s"
+"#,
+        current = current.display(),
+        ctl = ctl.display()
+    )
+}
+
+/// baton on release `1`, with `2` deployed next to it (both good).
+fn start(name: &str) -> (Baton, Releases) {
+    let mut layout = None;
+    let baton = Baton::start(name, |port, ctl| {
+        let r = Releases::new(ctl.parent().expect("scratch dir"));
+        r.add("1", true);
+        r.add("2", true);
+        r.point("1");
+        let text = config(port, ctl, &r.current());
+        layout = Some(r);
+        text
+    });
+    (baton, layout.expect("layout"))
+}
+
+/// `baton history --json`'s generations, oldest first.
+fn history(baton: &Baton) -> Vec<Value> {
+    let (ok, out, err) = baton.client(&["history", "--json"]);
+    assert!(ok, "baton history: {err}");
+    let v: Value = serde_json::from_str(&out).expect("history JSON");
+    v["generations"].as_array().expect("generations").clone()
+}
+
+/// (generation, kind, outcome, release) of each entry.
+fn summary(h: &[Value]) -> Vec<(u64, String, String, String)> {
+    h.iter()
+        .map(|r| {
+            (
+                r["generation"].as_u64().unwrap(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["release"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every answer comes from release `mark` (once the generation before has drained: a
+/// draining worker that was woken still accepts what is queued).
+fn answers_carry(baton: &Baton, mark: &str) {
+    for _ in 0..10 {
+        let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.ends_with(&format!(" mark {mark}\n")),
+            "answered from another release than {mark}: {body:?}"
+        );
+    }
+}
+
+/// Only the serving generation is left (the one before has drained).
+fn wait_alone(baton: &Baton) {
+    wait_for(
+        "the previous generation gone",
+        Duration::from_secs(8),
+        || {
+            baton
+                .status()
+                .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
+        },
+    );
+}
+
+/// `baton rollback` under load: no request fails, the earlier release serves (the one
+/// recorded: `current` still points at the newer one), `--to N` picks the generation, and the
+/// history has each rollback with the generation it started again. Then the release of the
+/// default target is deleted: the rollback fails with that reason and nothing is touched.
+#[test]
+fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
+    let _g = serial();
+    let (baton, r) = start("rb-load");
+    let (r1, r2) = (r.path("1"), r.path("2"));
+    r.point("2");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    wait_alone(&baton);
+    answers_carry(&baton, "2");
+
+    let keep = Load::start(baton.port, "keepalive", 3, 300);
+    let close = Load::start(baton.port, "close", 3, 200);
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(ok, "rollback failed: {out}{err}");
+    assert!(
+        err.contains("rolling back to generation 1: release ") && err.contains(&r1),
+        "the progress line says what starts again: {err}"
+    );
+    assert!(
+        out.contains(&format!("generation 3 serving release {r1}")),
+        "{out}"
+    );
+    assert_eq!(baton.serving_generation(), 3);
+    wait_alone(&baton);
+    answers_carry(&baton, "1");
+
+    let (ok, out, err) = baton.client(&["rollback", "--to", "2", "--json"]);
+    assert!(ok, "rollback --to 2 failed: {out}{err}");
+    let reply: Value = serde_json::from_str(&out).expect("JSON reply");
+    assert_eq!(reply["generation"], 4);
+    assert_eq!(reply["release"], r2.as_str());
+    wait_alone(&baton);
+    answers_carry(&baton, "2");
+    for load in [keep, close] {
+        let s = load.stop();
+        // two rollouts of at least `stable` each ran under the load
+        assert_no_failures(&s, 100);
+        let pids = s["pids"].as_object().map_or(0, |p| p.len());
+        assert!(pids >= 3, "the load saw one generation only: {s}");
+    }
+
+    let h = history(&baton);
+    let s = |g, k: &str, o: &str, r: &str| (g, k.to_string(), o.to_string(), r.to_string());
+    assert_eq!(
+        summary(&h),
+        [
+            s(1, "start", "replaced", &r1),
+            s(2, "reload", "replaced", &r2),
+            s(3, "rollback", "replaced", &r1),
+            s(4, "rollback", "serving", &r2),
+        ]
+    );
+    assert_eq!(h[2]["rollback_to"], 1);
+    assert_eq!(h[3]["rollback_to"], 2);
+    // the same config file each time: one digest, its text kept
+    assert!(h
+        .iter()
+        .all(|r| r["config_digest"] == h[0]["config_digest"]));
+    assert_eq!(h[0]["config"].as_str(), Some(baton.config_text().as_str()));
+    for r in &h {
+        assert!(r["started_ms"].as_u64().unwrap() <= r["swapped_ms"].as_u64().unwrap());
+    }
+    assert!(h[0]["ended_ms"].as_u64().unwrap() >= h[1]["swapped_ms"].as_u64().unwrap());
+    assert_eq!(h[0]["reason"], "replaced by generation 2");
+    let (ok, text, _) = baton.client(&["history"]);
+    assert!(ok);
+    assert!(
+        text.contains("rollback to 1") && text.contains("rollback to 2"),
+        "{text}"
+    );
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.starts_with("4 ")),
+        "newest first: {text}"
+    );
+
+    // the default target now is generation 3 (release 1, the last one before 4 with another
+    // release): deleted, as a deploy script's pruning would
+    let serving = baton.serving_pids();
+    fs::remove_dir_all(r.dir.join("releases/1")).expect("rm release 1");
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(!ok, "a rollback to a deleted release succeeded: {out}");
+    assert!(
+        err.contains("cannot roll back to generation 3")
+            && err.contains(&format!("the release directory {r1} does not exist"))
+            && err.contains("nothing was started, generation 4 still serving"),
+        "{err}"
+    );
+    assert_eq!(
+        baton.serving_pids(),
+        serving,
+        "the serving generation was touched"
+    );
+    assert_eq!(baton.serving_generation(), 4);
+    let s = baton.status().expect("status");
+    assert_eq!(s["generations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(history(&baton).len(), 4, "nothing was recorded");
+    answers_carry(&baton, "2");
+}
+
+/// With no generation before the serving one, or a generation that is not in the history or
+/// never served, a rollback says so and starts nothing.
+#[test]
+fn rollback_with_no_earlier_good_generation_fails_clearly() {
+    let _g = serial();
+    let (baton, r) = start("rb-none");
+    let pids = baton.serving_pids();
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("rollback failed: no earlier good generation to roll back to"),
+        "{err}"
+    );
+    let (ok, _, err) = baton.client(&["rollback", "--to", "7"]);
+    assert!(!ok);
+    assert!(err.contains("generation 7 is not in the history"), "{err}");
+    let (ok, _, err) = baton.client(&["rollback", "--to", "1"]);
+    assert!(!ok);
+    assert!(err.contains("generation 1 is the one serving"), "{err}");
+    // a broken release: generation 2 failed, and it cannot be rolled back to
+    r.add("3", false);
+    r.point("3");
+    let (ok, out, _) = baton.reload();
+    assert!(!ok, "{out}");
+    let (ok, _, err) = baton.client(&["rollback", "--to", "2"]);
+    assert!(!ok);
+    assert!(
+        err.contains("generation 2 never served (it failed: "),
+        "{err}"
+    );
+    assert_eq!(baton.serving_pids(), pids);
+    let h = history(&baton);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["outcome"], "failed");
+    assert!(
+        h[1]["reason"].as_str().unwrap().contains("exited"),
+        "{:?}",
+        h[1]
+    );
+}
+
+/// The history is in the state directory: baton stopped and started again lists the earlier
+/// run's generations, and a rollback after the restart starts the earlier release again.
+#[test]
+fn history_survives_a_restart_of_baton_run() {
+    let _g = serial();
+    let (mut baton, r) = start("rb-restart");
+    let (r1, r2) = (r.path("1"), r.path("2"));
+    r.point("2");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let run1 = history(&baton)[0]["run"].as_u64().unwrap();
+    baton.restart();
+    let h = history(&baton);
+    let s = |g, k: &str, o: &str, r: &str| (g, k.to_string(), o.to_string(), r.to_string());
+    assert_eq!(
+        summary(&h),
+        [
+            s(1, "start", "replaced", &r1),
+            s(2, "reload", "stopped", &r2),
+            s(1, "start", "serving", &r2),
+        ]
+    );
+    assert_eq!(h[1]["run"].as_u64(), Some(run1));
+    assert_eq!(h[1]["reason"], "baton stopped");
+    assert!(h[2]["run"].as_u64().unwrap() > run1);
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!(
+            "history {}: 2 generation(s)",
+            baton.dir.join("state/history.json").display()
+        )),
+        "{log}"
+    );
+    // the generation before the serving one with another release: the earlier run's first
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("rolling back to generation 1 (of baton's run started "),
+        "{err}"
+    );
+    wait_alone(&baton);
+    answers_carry(&baton, "1");
+    let (ok, text, _) = baton.client(&["history"]);
+    assert!(ok);
+    assert!(
+        text.contains("(run "),
+        "an earlier run's generations say so: {text}"
+    );
+}
+
+/// What is at the history's path, or the state directory, before baton starts.
+fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, writes: bool) {
+    let _g = serial();
+    let mut state = None;
+    let baton = Baton::start(name, |port, ctl| {
+        let dir = ctl.parent().expect("scratch dir").join("state");
+        prepare(&dir);
+        state = Some(dir);
+        hello_config(port, ctl, 1, "", "")
+    });
+    let file = state.expect("state dir").join("history.json");
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!("history {}: {warning}", file.display()))
+            && log.contains("it is ignored"),
+        "no warning with the path and the reason: {log}"
+    );
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert_eq!(baton.serving_generation(), 2);
+    assert_eq!(history(&baton).len(), 2, "kept in memory all the same");
+    let log = baton.log_text();
+    if writes {
+        // written over with a good one
+        let v: Value = serde_json::from_slice(&fs::read(&file).expect("history")).unwrap();
+        assert_eq!(v["generations"].as_array().map(Vec::len), None);
+        assert_eq!(v["records"].as_array().map(Vec::len), Some(2));
+    } else {
+        assert!(
+            log.contains(&format!("cannot write the history {}", file.display()))
+                && log.contains("baton goes on serving"),
+            "{log}"
+        );
+    }
+    let (code, _) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn a_garbage_history_file_is_reported_and_ignored() {
+    corrupt_history_case(
+        "hist-garbage",
+        |d| {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("history.json"), b"\x00\xffnot json at all").unwrap();
+        },
+        "it is not a history file",
+        true,
+    );
+}
+
+#[test]
+fn a_truncated_history_file_is_reported_and_ignored() {
+    corrupt_history_case(
+        "hist-truncated",
+        |d| {
+            fs::create_dir_all(d).unwrap();
+            fs::write(
+                d.join("history.json"),
+                "{\"version\": 1, \"records\": [{\"generation\": 1, \"ru",
+            )
+            .unwrap();
+        },
+        "it is not a history file: EOF while parsing",
+        true,
+    );
+}
+
+#[test]
+fn a_directory_in_place_of_the_history_file_is_reported_and_ignored() {
+    corrupt_history_case(
+        "hist-dir",
+        |d| fs::create_dir_all(d.join("history.json")).unwrap(),
+        "it is a directory, not a file",
+        false,
+    );
+}
+
+#[test]
+fn an_unusable_state_directory_is_reported_and_ignored() {
+    // a file where the directory should be: nothing can be created under it, even by root
+    corrupt_history_case(
+        "hist-statefile",
+        |d| fs::write(d, "not a directory").unwrap(),
+        "cannot open it: Not a directory",
+        false,
+    );
+}
+
+/// A baton from before `history` and `rollback` answers them as bad requests: the client
+/// says that it is older, and how to get the new one.
+#[test]
+fn an_older_baton_that_does_not_know_the_request_is_named() {
+    let dir = scratch("old-baton");
+    let sock = dir.join("control.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (conn, _) = listener.accept().expect("accept");
+            let mut line = String::new();
+            BufReader::new(&conn).read_line(&mut line).expect("read");
+            let op = if line.contains("history") {
+                "history"
+            } else {
+                "rollback"
+            };
+            // what serde says to a baton that knows only reload and status
+            let reply = format!(
+                "{{\"error\":\"bad request: unknown variant `{op}`, expected `reload` or \
+                 `status` at line 1 column 17\"}}\n"
+            );
+            (&conn).write_all(reply.as_bytes()).expect("write");
+        }
+    });
+    for args in [&["history"][..], &["rollback", "--to", "1"]] {
+        let out = std::process::Command::new(baton_bin())
+            .args(args)
+            .arg("--control")
+            .arg(&sock)
+            .output()
+            .expect("baton");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!(
+                "baton: {}: the baton at {} does not know this request: it is older than this client",
+                args[0],
+                sock.display()
+            )) && err.contains("systemctl restart"),
+            "{err}"
+        );
+    }
+    server.join().unwrap();
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// A full disk: the state directory is a tmpfs with no space left (in a mount namespace of
+/// baton's own). Every write of the history fails: baton says so with the path and the
+/// reason, and goes on: it serves, a reload succeeds, and `baton history` has both
+/// generations from memory.
+#[test]
+fn a_full_disk_does_not_break_a_reload() {
+    let _g = serial();
+    let script = r#"mount -t tmpfs -o size=4k tmpfs "$STATE_DIRECTORY" &&
+        head -c 8192 /dev/zero > "$STATE_DIRECTORY/fill" 2>/dev/null; exec "$0" "$@""#;
+    let prefix = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    let baton = Baton::spawn_with(&prefix, "hist-full", |port, ctl| {
+        fs::create_dir_all(ctl.parent().expect("scratch dir").join("state")).unwrap();
+        hello_config(port, ctl, 1, "", "")
+    });
+    baton.wait_serving(Duration::from_secs(20));
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert_eq!(baton.serving_generation(), 2);
+    let file = baton.dir.join("state/history.json");
+    let log = baton.log_text();
+    let failed = format!("cannot write the history {}: ", file.display());
+    assert!(
+        log.matches(&failed).count() >= 2
+            && log.contains("No space left on device")
+            && log.contains("baton goes on serving"),
+        "{log}"
+    );
+    assert_eq!(history(&baton).len(), 2);
+    let (code, _) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+    assert_eq!(code, 200);
+}
