@@ -45,8 +45,8 @@ pub use signal::{
     LOOP_SIGNALS,
 };
 pub use socket::{
-    accept_queue_len, bind_tcp, bind_unix, describe_socket, local_addr, peer_uid, socket_type,
-    socket_type_of, take_listen_fds,
+    accept_queue_len, bind_tcp, bind_unix, describe_socket, local_addr, peer_uid, probe_unix,
+    socket_type, socket_type_of, take_listen_fds, Probe,
 };
 pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
 
