@@ -106,7 +106,8 @@ pub fn socket_type_of(tgid: super::Pid, fd: RawFd) -> io::Result<i32> {
     socket_type(copy.as_fd())
 }
 
-/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
+/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec; an IPv6 one
+/// dual-stack: IPV6_V6ONLY off) with a large backlog,
 /// so that connections queue while no worker is accepting instead of being refused. Linux copies
 /// TCP_NODELAY to every connection accepted on it: an app that writes a response in two pieces
 /// does not wait for the client's delayed ACK (what `NoDelay=true` does in a socket unit).
@@ -123,6 +124,11 @@ pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd>
     )?;
     nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     nsock::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    if addr.is_ipv6() {
+        // dual-stack whatever net.ipv6.bindv6only says: `[::]:P` takes IPv4's P too, which
+        // `baton check` counts on when it refuses `[::]:P` next to an IPv4 address of P
+        nsock::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
     match addr {
         std::net::SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn::from(a))?,
         std::net::SocketAddr::V6(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn6::from(a))?,
@@ -404,6 +410,14 @@ mod tests {
             assert!(p.exists(), "{name} left");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `[::]` is bound dual-stack whatever net.ipv6.bindv6only says (`baton check` counts on
+    /// it); Linux itself makes a socket bound to one IPv6 address IPv6 only.
+    #[test]
+    fn ipv6_wildcard_is_bound_dual_stack() {
+        let l = bind_tcp("[::]:0".parse().unwrap(), 16).unwrap();
+        assert!(!nsock::getsockopt(&l, sockopt::Ipv6V6Only).unwrap());
     }
 
     /// The listener baton binds has TCP_NODELAY, and so has a connection accepted on it (the
