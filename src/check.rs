@@ -125,6 +125,18 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             Ok(_) => {}
         }
     }
+    for name in config.env.keys() {
+        if crate::config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
+            out.push(Finding::advice(
+                "env",
+                format!(
+                    "`env.{name}` sets the workers' environment variable {name}; if it was \
+                     meant as baton's `{name}`, that is a top-level key: put it above the first \
+                     [table]"
+                ),
+            ));
+        }
+    }
     if config.sockets.is_empty() {
         out.push(Finding::note(
             "sockets",
@@ -330,6 +342,20 @@ mod tests {
         assert_eq!((f[0].key, f[0].level), ("sockets", Level::Note));
         assert!(!f[0].is_error(true));
         assert!(f[0].message.contains("systemd") && f[0].message.contains("http = "));
+    }
+
+    /// `handover = "bind"` under [env] is a valid variable, and baton ran with fds.
+    #[test]
+    fn a_top_level_key_under_env_is_advice() {
+        let c = config("command = [\"/bin/true\"]\n[env]\nhandover = \"bind\"\nHANDOVER = \"x\"\n");
+        assert_eq!(keys(&c), [("env", Level::Advice)]);
+        let f = found(&c);
+        assert!(
+            f[0].message.contains(
+                "if it was meant as baton's `handover`, that is a top-level key: put it above"
+            ),
+            "{f:?}"
+        );
     }
 
     #[test]
