@@ -151,7 +151,7 @@ pub fn findings(config: &Config) -> Vec<Finding> {
     if config.handover == Handover::Bind && config.readiness.kind == ReadinessKind::Notify {
         out.push(Finding::advice(
             "readiness.kind",
-            "bind mode with notify readiness (the default kind): the app must send READY=1 \
+            "bind mode with notify readiness (the kind when `[readiness]` names none): the app must send READY=1 \
              itself; an app that binds its own port usually does not: kind = \"listen\"",
         ));
     }
