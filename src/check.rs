@@ -26,6 +26,8 @@ pub enum Level {
     RunTime,
     /// Advice: always a warning.
     Advice,
+    /// A note: what the config leaves to the environment, never a warning or an error.
+    Note,
 }
 
 /// One thing `baton check` reports about a valid config.
@@ -49,6 +51,14 @@ impl Finding {
     pub fn advice(key: &'static str, message: impl Into<String>) -> Finding {
         Finding {
             level: Level::Advice,
+            key,
+            message: message.into(),
+        }
+    }
+
+    pub fn note(key: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            level: Level::Note,
             key,
             message: message.into(),
         }
@@ -115,8 +125,35 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             Ok(_) => {}
         }
     }
+    for name in config.env.keys() {
+        if crate::config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
+            out.push(Finding::advice(
+                "env",
+                format!(
+                    "`env.{name}` sets the workers' environment variable {name}; if it was \
+                     meant as baton's `{name}`, that is a top-level key: put it above the first \
+                     [table]"
+                ),
+            ));
+        }
+    }
+    if config.sockets.is_empty() {
+        out.push(Finding::note(
+            "sockets",
+            "no [sockets]: the sockets must then come from systemd (a socket unit, like the one \
+             `baton units NAME` writes); outside it `baton run` has nothing to listen on, so add \
+             a [sockets] table to run it there, like http = \"0.0.0.0:3000\"",
+        ));
+    }
     if let Some(m) = probe_socket_advice(config) {
         out.push(Finding::advice("readiness.kind", m));
+    }
+    if config.handover == Handover::Bind && config.readiness.kind == ReadinessKind::Notify {
+        out.push(Finding::advice(
+            "readiness.kind",
+            "bind mode with notify readiness (the kind when `[readiness]` names none): the app must send READY=1 \
+             itself; an app that binds its own port usually does not: kind = \"listen\"",
+        ));
     }
     if config.handover == Handover::Bind {
         if let Err(e) = sys::trap_bind_supported() {
@@ -248,8 +285,15 @@ mod tests {
         Config::parse(text, "test.toml").unwrap()
     }
 
+    /// Its findings but the note a config without [sockets] gets (most of these have none).
+    fn found(c: &Config) -> Vec<Finding> {
+        let mut f = findings(c);
+        f.retain(|f| f.key != "sockets");
+        f
+    }
+
     fn keys(c: &Config) -> Vec<(&'static str, Level)> {
-        findings(c).iter().map(|f| (f.key, f.level)).collect()
+        found(c).iter().map(|f| (f.key, f.level)).collect()
     }
 
     #[test]
@@ -261,7 +305,7 @@ mod tests {
         };
         let node = probe(r#"["/bin/true", "server.js"]"#, "http");
         assert_eq!(keys(&node), vec![("readiness.kind", Level::Advice)]);
-        let f = &findings(&node)[0];
+        let f = &found(&node)[0];
         assert!(f.message.contains("(`baton-probe`, fd 4)"), "{}", f.message);
         assert!(
             f.message.contains("use kind = \"accepting\""),
@@ -270,16 +314,55 @@ mod tests {
         );
         assert_eq!(keys(&probe(r#"["/bin/true"]"#, "tcp")).len(), 1);
         // gunicorn serves every socket it is passed
-        assert!(findings(&probe(r#"["/bin/true", "-m", "gunicorn"]"#, "http")).is_empty());
-        assert!(findings(&probe(r#"["/bin/true"]"#, "accepting")).is_empty());
-        assert!(findings(&probe(r#"["/bin/true"]"#, "notify")).is_empty());
+        assert!(found(&probe(r#"["/bin/true", "-m", "gunicorn"]"#, "http")).is_empty());
+        assert!(found(&probe(r#"["/bin/true"]"#, "accepting")).is_empty());
+        assert!(found(&probe(r#"["/bin/true"]"#, "notify")).is_empty());
+    }
+
+    /// A new user's trial: bind mode with no `readiness.kind` ran with `notify`, and at run
+    /// time said only "not ready after 5s"; a config with no [sockets] passed `baton check`
+    /// and failed `baton run` outside systemd.
+    #[test]
+    fn bind_mode_with_notify_is_advice_and_no_sockets_a_note() {
+        let c = config(
+            "command = [\"/bin/true\"]\nhandover = \"bind\"\n[sockets]\nhttp = \"127.0.0.1:1\"\n",
+        );
+        let f = findings(&c);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].key, f[0].level), ("readiness.kind", Level::Advice));
+        assert!(f[0].message.contains("READY=1") && f[0].message.contains("kind = \"listen\""));
+        let c = config(
+            "command = [\"/bin/true\"]\nhandover = \"bind\"\n[sockets]\nhttp = \"127.0.0.1:1\"\n\
+             [readiness]\nkind = \"listen\"\n",
+        );
+        assert!(findings(&c).is_empty());
+        let c = config("command = [\"/bin/true\"]\n");
+        let f = findings(&c);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!((f[0].key, f[0].level), ("sockets", Level::Note));
+        assert!(!f[0].is_error(true));
+        assert!(f[0].message.contains("systemd") && f[0].message.contains("http = "));
+    }
+
+    /// `handover = "bind"` under [env] is a valid variable, and baton ran with fds.
+    #[test]
+    fn a_top_level_key_under_env_is_advice() {
+        let c = config("command = [\"/bin/true\"]\n[env]\nhandover = \"bind\"\nHANDOVER = \"x\"\n");
+        assert_eq!(keys(&c), [("env", Level::Advice)]);
+        let f = found(&c);
+        assert!(
+            f[0].message.contains(
+                "if it was meant as baton's `handover`, that is a top-level key: put it above"
+            ),
+            "{f:?}"
+        );
     }
 
     #[test]
     fn a_good_config_has_no_findings() {
-        assert!(findings(&config("command = [\"/bin/true\"]\n")).is_empty());
-        assert!(findings(&config("command = [\"true\"]\ncwd = \"/\"\n")).is_empty());
-        assert!(findings(&config("command = [\"bin/true\"]\ncwd = \"/usr\"\n")).is_empty());
+        assert!(found(&config("command = [\"/bin/true\"]\n")).is_empty());
+        assert!(found(&config("command = [\"true\"]\ncwd = \"/\"\n")).is_empty());
+        assert!(found(&config("command = [\"bin/true\"]\ncwd = \"/usr\"\n")).is_empty());
     }
 
     #[test]
@@ -333,7 +416,7 @@ mod tests {
                 "does not exist",
             ),
         ] {
-            let f = findings(&config(&text));
+            let f = found(&config(&text));
             if key.is_empty() {
                 assert!(f.is_empty(), "{text}: {f:?}");
                 continue;
@@ -352,7 +435,7 @@ mod tests {
     #[test]
     fn a_release_that_does_not_resolve_is_a_run_time_finding() {
         let c = config("command = [\"/bin/true\"]\nrelease = \"/nonexistent/current\"\n");
-        let f = findings(&c);
+        let f = found(&c);
         assert_eq!(keys(&c), [("release", Level::RunTime)]);
         assert!(
             f[0].message
@@ -363,7 +446,7 @@ mod tests {
         let c = config("command = [\"/bin/true\"]\nrelease = \"/usr\"\n");
         assert_eq!(keys(&c), [("release", Level::Advice)]);
         let c = config("command = [\"/bin/sh\", \"/usr/share\"]\nrelease = \"/usr\"\n");
-        assert!(findings(&c).is_empty());
+        assert!(found(&c).is_empty());
     }
 
     #[test]
@@ -372,7 +455,7 @@ mod tests {
         let c = config("command = [\"./Cargo.toml\"]\n");
         assert_eq!(keys(&c), [("command", Level::RunTime)], "not executable");
         let c = config("command = [\"../../../../../../../../bin/true\"]\n");
-        let f = findings(&c);
+        let f = found(&c);
         assert_eq!(keys(&c), [("command", Level::Advice)]);
         assert!(f[0].message.contains("set `cwd`"), "{f:?}");
         assert!(!f[0].is_error(true) && !f[0].is_error(false));

@@ -211,12 +211,19 @@ impl Server {
         // means another baton (or anything else) already serves this control path: refuse to
         // take it over. Anything that is not a socket (a config file, a directory), and a
         // socket of another uid, is never removed.
-        if let Ok(live) = UnixStream::connect(path) {
-            let by = match sys::peer_uid(&live) {
-                Ok(u) if u == sys::euid() => "another running baton".to_string(),
-                Ok(u) => format!("a process of uid {u}"),
-                Err(_) => "another process".to_string(),
-            };
+        // The look never blocks: a live server whose queue of connections is full is live.
+        let by = match sys::probe_unix(path) {
+            sys::Probe::Accepted(Some((_, u))) if u == sys::euid() => {
+                Some("another running baton".to_string())
+            }
+            sys::Probe::Accepted(Some((_, u))) => Some(format!("a process of uid {u}")),
+            sys::Probe::Accepted(None) => Some("another process".to_string()),
+            sys::Probe::QueueFull => {
+                Some("another process (its queue of connections is full)".to_string())
+            }
+            sys::Probe::Refused | sys::Probe::Other(_) => None,
+        };
+        if let Some(by) = by {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!("{} is in use by {by}", path.display()),

@@ -234,7 +234,9 @@ fn check(path: &Path, strict: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let findings = check::findings(&c);
+    let (notes, findings): (Vec<_>, Vec<_>) = check::findings(&c)
+        .into_iter()
+        .partition(|f| f.level == check::Level::Note);
     let errors = findings.iter().filter(|f| f.is_error(strict)).count();
     for f in &findings {
         let prefix = if f.is_error(strict) {
@@ -255,6 +257,10 @@ fn check(path: &Path, strict: bool) -> ExitCode {
             path.display()
         );
         return ExitCode::FAILURE;
+    }
+    // notes (what the config leaves to systemd) go with the ok line, not with the warnings
+    for f in &notes {
+        println!("note: {}: key `{}`: {}", path.display(), f.key, f.message);
     }
     let warnings = findings.len();
     println!(

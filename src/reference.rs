@@ -258,8 +258,10 @@ pub const KEYS: &[Key] = &[
         ty: "string (address)",
         default: DefaultIs::Text("none"),
         allowed: "`\"IPv4:port\"`, `\"[IPv6]:port\"`, `\"unix:/absolute/path\"` (or \
-            `\"/absolute/path\"`), each address once; NAME: 1 to 255 printable ASCII \
-            characters without `:`",
+            `\"/absolute/path\"`), addresses that can all be bound at once (not one twice, \
+            nor a wildcard and an address of its family on one port; `[::]` is bound \
+            dual-stack, so it takes IPv4 too), port 0 not with `handover = \"bind\"`; NAME: 1 \
+            to 255 printable ASCII characters without `:`",
         kinds: &[],
         example: r#"http = "127.0.0.1:8080""#,
         doc: "A socket baton binds itself (backlog 4096), used only when systemd passed none \
@@ -268,7 +270,10 @@ pub const KEYS: &[Key] = &[
             workers' fd 3, 4, …, and NAME is each one's name in `LISTEN_FDNAMES`. Under systemd, in \
             a unit with `FileDescriptorStoreMax=` (the shipped units take their sockets from a \
             socket unit instead, and do not set it), baton stores them in the service's fd \
-            store, so a restart of baton refuses no connection.",
+            store, so a restart of baton refuses no connection. At a unix path baton replaces \
+            only a stale socket of its own uid (nobody listens: a connection is refused); a \
+            live socket, another user's, or a file that is not a socket is an error, left in \
+            place.",
     },
     Key {
         key: "readiness.kind",

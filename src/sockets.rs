@@ -69,7 +69,9 @@ impl Listeners {
         }
         if specs.is_empty() {
             anyhow::bail!(
-                "no sockets: baton was not socket-activated (no LISTEN_FDS) and the config has no [sockets]"
+                "no sockets: baton was not socket-activated (no LISTEN_FDS) and the config has \
+                 no [sockets]: add a [sockets] table, like http = \"0.0.0.0:3000\", or run \
+                 baton under a socket unit (`baton units NAME` writes one)"
             );
         }
         for spec in specs {

@@ -610,6 +610,113 @@ fn check_warns_about_missing_command_and_cwd_and_strict_fails() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A new user's trial, through the binary: what `baton check` passed and `baton run` then
+/// refused. Two [sockets] that collide and port 0 in bind mode are errors naming the file,
+/// line and key (the collision both keys); `handover` under [sockets] is hinted to the top
+/// level; bind mode with the default notify readiness is a warning; no [sockets] is a note on
+/// stdout (exit 0, nothing on stderr: the shipped socket unit gives the sockets), and `baton
+/// run` outside systemd says what to do.
+#[test]
+fn check_refuses_what_run_would_and_notes_what_systemd_must_give() {
+    let dir = scratch("check-trial");
+    let write = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("command = [\"/bin/true\"]\n{body}")).unwrap();
+        p
+    };
+    let check = |cfg: &std::path::Path| {
+        Command::new(baton_bin())
+            .args(["check", "--config"])
+            .arg(cfg)
+            .output()
+            .unwrap()
+    };
+    let dual = write(
+        "dual.toml",
+        "[sockets]\nv4 = \"0.0.0.0:3000\"\nv6 = \"[::]:3000\"\n",
+    );
+    let out = check(&dual);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4:", dual.display()))
+            && err.contains("key `sockets.v6`")
+            && err.contains("`sockets.v4` (0.0.0.0:3000, line 3)"),
+        "{err}"
+    );
+    let zero = write(
+        "zero.toml",
+        "handover = \"bind\"\n[sockets]\nhttp = \"0.0.0.0:0\"\n[readiness]\nkind = \"listen\"\n",
+    );
+    let out = check(&zero);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:4:", zero.display()))
+            && err.contains("key `sockets.http`: port 0"),
+        "{err}"
+    );
+    let misplaced = write(
+        "misplaced.toml",
+        "[sockets]\nhttp = \"127.0.0.1:3000\"\nhandover = \"bind\"\n",
+    );
+    let out = check(&misplaced);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("key `sockets.handover`")
+            && err.contains("`handover` is a top-level key: put it above the first [table]"),
+        "{err}"
+    );
+    let notify = write(
+        "notify.toml",
+        "handover = \"bind\"\n[sockets]\nhttp = \"127.0.0.1:3000\"\n",
+    );
+    let out = check(&notify);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:")
+            && err.contains("key `readiness.kind`: bind mode with notify readiness")
+            && err.contains("kind = \"listen\""),
+        "{err}"
+    );
+    let none = write("none.toml", "");
+    let out = check(&none);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "note: {}: key `sockets`: no [sockets]",
+            none.display()
+        )) && stdout.contains("systemd")
+            && stdout.contains(": ok (")
+            && !stdout.contains("warning"),
+        "{stdout}"
+    );
+    let out = Command::new("timeout")
+        .args(["--kill-after=2", "10"])
+        .arg(baton_bin())
+        .args(["run", "--config"])
+        .arg(&none)
+        .arg("--control")
+        .arg(dir.join("ctl.sock"))
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains(
+            "the config has no [sockets]: add a [sockets] table, like http = \"0.0.0.0:3000\""
+        ) && all.contains("socket unit"),
+        "{all}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Item 9 of issue 12: `baton run --demo` finds the example worker next to the baton binary
 /// (cargo's target/release/examples/hello, or the packages' /usr/lib/baton/hello-worker seen
 /// from /usr/bin/baton) whatever the current directory, and takes `--listen`.

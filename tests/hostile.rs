@@ -437,6 +437,115 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
     watch.finish("a stranger's socket at the notify path, two reloads", 100);
 }
 
+/// What is at a `[sockets]` unix path before `baton run` binds it (a new user's trial: a
+/// second `baton run` on the same path replaced the first one's live socket, whose clients
+/// were then refused while its status said serving). A live server there (another baton):
+/// refused, naming the path, the socket left as it was and the first baton still answering on
+/// it. A regular file: refused, saying what it is, and left. Another uid's stale socket:
+/// refused, naming the uid, and left. baton's own stale socket (nobody listens: the connect is
+/// refused) is replaced.
+#[test]
+fn a_live_socket_or_a_file_at_a_sockets_unix_path_is_never_taken() {
+    let _g = serial();
+    let unix_config = |sock: &std::path::Path, ctl: &std::path::Path| {
+        format!(
+            "command = [\"{}\"]\ncontrol = \"{}\"\n[sockets]\napp = \"unix:{}\"\n",
+            example_bin("hello").display(),
+            ctl.display(),
+            sock.display()
+        )
+    };
+    let get = |path: &std::path::Path| {
+        use std::io::{Read, Write};
+        let mut s = UnixStream::connect(path).expect("connect the unix socket");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let first = Baton::start("unix-live", |_, ctl| {
+        unix_config(&ctl.with_file_name("app.sock"), ctl)
+    });
+    let sock = first.dir.join("app.sock");
+    let before = owner_and_inode(&sock);
+    // a second baton on the same path, with its own control socket and config; one that
+    // wrongly takes the path is killed after 10 s and fails the test
+    let second = scratch("unix-live-2");
+    let config = second.join("baton.toml");
+    std::fs::write(&config, unix_config(&sock, &second.join("ctl.sock"))).unwrap();
+    let run = || {
+        let out = Command::new("timeout")
+            .args(["--kill-after=2", "10"])
+            .arg(baton_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .output()
+            .expect("baton run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "unix:{} is in use by a live server (a connection to it was accepted",
+            sock.display()
+        )) && err.contains("stop it or choose another path"),
+        "{err}"
+    );
+    assert_eq!(owner_and_inode(&sock), before, "the live socket is left");
+    assert!(get(&sock).starts_with("HTTP/1.1 200"));
+    drop(first);
+
+    // a regular file
+    let dir = scratch("unix-file");
+    let sock = dir.join("app.sock");
+    std::fs::write(&config, unix_config(&sock, &second.join("ctl.sock"))).unwrap();
+    std::fs::write(&sock, "not a socket").unwrap();
+    let (ok, err) = run();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "unix:{} is a regular file, not a socket: baton never removes it; remove it or \
+             choose another path",
+            sock.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not a socket");
+    // another uid's stale socket
+    std::fs::remove_file(&sock).unwrap();
+    stale_socket(&sock, STRANGER);
+    let strangers = owner_and_inode(&sock);
+    let (ok, err) = run();
+    assert!(!ok, "a stale socket of uid {STRANGER} was taken: {err}");
+    assert!(
+        err.contains(&format!("unix:{}", sock.display()))
+            && err.contains(&format!("uid {STRANGER}")),
+        "{err}"
+    );
+    assert_eq!(
+        owner_and_inode(&sock),
+        strangers,
+        "the stranger's socket is left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&second);
+
+    // baton's own stale socket is replaced
+    let baton = Baton::start("unix-stale", |_, ctl| {
+        let sock = ctl.with_file_name("app.sock");
+        stale_socket(&sock, own_uid());
+        unix_config(&sock, ctl)
+    });
+    let sock = baton.dir.join("app.sock");
+    assert!(get(&sock).starts_with("HTTP/1.1 200"));
+}
+
 /// Found by the watched idle-connection test: out of descriptors, baton closed its oldest
 /// control connection for room even when that one had been accepted in the same turn and not
 /// read yet, so a client that had just sent its request got EOF (`baton status: Broken pipe`).

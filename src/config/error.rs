@@ -43,6 +43,40 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The keys of the file's top level that are not tables: written under a `[table]`, they
+/// belong to it.
+pub const TOP_LEVEL_KEYS: [&str; 6] = [
+    "command",
+    "instances",
+    "control",
+    "cwd",
+    "release",
+    "handover",
+];
+
+/// For an error at `table.key` where `key` is a top-level key, the hint that it was meant
+/// above the first table (TOML puts every key after a `[table]` header into that table).
+fn top_level_hint(key: Option<&str>) -> Option<String> {
+    let (table, name) = key?.split_once('.')?;
+    if table.is_empty() || name.contains('.') || !TOP_LEVEL_KEYS.contains(&name) {
+        return None;
+    }
+    Some(format!(
+        "; `{name}` is a top-level key: put it above the first [table] (here it is read as \
+         part of [{table}])"
+    ))
+}
+
+impl ConfigError {
+    /// The error with the hint of [`top_level_hint`], when its key calls for it.
+    fn hinted(mut self) -> ConfigError {
+        if let Some(h) = top_level_hint(self.key.as_deref()) {
+            self.message.push_str(&h);
+        }
+        self
+    }
+}
+
 impl Ctx<'_> {
     pub(super) fn err(
         &self,
@@ -64,6 +98,7 @@ impl Ctx<'_> {
             key: Some(key.into()),
             message: message.into(),
         }
+        .hinted()
     }
 
     /// Converts a parser or serde error, recovering the dotted key.
@@ -121,6 +156,7 @@ impl Ctx<'_> {
             key,
             message,
         }
+        .hinted()
     }
 }
 
@@ -247,6 +283,50 @@ fn table_header(line: &str) -> Option<String> {
 mod tests {
     use crate::config::tests::{assert_err, err, parse, MIN};
     use crate::config::Config;
+
+    /// A new user's trial: `handover = "bind"` under `[sockets]` said only `invalid socket
+    /// address "bind"`. A top-level key under a table gets the hint, whatever the table and
+    /// whoever finds the error (validation, serde's unknown field or wrong type).
+    #[test]
+    fn a_top_level_key_under_a_table_is_hinted_above_the_first_table() {
+        for (text, line, key) in [
+            ("[sockets]\nhandover = \"bind\"\n", 3, "sockets.handover"),
+            ("[readiness]\ninstances = 2\n", 3, "readiness.instances"),
+            ("[env]\ninstances = 2\n", 3, "env.instances"),
+            (
+                "[drain]\ntimeout = \"1s\"\ncwd = \"/srv\"\n",
+                4,
+                "drain.cwd",
+            ),
+            (
+                "[restart]\nrelease = \"/srv/current\"\n",
+                3,
+                "restart.release",
+            ),
+        ] {
+            let e = assert_err(&format!("{MIN}{text}"), line, key);
+            let name = key.split_once('.').unwrap().1;
+            assert!(
+                e.message.contains(&format!(
+                    "`{name}` is a top-level key: put it above the first [table]"
+                )),
+                "{e}"
+            );
+        }
+        // not for a key of the table's own
+        let e = assert_err(
+            &format!("{MIN}[readiness]\ntimeout = 5\n"),
+            3,
+            "readiness.timeout",
+        );
+        assert!(!e.message.contains("top-level"), "{e}");
+        let e = assert_err(
+            &format!("{MIN}[sockets]\nhttp = \"x\"\n"),
+            3,
+            "sockets.http",
+        );
+        assert!(!e.message.contains("top-level"), "{e}");
+    }
 
     #[test]
     fn unknown_key_top_level() {

@@ -68,7 +68,7 @@ mod socket;
 mod validate;
 
 pub use duration::{parse_duration, MAX_DURATION};
-pub use error::ConfigError;
+pub use error::{ConfigError, TOP_LEVEL_KEYS};
 pub use readiness::{Handover, Readiness, ReadinessKind};
 pub use signal::StopSignal;
 pub use socket::{check_control_path, notify_path, SocketAddrSpec, SocketSpec};

@@ -72,6 +72,58 @@ impl FromStr for SocketAddrSpec {
     }
 }
 
+impl SocketAddrSpec {
+    /// Why `self` and `other` cannot both be bound, if they cannot: the same address; a port
+    /// (not 0: the kernel picks one for each) bound on a wildcard address and on an address of
+    /// its family; `[::]`, which baton binds dual-stack (IPV6_V6ONLY off), with any IPv4
+    /// address of the port; an IPv4-mapped IPv6 address with its IPv4 address.
+    pub fn collides_with(&self, other: &SocketAddrSpec) -> Option<&'static str> {
+        use std::net::IpAddr;
+        if self == other {
+            return Some("the same address");
+        }
+        let (SocketAddrSpec::Tcp(a), SocketAddrSpec::Tcp(b)) = (self, other) else {
+            return None;
+        };
+        if a.port() != b.port() || a.port() == 0 {
+            return None;
+        }
+        // what each one takes: IPv4 (all, or one address) and IPv6 (all, or one address)
+        let v4 = |ip: IpAddr| match ip {
+            IpAddr::V4(v) if v.is_unspecified() => Some(None),
+            IpAddr::V4(v) => Some(Some(v)),
+            IpAddr::V6(v) if v.is_unspecified() => Some(None),
+            IpAddr::V6(v) => v.to_ipv4_mapped().map(Some),
+        };
+        let v6 = |ip: IpAddr| match ip {
+            IpAddr::V6(v) if v.is_unspecified() => Some(None),
+            IpAddr::V6(v) if v.to_ipv4_mapped().is_none() => Some(Some(v)),
+            _ => None,
+        };
+        fn meet<T: PartialEq>(x: Option<Option<T>>, y: Option<Option<T>>) -> bool {
+            match (x, y) {
+                (Some(None), Some(_)) | (Some(_), Some(None)) => true,
+                (Some(Some(p)), Some(Some(q))) => p == q,
+                _ => false,
+            }
+        }
+        let (ia, ib) = (a.ip(), b.ip());
+        if meet(v4(ia), v4(ib)) || meet(v6(ia), v6(ib)) {
+            Some(
+                if (a.is_ipv6() && ia.is_unspecified()) || (b.is_ipv6() && ib.is_unspecified()) {
+                    "a socket on [::] takes IPv4 too (baton binds it dual-stack)"
+                } else if ia.is_unspecified() || ib.is_unspecified() {
+                    "a wildcard address takes every address of its family"
+                } else {
+                    "the same address"
+                },
+            )
+        } else {
+            None
+        }
+    }
+}
+
 /// The notify socket's path, next to the control socket: `control` with the extension
 /// `.notify` (`/run/baton/api/control.sock` → `/run/baton/api/control.notify`).
 pub fn notify_path(control: &Path) -> PathBuf {
@@ -170,6 +222,55 @@ mod tests {
         .unwrap();
         let names: Vec<&str> = c.sockets.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["zeta", "alpha", "mid"]);
+    }
+
+    /// A new user's trial: `baton check` passed two `[sockets]` entries that cannot both be
+    /// bound (the second bind failed at run time with "Address already in use"). Equal
+    /// addresses, a wildcard and an address of its family, and `[::]` (bound dual-stack) with
+    /// any IPv4 address of the port collide; the error is at the second key and names the
+    /// first with its line. Port 0 (the kernel picks one each) and distinct addresses do not.
+    #[test]
+    fn sockets_that_cannot_both_be_bound_are_an_error_naming_both() {
+        for (a, b) in [
+            ("0.0.0.0:3000", "0.0.0.0:3000"),
+            ("0.0.0.0:3000", "[::]:3000"),
+            ("[::]:3000", "0.0.0.0:3000"),
+            ("[::]:3000", "127.0.0.1:3000"),
+            ("0.0.0.0:3000", "127.0.0.1:3000"),
+            ("[::]:3000", "[::1]:3000"),
+            ("[::ffff:127.0.0.1]:3000", "127.0.0.1:3000"),
+            ("unix:/run/a.sock", "/run/a.sock"),
+        ] {
+            let text = format!("{MIN}[sockets]\nfirst = \"{a}\"\nsecond = \"{b}\"\n");
+            let e = assert_err(&text, 4, "sockets.second");
+            assert!(
+                e.message.contains("`sockets.first`") && e.message.contains("line 3"),
+                "{a} {b}: {e}"
+            );
+        }
+        for (a, b) in [
+            ("0.0.0.0:3000", "0.0.0.0:3001"),
+            ("127.0.0.1:3000", "127.0.0.2:3000"),
+            ("[::1]:3000", "127.0.0.1:3000"),
+            ("0.0.0.0:0", "[::]:0"),
+            ("unix:/run/a.sock", "unix:/run/b.sock"),
+        ] {
+            let text = format!("{MIN}[sockets]\nfirst = \"{a}\"\nsecond = \"{b}\"\n");
+            parse(&text).unwrap_or_else(|e| panic!("{a} {b}: {e}"));
+        }
+    }
+
+    /// Port 0 in bind mode: the app binds its own port, and a bind of port 0 is never answered
+    /// with one of baton's sockets, so the app could never get it.
+    #[test]
+    fn port_0_in_bind_mode_is_an_error() {
+        let e = assert_err(
+            &format!("{MIN}handover = \"bind\"\n[sockets]\nhttp = \"127.0.0.1:0\"\n[readiness]\nkind = \"listen\"\n"),
+            4,
+            "sockets.http",
+        );
+        assert!(e.message.contains("port 0"), "{e}");
+        parse(&format!("{MIN}[sockets]\nhttp = \"127.0.0.1:0\"\n")).unwrap();
     }
 
     /// Issue 13, item 5: the derived notify path is validated.

@@ -5,6 +5,7 @@
 //! Must never read a file or anything outside the text it was given.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use toml::Spanned;
 use super::error::ConfigError;
 use super::raw::{RawArgv, RawConfig, RawDuration};
 use super::{
-    check_control_path, parse_duration, Config, Drain, Restart, SocketAddrSpec, SocketSpec,
-    StopSignal, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_DRAIN_TIMEOUT,
+    check_control_path, parse_duration, Config, Drain, Handover, Restart, SocketAddrSpec,
+    SocketSpec, StopSignal, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HISTORY, MAX_DURATION, MAX_HISTORY, MAX_INSTANCES, MAX_SOCKET_NAME, MAX_UNIX_PATH,
     SET_BY_BATON,
 };
@@ -140,12 +141,35 @@ impl Ctx<'_> {
             env.insert(name, value.into_inner());
         }
 
-        let sockets = self.sockets(raw.sockets)?;
+        let spanned_sockets = self.sockets(raw.sockets)?;
+        let handover = self.handover(&raw.handover)?;
+        if handover == Handover::Bind {
+            for (s, span) in &spanned_sockets {
+                if matches!(s.addr, SocketAddrSpec::Tcp(a) if a.port() == 0) {
+                    return Err(self.err(
+                        Some(span.clone()),
+                        format!("sockets.{}", s.name),
+                        format!(
+                            "port 0 with handover = \"bind\": the app binds its own port, and \
+                             baton answers only a bind of its sockets' own port, which port 0 \
+                             leaves to the kernel (a new one for each bind): give the port the \
+                             app binds, like \"{}:3000\"",
+                            match s.addr {
+                                SocketAddrSpec::Tcp(std::net::SocketAddr::V6(a)) =>
+                                    format!("[{}]", a.ip()),
+                                SocketAddrSpec::Tcp(a) => a.ip().to_string(),
+                                SocketAddrSpec::Unix(_) => String::new(),
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        let sockets: Vec<SocketSpec> = spanned_sockets.into_iter().map(|(s, _)| s).collect();
         if let (Some(path), Some(c)) = (&control, &raw_control_span) {
             check_control_path(path, &sockets)
                 .map_err(|m| self.err(Some(c.clone()), "control", m))?;
         }
-        let handover = self.handover(&raw.handover)?;
         let readiness = self.readiness(raw.readiness, handover)?;
 
         let drain = Drain {
@@ -248,11 +272,11 @@ impl Ctx<'_> {
     fn sockets(
         &self,
         raw: BTreeMap<String, Spanned<String>>,
-    ) -> Result<Vec<SocketSpec>, ConfigError> {
+    ) -> Result<Vec<(SocketSpec, Range<usize>)>, ConfigError> {
         // toml tables are sorted maps; restore file order from the spans.
         let mut entries: Vec<(String, Spanned<String>)> = raw.into_iter().collect();
         entries.sort_by_key(|(_, v)| v.span().start);
-        let mut out: Vec<SocketSpec> = Vec::with_capacity(entries.len());
+        let mut out: Vec<(SocketSpec, Range<usize>)> = Vec::with_capacity(entries.len());
         for (name, value) in entries {
             let key = format!("sockets.{name}");
             if name.is_empty()
@@ -273,14 +297,22 @@ impl Ctx<'_> {
                 .get_ref()
                 .parse()
                 .map_err(|m: String| self.err(Some(value.span()), key.clone(), m))?;
-            if let Some(other) = out.iter().find(|s| s.addr == addr) {
-                return Err(self.err(
-                    Some(value.span()),
-                    key,
-                    format!("address {addr} is already used by socket `{}`", other.name),
-                ));
+            for (other, span) in &out {
+                if let Some(why) = addr.collides_with(&other.addr) {
+                    let (line, _) = super::error::line_col(self.text, span.start);
+                    return Err(self.err(
+                        Some(value.span()),
+                        key,
+                        format!(
+                            "{addr} cannot be bound next to `sockets.{}` ({}, line {line}): \
+                             {why}, so the second bind would fail with \"Address already in \
+                             use\"",
+                            other.name, other.addr
+                        ),
+                    ));
+                }
             }
-            out.push(SocketSpec { name, addr });
+            out.push((SocketSpec { name, addr }, value.span()));
         }
         Ok(out)
     }
@@ -455,7 +487,7 @@ mod tests {
             4,
             "sockets.b",
         );
-        assert!(e.message.contains("`a`"), "{e}");
+        assert!(e.message.contains("`sockets.a`"), "{e}");
         // readiness kinds
         assert_err(
             &format!("{MIN}[readiness]\nkind = \"http2\"\n"),

@@ -344,7 +344,18 @@ impl Generation {
             Life::Starting(p, st) if now >= st.deadline => Some((s.instance, p, st)),
             _ => None,
         })?;
-        let why = match (&st.tracker, self.readiness.listens()) {
+        let why = self.not_ready_why(st);
+        Some(format!(
+            "instance {instance} (pid {}) not ready after {}{why}",
+            proc.pid,
+            fmt_duration(self.config.readiness.timeout)
+        ))
+    }
+
+    /// Why a starting worker is not ready yet, for the line of its timeout: what its
+    /// readiness waited for (` (no READY=1 received)`, the listen() count, the last check).
+    pub(super) fn not_ready_why(&self, st: &Starting) -> String {
+        match (&st.tracker, self.readiness.listens()) {
             // `handover = "bind"` and no bind asked for a socket of baton's
             (_, Some(_)) if st.bound.is_empty() && st.listened.is_empty() => {
                 let last = match &st.other_bind {
@@ -365,7 +376,7 @@ impl Generation {
                 };
                 format!(
                     " (its tree called listen() on {} of baton's {n} socket(s); its binds got \
-                     {got}{look})",
+                 {got}{look})",
                     st.listened.len()
                 )
             }
@@ -373,13 +384,11 @@ impl Generation {
                 Some(f) => format!(" (last check: {f})"),
                 None => " (no check completed yet)".to_string(),
             },
+            (None, None) if matches!(self.readiness, Readiness::Notify) => {
+                " (no READY=1 received)".to_string()
+            }
             (None, None) => String::new(),
-        };
-        Some(format!(
-            "instance {instance} (pid {}) not ready after {}{why}",
-            proc.pid,
-            fmt_duration(self.config.readiness.timeout)
-        ))
+        }
     }
 
     /// A worker's state as `baton status` shows it.

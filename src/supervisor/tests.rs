@@ -1450,3 +1450,37 @@ fn a_reload_during_a_failed_boot_is_answered() {
         r.message
     );
 }
+
+/// A new user's trial: `handover = "bind"` with the default `notify` readiness said only
+/// "not ready after 5s". A notify worker's timeout says what it waited for, in the reload's
+/// reason and in the line of a restarted worker stopped at its timeout.
+#[test]
+fn a_notify_worker_not_ready_at_its_timeout_says_no_ready_1_was_received() {
+    let mut w = World::serving_world(config("[readiness]\ntimeout = \"2s\"\n"));
+    let client = w.reload();
+    w.sleep(ms(2100));
+    assert_eq!(w.serving(), Some(1));
+    let r = w.reply(client).expect("answered");
+    assert!(!r.ok);
+    assert!(
+        r.message
+            .contains("not ready after 2s (no READY=1 received)"),
+        "{}",
+        r.message
+    );
+    w.drain_all();
+    // a worker of the serving generation restarted, and never ready
+    let old = w.pids(1)[0];
+    w.exit(old, 1);
+    w.sleep(Duration::from_secs(1));
+    assert_ne!(w.pids(1), vec![old], "restarted");
+    w.sleep(ms(2100));
+    let lines = w.logged("worker_not_ready");
+    assert!(
+        lines.iter().any(|e| e
+            .message
+            .contains("not ready after 2s (no READY=1 received): stopping it")),
+        "{:?}",
+        lines.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+}

@@ -202,6 +202,7 @@ impl Core {
             return;
         }
         let pid = p.pid;
+        let why = gen.not_ready_why(st);
         self.out.log_with(
             Level::Warn,
             "worker_not_ready",
@@ -209,7 +210,7 @@ impl Core {
             Some(pid),
             Some(slot.instance),
             format!(
-                "worker {pid} not ready after {}: stopping it",
+                "worker {pid} not ready after {}{why}: stopping it",
                 fmt_duration(gen.config.readiness.timeout)
             ),
         );

@@ -46,7 +46,7 @@ pub use signal::{
 };
 pub use socket::{
     accept_queue_len, bind_tcp, bind_unix, copy_fd, describe_socket, is_listening, local_addr,
-    peer_uid, pidfd, socket_type, socket_type_of, take_listen_fds,
+    peer_uid, pidfd, probe_unix, socket_type, socket_type_of, take_listen_fds, Probe,
 };
 pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
 

@@ -122,7 +122,8 @@ pub fn is_listening(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(nsock::getsockopt(&fd, sockopt::AcceptConn)?)
 }
 
-/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec) with a large backlog,
+/// Bind a listening TCP socket (SO_REUSEADDR, TCP_NODELAY, close-on-exec; an IPv6 one
+/// dual-stack: IPV6_V6ONLY off) with a large backlog,
 /// so that connections queue while no worker is accepting instead of being refused. Linux copies
 /// TCP_NODELAY to every connection accepted on it: an app that writes a response in two pieces
 /// does not wait for the client's delayed ACK (what `NoDelay=true` does in a socket unit).
@@ -139,6 +140,11 @@ pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd>
     )?;
     nsock::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     nsock::setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
+    if addr.is_ipv6() {
+        // dual-stack whatever net.ipv6.bindv6only says: `[::]:P` takes IPv4's P too, which
+        // `baton check` counts on when it refuses `[::]:P` next to an IPv4 address of P
+        nsock::setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+    }
     match addr {
         std::net::SocketAddr::V4(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn::from(a))?,
         std::net::SocketAddr::V6(a) => nsock::bind(fd.as_raw_fd(), &nsock::SockaddrIn6::from(a))?,
@@ -147,14 +153,10 @@ pub fn bind_tcp(addr: std::net::SocketAddr, backlog: i32) -> io::Result<OwnedFd>
     Ok(fd)
 }
 
-/// Bind a listening unix stream socket at `path`, replacing a stale socket file.
+/// Bind a listening unix stream socket at `path`. What is there already is looked at first
+/// ([`make_room_for_unix`]): only a stale socket of baton's own uid is replaced.
 pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
-    }
+    make_room_for_unix(path)?;
     let fd = nsock::socket(
         nsock::AddressFamily::Unix,
         nsock::SockType::Stream,
@@ -165,6 +167,156 @@ pub fn bind_unix(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
     nsock::bind(fd.as_raw_fd(), &sa)?;
     nsock::listen(&fd, nsock::Backlog::new(backlog).map_err(io::Error::from)?)?;
     Ok(fd)
+}
+
+/// What a connection to a unix stream socket's path found.
+#[derive(Debug)]
+pub enum Probe {
+    /// A listener took the connection (queued it); its pid and uid (SO_PEERCRED: the
+    /// listener's at its listen()), when the kernel says.
+    Accepted(Option<(i32, u32)>),
+    /// A listener whose queue of connections is full (EAGAIN): live, not accepting now.
+    QueueFull,
+    /// Nobody listens (ECONNREFUSED): a stale socket file, or one bound and not listening.
+    Refused,
+    /// Any other answer (EACCES, EPROTOTYPE for a live socket of another type, ...).
+    Other(io::Error),
+}
+
+/// Connect to the unix stream socket at `path`, without blocking (a live listener whose queue
+/// is full would block a plain connect), and close the connection at once.
+pub fn probe_unix(path: &Path) -> Probe {
+    let fd = match nsock::socket(
+        nsock::AddressFamily::Unix,
+        nsock::SockType::Stream,
+        nsock::SockFlag::SOCK_CLOEXEC | nsock::SockFlag::SOCK_NONBLOCK,
+        None,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => return Probe::Other(e.into()),
+    };
+    let sa = match nsock::UnixAddr::new(path) {
+        Ok(sa) => sa,
+        Err(e) => return Probe::Other(e.into()),
+    };
+    match nsock::connect(fd.as_raw_fd(), &sa) {
+        Ok(()) => Probe::Accepted(
+            nsock::getsockopt(&fd, sockopt::PeerCredentials)
+                .ok()
+                .map(|c| (c.pid(), c.uid())),
+        ),
+        Err(nix::errno::Errno::EAGAIN) => Probe::QueueFull,
+        Err(nix::errno::Errno::ECONNREFUSED) => Probe::Refused,
+        Err(e) => Probe::Other(e.into()),
+    }
+}
+
+/// Make room at `path` for a `[sockets]` unix socket: nothing there is fine; a file that is
+/// not a socket is refused and never removed; a socket something listens on (a connection to
+/// it is accepted, or gets any answer but ECONNREFUSED) is refused and left: another server
+/// (another baton) serves there, and replacing its path would cut its clients off. A stale
+/// socket (the connection refused) of baton's own uid, still the file that was probed, is
+/// removed; another uid's is refused and left, as at the control and notify paths
+/// ([`super::remove_stale_socket`]).
+///
+/// A server that has bound the path but not called listen() yet looks stale (ECONNREFUSED too):
+/// that window, between its bind() and its listen(), is the one race left.
+pub fn make_room_for_unix(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = format!("unix:{}", path.display());
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if let Some(kind) = not_a_socket(&meta) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{shown} is {kind}, not a socket: baton never removes it; remove it or choose \
+                 another path"
+            ),
+        ));
+    }
+    let live = |how: String| {
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{shown} is in use by {how}; stop it or choose another path"),
+        ))
+    };
+    match probe_unix(path) {
+        Probe::Accepted(cred) => {
+            let by = match cred {
+                Some((pid, uid)) => format!("; its listener: pid {pid}, uid {uid}"),
+                None => String::new(),
+            };
+            return live(format!(
+                "a live server (a connection to it was accepted{by})"
+            ));
+        }
+        Probe::QueueFull => {
+            return live("a live server (its queue of connections is full)".to_string())
+        }
+        Probe::Refused => {}
+        Probe::Other(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+            return live(format!("a live socket of another type (connect: {e})"))
+        }
+        Probe::Other(e) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{shown} is a socket baton could not probe (connect: {e}): baton replaces \
+                     only a socket nobody listens on; stop what holds it, remove it, or choose \
+                     another path"
+                ),
+            ))
+        }
+    }
+    // stale: nobody listens. Only baton's own, and only the file that was probed.
+    let now = std::fs::symlink_metadata(path)?;
+    if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{shown} was replaced while baton looked at it: try again"),
+        ));
+    }
+    if meta.uid() != super::euid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{shown} is a stale socket of uid {}, not of baton's uid {}: baton replaces \
+                 only a stale socket of its own; have its owner (or root) remove it, or choose \
+                 another path",
+                meta.uid(),
+                super::euid()
+            ),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// What a file that is not a socket is ("a regular file", ...), or `None` for a socket.
+fn not_a_socket(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_socket() {
+        return None;
+    }
+    Some(if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "a file of unknown type"
+    })
 }
 
 /// How many connections wait in a listening TCP socket's accept queue. For a socket in LISTEN
@@ -203,6 +355,86 @@ pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("baton-u-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    /// A unix path a live listener holds is never taken, even when its queue of connections
+    /// is full (a blocking connect would wait there for good); what is not a socket is never
+    /// removed, and a symbolic link is not followed; a stale socket of baton's own is replaced.
+    #[test]
+    fn a_unix_path_is_taken_only_from_a_stale_socket() {
+        let dir = scratch("unix-room");
+        let path = dir.join("a.sock");
+        let live = bind_unix(&path, 0).unwrap();
+        let ino = inode(&path);
+        let e = bind_unix(&path, 16).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        assert!(
+            e.to_string()
+                .contains("in use by a live server (a connection to it was accepted"),
+            "{e}"
+        );
+        // that look's connection stays queued until the listener accepts it, and backlog 0
+        // holds one: the queue is full now; a look is answered at once all the same
+        match probe_unix(&path) {
+            Probe::QueueFull => {}
+            other => panic!("{other:?}"),
+        }
+        let e = bind_unix(&path, 16).unwrap_err();
+        assert!(
+            e.to_string().contains("its queue of connections is full"),
+            "{e}"
+        );
+        assert_eq!(inode(&path), ino, "the live socket is left");
+        // a symbolic link to it is not followed
+        let link = dir.join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = bind_unix(&link, 16).unwrap_err();
+        assert!(
+            e.to_string().contains("is a symbolic link, not a socket"),
+            "{e}"
+        );
+        drop(live);
+        // stale now: replaced by a new socket
+        assert!(matches!(probe_unix(&path), Probe::Refused));
+        let fd = bind_unix(&path, 16).unwrap();
+        let me = std::process::id() as i32;
+        assert!(matches!(probe_unix(&path), Probe::Accepted(Some((pid, _))) if pid == me));
+        drop(fd);
+        for (name, make) in [
+            (
+                "file",
+                (|p: &Path| std::fs::write(p, "x").unwrap()) as fn(&Path),
+            ),
+            ("dir", |p: &Path| std::fs::create_dir(p).unwrap()),
+        ] {
+            let p = dir.join(name);
+            make(&p);
+            let e = bind_unix(&p, 16).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+            assert!(e.to_string().contains("never removes it"), "{e}");
+            assert!(p.exists(), "{name} left");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `[::]` is bound dual-stack whatever net.ipv6.bindv6only says (`baton check` counts on
+    /// it); Linux itself makes a socket bound to one IPv6 address IPv6 only.
+    #[test]
+    fn ipv6_wildcard_is_bound_dual_stack() {
+        let l = bind_tcp("[::]:0".parse().unwrap(), 16).unwrap();
+        assert!(!nsock::getsockopt(&l, sockopt::Ipv6V6Only).unwrap());
+    }
 
     /// The listener baton binds has TCP_NODELAY, and so has a connection accepted on it (the
     /// kernel copies the option from the listener), IPv4 and IPv6.
