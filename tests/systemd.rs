@@ -1612,3 +1612,152 @@ fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() 
     eprintln!("  after the rollback: StatusText={status:?}");
     c.finish(&bx, &["api.service"]);
 }
+
+/// The shipped deploy script (`examples/deploy.sh`).
+const DEPLOY_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy.sh");
+
+/// Issue 16: `examples/deploy.sh` end to end under the shipped units, under keep-alive and
+/// per-request load: a good release (the script exits 0, `current` points at it, its answers
+/// carry its mark, 0 failed requests, an old release that the history does not name is pruned,
+/// the one it names is kept), then a broken one (workers exit at once: the script exits 1 with
+/// baton's reason, `current` points back at the good release, which still serves, the failed
+/// release is left, 0 failed requests).
+#[test]
+fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
+    let bx = SdBox::up("deploy");
+    let port = free_port();
+    bx.cp(std::path::Path::new(DEPLOY_SH), "/usr/local/bin/deploy.sh");
+    bx.write(
+        "/srv/api/releases/1/run.sh",
+        "#!/bin/sh\nexport HELLO_MARK=1\nexec /usr/local/bin/hello\n",
+    );
+    // an old release that no generation ran: pruned by the first deploy (--keep 1)
+    bx.sh_ok("mkdir -p /srv/api/releases/0 && chmod 755 /srv/api/releases/1/run.sh && ln -s releases/1 /srv/api/current");
+    let config = BASE_CONFIG.replace("/usr/local/bin/hello", "/srv/api/current/run.sh");
+    setup_api(&bx, port, &config, true);
+    let mut c = Checks::new();
+    let marked = |mark: &str| {
+        wait_until(
+            &format!("answers from release {mark} only"),
+            Duration::from_secs(20),
+            || {
+                let all = (0..10).all(|_| {
+                    matches!(http_get(port, "/", Duration::from_secs(5)),
+                        Ok((200, b)) if b.ends_with(&format!(" mark {mark}\n")))
+                });
+                all.then_some(())
+            },
+        )
+    };
+    marked("1");
+    // the build: a run.sh in the new release directory (the script's working directory)
+    let deploy = |run_sh: &str| {
+        let build = format!("printf '{run_sh}' > run.sh && chmod 755 run.sh");
+        let t0 = Instant::now();
+        // with sh, as from /usr/share/doc/baton/examples (mode 0644), and Debian's sh (dash)
+        let out = bx.exec(&[
+            "sh",
+            "/usr/local/bin/deploy.sh",
+            "--service",
+            "api",
+            "--root",
+            "/srv/api",
+            "--keep",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            &build,
+        ]);
+        eprintln!(
+            "  deploy.sh took {:.2}s: {}{}",
+            t0.elapsed().as_secs_f64(),
+            out.stdout,
+            out.stderr
+        );
+        thread::sleep(Duration::from_millis(300));
+        out
+    };
+    let current = || bx.sh_ok("readlink /srv/api/current").trim().to_string();
+    let releases = || bx.sh_ok("ls /srv/api/releases").trim().to_string();
+
+    // 1. a good release
+    let ka = Load::start(port, "keepalive", 4, LOAD_RATE / 2);
+    let close = Load::start(port, "close", 4, LOAD_RATE / 2);
+    let out = deploy("#!/bin/sh\\nexport HELLO_MARK=good\\nexec /usr/local/bin/hello\\n");
+    c.check(
+        out.ok(),
+        format!("deploy.sh of a good release exits 0: {out}"),
+    );
+    for (what, load) in [("keep-alive", ka), ("per-request", close)] {
+        let report = load.stop();
+        c.check(
+            report["failed"] == 0 && report["ok"].as_u64().unwrap_or(0) > 0,
+            format!(
+                "no {what} request failed during the good deploy ({} ok): {}",
+                report["ok"], report["failures"]
+            ),
+        );
+    }
+    marked("good");
+    let good = current();
+    let listed = releases();
+    eprintln!("  after the good deploy: current -> {good}; releases: {listed:?}");
+    c.check(
+        good.starts_with("releases/2") && good != "releases/1",
+        format!("current points at the new release: {good}"),
+    );
+    let good_name = good.trim_start_matches("releases/").to_string();
+    c.check(
+        listed.split_whitespace().collect::<Vec<_>>() == ["1", good_name.as_str()],
+        format!(
+            "pruning (--keep 1) removed releases/0, kept releases/1 (in the history) and the new one: {listed:?}"
+        ),
+    );
+
+    // 2. a broken release: its workers exit at once
+    let ka = Load::start(port, "keepalive", 4, LOAD_RATE / 2);
+    let close = Load::start(port, "close", 4, LOAD_RATE / 2);
+    let out = deploy("#!/bin/sh\\necho broken >&2\\nexit 1\\n");
+    c.check(
+        !out.ok() && out.code == Some(1),
+        format!("deploy.sh of a broken release exits 1: {out}"),
+    );
+    c.check(
+        out.stderr.contains("exited before it was ready")
+            && out.stderr.contains("current pointed back")
+            && out.stderr.contains("left for inspection"),
+        format!(
+            "deploy.sh gives baton's reason and says what it did: {}",
+            out.stderr
+        ),
+    );
+    for (what, load) in [("keep-alive", ka), ("per-request", close)] {
+        let report = load.stop();
+        c.check(
+            report["failed"] == 0 && report["ok"].as_u64().unwrap_or(0) > 0,
+            format!(
+                "no {what} request failed during the broken deploy ({} ok): {}",
+                report["ok"], report["failures"]
+            ),
+        );
+    }
+    let back = current();
+    c.check(
+        back == good,
+        format!("current points back at the good release: {back} (want {good})"),
+    );
+    marked("good");
+    let listed = releases();
+    c.check(
+        listed.split_whitespace().count() == 3,
+        format!("the failed release is left: {listed:?}"),
+    );
+    let h = history_in(&bx);
+    c.check(
+        h.iter()
+            .any(|e| e.2 == "failed" && !e.3.ends_with(&good_name) && e.3.contains("/releases/2")),
+        format!("the history has the failed generation: {h:?}"),
+    );
+    c.finish(&bx, &["api.service"]);
+}
