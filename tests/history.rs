@@ -129,7 +129,7 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
         "the progress line says what starts again: {err}"
     );
     assert!(
-        out.contains(&format!("generation 3 serving release {r1}")),
+        out.starts_with(&format!("rollback: generation 3 serving release {r1}")),
         "{out}"
     );
     assert_eq!(baton.serving_generation(), 3);
@@ -140,6 +140,11 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
     assert!(ok, "rollback --to 2 failed: {out}{err}");
     let reply: Value = serde_json::from_str(&out).expect("JSON reply");
     assert_eq!(reply["generation"], 4);
+    let message = reply["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("rollback: generation 4 serving"),
+        "{message}"
+    );
     assert_eq!(reply["release"], r2.as_str());
     wait_alone(&baton);
     answers_carry(&baton, "2");

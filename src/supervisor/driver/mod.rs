@@ -112,6 +112,8 @@ struct Io {
     next_watchdog: Option<Instant>,
     /// Reload clients waiting for their answer.
     clients: HashMap<ClientId, Client>,
+    /// The clients that asked for a rollback: their reply says so.
+    rollback_clients: std::collections::HashSet<ClientId>,
     next_client: ClientId,
     /// Each live generation's recipe and config, its paths pinned to its release
     /// ([`release::pin`]).
@@ -257,6 +259,7 @@ impl Supervisor {
                 .map(|d| readiness::later(now, d)),
             manager,
             clients: HashMap::new(),
+            rollback_clients: std::collections::HashSet::new(),
             next_client: 1,
             recipes: HashMap::new(),
             workers: HashMap::new(),
@@ -515,6 +518,7 @@ impl Supervisor {
                 let id = self.io.next_client;
                 self.io.next_client += 1;
                 self.io.clients.insert(id, client);
+                self.io.rollback_clients.insert(id);
                 self.event(Event::Reload(Some(id)));
             }
         }
@@ -1030,7 +1034,10 @@ impl Io {
                     c.progress(&text);
                 }
             }
-            Action::Reply { client, reply } => {
+            Action::Reply { client, mut reply } => {
+                if self.rollback_clients.remove(&client) {
+                    reply.message = format!("rollback: {}", reply.message);
+                }
                 if let Some(c) = self.clients.remove(&client) {
                     let out = c.reply(&reply, now);
                     self.push_outgoing(out);
