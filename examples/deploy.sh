@@ -90,10 +90,20 @@ esac
 : "${reload_cmd:=systemctl reload $service}"
 baton=${BATON:-baton}
 
-root=$(cd "$root" && pwd -P) || die_usage "no directory $root"
+given_root=$root
+root=$(cd "$given_root" 2>/dev/null && pwd -P) || die_usage "no directory $given_root"
 releases=$root/releases
 current=$root/current
 mkdir -p "$releases"
+
+# One deploy of a root at a time: a second one would flip current under the first, and the
+# first's failure would point current back over the second's success.
+lock=$root/.deploy.lock
+exec 9>>"$lock"
+if ! flock -n 9; then
+	echo "deploy.sh: another deploy of $root is running (it holds $lock); nothing was done" >&2
+	exit 1
+fi
 
 # What current points at now: the link's own text, put back as it was on failure.
 previous='' previous_dir=''
