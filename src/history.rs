@@ -263,9 +263,15 @@ impl History {
         self.trim();
     }
 
+    /// At most `keep` records: a generation that never served goes first (the oldest such),
+    /// the newest record never, so failed reloads in a row cannot push out the generations a
+    /// rollback can start again, the serving one among them; then the oldest.
     fn trim(&mut self) {
-        let extra = self.records.len().saturating_sub(self.keep);
-        self.records.drain(..extra);
+        while self.records.len() > self.keep {
+            let older = &self.records[..self.records.len() - 1];
+            let i = older.iter().position(|r| !r.served()).unwrap_or(0);
+            self.records.remove(i);
+        }
     }
 
     /// The record `baton rollback` starts again: generation `to` (of this run if it has one,
@@ -509,12 +515,32 @@ mod tests {
     }
 
     #[test]
+    fn failed_reloads_in_a_row_do_not_push_out_what_served() {
+        // a new user's trial: history = 3, two generations served, then three failed
+        // reloads: only the failures were left, and `baton rollback` found nothing
+        let mut h = History::new(3, 1000, Vec::new());
+        for g in 1..=2 {
+            h.starting(g, source(Kind::Reload, "ok"), Some(format!("/r/{g}")));
+            assert!(h.served(g, g * 1000, g * 1000 + 10));
+        }
+        for g in 3..=5 {
+            h.starting(g, source(Kind::Reload, "bad"), Some("/r/broken".into()));
+            assert!(h.failed(g, g * 1000, g * 1000 + 10, "exited before it was ready"));
+        }
+        let kept: Vec<u64> = h.records.iter().map(|r| r.generation).collect();
+        assert_eq!(kept, vec![1, 2, 5], "what served, and the newest failure");
+        assert_eq!(h.rollback_target(Some(2), None).unwrap().generation, 1);
+    }
+
+    #[test]
     fn it_keeps_the_last_ones_and_survives_a_new_run() {
         let mut h = history();
         h.starting(4, source(Kind::Rollback, "a"), Some("/r/1".into()));
         assert!(h.served(4, 4000, 4100));
         assert_eq!(h.records.len(), 3);
-        assert_eq!(h.records[0].generation, 2);
+        // the failed generation 2 went first, not the oldest
+        let kept: Vec<u64> = h.records.iter().map(|r| r.generation).collect();
+        assert_eq!(kept, vec![1, 3, 4]);
         let text = h.to_json();
         let dir = std::env::temp_dir().join(format!("baton-history-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);

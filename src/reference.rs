@@ -230,7 +230,9 @@ pub const KEYS: &[Key] = &[
         example: "history = 20",
         doc: "How many generations that served or failed baton keeps in its history: each \
             one's release, config (its text and a digest), start, swap and end times, and \
-            outcome with its reason. It is written (atomically, mode 0600: the config may hold \
+            outcome with its reason. When it is full, a generation that never served goes first \
+            (the newest entry never), so failed reloads in a row do not push out the ones a \
+            rollback can start again. It is written (atomically, mode 0600: the config may hold \
             secrets) to `history.json` in the state directory: `$STATE_DIRECTORY` \
             (`StateDirectory=baton/NAME` in the shipped units), else `/var/lib/baton/NAME` for \
             root and `$XDG_STATE_HOME/baton/NAME` (or `~/.local/state/baton/NAME`) for others, \
