@@ -72,6 +72,27 @@ impl Finding {
 
 /// Everything `baton check` reports about `config` besides its syntax and values, in the
 /// order of the keys.
+/// An argument of `command` after the program that is an absolute path through a symlinked
+/// directory (`/srv/api/current/server.js`, `current` a link), with that link: baton pins the
+/// program's directory and `cwd`, not its arguments, unless `release` names the link.
+fn unpinned_argument(config: &Config) -> Option<(String, PathBuf)> {
+    config.command.iter().skip(1).find_map(|arg| {
+        let path = Path::new(arg);
+        if !path.is_absolute() || !path.exists() {
+            return None;
+        }
+        let link = path
+            .ancestors()
+            .skip(1)
+            .filter(|a| {
+                a.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            })
+            .last()?;
+        Some((arg.clone(), link.to_path_buf()))
+    })
+}
+
 pub fn findings(config: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
     let cwd_ok = match &config.cwd {
@@ -123,6 +144,20 @@ pub fn findings(config: &Config) -> Vec<Finding> {
                 ),
             )),
             Ok(_) => {}
+        }
+    }
+    if config.release.is_none() {
+        if let Some((arg, link)) = unpinned_argument(config) {
+            out.push(Finding::advice(
+                "command",
+                format!(
+                    "{arg} goes through the symlink {shown}: without `release` it is not \
+                     pinned, so a worker restarted after a deploy runs whatever {shown} points \
+                     at then; set release = {:?}",
+                    link.display().to_string(),
+                    shown = link.display(),
+                ),
+            ));
         }
     }
     for name in config.env.keys() {
@@ -356,6 +391,38 @@ mod tests {
             ),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn an_argument_through_a_symlink_without_release_is_advice() {
+        // a new user's trial: `command = ["/bin/sh", "/srv/api/current/run.sh"]` was never
+        // pinned, and a restart after a failed deploy ran the broken release
+        let dir = std::env::temp_dir().join(format!("baton-check-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("releases/1")).unwrap();
+        std::fs::write(dir.join("releases/1/run.sh"), "").unwrap();
+        std::os::unix::fs::symlink("releases/1", dir.join("current")).unwrap();
+        let script = dir.join("current/run.sh");
+        let c = config(&format!(
+            "command = [\"/bin/sh\", {:?}]\n",
+            script.display().to_string()
+        ));
+        assert_eq!(keys(&c), [("command", Level::Advice)]);
+        let m = &found(&c)[0].message;
+        assert!(
+            m.contains(&format!(
+                "release = {:?}",
+                dir.join("current").display().to_string()
+            )),
+            "{m}"
+        );
+        let with_release = format!(
+            "command = [\"/bin/sh\", {:?}]\nrelease = {:?}\n",
+            script.display().to_string(),
+            dir.join("current").display().to_string()
+        );
+        assert!(found(&config(&with_release)).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

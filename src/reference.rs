@@ -194,7 +194,9 @@ pub const KEYS: &[Key] = &[
             (`BATON_RELEASE`) name it. A generation whose release cannot be resolved fails \
             with the reason (a reload is rolled back, the serving generation untouched). \
             `baton check` warns when it does not resolve to a directory (an error with \
-            `--strict`), and when nothing is under it.",
+            `--strict`), and when nothing is under it; without it, `baton check` advises it \
+            when an argument of `command` is a path through a symlinked directory \
+            (`node /srv/api/current/server.js`), which would not be pinned.",
     },
     Key {
         key: "handover",
