@@ -328,7 +328,14 @@ fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, 
     assert_eq!(history(&baton).len(), 2, "kept in memory all the same");
     let log = baton.log_text();
     if writes {
-        // written over with a good one
+        // kept aside (a new user's trial: it was written over, and the rollback targets it
+        // named were lost), and a good one written
+        let aside = file.with_extension("json.corrupt");
+        assert!(aside.is_file(), "{} kept: {log}", aside.display());
+        assert!(
+            log.contains(&format!("kept as {}", aside.display())),
+            "{log}"
+        );
         let v: Value = serde_json::from_slice(&fs::read(&file).expect("history")).unwrap();
         assert_eq!(v["generations"].as_array().map(Vec::len), None);
         assert_eq!(v["records"].as_array().map(Vec::len), Some(2));

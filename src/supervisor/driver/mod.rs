@@ -572,10 +572,22 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
             r
         }
         Err(why) => {
+            // a file that is no history is kept aside, not written over: it may be the only
+            // record of what a rollback could start again
+            let aside = path.with_extension("json.corrupt");
+            let kept = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => match std::fs::rename(&path, &aside) {
+                    Ok(()) => format!("kept as {}", aside.display()),
+                    Err(e) => format!(
+                        "it could not be kept aside ({e}) and is written over at the next \
+                         generation"
+                    ),
+                },
+                _ => "nothing is written there".into(),
+            };
             warn!(
                 baton_event = "history_unreadable",
-                "history {}: {why}; it is ignored (starting with an empty history, written \
-                 over at the next generation)",
+                "history {}: {why}; it is ignored ({kept}; starting with an empty history)",
                 path.display()
             );
             Vec::new()
