@@ -107,6 +107,13 @@ fi
 
 # What current points at now: the link's own text, put back as it was on failure.
 previous='' previous_dir=''
+if [ -e "$current" ] && [ ! -L "$current" ]; then
+	# a build in place: current is the app's own directory, which no rename may replace
+	echo "deploy.sh: $current is a directory, not a symlink (a build in place?): move it to" \
+		"$releases/<name>, then ln -s releases/<name> $current, and deploy again;" \
+		"nothing was done" >&2
+	exit 1
+fi
 if [ -L "$current" ]; then
 	previous=$(readlink "$current")
 	previous_dir=$(cd "$current" 2>/dev/null && pwd -P) || previous_dir=''
@@ -137,9 +144,11 @@ new=$releases/$stamp
 log "release $new (previous: ${previous:-none})"
 
 # 2. the build, in the new directory
-if ! (cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@"); then
-	log "FAILED: the build failed; current is unchanged (${previous:-none})," \
-		"$new is left for inspection"
+status=0
+(cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@") || status=$?
+if [ "$status" -ne 0 ]; then
+	log "FAILED: the build failed (exit status $status); current is unchanged" \
+		"(${previous:-none}), $new is left for inspection"
 	exit 1
 fi
 
@@ -155,8 +164,8 @@ if ! sh -c "$reload_cmd"; then
 		log "no previous release: current removed"
 	fi
 	# baton's reason: the last reload line of `baton status`
-	reason=$("$baton" status --config "$config" 2>/dev/null | grep '^last reload' || true)
-	log "FAILED: the reload failed: ${reason:-no reason from baton status (see journalctl -u $service -n 20)}"
+	reason=$("$baton" status --config "$config" 2>&1 | grep '^last reload' || true)
+	log "FAILED: the reload failed: ${reason:-no reason from $baton status --config $config (see journalctl -u $service -n 20)}"
 	log "the failed release $new is left for inspection"
 	exit 1
 fi
@@ -164,10 +173,14 @@ log "deployed: $new serves"
 
 # 4. pruning. Releases that baton's history names are kept: their resolved paths,
 # the release itself or a directory under it.
-if ! history=$("$baton" history --json --config "$config" 2>/dev/null); then
-	log "baton history did not answer: nothing pruned"
+errors=$(mktemp)
+if ! history=$("$baton" history --json --config "$config" 2>"$errors"); then
+	log "$baton history --json --config $config did not answer" \
+		"($(head -c 300 "$errors")): nothing pruned"
+	rm -f "$errors"
 	exit 0
 fi
+rm -f "$errors"
 named=$(printf '%s\n' "$history" | grep -o '"release": *"[^"]*"' |
 	sed 's/^"release": *"//; s/"$//' | sort -u)
 cur=$(cd "$current" && pwd -P)

@@ -70,3 +70,43 @@ fn a_second_deploy_of_the_same_root_waits_for_nothing_and_changes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn deploy(root: &std::path::Path, build: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg(deploy_sh())
+        .args(["--service", "x", "--root"])
+        .arg(root)
+        .args(["--reload-cmd", "true", "--"])
+        .args(build)
+        .env("BATON", "false")
+        .output()
+        .unwrap()
+}
+
+/// A build in place (`current` the app's own directory; a new user's trial: a raw `mv` error,
+/// and `current.tmp` left): refused, saying how to move to the releases layout, nothing made.
+#[test]
+fn a_build_in_place_is_refused_with_the_way_to_the_releases_layout() {
+    let root = scratch("deploy-inplace");
+    std::fs::create_dir_all(root.join("current")).unwrap();
+    let out = deploy(&root, &["true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is a directory, not a symlink") && err.contains("ln -s releases/"),
+        "{err}"
+    );
+    assert!(root.join("current").is_dir() && !root.join("current.tmp").exists());
+    assert_eq!(std::fs::read_dir(root.join("releases")).unwrap().count(), 0);
+}
+
+/// A failed build says its exit status; `current` is untouched.
+#[test]
+fn a_failed_build_says_its_exit_status() {
+    let root = scratch("deploy-buildfail");
+    let out = deploy(&root, &["sh", "-c", "exit 3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the build failed (exit status 3)"), "{err}");
+    assert!(!root.join("current").exists());
+}
