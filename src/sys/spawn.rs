@@ -490,7 +490,13 @@ pub fn spawn_child(spec: &Spawn, child: &Child<'_>) -> io::Result<Spawned> {
     }
     let stage = STAGES.get(error.stage as usize).copied().unwrap_or("spawn");
     let e = io::Error::from_raw_os_error(error.errno);
-    Err(io::Error::new(e.kind(), format!("{stage}: {e}")))
+    // what the stage worked on, where the errno alone does not say it
+    let on = match (stage, &spec.cwd) {
+        ("chdir", Some(dir)) => format!(" {}", dir.to_string_lossy()),
+        ("execve", _) => format!(" {}", spec.program.to_string_lossy()),
+        _ => String::new(),
+    };
+    Err(io::Error::new(e.kind(), format!("{stage}{on}: {e}")))
 }
 
 /// The control buffer of the message that carries the listener: CMSG_SPACE(sizeof(int)).
@@ -741,12 +747,14 @@ mod tests {
         let e = spawn_error(bad.to_str().unwrap(), None);
         std::fs::remove_file(&bad).unwrap();
         assert!(
-            e.starts_with("execve: ") && e.contains("Exec format error"),
+            e.starts_with(&format!("execve {}: ", bad.display()))
+                && e.contains("Exec format error"),
             "{e}"
         );
+        // a new user's trial: `chdir: No such file or directory` named no directory
         let e = spawn_error("/bin/true", Some("/nonexistent-dir"));
         assert!(
-            e.starts_with("chdir: ") && e.contains("No such file"),
+            e.starts_with("chdir /nonexistent-dir: ") && e.contains("No such file"),
             "{e}"
         );
     }
