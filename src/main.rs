@@ -84,7 +84,7 @@ enum Command {
         json: bool,
     },
     /// Show the last generations that served or failed: release, config digest, times,
-    /// outcome and reason
+    /// outcome and reason (from the history file of --config FILE when no baton answers)
     History {
         #[command(flatten)]
         target: Target,
@@ -673,11 +673,30 @@ fn show_history(target: Target, json: bool) -> ExitCode {
     let line = match control::request(&path, &req, Some(Duration::from_secs(10)), |_| {}) {
         Ok(l) => l,
         Err(e) => {
-            match older_baton(&e, &path, &req) {
-                Some(m) => eprintln!("{m}"),
-                None => eprintln!("baton: history: {e:#}"),
+            if let Some(m) = older_baton(&e, &path, &req) {
+                eprintln!("{m}");
+                return ExitCode::FAILURE;
             }
-            return ExitCode::FAILURE;
+            match history_from_file(&target) {
+                // no baton answers: what its file says (a new user's trial: the history was
+                // out of reach just when baton was down)
+                Some(Ok((file, line))) => {
+                    eprintln!(
+                        "baton: history: no baton answers at {} ({e:#}); this is the history \
+                         file {file}",
+                        path.display()
+                    );
+                    line
+                }
+                Some(Err(why)) => {
+                    eprintln!("baton: history: {e:#}; and its file: {why}");
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    eprintln!("baton: history: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     if json {
@@ -694,6 +713,31 @@ fn show_history(target: Target, json: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The history of `--config FILE`'s baton read from its file, as a reply line, when no baton
+/// answers: (the file, the line), why the file cannot be read, or `None` without `--config`.
+fn history_from_file(target: &Target) -> Option<Result<(String, String), String>> {
+    let config = target.config.as_deref()?;
+    let dir = history::state_dir(&config_name(Some(config)), sys::euid() == 0)?;
+    let file = dir.join(history::FILE);
+    let shown = file.display().to_string();
+    if !file.exists() {
+        return Some(Err(format!("{shown} does not exist")));
+    }
+    let records = match history::load(&file) {
+        Ok(r) => r,
+        Err(why) => return Some(Err(format!("{shown}: {why}"))),
+    };
+    let reply = control::HistoryReply {
+        // no run is this one: each generation names its own
+        run: 0,
+        file: Some(shown.clone()),
+        keep: records.len() as u32,
+        generations: records,
+    };
+    let line = serde_json::to_string(&reply).map_err(|e| e.to_string());
+    Some(line.map(|l| (shown, format!("{l}\n"))))
 }
 
 /// `baton reload` and `baton rollback`: one request, progress lines, one reply.

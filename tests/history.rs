@@ -12,6 +12,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -303,6 +304,25 @@ fn history_survives_a_restart_of_baton_run() {
         text.contains("(run "),
         "an earlier run's generations say so: {text}"
     );
+    // with baton stopped, `baton history --config` reads the file (a new user's trial: the
+    // history was out of reach just when baton was down)
+    assert!(baton.stop().success());
+    let out = Command::new(baton_bin())
+        .args(["history", "--json", "--config"])
+        .arg(&baton.config)
+        .arg("--control")
+        .arg(&baton.control)
+        .env("STATE_DIRECTORY", baton.dir.join("state"))
+        .output()
+        .expect("baton history");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no baton answers") && err.contains("history.json"),
+        "{err}"
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["generations"].as_array().map(Vec::len), Some(4), "{v}");
 }
 
 /// What is at the history's path, or the state directory, before baton starts.
