@@ -119,9 +119,15 @@ pub fn history_text(line: &str) -> Result<String, String> {
         out.push_str(&shown(&n));
         out.push('\n');
     }
-    out.push_str(&match &h.file {
-        Some(f) => format!("(the last {} kept in {})\n", h.keep, shown(f)),
-        None => format!(
+    out.push_str(&match (&h.file, &h.unwritten) {
+        (Some(f), Some(why)) => format!(
+            "(the last {} kept in memory: {} cannot be written: {})\n",
+            h.keep,
+            shown(f),
+            shown(why)
+        ),
+        (Some(f), None) => format!("(the last {} kept in {})\n", h.keep, shown(f)),
+        (None, _) => format!(
             "(the last {} kept in memory only: no state directory)\n",
             h.keep
         ),

@@ -58,6 +58,9 @@ pub struct HistoryReply {
     pub file: Option<String>,
     /// How many generations it keeps (`history`).
     pub keep: u32,
+    /// Why the last write of the file failed (a full disk), until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwritten: Option<String>,
     /// Oldest first.
     pub generations: Vec<crate::history::Record>,
 }

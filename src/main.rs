@@ -735,6 +735,7 @@ fn history_from_file(target: &Target) -> Option<Result<(String, String), String>
         file: Some(shown.clone()),
         keep: records.len() as u32,
         generations: records,
+        unwritten: None,
     };
     let line = serde_json::to_string(&reply).map_err(|e| e.to_string());
     Some(line.map(|l| (shown, format!("{l}\n"))))

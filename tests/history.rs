@@ -365,6 +365,16 @@ fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, 
                 && log.contains("baton goes on serving"),
             "{log}"
         );
+        // and `baton history` says so (a new user's trial: it named the file as if kept there)
+        let (ok, text, _) = baton.client(&["history"]);
+        assert!(ok);
+        assert!(
+            text.contains(&format!(
+                "kept in memory: {} cannot be written: ",
+                file.display()
+            )),
+            "{text}"
+        );
     }
     let (code, _) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
     assert_eq!(code, 200);

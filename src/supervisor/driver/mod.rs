@@ -92,6 +92,8 @@ struct Io {
     /// The generations that served or failed, persisted in `state_dir` (`history.rs`).
     history: History,
     state_dir: Option<PathBuf>,
+    /// Why the last write of the history failed, until one succeeds (`baton history` says it).
+    history_unwritten: Option<String>,
     /// What the next generation the core prepares starts from (the config read for it, or
     /// the earlier generation a rollback starts again).
     next_source: Option<Source>,
@@ -242,6 +244,7 @@ impl Supervisor {
             boot_text: setup.config_text,
             history,
             state_dir: setup.state_dir,
+            history_unwritten: None,
             next_source,
             rollback: None,
             listeners: setup.listeners,
@@ -619,6 +622,7 @@ impl Io {
                 .map(|d| d.join(history::FILE).display().to_string()),
             keep: self.history.keep as u32,
             generations: self.history.records.clone(),
+            unwritten: self.history_unwritten.clone(),
         }
     }
 
@@ -699,13 +703,17 @@ impl Io {
         let Some(dir) = &self.state_dir else {
             return;
         };
-        if let Err(e) = history::write_atomic(dir, history::FILE, &self.history.to_json()) {
-            warn!(
-                baton_event = "history_write_failed",
-                "cannot write the history {}: {e}; baton goes on serving (the history is kept \
-                 in memory)",
-                dir.join(history::FILE).display()
-            );
+        match history::write_atomic(dir, history::FILE, &self.history.to_json()) {
+            Ok(()) => self.history_unwritten = None,
+            Err(e) => {
+                warn!(
+                    baton_event = "history_write_failed",
+                    "cannot write the history {}: {e}; baton goes on serving (the history is \
+                     kept in memory)",
+                    dir.join(history::FILE).display()
+                );
+                self.history_unwritten = Some(e.to_string());
+            }
         }
     }
 
