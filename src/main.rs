@@ -660,6 +660,24 @@ fn older_baton(e: &anyhow::Error, path: &Path, req: &control::Request) -> Option
     })
 }
 
+/// A reply line as it came (`--json`), or rendered as text by `render`.
+fn print_reply(line: &str, json: bool, render: fn(&str) -> Result<String, String>) -> ExitCode {
+    if json {
+        print!("{line}");
+        return ExitCode::SUCCESS;
+    }
+    match render(line) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("baton: unexpected reply: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `baton history`.
 fn show_history(target: Target, json: bool) -> ExitCode {
     let path = match client_control(&target) {
@@ -699,20 +717,7 @@ fn show_history(target: Target, json: bool) -> ExitCode {
             }
         }
     };
-    if json {
-        print!("{line}");
-        return ExitCode::SUCCESS;
-    }
-    match client::history_text(&line) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("baton: unexpected reply: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_reply(&line, json, client::history_text)
 }
 
 /// The history of `--config FILE`'s baton read from its file, as a reply line, when no baton
@@ -839,18 +844,5 @@ fn status(target: Target, json: bool) -> ExitCode {
             return ExitCode::from(if foreign { 1 } else { 3 });
         }
     };
-    if json {
-        print!("{line}");
-        return ExitCode::SUCCESS;
-    }
-    match client::status_text(&line) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("baton: unexpected reply: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_reply(&line, json, client::status_text)
 }

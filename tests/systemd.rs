@@ -1515,6 +1515,21 @@ fn history_in(bx: &SdBox) -> Vec<(u64, String, String, String)> {
         .collect()
 }
 
+/// Wait until 10 answers in a row come from release `mark` (examples/hello's `HELLO_MARK`).
+fn answers_only_from_release(port: u16, mark: &str) {
+    wait_until(
+        &format!("answers from release {mark} only"),
+        Duration::from_secs(20),
+        || {
+            let all = (0..10).all(|_| {
+                matches!(http_get(port, "/", Duration::from_secs(5)),
+                    Ok((200, b)) if b.ends_with(&format!(" mark {mark}\n")))
+            });
+            all.then_some(())
+        },
+    )
+}
+
 /// Issue 16: the releases layout under the shipped units. A deploy (`current` flipped,
 /// `systemctl reload`), then `systemctl restart api`: the history, in StateDirectory=
 /// (/var/lib/baton/api/history.json, mode 0600), still lists the earlier run's generations,
@@ -1535,19 +1550,7 @@ fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() 
     let config = BASE_CONFIG.replace("/usr/local/bin/hello", "/srv/api/current/run.sh");
     setup_api(&bx, port, &config, true);
     let mut c = Checks::new();
-    let marked = |mark: &str| {
-        wait_until(
-            &format!("answers from release {mark} only"),
-            Duration::from_secs(20),
-            || {
-                let all = (0..10).all(|_| {
-                    matches!(http_get(port, "/", Duration::from_secs(5)),
-                        Ok((200, b)) if b.ends_with(&format!(" mark {mark}\n")))
-                });
-                all.then_some(())
-            },
-        )
-    };
+    let marked = |mark: &str| answers_only_from_release(port, mark);
     marked("1");
     bx.sh_ok(
         "ln -sfn releases/2 /srv/api/current.new && mv -T /srv/api/current.new /srv/api/current",
@@ -1636,19 +1639,7 @@ fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
     let config = BASE_CONFIG.replace("/usr/local/bin/hello", "/srv/api/current/run.sh");
     setup_api(&bx, port, &config, true);
     let mut c = Checks::new();
-    let marked = |mark: &str| {
-        wait_until(
-            &format!("answers from release {mark} only"),
-            Duration::from_secs(20),
-            || {
-                let all = (0..10).all(|_| {
-                    matches!(http_get(port, "/", Duration::from_secs(5)),
-                        Ok((200, b)) if b.ends_with(&format!(" mark {mark}\n")))
-                });
-                all.then_some(())
-            },
-        )
-    };
+    let marked = |mark: &str| answers_only_from_release(port, mark);
     marked("1");
     // the build: a run.sh in the new release directory (the script's working directory)
     let deploy = |run_sh: &str| {
