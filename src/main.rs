@@ -37,7 +37,8 @@ struct Target {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Control socket (default: the config's `control`, else <runtime dir>/<config name>/control.sock;
-    /// for reload and status without --config, the one <runtime dir>/*/control.sock)
+    /// for reload, rollback, history and status without --config, the one
+    /// <runtime dir>/*/control.sock)
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
 }
