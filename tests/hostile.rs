@@ -341,19 +341,7 @@ fn a_strangers_file_at_the_notify_path_is_never_removed() {
     let config = dir.join("baton.toml");
     std::fs::write(&config, hello_config(free_port(), &control, 1, "", "")).unwrap();
     // a baton that wrongly takes the path is killed after 10 s and fails the test
-    let run = || {
-        let out = Command::new("timeout")
-            .args(["--kill-after=2", "10"])
-            .arg(baton_bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .output()
-            .expect("baton run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = || run_bounded(&config);
     std::fs::write(&notify, "not baton's").unwrap();
     let (ok, err) = run();
     assert!(!ok, "{err}");
@@ -475,19 +463,7 @@ fn a_live_socket_or_a_file_at_a_sockets_unix_path_is_never_taken() {
     let second = scratch("unix-live-2");
     let config = second.join("baton.toml");
     std::fs::write(&config, unix_config(&sock, &second.join("ctl.sock"))).unwrap();
-    let run = || {
-        let out = Command::new("timeout")
-            .args(["--kill-after=2", "10"])
-            .arg(baton_bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .output()
-            .expect("baton run");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = || run_bounded(&config);
     let (ok, err) = run();
     assert!(!ok, "{err}");
     assert!(
@@ -599,4 +575,20 @@ fn a_burst_at_the_descriptor_limit_closes_no_unread_request() {
     assert_eq!(answered, 12, "unanswered: {missing:?}");
     assert!(pid_exists(pid));
     baton.stop();
+}
+
+/// `baton run --config CONFIG` killed after 10 s (a baton that wrongly starts fails the test
+/// then): whether it succeeded, and its stderr.
+fn run_bounded(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new("timeout")
+        .args(["--kill-after=2", "10"])
+        .arg(baton_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .expect("baton run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
