@@ -72,12 +72,13 @@ impl Finding {
 
 /// Everything `baton check` reports about `config` besides its syntax and values, in the
 /// order of the keys.
-/// An argument of `command` after the program that is an absolute path through a symlinked
-/// directory (`/srv/api/current/server.js`, `current` a link), with that link: baton pins the
-/// program's directory and `cwd`, not its arguments, unless `release` names the link.
+/// An argument of `command` that holds an absolute path through a symlinked directory after
+/// a `=` (`--config=/srv/api/current/app.toml`, `current` a link), with that link: baton pins
+/// whole-path arguments, not paths inside longer ones.
 fn unpinned_argument(config: &Config) -> Option<(String, PathBuf)> {
     config.command.iter().skip(1).find_map(|arg| {
-        let path = Path::new(arg);
+        let (_, value) = arg.split_once('=')?;
+        let path = Path::new(value);
         if !path.is_absolute() || !path.exists() {
             return None;
         }
@@ -146,19 +147,18 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             Ok(_) => {}
         }
     }
-    if config.release.is_none() {
-        if let Some((arg, link)) = unpinned_argument(config) {
-            out.push(Finding::advice(
-                "command",
-                format!(
-                    "{arg} goes through the symlink {shown}: without `release` it is not \
-                     pinned, so a worker restarted after a deploy runs whatever {shown} points \
-                     at then; set release = {:?}",
-                    link.display().to_string(),
-                    shown = link.display(),
-                ),
-            ));
-        }
+    if let Some((arg, link)) = unpinned_argument(config) {
+        let (flag, value) = arg.split_once('=').unwrap_or((&arg, ""));
+        out.push(Finding::advice(
+            "command",
+            format!(
+                "{arg}: the path goes through the symlink {shown} and is not pinned (only an \
+                 argument that is a whole path is), so a worker restarted after a deploy reads \
+                 whatever {shown} points at then; if the app takes it, pass it as two \
+                 arguments: {flag:?}, {value:?}",
+                shown = link.display(),
+            ),
+        ));
     }
     for name in config.env.keys() {
         if crate::config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
@@ -394,34 +394,25 @@ mod tests {
     }
 
     #[test]
-    fn an_argument_through_a_symlink_without_release_is_advice() {
+    fn a_path_inside_an_argument_through_a_symlink_is_advice() {
         // a new user's trial: `command = ["/bin/sh", "/srv/api/current/run.sh"]` was never
-        // pinned, and a restart after a failed deploy ran the broken release
+        // pinned; whole-path arguments are now, a path after `=` is not
         let dir = std::env::temp_dir().join(format!("baton-check-link-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("releases/1")).unwrap();
         std::fs::write(dir.join("releases/1/run.sh"), "").unwrap();
         std::os::unix::fs::symlink("releases/1", dir.join("current")).unwrap();
-        let script = dir.join("current/run.sh");
-        let c = config(&format!(
-            "command = [\"/bin/sh\", {:?}]\n",
-            script.display().to_string()
-        ));
-        assert_eq!(keys(&c), [("command", Level::Advice)]);
-        let m = &found(&c)[0].message;
+        let script = dir.join("current/run.sh").display().to_string();
+        let whole = format!("command = [\"/bin/sh\", {script:?}]\n");
+        assert!(found(&config(&whole)).is_empty(), "a whole path is pinned");
+        let inside = format!("command = [\"/bin/sh\", \"--script={script}\"]\n");
+        assert_eq!(keys(&config(&inside)), [("command", Level::Advice)]);
+        let m = &found(&config(&inside))[0].message;
         assert!(
-            m.contains(&format!(
-                "release = {:?}",
-                dir.join("current").display().to_string()
-            )),
+            m.contains(&dir.join("current").display().to_string())
+                && m.contains(&format!("\"--script\", {script:?}")),
             "{m}"
         );
-        let with_release = format!(
-            "command = [\"/bin/sh\", {:?}]\nrelease = {:?}\n",
-            script.display().to_string(),
-            dir.join("current").display().to_string()
-        );
-        assert!(found(&config(&with_release)).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

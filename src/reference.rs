@@ -177,8 +177,9 @@ pub const KEYS: &[Key] = &[
         key: "release",
         ty: "string (path)",
         default: DefaultIs::Text(
-            "none: the release is `cwd` (resolved) when the program is under it or is found in \
-            `PATH`, else the program's resolved directory",
+            "none: the release is `cwd` (resolved) when it goes through a symlink; else the \
+            directory of the first argument of `command` that does; else `cwd` when the \
+            program is under it or is found in `PATH`; else the program's resolved directory",
         ),
         allowed: "an absolute path of a directory, typically the symlink a deploy flips",
         kinds: &[],
@@ -193,10 +194,11 @@ pub const KEYS: &[Key] = &[
             `baton status`, the reload's reply and every journal entry of the generation \
             (`BATON_RELEASE`) name it. A generation whose release cannot be resolved fails \
             with the reason (a reload is rolled back, the serving generation untouched). \
+            Without it, the paths are pinned all the same (every argument that is a whole \
+            absolute path is resolved); with it, they are all resolved from one reading of \
+            the link, and the release the generation names is the one you chose. \
             `baton check` warns when it does not resolve to a directory (an error with \
-            `--strict`), and when nothing is under it; without it, `baton check` advises it \
-            when an argument of `command` is a path through a symlinked directory \
-            (`node /srv/api/current/server.js`), which would not be pinned.",
+            `--strict`), and when nothing is under it.",
     },
     Key {
         key: "handover",

@@ -18,10 +18,16 @@
 //!   python. A `PATH` lookup is done here too, once per generation, and pinned the same way:
 //!   an interpreter under a symlinked directory on `PATH` does not change under a generation.
 //!   `command[0]` written as a path becomes the resolved path; a bare name stays as `argv[0]`.
+//! * every other argument of `command` and of `readiness.exec` that is a whole absolute path
+//!   (`node /srv/api/current/server.js`), `release` or not: resolved the same way (a
+//!   directory whole), except under /proc, /sys and /dev; a path that does not resolve stays
+//!   as written.
 //!
 //! The release a generation names (status, reload reply, `BATON_RELEASE` in the journal) is
-//! the resolved `release`; without it, the resolved `cwd` when the program is under it or is
-//! found in `PATH`; else the program's resolved directory.
+//! the resolved `release`; without it, the resolved `cwd` when it goes through a symlink;
+//! else the directory of the first argument that goes through one; else the resolved `cwd`
+//! when the program is under it or is found in `PATH`; else the program's resolved directory
+//! (`release_source`).
 //!
 //! Reads the file system; changes nothing. An in-place build (the same directory rebuilt) has
 //! nothing to resolve: only the releases layout makes a generation's files stay put.
@@ -45,6 +51,7 @@ pub struct Pinned {
 
 /// Resolve a generation's release and paths, or say why they cannot be.
 pub fn pin(config: &Config) -> Result<Pinned, String> {
+    let from = release_source(config);
     let mut c = config.clone();
     let release = match &config.release {
         Some(r) => Some((r.clone(), resolve_dir(r, "the release directory")?)),
@@ -74,14 +81,19 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
         (_, false) => found,
     };
     let program = resolve_parent(&full)?;
-    let bare = !argv0.contains('/');
-    if !bare {
+    if argv0.contains('/') {
         c.command[0] = utf8(&program)?.to_string();
     }
-    let release = match (release, &c.cwd) {
+    // the arguments that are whole absolute paths (`node /srv/api/current/server.js`), and
+    // the readiness check's: pinned like the program (those under `release` already are)
+    pin_args(&mut c.command[1..])?;
+    if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
+        pin_args(argv)?;
+    }
+    let release = match (release, from) {
         (Some((_, to)), _) => to,
-        (None, Some(dir)) if bare || program.starts_with(dir) => dir.clone(),
-        (None, _) => program
+        (None, Some(dir)) => resolve_dir(&dir, "the release directory")?,
+        (None, None) => program
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
     };
@@ -92,23 +104,51 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
     })
 }
 
-/// [`pin`] for `baton rollback`: the generation runs `recorded`, the release an earlier
-/// generation of this config resolved, not what the config's paths resolve to now. The
-/// directory the release was resolved from (`release`, else `cwd` when the program is under
-/// it or is a bare name, else the program's directory) is replaced by `recorded` in `cwd` and
-/// the arguments, then the paths are pinned as usual. A `recorded` that is gone is the error.
-pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
-    let to = resolve_dir(recorded, "the release directory")?;
+/// The directory, as the config writes it, whose resolution is the generation's release:
+/// `release`; else `cwd` when it goes through a symlink; else the first argument of
+/// `command` that is a whole absolute path through a symlink (`/srv/api/current/server.js`:
+/// its directory, or itself when it is one); else `cwd` when the program is under it, is
+/// relative or is a bare name; else the program's directory when it is written as an
+/// absolute path. `None`: the release is the directory the program is found in.
+///
+/// [`pin`] and [`pin_at`] share it, so that a rollback replaces the very directory whose
+/// resolution the history recorded.
+fn release_source(config: &Config) -> Option<PathBuf> {
+    if let Some(r) = &config.release {
+        return Some(r.clone());
+    }
+    let through_link = |p: &Path| std::fs::canonicalize(p).is_ok_and(|r| r != p);
+    if let Some(cwd) = config.cwd.as_ref().filter(|c| through_link(c)) {
+        return Some(cwd.clone());
+    }
+    let pinned_arg = config.command[1..].iter().find_map(|a| {
+        let p = Path::new(a.as_str());
+        let pinned = pin_path(p)?;
+        Some(match pinned.is_dir() {
+            true => p.to_path_buf(),
+            false => p.parent()?.to_path_buf(),
+        })
+    });
+    if pinned_arg.is_some() {
+        return pinned_arg;
+    }
     let argv0 = Path::new(&config.command[0]);
     let bare = !config.command[0].contains('/');
-    let from = match (&config.release, &config.cwd) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(cwd)) if bare || !argv0.is_absolute() || argv0.starts_with(cwd) => {
-            Some(cwd.clone())
-        }
-        (None, _) if argv0.is_absolute() => argv0.parent().map(Path::to_path_buf),
-        (None, _) => None,
-    };
+    match &config.cwd {
+        Some(cwd) if bare || argv0.is_relative() || argv0.starts_with(cwd) => Some(cwd.clone()),
+        _ if argv0.is_absolute() => argv0.parent().map(Path::to_path_buf),
+        _ => None,
+    }
+}
+
+/// [`pin`] for `baton rollback`: the generation runs `recorded`, the release an earlier
+/// generation of this config resolved, not what the config's paths resolve to now. The
+/// directory the release was resolved from ([`release_source`]) is replaced by `recorded` in
+/// `cwd` and the arguments, then the paths are pinned as usual. A `recorded` that is gone is
+/// the error.
+pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
+    let to = resolve_dir(recorded, "the release directory")?;
+    let from = release_source(config);
     let mut c = config.clone();
     if let Some(from) = &from {
         if let Some(cwd) = &c.cwd {
@@ -128,6 +168,36 @@ pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
     // the generation runs the recorded release, and says so: the config itself is not changed
     pinned.release = to;
     Ok(pinned)
+}
+
+/// Every argument that is a whole absolute path, pinned ([`pin_path`]).
+fn pin_args(argv: &mut [String]) -> Result<(), String> {
+    for a in argv.iter_mut() {
+        if let Some(p) = pin_path(Path::new(a.as_str())) {
+            *a = utf8(&p)?.to_string();
+        }
+    }
+    Ok(())
+}
+
+/// An absolute path with its symlinks resolved, when that changes it: a directory whole, any
+/// other path by its directory with the last component kept (a venv's `bin/python` link stays
+/// the venv's). `None` for a path that is relative, cannot be resolved, resolves to itself,
+/// or is under /proc, /sys or /dev, before or after (`/dev/fd/3` → `/proc/self/fd/3` would
+/// name baton's own descriptors).
+fn pin_path(path: &Path) -> Option<PathBuf> {
+    let kernel = |p: &Path| ["/proc", "/sys", "/dev"].iter().any(|k| p.starts_with(k));
+    if !path.is_absolute() || kernel(path) {
+        return None;
+    }
+    let resolved = match std::fs::canonicalize(path) {
+        Ok(r) if r.is_dir() => r,
+        _ => {
+            let (dir, name) = (path.parent()?, path.file_name()?);
+            std::fs::canonicalize(dir).ok()?.join(name)
+        }
+    };
+    (resolved != path && !kernel(&resolved)).then_some(resolved)
 }
 
 /// Whether `config.release` pins anything: `cwd` or an argument of `command` is under it.
@@ -317,6 +387,12 @@ mod tests {
         for top in [
             format!("command = [\"{}/run.sh\"]\n", cur.display()),
             format!("command = [\"./run.sh\"]\ncwd = \"{}\"\n", cur.display()),
+            format!("command = [\"/bin/sh\", \"{}/run.sh\"]\n", cur.display()),
+            format!(
+                "command = [\"sh\", \"{}/run.sh\"]\ncwd = \"{}\"\n",
+                cur.display(),
+                dir.display()
+            ),
             format!(
                 "command = [\"/bin/sh\", \"{c}/run.sh\"]\nrelease = \"{c}\"\ncwd = \"{c}/dist\"\n",
                 c = cur.display()
@@ -343,6 +419,62 @@ mod tests {
         std::fs::remove_dir_all(&r1).unwrap();
         let e = pin_at(&c, &r1).unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn whole_path_arguments_are_pinned_without_release() {
+        // a new user's trial: `node /srv/api/current/server.js` restarted from the broken
+        // release after a failed deploy, because only `release` pinned arguments
+        let dir = layout("args");
+        let cur = dir.join("current");
+        let r1 = dir.join("releases/1");
+        let c = config(&format!(
+            "command = [\"/bin/sh\", \"{cur}/run.sh\", \"--config={cur}/x\", \"{cur}\",              \"/dev/fd/3\", \"/proc/self/fd/0\", \"{cur}/missing/x\", \"/nope/x\", \"rel/x\"]\n",
+            cur = cur.display()
+        ));
+        let p = pin(&c).unwrap();
+        assert_eq!(
+            p.release, r1,
+            "the first argument through a link names the release"
+        );
+        assert_eq!(
+            p.config.command[1..],
+            [
+                r1.join("run.sh").display().to_string(),
+                format!("--config={}/x", cur.display()),
+                r1.display().to_string(),
+                // never baton's own descriptors
+                "/dev/fd/3".into(),
+                "/proc/self/fd/0".into(),
+                // a path that does not resolve stays as written
+                format!("{}/missing/x", cur.display()),
+                "/nope/x".into(),
+                "rel/x".into(),
+            ]
+        );
+        // a readiness check's paths too
+        let c = config(&format!(
+            "command = [\"/bin/sh\"]\n[readiness]\nkind = \"exec\"\nexec = [\"{cur}/run.sh\", \"{cur}/dist\"]\n",
+            cur = cur.display()
+        ));
+        let ReadinessKind::Exec { argv, .. } = &pin(&c).unwrap().config.readiness.kind else {
+            panic!("exec");
+        };
+        assert_eq!(
+            argv,
+            &[
+                r1.join("run.sh").display().to_string(),
+                r1.join("dist").display().to_string()
+            ]
+        );
+        // a static cwd and a bare program: the argument through the link names the release
+        let c = config(&format!(
+            "command = [\"sh\", \"{cur}/run.sh\"]\ncwd = \"{}\"\n",
+            dir.display(),
+            cur = cur.display()
+        ));
+        assert_eq!(pin(&c).unwrap().release, r1);
         let _ = std::fs::remove_dir_all(dir);
     }
 

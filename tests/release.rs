@@ -141,10 +141,14 @@ fn log_lines_name_the_release(baton: &Baton, g: u64, path: &str) {
 /// They must restart from generation 1's release and serve (before: from the broken one, a
 /// crash loop).
 fn restarts_after_a_failed_reload(instances: u32) {
-    let _g = serial();
-    let (baton, r) = start(&format!("pin-failed-{instances}"), instances, |cur| {
+    restarts_after_a_failed_reload_of(&format!("pin-failed-{instances}"), instances, |cur| {
         format!("command = [\"{}/run.sh\"]", cur.display())
     });
+}
+
+fn restarts_after_a_failed_reload_of(name: &str, instances: u32, top: impl Fn(&Path) -> String) {
+    let _g = serial();
+    let (baton, r) = start(name, instances, top);
     let (r1, r2) = (r.path("1"), r.path("2"));
     let old = baton.serving_pids();
     r.point("2");
@@ -189,6 +193,16 @@ fn restarts_after_a_failed_reload_run_the_serving_release_2_instances() {
 #[test]
 fn restarts_after_a_failed_reload_run_the_serving_release_3_instances() {
     restarts_after_a_failed_reload(3);
+}
+
+/// An interpreter and a script through the link, without `release` (a new user's trial: only
+/// `release` pinned arguments, so `node /srv/api/current/server.js` restarted from the broken
+/// release): the script's path is pinned, and names the release.
+#[test]
+fn a_script_argument_through_the_link_is_pinned_without_release() {
+    restarts_after_a_failed_reload_of("pin-arg", 2, |cur| {
+        format!("command = [\"/bin/sh\", \"{}/run.sh\"]", cur.display())
+    });
 }
 
 /// A good reload: the new release serves, and its restarts stay on it when `current` moves
