@@ -176,6 +176,16 @@ impl History {
         h
     }
 
+    /// The number of this run's first generation: one past the highest in the history (1 when
+    /// it is empty), so that numbers go on across runs and a number names one generation.
+    pub fn next_generation(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| r.generation)
+            .max()
+            .map_or(1, |g| g.saturating_add(1))
+    }
+
     /// A generation starts from `source`, with this release (once resolved).
     pub fn starting(&mut self, generation: u64, source: Source, release: Option<String>) {
         self.starting.retain(|(g, ..)| *g != generation);
@@ -586,6 +596,18 @@ mod tests {
         h.served(4, 4, 4);
         // generation 4 runs what 2 and 1 ran: the one before with another config is 3
         assert_eq!(h.rollback_target(Some(4), None).unwrap().generation, 3);
+    }
+
+    #[test]
+    fn numbers_go_on_across_runs() {
+        assert_eq!(History::new(3, 1, Vec::new()).next_generation(), 1);
+        let mut h = History::new(3, 1000, Vec::new());
+        h.starting(7, source(Kind::Start, "a"), Some("/r/1".into()));
+        h.served(7, 1000, 1001);
+        h.starting(8, source(Kind::Reload, "b"), Some("/r/2".into()));
+        h.failed(8, 1002, 1003, "exited");
+        let next = History::new(3, 5000, h.records.clone());
+        assert_eq!(next.next_generation(), 9);
     }
 
     #[test]

@@ -1568,7 +1568,7 @@ fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() 
         h == [
             e(1, "start", "replaced", r1),
             e(2, "reload", "stopped", r2),
-            e(1, "start", "serving", r2),
+            e(3, "start", "serving", r2),
         ],
         format!("the history lists the earlier run's generations after the restart: {h:?}"),
     );
@@ -1582,7 +1582,7 @@ fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() 
     let (ok, out, err) = baton_in(&bx, &["rollback"]);
     c.check(ok, format!("baton rollback: {out}{err}"));
     c.check(
-        out.contains(&format!("generation 2 serving release {r1}")),
+        out.contains(&format!("generation 4 serving release {r1}")),
         format!("the rollback's reply names the release: {out}"),
     );
     let report = load.stop();
@@ -1601,15 +1601,15 @@ fn history_survives_systemctl_restart_and_rollback_serves_the_earlier_release() 
     );
     let h = history_in(&bx);
     c.check(
-        h.last() == Some(&e(2, "rollback", "serving", r1)),
+        h.last() == Some(&e(4, "rollback", "serving", r1)),
         format!("the history has the rollback: {h:?}"),
     );
     let status = wait_until(
-        "Status line with generation 2 alone",
+        "Status line with generation 4 alone",
         Duration::from_secs(15),
         || {
             let s = bx.show("api.service", "StatusText");
-            (s == "gen 2: 2/2 ready").then_some(s)
+            (s == "gen 4: 2/2 ready").then_some(s)
         },
     );
     eprintln!("  after the rollback: StatusText={status:?}");

@@ -350,15 +350,23 @@ pub struct Core {
 }
 
 impl Core {
-    /// Start the first generation with `config`.
-    pub fn new(config: Config, identity: Identity, systemd: bool, now: Instant) -> Core {
+    /// Start the first generation with `config`, numbered `first` (1, or one past the last
+    /// generation in the history: numbers go on across runs of baton, so a number names one
+    /// generation in the history and in the journal).
+    pub fn new(
+        config: Config,
+        identity: Identity,
+        systemd: bool,
+        first: u64,
+        now: Instant,
+    ) -> Core {
         let config = Rc::new(config);
         let mut core = Core {
             state: State::Done { exit_code: 0 },
             out: Out::default(),
             pending_reload: None,
             loading: None,
-            next_generation: 1,
+            next_generation: first.max(1),
             reloads_ok: 0,
             reloads_failed: 0,
             last_reload: None,

@@ -84,7 +84,7 @@ struct World {
 impl World {
     fn new(cfg: Config) -> World {
         let t0 = Instant::now();
-        let core = Core::new(cfg.clone(), two_sockets(), true, t0);
+        let core = Core::new(cfg.clone(), two_sockets(), true, 1, t0);
         let mut w = World {
             core,
             t0,

@@ -288,7 +288,8 @@ impl Supervisor {
         }
         io.announce();
         let identity = io.identity();
-        let core = Core::new(setup.config, identity, io.manager.enabled(), now);
+        let first = io.history.next_generation();
+        let core = Core::new(setup.config, identity, io.manager.enabled(), first, now);
         let mut sup = Supervisor { core, io };
         sup.execute();
         Ok(sup)
