@@ -184,15 +184,25 @@ fn secs_f64(v: f64) -> Duration {
 pub fn render_status(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    // how many of the serving generation's workers are ready: "serving" alone said nothing
+    // of a generation whose workers all crash-loop (a new user's trial: its release deleted)
+    let serving = match s.serving_generation {
+        None => "-".to_string(),
+        Some(id) => match s.generations.iter().find(|g| g.generation == id) {
+            None => id.to_string(),
+            Some(g) => {
+                let ready = g.workers.iter().filter(|w| w.state == "ready").count();
+                let none = if ready == 0 { ": none answers" } else { "" };
+                format!("{id} ({ready}/{} ready{none})", g.workers.len())
+            }
+        },
+    };
     let _ = writeln!(
         out,
-        "baton pid {} — {} — up {} — serving generation {} — reloads: {} ok, {} failed",
+        "baton pid {} — {} — up {} — serving generation {serving} — reloads: {} ok, {} failed",
         s.pid,
         shown(&s.state),
         fmt_duration(secs_f64(s.uptime_s)),
-        s.serving_generation
-            .map(|g| g.to_string())
-            .unwrap_or_else(|| "-".into()),
         s.reloads_ok,
         s.reloads_failed
     );
@@ -313,7 +323,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("workers' fd 3 (baton's fd 3)"), "{text}");
+        assert!(
+            text.contains("— serving generation 2 (1/1 ready) — reloads: 1 ok"),
+            "{text}"
+        );
         assert!(text.contains("last reload: ok in 41 ms: generation 2 serving"));
+        // a serving generation whose workers all crash-loop says so (a new user's trial: it
+        // said "serving" alone while its release was deleted and no worker lived)
+        let down = STATUS.replace(r#""state":"ready""#, r#""state":"restarting""#);
+        let text = status_text(&down).unwrap();
+        assert!(
+            text.contains("— serving generation 2 (0/1 ready: none answers) —"),
+            "{text}"
+        );
         assert!(text.contains("ok\u{fffd}[31m"), "{text}");
         assert!(
             text.contains("generation 2 (current): release /srv/api/releases/2\u{fffd}[31m\n"),

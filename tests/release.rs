@@ -304,3 +304,49 @@ fn the_release_key_pins_the_arguments_under_it_and_must_resolve() {
     assert_eq!(baton.serving_pids(), old);
     assert_eq!(baton.serving_generation(), 1);
 }
+
+/// The serving generation's release deleted under it (a new user's trial: `baton status` said
+/// "serving" alone while no worker lived): its killed workers cannot start again, the status
+/// header says none is ready, and each worker's last exit names the missing directory.
+#[test]
+fn a_deleted_serving_release_shows_in_the_status_header() {
+    let _g = serial();
+    let (baton, r) = start("pin-deleted", 2, |cur| {
+        format!("command = [\"./run.sh\"]\ncwd = \"{}\"", cur.display())
+    });
+    let r1 = r.path("1");
+    let header = || {
+        let out = Command::new(baton_bin())
+            .args(["status", "--control"])
+            .arg(&baton.control)
+            .output()
+            .expect("baton status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let table = header();
+    assert!(
+        table.contains("— serving generation 1 (2/2 ready) —"),
+        "{table}"
+    );
+    fs::remove_dir_all(&r1).expect("rm release 1");
+    for (_, pid, ..) in workers(&baton, 1) {
+        signal(pid, "KILL");
+    }
+    let r1_gone = format!("chdir {r1}: No such file");
+    wait_for(
+        "generation 1's workers fail to start again, for want of their release",
+        Duration::from_secs(10),
+        || {
+            let s = baton.status().expect("status");
+            let g = generation(&s, 1).expect("generation 1");
+            g["workers"].as_array().unwrap().iter().all(|w| {
+                w["state"] != "ready" && w["last_exit"].as_str().unwrap_or("").contains(&r1_gone)
+            })
+        },
+    );
+    let table = header();
+    assert!(
+        table.contains("— serving generation 1 (0/2 ready: none answers) —"),
+        "{table}"
+    );
+}
