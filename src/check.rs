@@ -160,6 +160,14 @@ pub fn findings(config: &Config) -> Vec<Finding> {
             ),
         ));
     }
+    if config.history == 1 {
+        out.push(Finding::advice(
+            "history",
+            "history = 1 keeps the serving generation alone: `baton rollback` has no earlier \
+             one to start again, and the deploy script keeps no release for it; 2 or more \
+             keeps one",
+        ));
+    }
     for name in config.env.keys() {
         if crate::config::TOP_LEVEL_KEYS.contains(&name.as_str()) {
             out.push(Finding::advice(
@@ -414,6 +422,14 @@ mod tests {
             "{m}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn history_of_one_is_advice() {
+        // a new user's trial: `history = 1` made every rollback fail
+        let c = config("command = [\"/bin/true\"]\nhistory = 1\n");
+        assert_eq!(keys(&c), [("history", Level::Advice)]);
+        assert!(found(&config("command = [\"/bin/true\"]\nhistory = 2\n")).is_empty());
     }
 
     #[test]

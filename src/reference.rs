@@ -242,7 +242,8 @@ pub const KEYS: &[Key] = &[
             root and `$XDG_STATE_HOME/baton/NAME` (or `~/.local/state/baton/NAME`) for others, \
             NAME being the config file's name without `.toml`; so it survives a restart of \
             baton. `baton history` shows it, and `baton rollback` starts a new generation \
-            from one of its entries. A missing or unreadable file is a warning, never an \
+            from one of its entries (with 1, there is none to go back to: `baton check` says \
+            so). A missing or unreadable file is a warning, never an \
             error, and so is a failed write (a full disk): serving goes on.",
     },
     Key {

@@ -518,3 +518,52 @@ fn a_full_disk_does_not_break_a_reload() {
     let (code, _) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
     assert_eq!(code, 200);
 }
+
+/// A reload whose `[sockets]` changed (a new user's trial: exit 0, and the only word of it was
+/// a warning in the log): the reload serves on the sockets baton has, and `baton reload` says
+/// on its stderr that the change waits for a restart. A rollback to the config before, whose
+/// `[sockets]` differ from the ones baton runs with, says so too.
+#[test]
+fn a_reload_that_cannot_apply_sockets_says_so_to_its_client() {
+    let _g = serial();
+    let (baton, r) = start("rb-sockets");
+    let text = fs::read_to_string(&baton.config).expect("config");
+    let other = free_port();
+    let changed = text.replace(
+        &format!("127.0.0.1:{}", baton.port),
+        &format!("127.0.0.1:{other}"),
+    );
+    assert_ne!(text, changed);
+    fs::write(&baton.config, &changed).expect("write config");
+    r.point("2");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("baton: warning: [sockets] in ") && out.contains("restart baton to apply"),
+        "{out}"
+    );
+    answers_carry(&baton, "2");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),
+        "nothing listens on the new port before a restart"
+    );
+    // back to the first config: the change went with the config file, not with baton
+    fs::write(&baton.config, &text).expect("write config");
+    wait_alone(&baton);
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        !err.contains("[sockets]"),
+        "generation 1's sockets are baton's: {err}"
+    );
+    // a rollback to generation 2, whose config names the other port
+    wait_alone(&baton);
+    let (ok, out, err) = baton.client(&["rollback", "--to", "2"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("baton: warning: [sockets] in generation 2's config differ"),
+        "{err}"
+    );
+    let log = baton.log_text();
+    assert!(log.contains("config_sockets_changed"), "{log}");
+}

@@ -1083,7 +1083,12 @@ impl Io {
     /// Re-read the config for a reload. The running generation is untouched on error.
     fn load_config(&mut self) -> Result<Config, String> {
         if let Some((cfg, source)) = self.rollback.take() {
+            let from = match source.rollback_to {
+                Some((g, _)) => format!("generation {g}'s config"),
+                None => "the config rolled back to".into(),
+            };
             self.next_source = Some(source);
+            self.unapplied(&cfg, &from);
             return Ok(cfg);
         }
         let Some(path) = &self.config_path else {
@@ -1104,21 +1109,39 @@ impl Io {
             config: text,
             release: None,
         });
+        let from = path.display().to_string();
+        self.unapplied(&cfg, &from);
+        Ok(cfg)
+    }
+
+    /// What a reload to `cfg` cannot apply (`[sockets]`, `control`: both kept for baton's
+    /// lifetime): a warning in the log, and a progress line to every client waiting for the
+    /// reload, so that `baton reload` prints it too (a new user's trial: a changed port was
+    /// "reloaded" with exit 0 and a warning in the journal alone).
+    fn unapplied(&mut self, cfg: &Config, from: &str) {
+        let mut notes = Vec::new();
         if cfg.sockets != self.boot_config.sockets {
-            warn!(
-                baton_event = "config_sockets_changed",
-                "[sockets] changed in {}: sockets are kept for baton's lifetime; restart baton to apply",
-                path.display()
+            let note = format!(
+                "[sockets] in {from} differ from the ones baton runs with: sockets are kept \
+                 for baton's lifetime (the new generation gets the old ones); restart baton to \
+                 apply"
             );
+            warn!(baton_event = "config_sockets_changed", "{note}");
+            notes.push(note);
         }
         if cfg.control != self.boot_config.control {
-            warn!(
-                baton_event = "config_control_changed",
-                "`control` changed in {}: the control socket moves only when baton restarts",
-                path.display()
+            let note = format!(
+                "`control` in {from} differs from the one baton runs with: the control socket \
+                 moves only when baton restarts"
             );
+            warn!(baton_event = "config_control_changed", "{note}");
+            notes.push(note);
         }
-        Ok(cfg)
+        for note in notes {
+            for c in self.clients.values_mut() {
+                c.progress(&format!("warning: {note}"));
+            }
+        }
     }
 
     /// Build a generation's recipe (the notify socket is bound again first if it vanished):
