@@ -22,9 +22,12 @@ Deploys one release of a service that baton supervises, with the layout
        -- sh -c 'git clone -q --depth 1 https://git.example/api.git . && npm ci'
   2. points DIR/current at it atomically (a new link renamed over the old);
   3. reloads: systemctl reload NAME, which waits for baton's new generation;
-  4. on success, prunes DIR/releases: keeps the newest N, current, and every
-     release that baton's history names (the ones `baton rollback` may start
-     again); with no answer from baton, prunes nothing.
+  4. on success, prunes DIR/releases: only the directories it made (named by
+     a stamp), keeping the newest N of them, current, and every release that
+     `baton history --releases` names (those of generations that served: the
+     ones `baton rollback` may start again; a release only failed generations
+     ran is pruned). Any other name (releases/1 made by hand) is left alone.
+     With no answer from baton (nor its history file), prunes nothing.
 
 On failure (build or reload) it exits 1: current is pointed back at the
 previous release (baton keeps serving it), the failed release directory is
@@ -33,7 +36,7 @@ left for inspection, and baton's reason is printed.
 Options:
   --service NAME     the systemd service (baton's config: /etc/baton/NAME.toml)
   --root DIR         the directory holding releases/ and current
-  --keep N           releases kept besides those named above (default 5)
+  --keep N           stamp releases kept besides those named above (default 5)
   --config FILE      baton's config, for `baton history` and `baton status`
                      (default /etc/baton/NAME.toml)
   --reload-cmd CMD   run (sh -c) instead of `systemctl reload NAME`, e.g. outside
@@ -47,12 +50,12 @@ EOF
 }
 
 die_usage() {
-	echo "deploy.sh: $*" >&2
-	echo "Try deploy.sh --help" >&2
+	printf '%s\n' "deploy.sh: $*" "Try deploy.sh --help" >&2
 	exit 2
 }
 
-log() { echo "deploy.sh: $*" >&2; }
+# printf, not echo: dash's echo turns a backslash in a path into an escape
+log() { printf '%s\n' "deploy.sh: $*" >&2; }
 
 service='' root='' keep=5 config='' reload_cmd=''
 while [ $# -gt 0 ]; do
@@ -101,7 +104,7 @@ mkdir -p "$releases"
 lock=$root/.deploy.lock
 exec 9>>"$lock"
 if ! flock -n 9; then
-	echo "deploy.sh: another deploy of $root is running (it holds $lock); nothing was done" >&2
+	log "another deploy of $root is running (it holds $lock); nothing was done"
 	exit 1
 fi
 
@@ -109,9 +112,9 @@ fi
 previous='' previous_dir=''
 if [ -e "$current" ] && [ ! -L "$current" ]; then
 	# a build in place: current is the app's own directory, which no rename may replace
-	echo "deploy.sh: $current is a directory, not a symlink (a build in place?): move it to" \
+	log "$current is a directory, not a symlink (a build in place?): move it to" \
 		"$releases/<name>, then ln -s releases/<name> $current, and deploy again;" \
-		"nothing was done" >&2
+		"nothing was done"
 	exit 1
 fi
 if [ -L "$current" ]; then
@@ -171,31 +174,66 @@ if ! sh -c "$reload_cmd"; then
 fi
 log "deployed: $new serves"
 
-# 4. pruning. Releases that baton's history names are kept: their resolved paths,
-# the release itself or a directory under it.
+# 4. pruning. Only the script's own release directories (named by a stamp: see step 1)
+# are pruned, newest first by name; any other name (releases/1 made by hand, say) is left
+# alone and does not count toward --keep. The releases that baton's history names as those
+# a rollback may start again (`baton history --releases`: generations that served, their
+# resolved paths, one per line) are kept: the release itself, or one with a directory of it
+# named. A release only failed generations ran is pruned like any other.
 errors=$(mktemp)
-if ! history=$("$baton" history --json --config "$config" 2>"$errors"); then
-	log "$baton history --json --config $config did not answer" \
+if ! named=$("$baton" history --releases --config "$config" 2>"$errors"); then
+	log "$baton history --releases --config $config did not answer" \
 		"($(head -c 300 "$errors")): nothing pruned"
 	rm -f "$errors"
 	exit 0
 fi
 rm -f "$errors"
-named=$(printf '%s\n' "$history" | grep -o '"release": *"[^"]*"' |
-	sed 's/^"release": *"//; s/"$//' | sort -u)
 cur=$(cd "$current" && pwd -P)
+
+# kept_by_history DIR: whether $named has DIR, or a path under it, as a line
+kept_by_history() {
+	while IFS= read -r line; do
+		case $line in
+		"$1" | "$1"/*) return 0 ;;
+		esac
+	done <<EOF
+$named
+EOF
+	return 1
+}
+
+# The script's own releases (step 1's names); the directories are not symlinks, and
+# $releases is resolved: their paths are the resolved ones the history names.
+stamps='' others=0
+for path in "$releases"/*; do
+	if [ ! -d "$path" ] || [ -L "$path" ]; then
+		continue
+	fi
+	name=${path##*/}
+	case $name in
+	[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9] | \
+		[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9][0-9][0-9][0-9][0-9]-[0-9][0-9])
+		stamps="$stamps$name
+"
+		;;
+	*) others=$((others + 1)) ;;
+	esac
+done
+case $others in
+0) ;;
+1) log "1 hand-made directory (its name is not a stamp) left alone in $releases" ;;
+*) log "$others hand-made directories (their names are not stamps) left alone in $releases" ;;
+esac
 count=0
-# newest first (the stamps sort by time)
-find "$releases" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -r | while IFS= read -r dir; do
-	path=$releases/$dir
+# newest first: the stamps sort by time (a second deploy in one second, -02, after the first)
+for name in $(printf '%s' "$stamps" | sort -r); do
+	path=$releases/$name
 	count=$((count + 1))
 	[ "$count" -gt "$keep" ] || continue
 	if [ "$path" = "$new" ] || [ "$path" = "$cur" ]; then
 		continue
 	fi
-	real=$(cd "$path" && pwd -P)
-	if printf '%s\n' "$named" | grep -qxF -e "$real" ||
-		printf '%s\n' "$named" | grep -qF -e "$real/"; then
+	if kept_by_history "$path"; then
 		continue
 	fi
 	log "pruning $path"

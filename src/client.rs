@@ -135,6 +135,30 @@ pub fn history_text(line: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// `baton history --releases`: the releases of the generations a rollback may start again
+/// (those that served: [`crate::history::Record::served`]), one per line, newest first, each
+/// once, as they are (no JSON escaping, no control characters replaced: a deploy script
+/// compares them with paths, e.g. to keep them when it prunes).
+pub fn history_releases(line: &str) -> Result<String, String> {
+    let h =
+        serde_json::from_str::<crate::control::HistoryReply>(line).map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = String::new();
+    for release in h
+        .generations
+        .iter()
+        .rev()
+        .filter(|r| r.served())
+        .filter_map(|r| r.release.as_deref())
+    {
+        if seen.insert(release) {
+            out.push_str(release);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// How long a generation served: "850ms", "12.5s", "3m20s", "21h0m", "3d4h".
 fn span(ms: u64) -> String {
     let s = ms / 1000;
@@ -313,6 +337,32 @@ mod tests {
         assert!(!text.contains("serving: why"), "{text}");
         assert!(text.ends_with("(the last 10 kept in /var/lib/baton/api/history.json)\n"));
         assert!(history_text("{}").is_err());
+    }
+
+    #[test]
+    fn history_releases_are_those_that_served_newest_first_once_each_unescaped() {
+        let rec = |g: u64, release: &str, swapped: &str| {
+            format!(
+                r#"{{"generation":{g},"run":5,"kind":"reload","release":{release},"config_digest":"fnv1a64:00","config":"x","started_ms":{g},"swapped_ms":{swapped},"ended_ms":null,"outcome":"replaced"}}"#
+            )
+        };
+        // oldest first, as baton sends them
+        let line = format!(
+            r#"{{"run":5,"file":null,"keep":10,"generations":[{},{},{},{},{},{}]}}"#,
+            rec(1, r#""/r/a\"q\\b""#, "10"),
+            rec(2, r#""/r/2""#, "20"),
+            rec(3, r#""/r/failed""#, "null"),
+            rec(4, "null", "40"),
+            rec(5, r#""/r/a\"q\\b""#, "50"),
+            rec(6, r#""/r/6\u001b""#, "60"),
+        );
+        assert_eq!(
+            history_releases(&line).unwrap(),
+            "/r/6\u{1b}\n/r/a\"q\\b\n/r/2\n"
+        );
+        let none = r#"{"run":5,"file":null,"keep":10,"generations":[]}"#;
+        assert_eq!(history_releases(none).unwrap(), "");
+        assert!(history_releases("{}").is_err());
     }
 
     #[test]

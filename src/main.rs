@@ -85,13 +85,19 @@ enum Command {
         json: bool,
     },
     /// Show the last generations that served or failed: release, config digest, times,
-    /// outcome and reason (from the history file of --config FILE when no baton answers)
+    /// outcome and reason (from the history file of --config FILE when no baton answers);
+    /// --releases lists only the releases a rollback may start again, for a deploy script
     History {
         #[command(flatten)]
         target: Target,
         /// Machine-readable output (with each generation's config text)
         #[arg(long)]
         json: bool,
+        /// Print only the releases of the generations that served (those `baton rollback`
+        /// may start again), one path per line, newest first, each once, as they are (no
+        /// JSON escaping): what a deploy script must not prune
+        #[arg(long, conflicts_with = "json")]
+        releases: bool,
     },
     /// Show generations, workers, pids, state, restarts and uptime
     Status {
@@ -173,7 +179,11 @@ fn main() -> ExitCode {
             timeout,
             json,
         } => rollout(target, control::Request::Rollback { to }, timeout, json),
-        Command::History { target, json } => show_history(target, json),
+        Command::History {
+            target,
+            json,
+            releases,
+        } => show_history(target, json, releases),
         Command::Status { target, json } => status(target, json),
         Command::Units {
             name,
@@ -679,8 +689,8 @@ fn print_reply(line: &str, json: bool, render: fn(&str) -> Result<String, String
     }
 }
 
-/// `baton history`.
-fn show_history(target: Target, json: bool) -> ExitCode {
+/// `baton history` (`--releases`: only the releases a rollback may start again).
+fn show_history(target: Target, json: bool, releases: bool) -> ExitCode {
     let path = match client_control(&target) {
         Ok(p) => p,
         Err(e) => {
@@ -718,7 +728,11 @@ fn show_history(target: Target, json: bool) -> ExitCode {
             }
         }
     };
-    print_reply(&line, json, client::history_text)
+    let render = match releases {
+        true => client::history_releases,
+        false => client::history_text,
+    };
+    print_reply(&line, json, render)
 }
 
 /// The history of `--config FILE`'s baton read from its file, as a reply line, when no baton

@@ -29,7 +29,9 @@ when it was rolled back, or when nothing was started: no earlier generation to g
 is gone (the reason is on stderr).
 .TP
 \fBbaton history\fR
-0 when baton answered; 1 otherwise (also when the baton is older and does not know it).
+0 when baton answered, or none did and the history file of \fB\-\-config\fR was read; 1
+otherwise (also when the baton is older and does not know it); 2 with \fB\-\-json\fR and
+\fB\-\-releases\fR together.
 .TP
 \fBbaton status\fR
 0 when baton answered; 3 when no baton answers on the control socket, or none was found

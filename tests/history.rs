@@ -324,6 +324,28 @@ fn history_survives_a_restart_of_baton_run() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["generations"].as_array().map(Vec::len), Some(4), "{v}");
+    // --releases from the file too: those that served, newest first, each once
+    let releases = |extra: &[&str]| {
+        Command::new(baton_bin())
+            .args(["history", "--releases", "--config"])
+            .arg(&baton.config)
+            .args(extra)
+            .env("STATE_DIRECTORY", baton.dir.join("state"))
+            .output()
+            .expect("baton history --releases")
+    };
+    let out = releases(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{r1}\n{r2}\n")
+    );
+    let out = releases(&["--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--releases conflicts with --json: {out:?}"
+    );
 }
 
 /// What is at the history's path, or the state directory, before baton starts.

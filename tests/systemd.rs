@@ -1621,8 +1621,8 @@ const DEPLOY_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy.sh
 
 /// Issue 16: `examples/deploy.sh` end to end under the shipped units, under keep-alive and
 /// per-request load: a good release (the script exits 0, `current` points at it, its answers
-/// carry its mark, 0 failed requests, an old release that the history does not name is pruned,
-/// the one it names is kept), then a broken one (workers exit at once: the script exits 1 with
+/// carry its mark, 0 failed requests, an old release of the script's (a stamp name) that the
+/// history does not name is pruned, the hand-made `releases/1` is left alone), then a broken one (workers exit at once: the script exits 1 with
 /// baton's reason, `current` points back at the good release, which still serves, the failed
 /// release is left, 0 failed requests).
 #[test]
@@ -1634,8 +1634,9 @@ fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
         "/srv/api/releases/1/run.sh",
         "#!/bin/sh\nexport HELLO_MARK=1\nexec /usr/local/bin/hello\n",
     );
-    // an old release that no generation ran: pruned by the first deploy (--keep 1)
-    bx.sh_ok("mkdir -p /srv/api/releases/0 && chmod 755 /srv/api/releases/1/run.sh && ln -s releases/1 /srv/api/current");
+    // an old release of the script's that no generation ran: pruned by the first deploy
+    // (--keep 1); releases/1 is made by hand, and left alone
+    bx.sh_ok("mkdir -p /srv/api/releases/20000101-000000 && chmod 755 /srv/api/releases/1/run.sh && ln -s releases/1 /srv/api/current");
     let config = BASE_CONFIG.replace("/usr/local/bin/hello", "/srv/api/current/run.sh");
     setup_api(&bx, port, &config, true);
     let mut c = Checks::new();
@@ -1702,7 +1703,7 @@ fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
     c.check(
         listed.split_whitespace().collect::<Vec<_>>() == ["1", good_name.as_str()],
         format!(
-            "pruning (--keep 1) removed releases/0, kept releases/1 (in the history) and the new one: {listed:?}"
+            "pruning (--keep 1) removed releases/20000101-000000, left releases/1 (hand-made) and kept the new one: {listed:?}"
         ),
     );
 
