@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod handover;
 pub mod history;
+pub mod load;
 pub mod logging;
 pub mod manual;
 pub mod notify;

@@ -26,6 +26,7 @@ mod seccomp;
 mod signal;
 mod socket;
 mod spawn;
+mod stream;
 
 pub use file::{chmod, euid, may_execute, output_pipe, read};
 pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
@@ -49,6 +50,7 @@ pub use socket::{
     peer_uid, pidfd, probe_unix, socket_type, socket_type_of, take_listen_fds, Probe,
 };
 pub use spawn::{spawn, spawn_child, Child, Spawn, Spawned};
+pub use stream::{connect_unix_within, peek_now, set_io_timeouts, Peeked};
 
 /// A process id. Plain `i32` so that the rest of the crate does not depend on nix.
 pub type Pid = i32;
