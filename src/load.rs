@@ -599,6 +599,14 @@ struct Shared {
     changed: Condvar,
 }
 
+impl Shared {
+    /// Every worker of the run made its first connection attempt.
+    fn started(&self) -> bool {
+        let workers = self.workers.load(Ordering::SeqCst);
+        workers > 0 && self.ready.load(Ordering::SeqCst) >= workers
+    }
+}
+
 impl Handle {
     pub fn new() -> Handle {
         Handle::default()
@@ -619,12 +627,8 @@ impl Handle {
     /// run stopped first or `timeout` passed (false).
     pub fn wait_started(&self, timeout: Option<Duration>) -> bool {
         let until = timeout.map(|t| Instant::now() + t);
-        self.wait_for(until, |s| {
-            let workers = s.workers.load(Ordering::SeqCst);
-            workers > 0 && s.ready.load(Ordering::SeqCst) >= workers
-        });
-        let workers = self.0.workers.load(Ordering::SeqCst);
-        workers > 0 && self.0.ready.load(Ordering::SeqCst) >= workers
+        self.wait_for(until, Shared::started);
+        self.0.started()
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
