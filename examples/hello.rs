@@ -31,7 +31,12 @@
 //!     `HELLO_CRASH_AFTER_MS`;
 //!   - `unhealthy`: serve normally but answer `/healthz` with 503;
 //!   - `ignore-sigterm`: ignore SIGTERM (SIGINT still drains), so only SIGKILL
-//!     stops it.
+//!     stops it;
+//!   - `exit-on-sigterm`: exit 0 at once on SIGTERM, cutting the requests in flight;
+//!   - `early-ready`: send `READY=1` a second (`HELLO_EARLY_MS`, 1000) before it
+//!     starts accepting;
+//!   - `stray-helper`: start a helper (`sleep 300`) in a process group of its own, which
+//!     outlives the worker.
 //!
 //! Try it: `systemd-socket-activate -l 127.0.0.1:8080 target/debug/examples/hello`.
 
@@ -78,6 +83,9 @@ enum Fail {
     CrashAfterReady,
     Unhealthy,
     IgnoreSigterm,
+    ExitOnSigterm,
+    EarlyReady,
+    StrayHelper,
 }
 
 struct Config {
@@ -86,6 +94,7 @@ struct Config {
     startup: Duration,
     idle_grace: Duration,
     crash_after: Duration,
+    early: Duration,
 }
 
 /// State shared by the accept loop, the signal thread and the connection threads.
@@ -149,10 +158,14 @@ fn config() -> Result<Config, String> {
         "crash-after-ready" => Fail::CrashAfterReady,
         "unhealthy" => Fail::Unhealthy,
         "ignore-sigterm" => Fail::IgnoreSigterm,
+        "exit-on-sigterm" => Fail::ExitOnSigterm,
+        "early-ready" => Fail::EarlyReady,
+        "stray-helper" => Fail::StrayHelper,
         other => {
             return Err(format!(
                 "unknown fail mode {other:?} (expected exit-at-start, never-ready, \
-                 crash-after-ready, unhealthy or ignore-sigterm)"
+                 crash-after-ready, unhealthy, ignore-sigterm, exit-on-sigterm, early-ready \
+                 or stray-helper)"
             ))
         }
     };
@@ -162,6 +175,7 @@ fn config() -> Result<Config, String> {
         startup: millis_var("HELLO_STARTUP_MS", 0)?,
         idle_grace: millis_var("HELLO_IDLE_GRACE_MS", 1000)?,
         crash_after: millis_var("HELLO_CRASH_AFTER_MS", 200)?,
+        early: millis_var("HELLO_EARLY_MS", 1000)?,
     })
 }
 
@@ -189,7 +203,19 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
         drain_rx,
     });
     let (pid, cfg) = (shared.pid, &shared.cfg);
-    watch_signals(cfg.fail == Fail::IgnoreSigterm, &shared, drain_tx)?;
+    watch_signals(cfg.fail, &shared, drain_tx)?;
+    if cfg.fail == Fail::StrayHelper {
+        use std::os::unix::process::CommandExt;
+        // a process group of its own: out of the worker's group, as daemonizing helpers are
+        let helper = std::process::Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()?;
+        log!(
+            "pid={pid} started helper {} (fail mode stray-helper)",
+            helper.id()
+        );
+    }
 
     let listeners = take_listeners()?;
     let addrs: Vec<String> = listeners.iter().map(Listener::describe).collect();
@@ -213,7 +239,16 @@ fn serve(cfg: Config) -> io::Result<ExitCode> {
         log!("pid={pid} crashing with exit code 3 (fail mode crash-after-ready)");
         return Ok(ExitCode::from(3));
     }
-    if cfg.fail != Fail::NeverReady {
+    if cfg.fail == Fail::EarlyReady {
+        notify_ready(pid);
+        log!(
+            "pid={pid} READY=1 sent, accepting in {:?} (fail mode early-ready)",
+            cfg.early
+        );
+        if drained_within(&shared, cfg.early)? {
+            return Ok(ExitCode::SUCCESS);
+        }
+    } else if cfg.fail != Fail::NeverReady {
         notify_ready(pid);
     }
 
@@ -281,10 +316,10 @@ fn notify_ready(pid: u32) {
 /// Blocks SIGTERM/SIGINT in every thread and receives them with sigwait() on a
 /// dedicated thread, which starts the drain: it sets the flag and writes one byte
 /// to the drain pipe. That byte is never read, so every poller wakes up, now or later.
-fn watch_signals(ignore_sigterm: bool, shared: &Arc<Shared>, drain_tx: OwnedFd) -> io::Result<()> {
+fn watch_signals(fail: Fail, shared: &Arc<Shared>, drain_tx: OwnedFd) -> io::Result<()> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
-    if ignore_sigterm {
+    if fail == Fail::IgnoreSigterm {
         // SAFETY: SIG_IGN installs no handler code, and no other thread exists yet.
         unsafe { nix::sys::signal::signal(Signal::SIGTERM, SigHandler::SigIgn) }?;
     } else {
@@ -297,6 +332,13 @@ fn watch_signals(ignore_sigterm: bool, shared: &Arc<Shared>, drain_tx: OwnedFd) 
         .name("signals".into())
         .spawn(move || loop {
             let Ok(sig) = set.wait() else { continue };
+            if fail == Fail::ExitOnSigterm && sig == Signal::SIGTERM {
+                log!(
+                    "pid={} got {sig}, exiting at once (fail mode exit-on-sigterm)",
+                    shared.pid
+                );
+                std::process::exit(0);
+            }
             if !shared.draining.swap(true, Ordering::SeqCst) {
                 log!("pid={} got {sig}, draining", shared.pid);
                 let _ = nix::unistd::write(&drain_tx, b"x");

@@ -25,4 +25,5 @@ pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod units;
+pub mod verify;
 pub mod worker;

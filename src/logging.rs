@@ -5,6 +5,12 @@
 //! `baton_event`; journald stores them upper-cased (`BATON_GENERATION=7`), so
 //! `journalctl -u api BATON_GENERATION=7` selects one generation.
 //!
+//! With `BATON_EVENTS=FILE` in its environment (what `baton verify` sets for the `baton run`
+//! it starts), every event is also appended to FILE as one JSON object per line, with its
+//! fields, its level and `mono_us` (CLOCK_MONOTONIC in µs, the clock of every process of the
+//! machine): a channel a tool can read without parsing text, apart from the workers' output.
+//! Workers never inherit the variable.
+//!
 //! The journal layer is baton's own ([`JournalLayer`], journald's native protocol) rather than
 //! tracing-journald's, whose socket blocks: a journald that stops reading must not stop the
 //! event loop. A line journald cannot take at once is dropped and counted, and the next line
@@ -174,6 +180,92 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
     }
 }
 
+/// Appends every event to a file as one JSON line (`BATON_EVENTS`).
+struct EventsLayer {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+impl EventsLayer {
+    /// The file named by `BATON_EVENTS`, opened for appending (created 0600, never through a
+    /// symlink at its last component), if the variable is set; a file that cannot be opened
+    /// is said on stderr once and no event goes there.
+    fn from_env() -> Option<EventsLayer> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::var_os("BATON_EVENTS")?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match file {
+            Ok(file) => Some(EventsLayer {
+                file: std::sync::Mutex::new(file),
+            }),
+            Err(e) => {
+                eprintln!(
+                    "baton: BATON_EVENTS={}: {e}: events are not written there",
+                    std::path::Path::new(&path).display()
+                );
+                None
+            }
+        }
+    }
+}
+
+/// An event's fields as JSON values (numbers stay numbers).
+#[derive(Default)]
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl Visit for JsonFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.0.insert(field.name().into(), text.into());
+    }
+}
+
+impl<S: Subscriber> Layer<S> for EventsLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = JsonFields::default();
+        fields
+            .0
+            .insert("mono_us".into(), crate::sys::monotonic_us().into());
+        fields.0.insert(
+            "level".into(),
+            event
+                .metadata()
+                .level()
+                .as_str()
+                .to_ascii_lowercase()
+                .into(),
+        );
+        event.record(&mut fields);
+        let Ok(mut line) = serde_json::to_vec(&fields.0) else {
+            return;
+        };
+        line.push(b'\n');
+        // one write(2) per line (O_APPEND): a reader never sees half of one unless the disk
+        // is full, and a failed write loses that event only
+        if let Ok(mut f) = self.file.lock() {
+            use std::io::Write;
+            let _ = f.write_all(&line);
+        }
+    }
+}
+
 /// Whether stderr is connected to the journal (systemd sets JOURNAL_STREAM=dev:inode).
 fn stderr_is_journal() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -204,11 +296,13 @@ fn level() -> Level {
 /// Returns true when baton logs to the journal (and should send workers' output there too).
 pub fn init() -> bool {
     let filter = tracing_subscriber::filter::LevelFilter::from_level(level());
+    let events = EventsLayer::from_env();
     if stderr_is_journal() {
         if let Ok(layer) = JournalLayer::connect() {
             let _ = tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
+                .with(events)
                 .try_init();
             return true;
         }
@@ -221,6 +315,7 @@ pub fn init() -> bool {
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
+        .with(events)
         .try_init();
     false
 }

@@ -56,6 +56,10 @@ enum Command {
         /// The demo's address: "IP:port", "[IPv6]:port" or "unix:/path" [default: 127.0.0.1:8080]
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// handover = "bind": an app's bind() of ADDR gets the socket NAME of [sockets]
+        /// (`baton verify` runs an app that binds its production port on a private one)
+        #[arg(long = "bind-as", value_name = "NAME=ADDR", hide = true)]
+        bind_as: Vec<String>,
     },
     /// Start a new generation and wait for the outcome (exit 0: serving; 1: rolled back)
     Reload {
@@ -135,6 +139,34 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Run the app of a config under baton on private loopback sockets, reload it under load
+    /// and stop it, then say what it gets wrong for zero-downtime deploys: one row per check
+    /// (exit 0: no check failed; 1: one did; 2: it could not run)
+    Verify {
+        /// The app's baton config (its [sockets] are replaced by private ones)
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// How many reloads
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+        reloads: u32,
+        /// The path the load asks for
+        #[arg(long, default_value = "/", value_name = "PATH")]
+        path: String,
+        /// A path whose answer takes a while (a second or so): requests to it are in flight
+        /// at every stop signal
+        #[arg(long, value_name = "PATH")]
+        slow_path: Option<String>,
+        /// The sockets, for a config without [sockets] (a socket unit holds them): what the
+        /// unit listens on, as NAME=ADDRESS; repeatable
+        #[arg(long, value_name = "NAME=ADDRESS")]
+        socket: Vec<String>,
+        /// Keep the private directory (the app's output, baton's events, the config used)
+        #[arg(long)]
+        keep: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the man pages (`man`: baton.1, baton-SUBCOMMAND.1, baton.toml.5) or shell
     /// completions (`completions SHELL...`) into a directory; used by packaging/build.sh
     #[command(hide = true)]
@@ -156,6 +188,7 @@ fn main() -> ExitCode {
             target,
             demo,
             listen,
+            bind_as,
         } => {
             if listen.is_some() && !demo {
                 eprintln!(
@@ -163,9 +196,24 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            let mut asked = Vec::new();
+            for b in bind_as {
+                let parsed = b
+                    .split_once('=')
+                    .ok_or_else(|| "expected NAME=ADDR".to_string())
+                    .and_then(|(n, a)| Ok((n.to_string(), a.parse::<config::SocketAddrSpec>()?)));
+                match parsed {
+                    Ok(p) => asked.push(p),
+                    Err(e) => {
+                        eprintln!("baton: --bind-as {b}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             run(
                 target,
                 demo.then(|| listen.unwrap_or_else(|| DEMO_LISTEN.into())),
+                asked,
             )
         }
         Command::Reload {
@@ -185,6 +233,48 @@ fn main() -> ExitCode {
             releases,
         } => show_history(target, json, releases),
         Command::Status { target, json } => status(target, json),
+        Command::Verify {
+            config,
+            reloads,
+            path,
+            slow_path,
+            socket,
+            keep,
+            json,
+        } => {
+            let mut sockets = Vec::new();
+            for b in socket {
+                let parsed = b
+                    .split_once('=')
+                    .ok_or_else(|| "expected NAME=ADDRESS".to_string())
+                    .and_then(|(n, a)| Ok((n.to_string(), a.parse::<config::SocketAddrSpec>()?)));
+                match parsed {
+                    Ok(p) => sockets.push(p),
+                    Err(e) => {
+                        eprintln!("baton: verify: --socket {b}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let opts = baton::verify::Options {
+                config: config.clone(),
+                reloads,
+                path,
+                slow_path,
+                sockets,
+                keep,
+            };
+            match baton::verify::run(&opts) {
+                Err(e) => {
+                    eprintln!("baton: verify: {e}");
+                    ExitCode::from(2)
+                }
+                Ok(outcome) => match baton::verify::print(&outcome, &config, json) {
+                    true => ExitCode::FAILURE,
+                    false => ExitCode::SUCCESS,
+                },
+            }
+        }
         Command::Units {
             name,
             listen,
@@ -533,7 +623,11 @@ fn demo_worker() -> Result<PathBuf, String> {
 }
 
 /// `demo`: the demo's listen address (`--demo`), or `None` to run `--config`.
-fn run(target: Target, demo: Option<String>) -> ExitCode {
+fn run(
+    target: Target,
+    demo: Option<String>,
+    bind_as: Vec<(String, config::SocketAddrSpec)>,
+) -> ExitCode {
     // Signals are blocked before anything else, so that every thread inherits the mask.
     let signals = match sys::SignalFd::new() {
         Ok(s) => s,
@@ -607,6 +701,16 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         tracing::error!(baton_event = "startup_error", "{named_by}: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some((name, _)) = bind_as
+        .iter()
+        .find(|(n, _)| !listeners.list.iter().any(|l| l.name == *n))
+    {
+        tracing::error!(
+            baton_event = "startup_error",
+            "--bind-as {name}=…: baton has no socket named `{name}`"
+        );
+        return ExitCode::FAILURE;
+    }
     let setup = supervisor::Setup {
         // absolute, so that `baton status` names the file wherever it is asked from (and
         // `reload --config` can tell two files of one name apart)
@@ -618,6 +722,7 @@ fn run(target: Target, demo: Option<String>) -> ExitCode {
         control_path,
         signals,
         capture_output: journal,
+        bind_as,
     };
     let sup = match supervisor::Supervisor::new(setup) {
         Ok(s) => s,

@@ -23,7 +23,7 @@ use crate::sockets::Listeners;
 use crate::sys::{self, Pid};
 
 /// Variables of baton's own environment that must not be inherited by children.
-const PRIVATE_VARS: [&str; 8] = [
+const PRIVATE_VARS: [&str; 9] = [
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
@@ -32,6 +32,8 @@ const PRIVATE_VARS: [&str; 8] = [
     "WATCHDOG_PID",
     "BATON_GENERATION",
     "BATON_INSTANCE",
+    // baton's own events file (`logging`): a worker's lines must not go there
+    "BATON_EVENTS",
 ];
 
 /// Name of the private probe socket in LISTEN_FDNAMES.

@@ -564,6 +564,7 @@ fn a_reload_that_cannot_apply_sockets_says_so_to_its_client() {
         out.contains("baton: warning: [sockets] in ") && out.contains("restart baton to apply"),
         "{out}"
     );
+    wait_alone(&baton);
     answers_carry(&baton, "2");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", other)).is_err(),

@@ -45,3 +45,12 @@ pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
+
+/// CLOCK_MONOTONIC in microseconds: one clock for every process of the machine (the one
+/// `std::time::Instant` reads), so that two processes can order their events.
+pub fn monotonic_us() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64) * 1_000_000 + (t.tv_nsec() as u64) / 1_000)
+        .unwrap_or(0)
+}

@@ -28,14 +28,15 @@ mod socket;
 mod spawn;
 mod stream;
 
-pub use file::{chmod, euid, may_execute, output_pipe, read};
+pub use file::{chmod, euid, may_execute, monotonic_us, output_pipe, read};
 pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
 pub use poll::PollSet;
 pub use priority::{renice_group, worker_nice};
 pub use proc::{
-    fd_kind, inode, parse_epoll_fdinfo, parse_syscall, proc_children, proc_epoll_targets,
-    proc_fd_kind, proc_fds, proc_parent_and_group, proc_syscall, proc_tasks, proc_tgid,
-    read_process_memory, read_process_string, resolve_at, wait_call, FdKind, WaitCall,
+    fd_kind, inode, mem_available_kib, parse_epoll_fdinfo, parse_syscall, proc_alive,
+    proc_children, proc_cmdline, proc_epoll_targets, proc_fd_kind, proc_fd_targets, proc_fds,
+    proc_parent_and_group, proc_rss_kib, proc_syscall, proc_tasks, proc_tgid, read_process_memory,
+    read_process_string, resolve_at, wait_call, FdKind, WaitCall,
 };
 pub use seccomp::{
     decode_sockaddr, fd_flags, set_nonblocking, supported as trap_bind_supported, Notification,

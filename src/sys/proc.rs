@@ -1,7 +1,8 @@
 //! Readers of /proc: a process's parent and group (/proc/PID/stat), and what the `accepting`
 //! readiness check looks at: a process's children and threads, its descriptors and their
 //! inodes, the epoll sets in fdinfo, the system call a thread is blocked in, and its memory
-//! (/proc/PID/mem).
+//! (/proc/PID/mem); and what `baton verify` reports: a process's descriptors with their
+//! targets, its resident memory and command line, and the host's available memory.
 //!
 //! Must never change a process (read only) and never call `unsafe` code: /proc is read with
 //! std, and the lint below keeps it so. A process or thread that vanishes between two reads is
@@ -30,6 +31,17 @@ pub fn proc_parent_and_group(pid: Pid) -> io::Result<(Pid, Pid)> {
         (Some(p), Some(g)) => Ok((p, g)),
         _ => Err(io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat")),
     }
+}
+
+/// Whether `pid` exists and is not a zombie (state `Z` or `X` in /proc/PID/stat).
+pub fn proc_alive(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -101,6 +113,54 @@ pub fn proc_fds(pid: Pid) -> io::Result<Vec<(RawFd, FdKind)>> {
 pub fn proc_fd_kind(pid: Pid, fd: RawFd) -> io::Result<FdKind> {
     let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))?;
     Ok(fd_kind(&target.to_string_lossy()))
+}
+
+/// The open descriptors of `pid` with what each points at (`socket:[123]`, a path, …), in
+/// descriptor order.
+pub fn proc_fd_targets(pid: Pid) -> io::Result<Vec<(RawFd, String)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let e = e?;
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<RawFd>() else {
+            continue;
+        };
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            out.push((fd, target.to_string_lossy().into_owned()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The resident memory of `pid`, KiB (`VmRSS:` of /proc/PID/status; 0 for a zombie).
+pub fn proc_rss_kib(pid: Pid) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(kib_field(&text, "VmRSS:").unwrap_or(0))
+}
+
+/// The host's available memory, KiB (`MemAvailable:` of /proc/meminfo).
+pub fn mem_available_kib() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo")?;
+    kib_field(&text, "MemAvailable:")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no MemAvailable"))
+}
+
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The command line of `pid`, its arguments joined by spaces.
+pub fn proc_cmdline(pid: Pid) -> io::Result<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Ok(args.join(" "))
 }
 
 /// The process (thread group) a thread belongs to: `Tgid:` of /proc/TID/status.

@@ -57,6 +57,10 @@ pub struct Setup {
     pub signals: SignalFd,
     /// Send workers' stdout/stderr to the journal (when baton itself logs there).
     pub capture_output: bool,
+    /// `handover = "bind"`: the address an app's bind() names to get the socket of this name,
+    /// when it is not the socket's own (`baton verify` runs an app that binds its production
+    /// port on a private one; `--bind-as`).
+    pub bind_as: Vec<(String, crate::config::SocketAddrSpec)>,
 }
 
 pub struct Supervisor {
@@ -279,7 +283,7 @@ impl Supervisor {
             output_moved: (0, now),
             output_deadline: None,
         };
-        io.learn_sockets()?;
+        io.learn_sockets(&setup.bind_as)?;
         if setup.capture_output {
             match output::Journal::connect() {
                 Ok(j) => io.journal = Some(j),
@@ -720,11 +724,15 @@ impl Io {
 
     /// Each socket's inode (what `accepting` and a trapped listen() look for), local address
     /// and type (what a trapped bind() is matched against).
-    fn learn_sockets(&mut self) -> std::io::Result<()> {
+    fn learn_sockets(
+        &mut self,
+        bind_as: &[(String, crate::config::SocketAddrSpec)],
+    ) -> std::io::Result<()> {
         for l in &self.listeners.list {
             let inode = sys::inode(l.fd.as_fd())?;
             self.socket_inodes.push((l.name.clone(), inode));
-            self.traps.learn(l.fd.as_fd());
+            let asked = bind_as.iter().find(|(n, _)| *n == l.name).map(|(_, a)| a);
+            self.traps.learn(l.fd.as_fd(), asked);
         }
         Ok(())
     }

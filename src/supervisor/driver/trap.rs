@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::{Io, RateLimit, Supervisor};
+use crate::config::SocketAddrSpec;
 use crate::handover::{self, ModeChange, Modes};
 use crate::supervisor::core::Event;
 use crate::supervisor::timers::SlotId;
@@ -58,17 +59,22 @@ impl Traps {
         }
     }
 
-    /// The next of baton's listening sockets: its local address and type.
-    pub(super) fn learn(&mut self, socket: BorrowedFd<'_>) {
+    /// The next of baton's listening sockets: its local address (or `asked`, the address
+    /// a bind must name to get it instead, `--bind-as`) and type.
+    pub(super) fn learn(&mut self, socket: BorrowedFd<'_>, asked: Option<&SocketAddrSpec>) {
+        let canonical = |p: std::path::PathBuf| {
+            let me = std::process::id() as Pid;
+            let canonical = sys::resolve_at(me, libc::AT_FDCWD, &p).unwrap_or(p);
+            SockAddr::Unix(UnixAddr::Path(canonical))
+        };
         // a socket whose address cannot be read is matched by no bind
-        let addr = match sys::local_addr(socket) {
-            Ok(SockAddr::Unix(UnixAddr::Path(p))) => {
-                let me = std::process::id() as Pid;
-                let canonical = sys::resolve_at(me, libc::AT_FDCWD, &p).unwrap_or(p);
-                SockAddr::Unix(UnixAddr::Path(canonical))
-            }
-            Ok(addr) => addr,
-            Err(_) => SockAddr::Other { family: 0 },
+        let addr = match (asked, sys::local_addr(socket)) {
+            (Some(SocketAddrSpec::Tcp(std::net::SocketAddr::V4(a))), _) => SockAddr::Inet(*a),
+            (Some(SocketAddrSpec::Tcp(std::net::SocketAddr::V6(a))), _) => SockAddr::Inet6(*a),
+            (Some(SocketAddrSpec::Unix(p)), _) => canonical(p.clone()),
+            (None, Ok(SockAddr::Unix(UnixAddr::Path(p)))) => canonical(p),
+            (None, Ok(addr)) => addr,
+            (None, Err(_)) => SockAddr::Other { family: 0 },
         };
         self.addrs.push(addr);
         self.types.push(sys::socket_type(socket).unwrap_or(-1));

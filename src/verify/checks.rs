@@ -1,0 +1,686 @@
+//! What `baton verify` concludes from what it observed: pure functions of the observations
+//! (baton's events, the load's requests, the idle connections, /proc samples), testable
+//! without a process. One [`Check`] per row of the table.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::events::Ev;
+use crate::supervisor::fmt_duration;
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+    NotApplicable,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::NotApplicable => "n/a",
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable identifier (`in_flight`), for `--json`.
+    pub id: &'static str,
+    /// What the table calls it.
+    pub check: &'static str,
+    pub verdict: Verdict,
+    /// The measured figure.
+    pub figure: String,
+    /// One line: what to do (empty when there is nothing to do).
+    pub advice: String,
+}
+
+/// One request of the load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub start_us: u64,
+    pub end_us: u64,
+    /// `None`: a complete 2xx answer; else the failure's kind (`reset`, `eof`, `timeout`,
+    /// `bad_status`, `refused`, …).
+    pub failure: Option<String>,
+}
+
+/// What became of the idle keep-alive connections used again after a stop signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Idle {
+    /// Answered on the connection.
+    pub answered: u32,
+    /// The app had closed it before it was used: clean.
+    pub closed: u32,
+    /// The request was sent and no complete answer came.
+    pub cut: u32,
+}
+
+/// Everything `baton verify` observed.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub bind_mode: bool,
+    pub readiness_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// baton's events, in order.
+    pub events: Vec<Ev>,
+    /// The load's requests (the final stop excluded).
+    pub requests: Vec<Request>,
+    /// Generation 1 became ready (µs), and when its first answer came, or why none did.
+    pub first_answer: Option<(u64, Result<u64, String>)>,
+    /// Median latency of the load's good requests, µs.
+    pub median_us: Option<u64>,
+    pub idle: Idle,
+    /// Processes that outlived their worker: pid and command line.
+    pub strays: Vec<(i32, String)>,
+    /// At each swap: RSS of the old and the new generation, KiB.
+    pub memory: Vec<(u64, u64)>,
+    /// MemAvailable of the host, KiB.
+    pub mem_available_kib: Option<u64>,
+    /// A ready worker's descriptors beyond stdio and its sockets: pid, (fd, what).
+    pub fds: Option<(i32, Vec<(i32, String)>)>,
+    /// How many reloads were asked for, and the failed ones' reasons.
+    pub reloads: u32,
+    pub reload_failures: Vec<String>,
+    /// Why verify could not go on, when it could not (generation 1 never served).
+    pub aborted: Option<String>,
+    /// When verify stopped baton (µs): the stop signals from then on are the final stop's,
+    /// with no load.
+    pub stopped_us: Option<u64>,
+}
+
+fn check(id: &'static str, name: &'static str, verdict: Verdict, figure: String) -> Check {
+    Check {
+        id,
+        check: name,
+        verdict,
+        figure,
+        advice: String::new(),
+    }
+}
+
+impl Check {
+    fn advise(mut self, advice: impl Into<String>) -> Check {
+        if self.verdict != Verdict::Pass {
+            self.advice = advice.into();
+        }
+        self
+    }
+}
+
+fn ms(us: u64) -> String {
+    match us {
+        0..=9_999 => format!("{:.1}ms", us as f64 / 1000.0),
+        _ => fmt_duration(Duration::from_micros(us)),
+    }
+}
+
+/// Every check, in the order of the table.
+pub fn evaluate(o: &Observed) -> Vec<Check> {
+    vec![
+        takes_sockets(o),
+        start_up(o),
+        honest(o),
+        in_flight(o),
+        keep_alive(o),
+        stops_in_time(o),
+        strays(o),
+        memory(o),
+        fds(o),
+    ]
+}
+
+fn served(o: &Observed) -> bool {
+    o.events.iter().any(|e| e.is("generation_serving"))
+}
+
+fn takes_sockets(o: &Observed) -> Check {
+    let name = "takes the sockets";
+    let ok = o.requests.iter().filter(|r| r.failure.is_none()).count();
+    let binds = o.events.iter().filter(|e| e.is("worker_bind")).count();
+    let mut own: Vec<&str> = o
+        .events
+        .iter()
+        .filter(|e| e.is("worker_bind_other"))
+        .map(|e| e.message.as_str())
+        .collect();
+    own.dedup();
+    let how = match o.bind_mode {
+        true => format!("handover bind: {binds} bind(s) got baton's socket"),
+        false => "handover fds".to_string(),
+    };
+    let mut figure = format!("{how}; {ok} of {} requests answered", o.requests.len());
+    if !own.is_empty() {
+        figure.push_str(&format!(
+            "; the app also bound {} address(es) of its own",
+            own.len()
+        ));
+    }
+    if !served(o) {
+        return check(
+            "sockets",
+            name,
+            Verdict::NotApplicable,
+            "no generation got ready".into(),
+        );
+    }
+    if ok == 0 {
+        let advice = match o.bind_mode {
+            true => {
+                "the app never answered on the socket: does it bind the port of [sockets] \
+                     (the log's worker_bind_other lines name what it bound)?"
+            }
+            false => {
+                "the app never answered on fd 3: make it take the socket from systemd \
+                      (LISTEN_FDS), or use handover = \"bind\" for an app that binds its port"
+            }
+        };
+        return check("sockets", name, Verdict::Fail, figure).advise(advice);
+    }
+    let verdict = if own.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Warn
+    };
+    check("sockets", name, verdict, figure).advise(
+        "the app binds ports baton does not manage: those are refused while two generations \
+         run; add them to [sockets] if they take traffic",
+    )
+}
+
+fn start_up(o: &Observed) -> Check {
+    let name = "start-up time";
+    let mut times = Vec::new();
+    for s in o.events.iter().filter(|e| e.is("worker_start")) {
+        if let Some(r) = o
+            .events
+            .iter()
+            .find(|e| e.is("worker_ready") && e.worker == s.worker && e.mono_us >= s.mono_us)
+        {
+            times.push(r.mono_us - s.mono_us);
+        }
+    }
+    let not_ready: Vec<&Ev> = o
+        .events
+        .iter()
+        .filter(|e| e.is("worker_not_ready") || e.is("generation_failed"))
+        .collect();
+    let timeout = o.readiness_timeout;
+    let worst = times.iter().copied().max();
+    let figure = match worst {
+        Some(w) => format!(
+            "worst {} of {} worker start(s) (readiness.timeout {})",
+            ms(w),
+            times.len(),
+            fmt_duration(timeout)
+        ),
+        None => format!(
+            "no worker got ready (readiness.timeout {})",
+            fmt_duration(timeout)
+        ),
+    };
+    let advice = "make the app start faster, or raise readiness.timeout (and TimeoutStartSec=)";
+    if let Some(e) = not_ready.first() {
+        let figure = format!("{figure}; {}", e.message);
+        return check("start_up", name, Verdict::Fail, figure).advise(advice);
+    }
+    let verdict = match worst {
+        None => Verdict::Fail,
+        Some(w) if Duration::from_micros(w) > timeout => Verdict::Fail,
+        Some(w) if Duration::from_micros(w) > timeout / 2 => Verdict::Warn,
+        Some(_) => Verdict::Pass,
+    };
+    check("start_up", name, verdict, figure).advise(advice)
+}
+
+/// The first answer after generation 1 reported ready: later than this is a lie.
+pub const HONEST_FAIL: Duration = Duration::from_millis(500);
+/// … and later than this is suspect.
+pub const HONEST_WARN: Duration = Duration::from_millis(100);
+
+fn honest(o: &Observed) -> Check {
+    let name = "readiness is honest";
+    let Some((ready, answer)) = &o.first_answer else {
+        return check(
+            "honest",
+            name,
+            Verdict::NotApplicable,
+            "no generation got ready".into(),
+        );
+    };
+    let after = match answer {
+        Err(why) => {
+            return check(
+                "honest",
+                name,
+                Verdict::Fail,
+                format!("a request sent when the worker was ready got no answer: {why}"),
+            )
+            .advise("report ready only once the app accepts and answers on its socket");
+        }
+        Ok(at) => at.saturating_sub(*ready),
+    };
+    // an app that is slow anyway is judged against its own pace
+    let median = Duration::from_micros(o.median_us.unwrap_or(0));
+    let figure = format!("first answer {} after ready", ms(after));
+    let after = Duration::from_micros(after);
+    let verdict = if after > HONEST_FAIL + 2 * median {
+        Verdict::Fail
+    } else if after > HONEST_WARN + 2 * median {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    check("honest", name, verdict, figure).advise(
+        "the app reports ready before it serves: send READY=1 once the server listens and \
+         answers (or use readiness kind \"accepting\" / \"listen\", which need no app change)",
+    )
+}
+
+/// Failures by kind, as `reset 2, eof 1`.
+fn kinds<'a>(failed: impl Iterator<Item = &'a Request>) -> String {
+    let mut counts: std::collections::BTreeMap<&str, u32> = Default::default();
+    for r in failed {
+        *counts
+            .entry(r.failure.as_deref().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// When baton killed a worker at its drain deadline (µs).
+fn kills(o: &Observed) -> Vec<u64> {
+    o.events
+        .iter()
+        .filter(|e| e.is("worker_killed"))
+        .map(|e| e.mono_us)
+        .collect()
+}
+
+/// A failed request that ended as a kill at the drain deadline did (within a second of it):
+/// "stops in time" counts it, not "in-flight".
+fn cut_by_kill(r: &Request, kills: &[u64]) -> bool {
+    r.failure.is_some()
+        && kills
+            .iter()
+            .any(|k| r.end_us + 100_000 >= *k && r.end_us <= k + 1_000_000)
+}
+
+fn in_flight(o: &Observed) -> Check {
+    let name = "in-flight requests survive SIGTERM";
+    let stops: Vec<u64> = o
+        .events
+        .iter()
+        .filter(|e| e.is("generation_retire"))
+        .map(|e| e.mono_us)
+        .filter(|t| o.stopped_us.map_or(true, |s| *t < s))
+        .collect();
+    if stops.is_empty() {
+        return check(
+            "in_flight",
+            name,
+            Verdict::NotApplicable,
+            "no generation was retired (no reload got that far)".into(),
+        );
+    }
+    let kills = kills(o);
+    let at_stop = |r: &&Request| stops.iter().any(|t| r.start_us < *t && r.end_us > *t);
+    let in_flight = o.requests.iter().filter(at_stop).count();
+    let failed = |r: &&Request| r.failure.is_some() && !cut_by_kill(r, &kills);
+    let cut: Vec<&Request> = o.requests.iter().filter(at_stop).filter(failed).collect();
+    let other: Vec<&Request> = o
+        .requests
+        .iter()
+        .filter(failed)
+        .filter(|r| !at_stop(r))
+        .collect();
+    let mut figure = format!(
+        "{} of {in_flight} requests in flight at {} stop signal(s) cut",
+        cut.len(),
+        stops.len()
+    );
+    if !cut.is_empty() {
+        figure.push_str(&format!(" ({})", kinds(cut.iter().copied())));
+    }
+    if !other.is_empty() {
+        figure.push_str(&format!(
+            "; {} other request(s) failed ({})",
+            other.len(),
+            kinds(other.iter().copied())
+        ));
+    }
+    let verdict = if !cut.is_empty() || !other.is_empty() {
+        Verdict::Fail
+    } else if in_flight == 0 {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    let advice = if in_flight == 0 && verdict == Verdict::Warn {
+        "no request was in flight at a stop signal: pass --slow-path with a path that takes a \
+         while (e.g. 1s) to test it"
+    } else {
+        "on the stop signal, stop accepting, finish the requests in flight, close idle \
+         keep-alive connections, then exit (Node: server.close() and \
+         server.closeIdleConnections(); never destroy busy sockets)"
+    };
+    check("in_flight", name, verdict, figure).advise(advice)
+}
+
+fn keep_alive(o: &Observed) -> Check {
+    let name = "keep-alive closes cleanly";
+    let i = o.idle;
+    let total = i.answered + i.closed + i.cut;
+    if total == 0 {
+        return check(
+            "keep_alive",
+            name,
+            Verdict::NotApplicable,
+            "no idle connection was used after a stop signal".into(),
+        );
+    }
+    let figure = format!(
+        "{total} idle connection(s) used after the stop signal: {} closed by the app first, {} \
+         answered, {} cut",
+        i.closed, i.answered, i.cut
+    );
+    let verdict = if i.cut > 0 {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    };
+    check("keep_alive", name, verdict, figure).advise(
+        "close idle keep-alive connections when the stop signal comes, and never close one \
+         that has a request in it (Node: server.closeIdleConnections())",
+    )
+}
+
+fn stops_in_time(o: &Observed) -> Check {
+    let name = "stops in time";
+    let killed: Vec<&Ev> = o.events.iter().filter(|e| e.is("worker_killed")).collect();
+    let drains: Vec<u64> = o.events.iter().filter_map(|e| e.drain_ms).collect();
+    let timeout = o.drain_timeout;
+    let worst = drains.iter().copied().max();
+    let figure = match worst {
+        Some(w) => format!(
+            "slowest exit {} after the stop signal, of {} (drain.timeout {})",
+            ms(w * 1000),
+            drains.len(),
+            fmt_duration(timeout)
+        ),
+        None => "no worker was stopped".into(),
+    };
+    let advice = "exit once the requests in flight are done: handle the stop signal, and \
+                  answer a kept-alive connection's next request with `Connection: close` \
+                  (Node 20's server.close() goes on serving busy ones); or raise drain.timeout \
+                  if requests really take that long";
+    if !killed.is_empty() {
+        let kills = kills(o);
+        let cut = o.requests.iter().filter(|r| cut_by_kill(r, &kills)).count();
+        let figure = format!(
+            "{} worker(s) killed at the drain deadline ({}), {cut} request(s) cut by the kill; \
+             {figure}",
+            killed.len(),
+            fmt_duration(timeout)
+        );
+        return check("stops", name, Verdict::Fail, figure).advise(advice);
+    }
+    let verdict = match worst {
+        None => Verdict::NotApplicable,
+        Some(w) if Duration::from_millis(w) > timeout / 2 => Verdict::Warn,
+        Some(_) => Verdict::Pass,
+    };
+    check("stops", name, verdict, figure).advise(advice)
+}
+
+fn strays(o: &Observed) -> Check {
+    let name = "no stray processes";
+    if o.strays.is_empty() {
+        return check(
+            "strays",
+            name,
+            Verdict::Pass,
+            "no process outlived its worker".into(),
+        );
+    }
+    let list: Vec<String> = o
+        .strays
+        .iter()
+        .take(3)
+        .map(|(pid, cmd)| format!("{pid} ({cmd})"))
+        .collect();
+    check(
+        "strays",
+        name,
+        Verdict::Fail,
+        format!(
+            "{} process(es) outlived their worker: {}",
+            o.strays.len(),
+            list.join(", ")
+        ),
+    )
+    .advise(
+        "stop the app's helper processes when it exits (they escape its process group: \
+         setsid, daemonizing); under systemd they live until the service stops",
+    )
+}
+
+fn memory(o: &Observed) -> Check {
+    let name = "memory during a reload";
+    let Some(&(old, new)) = o.memory.iter().max_by_key(|(a, b)| a + b) else {
+        return check(
+            "memory",
+            name,
+            Verdict::NotApplicable,
+            "no swap was observed".into(),
+        );
+    };
+    let peak = old + new;
+    let mut figure = format!(
+        "peak {} MiB at a swap (old {} MiB + new {} MiB)",
+        peak / 1024,
+        old / 1024,
+        new / 1024
+    );
+    let mut c = check("memory", name, Verdict::Pass, String::new());
+    if let Some(avail) = o.mem_available_kib {
+        figure.push_str(&format!("; the host has {} MiB available", avail / 1024));
+        if new > avail {
+            c.advice = "the host would not hold a second generation: set max_starting to start \
+                        the new workers a few at a time"
+                .into();
+        }
+    }
+    c.figure = figure;
+    c
+}
+
+fn fds(o: &Observed) -> Check {
+    let name = "fds";
+    let Some((pid, extra)) = &o.fds else {
+        return check(
+            "fds",
+            name,
+            Verdict::NotApplicable,
+            "no worker to look at".into(),
+        );
+    };
+    let figure = match extra.len() {
+        0 => format!("worker {pid}: stdio and its sockets only"),
+        n => {
+            let list: Vec<String> = extra
+                .iter()
+                .take(6)
+                .map(|(fd, what)| format!("{fd} {what}"))
+                .collect();
+            let more = if n > 6 { ", …" } else { "" };
+            format!(
+                "worker {pid} holds {n} more at start: {}{more}",
+                list.join(", ")
+            )
+        }
+    };
+    check("fds", name, Verdict::Pass, figure)
+}
+
+/// Whether any check failed.
+pub fn failed(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.verdict == Verdict::Fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(mono_us: u64, event: &str, worker: Option<i32>) -> Ev {
+        Ev {
+            mono_us,
+            event: event.into(),
+            worker,
+            ..Ev::default()
+        }
+    }
+
+    fn ok(start_us: u64, end_us: u64) -> Request {
+        Request {
+            start_us,
+            end_us,
+            failure: None,
+        }
+    }
+
+    fn base() -> Observed {
+        Observed {
+            readiness_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+            events: vec![
+                ev(1_000, "worker_start", Some(7)),
+                ev(51_000, "worker_ready", Some(7)),
+                ev(52_000, "generation_serving", None),
+                ev(2_000_000, "generation_retire", None),
+                Ev {
+                    drain_ms: Some(20),
+                    ..ev(2_020_000, "worker_exit", Some(7))
+                },
+            ],
+            requests: vec![ok(1_900_000, 2_100_000), ok(100_000, 101_000)],
+            first_answer: Some((52_000, Ok(53_000))),
+            median_us: Some(1_000),
+            idle: Idle {
+                closed: 8,
+                ..Idle::default()
+            },
+            fds: Some((7, Vec::new())),
+            memory: vec![(10_240, 10_240)],
+            mem_available_kib: Some(1 << 20),
+            ..Observed::default()
+        }
+    }
+
+    fn verdict(o: &Observed, id: &str) -> (Verdict, String) {
+        let c = evaluate(o).into_iter().find(|c| c.id == id).unwrap();
+        (c.verdict, c.figure)
+    }
+
+    #[test]
+    fn a_good_app_passes_everything() {
+        let checks = evaluate(&base());
+        for c in &checks {
+            assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+            assert!(c.advice.is_empty(), "{c:?}");
+        }
+        assert!(!failed(&checks));
+        assert_eq!(
+            verdict(&base(), "in_flight").1,
+            "0 of 1 requests in flight at 1 stop signal(s) cut"
+        );
+    }
+
+    #[test]
+    fn a_cut_request_at_the_stop_fails_with_its_kind() {
+        let mut o = base();
+        o.requests.push(Request {
+            failure: Some("reset".into()),
+            ..ok(1_950_000, 2_000_500)
+        });
+        let (v, figure) = verdict(&o, "in_flight");
+        assert_eq!(v, Verdict::Fail);
+        assert_eq!(
+            figure,
+            "1 of 2 requests in flight at 1 stop signal(s) cut (reset 1)"
+        );
+        assert!(failed(&evaluate(&o)));
+    }
+
+    #[test]
+    fn a_request_cut_by_the_kill_at_the_deadline_is_the_stops_check_s() {
+        let mut o = base();
+        o.events.push(ev(7_000_000, "worker_killed", Some(7)));
+        o.requests.push(Request {
+            failure: Some("eof".into()),
+            ..ok(6_900_000, 7_000_300)
+        });
+        assert_eq!(verdict(&o, "in_flight").0, Verdict::Pass);
+        let (v, f) = verdict(&o, "stops");
+        assert_eq!(v, Verdict::Fail);
+        assert!(f.contains("1 request(s) cut by the kill"), "{f}");
+    }
+
+    #[test]
+    fn start_up_warns_above_half_the_timeout_and_fails_when_not_ready() {
+        let mut o = base();
+        o.events[1].mono_us = 6_001_000;
+        assert_eq!(verdict(&o, "start_up").0, Verdict::Warn);
+        o.events.push(Ev {
+            message: "not ready after 10s".into(),
+            ..ev(11_000_000, "worker_not_ready", Some(8))
+        });
+        let (v, f) = verdict(&o, "start_up");
+        assert_eq!(v, Verdict::Fail);
+        assert!(f.ends_with("not ready after 10s"), "{f}");
+    }
+
+    #[test]
+    fn readiness_a_second_early_fails() {
+        let mut o = base();
+        o.first_answer = Some((52_000, Ok(1_060_000)));
+        assert_eq!(verdict(&o, "honest").0, Verdict::Fail);
+        o.first_answer = Some((52_000, Ok(252_000)));
+        assert_eq!(verdict(&o, "honest").0, Verdict::Warn);
+    }
+
+    #[test]
+    fn a_kill_at_the_deadline_fails_and_a_slow_drain_warns() {
+        let mut o = base();
+        o.events[4].drain_ms = Some(6_000);
+        assert_eq!(verdict(&o, "stops").0, Verdict::Warn);
+        o.events.push(ev(12_000_000, "worker_killed", Some(7)));
+        assert_eq!(verdict(&o, "stops").0, Verdict::Fail);
+    }
+
+    #[test]
+    fn strays_idle_cuts_and_no_answer_fail() {
+        let mut o = base();
+        o.strays.push((99, "sleep 1000".into()));
+        o.idle.cut = 1;
+        assert_eq!(verdict(&o, "strays").0, Verdict::Fail);
+        assert_eq!(verdict(&o, "keep_alive").0, Verdict::Fail);
+        o.requests.clear();
+        assert_eq!(verdict(&o, "sockets").0, Verdict::Fail);
+        o.events.retain(|e| !e.is("generation_serving"));
+        assert_eq!(verdict(&o, "sockets").0, Verdict::NotApplicable);
+    }
+}

@@ -1,0 +1,623 @@
+//! `baton verify`: run an app as baton would in production, on private loopback sockets,
+//! reload it under load, stop it, and say what it gets wrong.
+//!
+//! It starts `baton run` (this very binary) on a copy of the config whose `[sockets]` are
+//! private (`127.0.0.1:<free port>`, unix sockets in a private directory) and whose control
+//! socket and state directory are its own; with `handover = "bind"`, `--bind-as` gives the
+//! app's bind() of its production address the private socket, so the app runs unchanged and
+//! never takes the production port. baton writes its events to a file (`BATON_EVENTS`), read
+//! as they come ([`events`]). verify drives load ([`drive`], over the project's load client),
+//! asks for K reloads over the control socket, keeps idle keep-alive connections across each
+//! stop signal, samples /proc (process trees, memory, descriptors), then stops baton. The
+//! verdicts are pure functions of those observations ([`checks`]); [`report`] prints them.
+//!
+//! Must never touch the production sockets, the production control socket or state
+//! directory, and never leave a process behind: every process of the run is baton's or a
+//! descendant (verify is their subreaper once baton is gone) and is killed at the end.
+
+pub mod checks;
+pub mod drive;
+pub mod events;
+pub mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, Handover, SocketAddrSpec};
+use crate::control;
+use crate::sys::{self, Pid};
+use checks::{Check, Observed};
+use drive::Target;
+use events::{Ev, Tail};
+
+/// What `baton verify` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    /// How many reloads (1 to 50).
+    pub reloads: u32,
+    /// The path the load asks for.
+    pub path: String,
+    /// A path whose answer takes a while, for requests in flight at the stop signals.
+    pub slow_path: Option<String>,
+    /// The sockets, when the config has no `[sockets]` (a socket unit holds them).
+    pub sockets: Vec<(String, SocketAddrSpec)>,
+    /// Keep the private directory (the app's output, baton's events and config).
+    pub keep: bool,
+}
+
+/// The outcome: the checks, and what the report says besides.
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    pub reloads: u32,
+    pub aborted: Option<String>,
+    pub kept: Option<PathBuf>,
+}
+
+/// A progress line on a terminal.
+fn progress(text: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("verify: {text}");
+    }
+}
+
+/// Run the whole verification. `Err`: it could not start (a bad config, no sockets); a
+/// failed app is an `Ok` with failed checks.
+pub fn run(opts: &Options) -> Result<Outcome, String> {
+    let (config, text) = Config::load_text(&opts.config).map_err(|e| e.to_string())?;
+    let production: Vec<(String, SocketAddrSpec)> = match config.sockets.is_empty() {
+        false => config
+            .sockets
+            .iter()
+            .map(|s| (s.name.clone(), s.addr.clone()))
+            .collect(),
+        true if !opts.sockets.is_empty() => opts.sockets.clone(),
+        true => {
+            return Err(format!(
+                "{} has no [sockets] (under systemd the socket unit holds them): say what the \
+                 socket unit listens on with --socket NAME=ADDRESS (e.g. --socket \
+                 http=0.0.0.0:8080)",
+                opts.config.display()
+            ))
+        }
+    };
+    let dir = private_dir()?;
+    let result = verify_in(opts, &config, &text, &production, &dir);
+    let kept = match opts.keep || result.is_err() {
+        true => Some(dir),
+        false => {
+            let _ = std::fs::remove_dir_all(&dir);
+            None
+        }
+    };
+    let mut outcome = result?;
+    outcome.kept = kept;
+    Ok(outcome)
+}
+
+/// A private directory for the run (mode 0700).
+fn private_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let dir = base.join(format!("baton-verify-{}-{i}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("cannot create a directory in {}", base.display()))
+}
+
+/// A free port on 127.0.0.1 (the kernel's pick, released at once for baton to bind).
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+}
+
+/// The config verify runs: the user's, with private sockets and control socket.
+fn private_config(
+    text: &str,
+    production: &[(String, SocketAddrSpec)],
+    dir: &Path,
+) -> Result<(String, Vec<(String, Target)>), String> {
+    let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+    let mut sockets = toml::Table::new();
+    let mut targets = Vec::new();
+    for (name, addr) in production {
+        let (value, target) = match addr {
+            SocketAddrSpec::Tcp(_) => {
+                let a: std::net::SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+                (a.to_string(), Target::Tcp(a))
+            }
+            SocketAddrSpec::Unix(_) => {
+                let p = dir.join(format!("{}.sock", targets.len()));
+                (format!("unix:{}", p.display()), Target::Unix(p))
+            }
+        };
+        sockets.insert(name.clone(), toml::Value::String(value));
+        targets.push((name.clone(), target));
+    }
+    table.insert("sockets".into(), toml::Value::Table(sockets));
+    let control = dir.join("control.sock");
+    table.insert(
+        "control".into(),
+        toml::Value::String(control.display().to_string()),
+    );
+    let text = toml::to_string(&table).map_err(|e| format!("{e}"))?;
+    Ok((text, targets))
+}
+
+/// The `baton run` under test, and what verify sees of it.
+struct Watch {
+    child: Child,
+    baton: Pid,
+    tail: Tail,
+    events: Vec<Ev>,
+    /// Every worker seen, with its generation.
+    workers: BTreeMap<Pid, u64>,
+    /// Workers gone.
+    gone: BTreeSet<Pid>,
+    /// Each worker's descendants seen while it ran.
+    trees: BTreeMap<Pid, BTreeSet<Pid>>,
+    last_sample: Instant,
+    output: PathBuf,
+}
+
+impl Watch {
+    /// Read baton's new events, and look at its workers' trees now and then. `Err` once baton
+    /// has exited.
+    fn pump(&mut self) -> Result<(), String> {
+        for e in self.tail.read_new() {
+            match e.event.as_str() {
+                "worker_start" => {
+                    if let (Some(p), Some(g)) = (e.worker, e.generation) {
+                        self.workers.insert(p, g);
+                    }
+                }
+                "worker_exit" | "worker_spawn_failed" => {
+                    if let Some(p) = e.worker {
+                        self.gone.insert(p);
+                    }
+                }
+                _ => {}
+            }
+            self.events.push(e);
+        }
+        if self.last_sample.elapsed() >= Duration::from_millis(20) {
+            self.last_sample = Instant::now();
+            self.sample_trees();
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            // the last events it wrote
+            for e in self.tail.read_new() {
+                self.events.push(e);
+            }
+            return Err(format!("baton run exited ({status}){}", self.last_output()));
+        }
+        Ok(())
+    }
+
+    /// The descendants of every live worker.
+    fn sample_trees(&mut self) {
+        let live: Vec<Pid> = self
+            .workers
+            .keys()
+            .filter(|p| !self.gone.contains(p))
+            .copied()
+            .collect();
+        for w in live {
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![w];
+            while let Some(p) = todo.pop() {
+                for c in sys::proc_children(p).unwrap_or_default() {
+                    if seen.insert(c) {
+                        todo.push(c);
+                    }
+                }
+            }
+            self.trees.entry(w).or_default().extend(seen);
+        }
+    }
+
+    /// Pump until `done` holds for the events, or `timeout`.
+    fn until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&[Ev]) -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.pump()?;
+            if done(&self.events) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{what}: not within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The end of the app's and baton's output, as a suffix for a message.
+    fn last_output(&self) -> String {
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(5).collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        let last: Vec<&str> = lines.into_iter().rev().collect();
+        format!("; its last output: {}", last.join(" | "))
+    }
+
+    /// The pids of generation `g`'s workers.
+    fn of(&self, g: u64) -> Vec<Pid> {
+        self.workers
+            .iter()
+            .filter(|(_, gen)| **gen == g)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Resident memory of generation `g`: its live workers and their descendants, KiB.
+    fn rss(&self, g: u64) -> u64 {
+        let mut total = 0;
+        for w in self.of(g) {
+            if self.gone.contains(&w) {
+                continue;
+            }
+            total += sys::proc_rss_kib(w).unwrap_or(0);
+            for d in self.trees.get(&w).into_iter().flatten() {
+                total += sys::proc_rss_kib(*d).unwrap_or(0);
+            }
+        }
+        total
+    }
+
+    /// Descendants of gone workers that still live: pid and command line.
+    fn strays(&self) -> Vec<(Pid, String)> {
+        let mut out = Vec::new();
+        for (w, tree) in &self.trees {
+            if !self.gone.contains(w) {
+                continue;
+            }
+            for p in tree {
+                // a pid that lives on, still in baton's or verify's care (not reused by
+                // another process of the machine)
+                if !sys::proc_alive(*p) {
+                    continue;
+                }
+                let Ok((parent, _)) = sys::proc_parent_and_group(*p) else {
+                    continue;
+                };
+                let me = std::process::id() as Pid;
+                if parent == self.baton || parent == me || tree.contains(&parent) {
+                    let cmd = sys::proc_cmdline(*p).unwrap_or_default();
+                    out.push((*p, cmd));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn has(events: &[Ev], event: &str, generation: u64) -> bool {
+    events
+        .iter()
+        .any(|e| e.is(event) && e.generation == Some(generation))
+}
+
+fn verify_in(
+    opts: &Options,
+    config: &Config,
+    text: &str,
+    production: &[(String, SocketAddrSpec)],
+    dir: &Path,
+) -> Result<Outcome, String> {
+    let (private, targets) = private_config(text, production, dir)?;
+    let config_path = dir.join("verify.toml");
+    std::fs::write(&config_path, &private)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let events_path = dir.join("events.jsonl");
+    let output = dir.join("output.log");
+    let out = std::fs::File::create(&output)
+        .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", output.display()))?;
+    // helpers the app leaves behind come to verify once baton is gone
+    let _ = sys::set_child_subreaper();
+    let exe = std::env::current_exe().map_err(|e| format!("baton's own path: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run").arg("--config").arg(&config_path);
+    let bind_mode = config.handover == Handover::Bind;
+    if bind_mode {
+        for (name, addr) in production {
+            cmd.arg("--bind-as").arg(format!("{name}={addr}"));
+        }
+    }
+    for v in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "JOURNAL_STREAM",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("BATON_EVENTS", &events_path)
+        .env("BATON_LOG", "debug")
+        .env("STATE_DIRECTORY", dir.join("state"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start baton run: {e}"))?;
+    let mut w = Watch {
+        baton: child.id() as Pid,
+        child,
+        tail: Tail::new(events_path),
+        events: Vec::new(),
+        workers: BTreeMap::new(),
+        gone: BTreeSet::new(),
+        trees: BTreeMap::new(),
+        last_sample: Instant::now(),
+        output,
+    };
+    let target = targets[0].1.clone();
+    let mut o = Observed {
+        bind_mode,
+        readiness_timeout: config.readiness.timeout,
+        drain_timeout: config.drain.timeout,
+        mem_available_kib: sys::mem_available_kib().ok(),
+        ..Observed::default()
+    };
+    let control = dir.join("control.sock");
+    let result = exercise(opts, config, &mut w, &target, &mut o, &control);
+    if let Err(why) = &result {
+        o.aborted = Some(why.clone());
+    }
+    finish(&mut w, &mut o, config);
+    o.events = std::mem::take(&mut w.events);
+    if opts.keep {
+        // every request, for a closer look: start and end (µs, CLOCK_MONOTONIC as the
+        // events' mono_us), and the failure's kind
+        let mut csv = String::from("start_us,end_us,failure\n");
+        for r in &o.requests {
+            let failure = r.failure.as_deref().unwrap_or("");
+            csv.push_str(&format!("{},{},{failure}\n", r.start_us, r.end_us));
+        }
+        let _ = std::fs::write(dir.join("requests.csv"), csv);
+    }
+    Ok(Outcome {
+        checks: checks::evaluate(&o),
+        reloads: o.reloads,
+        aborted: o.aborted,
+        kept: None,
+    })
+}
+
+/// Start, load, reload K times. `Err`: why it could not go on (the checks say the rest).
+fn exercise(
+    opts: &Options,
+    config: &Config,
+    w: &mut Watch,
+    target: &Target,
+    o: &mut Observed,
+    control: &Path,
+) -> Result<(), String> {
+    let start_timeout = config.readiness.timeout + config.readiness.stable + Duration::from_secs(5);
+    progress(&format!(
+        "starting {} worker(s) on {} (readiness {})",
+        config.instances,
+        drive::describe(target),
+        config.readiness.kind.name()
+    ));
+    // the first worker ready: a request at once, which only this generation can answer
+    w.until("a worker of generation 1 ready", start_timeout, |ev| {
+        ev.iter().any(|e| e.is("worker_ready")) || has(ev, "generation_failed", 1)
+    })?;
+    if let Some(ready) = w.events.iter().find(|e| e.is("worker_ready")) {
+        let at = ready.mono_us;
+        o.first_answer = Some((
+            at,
+            drive::first_answer(target, &opts.path, Duration::from_secs(5)),
+        ));
+    }
+    w.until("generation 1 serving", start_timeout, |ev| {
+        has(ev, "generation_serving", 1) || has(ev, "generation_failed", 1)
+    })?;
+    if has(&w.events, "generation_failed", 1) {
+        return Err("generation 1 never served".into());
+    }
+    if let Some(pid) = w.of(1).first() {
+        o.fds = Some((*pid, extra_fds(*pid, w, config)));
+    }
+    let mut loads = vec![
+        drive::Load::start(target, &opts.path, true, 4, 200.0),
+        drive::Load::start(target, &opts.path, false, 2, 100.0),
+    ];
+    if let Some(slow) = &opts.slow_path {
+        loads.push(drive::Load::start(target, slow, true, 4, 0.0));
+    }
+    let result = reloads(opts, config, w, target, o, control);
+    for l in loads {
+        o.requests.extend(l.stop());
+    }
+    let mut good: Vec<u64> = o
+        .requests
+        .iter()
+        .filter(|r| r.failure.is_none())
+        .map(|r| r.end_us.saturating_sub(r.start_us))
+        .collect();
+    good.sort_unstable();
+    o.median_us = good.get(good.len() / 2).copied();
+    result
+}
+
+/// The K reloads.
+fn reloads(
+    opts: &Options,
+    config: &Config,
+    w: &mut Watch,
+    target: &Target,
+    o: &mut Observed,
+    control: &Path,
+) -> Result<(), String> {
+    let gone_timeout = config.drain.timeout + Duration::from_secs(5);
+    let rollout_timeout = config.readiness.timeout * 2 + config.readiness.stable + gone_timeout;
+    for i in 1..=opts.reloads {
+        let old = w
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.is("generation_serving") || e.is("reload_done"))
+            .and_then(|e| e.generation)
+            .unwrap_or(1);
+        progress(&format!("reload {i} of {}", opts.reloads));
+        let idle = drive::Idle::open(target, &opts.path, 8);
+        let path = control.to_path_buf();
+        let asked = std::thread::spawn(move || {
+            control::request(&path, &control::Request::Reload, None, |_| {})
+                .map_err(|e| format!("{e:#}"))
+        });
+        o.reloads = i;
+        // the swap: both generations' memory, then the idle connections after the stop
+        let from = w.events.len();
+        // more requests in flight once the new generation is nearly there: the old one's
+        // stop signal comes with the swap
+        w.until(
+            "the new generation's first worker ready",
+            rollout_timeout,
+            |ev| {
+                ev[from..].iter().any(|e| {
+                    e.is("reload_done")
+                        || e.is("reload_failed")
+                        || (e.is("worker_ready") && e.generation.is_some_and(|g| g > old))
+                })
+            },
+        )?;
+        let burst = drive::Load::start(target, &opts.path, true, 8, 2000.0);
+        w.until("the reload's outcome", rollout_timeout, |ev| {
+            ev[from..]
+                .iter()
+                .any(|e| e.is("reload_done") || e.is("reload_failed"))
+        })?;
+        let done = w.events[from..]
+            .iter()
+            .find(|e| e.is("reload_done"))
+            .and_then(|e| e.generation);
+        if let Some(new) = done {
+            o.memory.push((w.rss(old), w.rss(new)));
+            w.until("the old generation retired", gone_timeout, |ev| {
+                has(ev, "generation_retire", old)
+            })?;
+            // let a well-behaved app close its idle connections first
+            let t = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < t {
+                w.pump()?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let got = idle.use_each();
+            o.idle.answered += got.answered;
+            o.idle.closed += got.closed;
+            o.idle.cut += got.cut;
+            w.until("the old generation gone", gone_timeout, |ev| {
+                has(ev, "generation_gone", old)
+            })?;
+        }
+        o.requests.extend(burst.stop());
+        let reply = asked
+            .join()
+            .unwrap_or_else(|_| Err("the reload request panicked".into()))?;
+        let reply: control::ReloadReply =
+            serde_json::from_str(&reply).map_err(|e| format!("reload reply: {e}"))?;
+        if !reply.ok {
+            o.reload_failures.push(reply.message.clone());
+            return Err(format!("reload {i} failed: {}", reply.message));
+        }
+        // what the old generation left behind (its group was killed once it exited)
+        std::thread::sleep(Duration::from_millis(50));
+        w.pump()?;
+        o.strays.extend(w.strays());
+        if !o.strays.is_empty() {
+            // one round is proof enough
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A worker's descriptors beyond stdio and baton's sockets.
+fn extra_fds(pid: Pid, w: &Watch, config: &Config) -> Vec<(i32, String)> {
+    let _ = w;
+    let handed = config.sockets.len().max(1) as i32;
+    sys::proc_fd_targets(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(fd, _)| *fd > 2 && !(config.handover == Handover::Fds && *fd < 3 + handed))
+        .collect()
+}
+
+/// Stop baton; what its workers did on the stop, and what outlived them.
+fn finish(w: &mut Watch, o: &mut Observed, config: &Config) {
+    progress("stopping");
+    o.stopped_us = Some(sys::monotonic_us());
+    let _ = sys::kill(w.baton, libc::SIGTERM);
+    let deadline = Instant::now() + config.drain.timeout + Duration::from_secs(10);
+    loop {
+        if w.pump().is_err() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = sys::kill(w.baton, libc::SIGKILL);
+            let _ = w.child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // every worker is gone with baton: what lives on of their trees is stray
+    let all: Vec<Pid> = w.workers.keys().copied().collect();
+    w.gone.extend(all);
+    for (pid, cmd) in w.strays() {
+        if !o.strays.iter().any(|(p, _)| *p == pid) {
+            o.strays.push((pid, cmd));
+        }
+    }
+    // verify leaves nothing behind
+    for (pid, _) in &o.strays {
+        let _ = sys::kill(*pid, libc::SIGKILL);
+    }
+    while sys::reap_one().is_some() {}
+}
+
+/// `--json`'s and the table's report of an outcome.
+pub fn print(outcome: &Outcome, config: &Path, json: bool) -> bool {
+    // a run that could not go on proved nothing: it fails, whatever the rows say
+    let failed = checks::failed(&outcome.checks) || outcome.aborted.is_some();
+    let r = report::Report {
+        config: config.display().to_string(),
+        reloads: outcome.reloads,
+        failed,
+        checks: &outcome.checks,
+        aborted: outcome.aborted.clone(),
+        kept: outcome.kept.as_ref().map(|k| k.display().to_string()),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        print!("{}", report::table(&r));
+    }
+    failed
+}
