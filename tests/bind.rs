@@ -562,44 +562,6 @@ fn listen_readiness_needs_bind_and_bind_refuses_http_and_tcp() {
     assert!(ok, "{out}");
 }
 
-/// The Express server of a common zero-downtime guide, verbatim (tests/apps/express/guide.js,
-/// as issue 15 quotes it), with its port from `PORT`; `close_idle`: its shutdown loop that
-/// destroys every connection replaced by `server.closeIdleConnections()`. Runs with the
-/// express that tests/setup.sh installs in /opt/baton-tests/node.
-fn express_app(name: &str, close_idle: bool) -> PathBuf {
-    const GUIDE: &str = include_str!("apps/express/guide.js");
-    const MODULES: &str = "/opt/baton-tests/node/node_modules";
-    assert!(
-        Path::new(MODULES).join("express/package.json").exists(),
-        "{MODULES}/express is missing: run tests/setup.sh"
-    );
-    let swap = |code: &str, from: &str, to: &str| {
-        assert_eq!(
-            code.matches(from).count(),
-            1,
-            "{from} in the guide's server"
-        );
-        code.replace(from, to)
-    };
-    let mut code = swap(
-        GUIDE,
-        "server.listen(3000,",
-        "server.listen(process.env.PORT,",
-    );
-    if close_idle {
-        code = swap(
-            &code,
-            "for (const socket of connections) { socket.destroy(); }",
-            "server.closeIdleConnections();",
-        );
-    }
-    let dir = scratch(name);
-    std::fs::write(dir.join("server.js"), code).expect("write server.js");
-    std::fs::write(dir.join("package.json"), "{ \"type\": \"module\" }\n").expect("package.json");
-    std::os::unix::fs::symlink(MODULES, dir.join("node_modules")).expect("node_modules");
-    dir.join("server.js")
-}
-
 /// The Express server with 3 instances and a 3 s drain deadline, 20 reloads under load in
 /// `modes` ("keepalive", "close"): the load reports, in that order, and the number of workers
 /// killed at the drain deadline. With `close_idle` the load is a retrying one
@@ -609,7 +571,7 @@ fn express_reloads(
     close_idle: bool,
     modes: &[&str],
 ) -> (Vec<serde_json::Value>, usize) {
-    let app = express_app(name, close_idle);
+    let app = express_app(name, close_idle, true);
     let _g = serial();
     let command = format!("[\"node\", \"{}\"]", app.display());
     let baton = Baton::spawn(name, |port, ctl| {

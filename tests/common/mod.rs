@@ -652,3 +652,43 @@ pub fn stale_socket(path: &Path, uid: u32) {
     drop(std::os::unix::net::UnixDatagram::bind(path).expect("bind a stale socket"));
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
 }
+
+/// The Express server of a common zero-downtime guide, verbatim (tests/apps/express/guide.js,
+/// as issue 15 quotes it), with its port from `PORT` when `port_from_env` (else its own
+/// 3000, as written); `close_idle`: its shutdown loop that
+/// destroys every connection replaced by `server.closeIdleConnections()`. Runs with the
+/// express that tests/setup.sh installs in /opt/baton-tests/node.
+#[allow(dead_code)] // not every test file runs Express
+pub fn express_app(name: &str, close_idle: bool, port_from_env: bool) -> PathBuf {
+    const GUIDE: &str = include_str!("apps/express/guide.js");
+    const MODULES: &str = "/opt/baton-tests/node/node_modules";
+    assert!(
+        Path::new(MODULES).join("express/package.json").exists(),
+        "{MODULES}/express is missing: run tests/setup.sh"
+    );
+    let swap = |code: &str, from: &str, to: &str| {
+        assert_eq!(
+            code.matches(from).count(),
+            1,
+            "{from} in the guide's server"
+        );
+        code.replace(from, to)
+    };
+    let mut code = GUIDE.to_string();
+    if port_from_env {
+        code = swap(&code, "server.listen(3000,", "server.listen(process.env.PORT,");
+    }
+    if close_idle {
+        code = swap(
+            &code,
+            "for (const socket of connections) { socket.destroy(); }",
+            "server.closeIdleConnections();",
+        );
+    }
+    let dir = scratch(name);
+    std::fs::write(dir.join("server.js"), code).expect("write server.js");
+    std::fs::write(dir.join("package.json"), "{ \"type\": \"module\" }\n").expect("package.json");
+    std::os::unix::fs::symlink(MODULES, dir.join("node_modules")).expect("node_modules");
+    dir.join("server.js")
+}
+

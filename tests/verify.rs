@@ -1,0 +1,292 @@
+//! `baton verify` (issue 17) on real apps: the example worker passes every check, with 1,
+//! 2 and 3 instances; each of its misbehaving modes fails the check it should, and only
+//! that one; the guide's Express server, verbatim (its own port 3000, in bind mode), fails
+//! "in-flight requests survive SIGTERM" with the count of cut requests, and passes it with
+//! its one-line fix. verify never takes the production port, and leaves no process behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::*;
+
+/// A config for the example worker on `addr` (the production address verify replaces).
+fn hello(dir: &Path, instances: u32, addr: &str, top: &str, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("api.toml");
+    let text = format!(
+        r#"command   = ["{hello}"{top}]
+instances = {instances}
+
+[sockets]
+http = "{addr}"
+
+[readiness]
+kind    = "notify"
+timeout = "10s"
+
+[drain]
+timeout = "3s"
+{extra}"#,
+        hello = example_bin("hello").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `baton verify --json` with `args`: its exit code and report.
+fn verify(config: &Path, args: &[&str]) -> (Option<i32>, Value) {
+    let out = Command::new(baton_bin())
+        .args(["verify", "--json", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("baton verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "verify's JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// (verdict, figure) of check `id`.
+fn row(report: &Value, id: &str) -> (String, String) {
+    let c = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}: {report}"));
+    (
+        c["verdict"].as_str().unwrap_or_default().to_string(),
+        c["figure"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The checks whose verdict is `verdict`.
+fn with_verdict(report: &Value, verdict: &str) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["verdict"] == verdict)
+        .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+const SLOW: [&str; 2] = ["--slow-path", "/slow?ms=1000"];
+
+/// The example worker passes every check (no warning either), whatever the number of
+/// workers, with requests in flight at every stop signal; the production address (held here
+/// by another listener) is never touched.
+fn hello_passes(instances: u32) {
+    let _g = serial();
+    let dir = scratch(&format!("verify-hello-{instances}"));
+    let production = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let addr = production.local_addr().unwrap().to_string();
+    production.set_nonblocking(true).unwrap();
+    let config = hello(&dir, instances, &addr, "", "");
+    let (code, r) = verify(&config, &SLOW);
+    assert_eq!(code, Some(0), "{r}");
+    for c in r["checks"].as_array().unwrap() {
+        assert_eq!(c["verdict"], "pass", "{c}");
+    }
+    assert_eq!(r["reloads"], 5, "{r}");
+    assert_eq!(r["failed"], false);
+    let (_, figure) = row(&r, "in_flight");
+    assert!(figure.starts_with("0 of "), "{figure}");
+    let (_, figure) = row(&r, "start_up");
+    assert!(
+        figure.contains(&format!("of {} worker start(s)", 6 * instances)),
+        "{figure}"
+    );
+    assert!(
+        production.accept().is_err(),
+        "verify sent a connection to the production address"
+    );
+}
+
+#[test]
+fn the_example_worker_passes_every_check_with_1_instance() {
+    hello_passes(1);
+}
+
+#[test]
+fn the_example_worker_passes_every_check_with_2_instances() {
+    hello_passes(2);
+}
+
+#[test]
+fn the_example_worker_passes_every_check_with_3_instances() {
+    hello_passes(3);
+}
+
+/// A misbehaving mode of the example worker fails `id` (and no other check but `also`).
+fn fails(mode: &str, id: &str, also: &[&str], reloads: &str) -> (Value, String) {
+    let _g = serial();
+    let dir = scratch(&format!("verify-{mode}"));
+    let top = format!(", \"--fail\", \"{mode}\"");
+    let config = hello(&dir, 1, "127.0.0.1:8080", &top, "");
+    let (code, r) = verify(&config, &[SLOW[0], SLOW[1], "--reloads", reloads]);
+    assert_eq!(code, Some(1), "{r}");
+    let mut failed = with_verdict(&r, "fail");
+    failed.sort();
+    let mut want: Vec<String> = also.iter().chain([&id]).map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(failed, want, "{r}");
+    let figure = row(&r, id).1;
+    (r, figure)
+}
+
+#[test]
+fn an_app_that_exits_at_once_on_sigterm_fails_the_in_flight_check() {
+    let (_, figure) = fails("exit-on-sigterm", "in_flight", &[], "2");
+    // "N of M requests in flight at 2 stop signal(s) cut (eof N)", N > 0
+    let cut: u64 = figure
+        .split(" of ")
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(cut > 0 && figure.contains("cut ("), "{figure}");
+}
+
+#[test]
+fn an_app_that_ignores_sigterm_fails_stops_in_time() {
+    let (_, figure) = fails("ignore-sigterm", "stops", &[], "1");
+    assert!(
+        figure.contains("killed at the drain deadline (3s)"),
+        "{figure}"
+    );
+}
+
+#[test]
+fn an_app_ready_a_second_before_it_accepts_fails_readiness_is_honest() {
+    let (_, figure) = fails("early-ready", "honest", &[], "1");
+    assert!(figure.starts_with("first answer "), "{figure}");
+}
+
+/// The helper is named, and verify leaves it no more running than the worker.
+#[test]
+fn an_app_whose_helper_outlives_it_fails_no_stray_processes() {
+    let (_, figure) = fails("stray-helper", "strays", &[], "1");
+    assert!(figure.contains("(sleep 300)"), "{figure}");
+    let pids: Vec<i32> = figure
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| *p > 300)
+        .collect();
+    assert!(!pids.is_empty(), "{figure}");
+    for pid in pids {
+        wait_for(
+            &format!("stray {pid} gone"),
+            std::time::Duration::from_secs(5),
+            || !pid_exists(pid) || pid_state(pid) == Some('Z'),
+        );
+    }
+}
+
+/// Start-up against `readiness.timeout` (10 s): 8 s warns, 12 s fails (and verify says it
+/// stopped early, exit 1).
+#[test]
+fn a_slow_start_warns_above_half_the_timeout_and_fails_beyond_it() {
+    let _g = serial();
+    for (ms, verdict, code) in [(8000, "warn", 0), (12000, "fail", 1)] {
+        let dir = scratch(&format!("verify-slow-{ms}"));
+        let extra = format!("\n[env]\nHELLO_STARTUP_MS = \"{ms}\"\n");
+        let config = hello(&dir, 1, "127.0.0.1:8080", "", &extra);
+        let (c, r) = verify(&config, &["--reloads", "1"]);
+        assert_eq!(c, Some(code), "{r}");
+        let (v, figure) = row(&r, "start_up");
+        assert_eq!(v, verdict, "{r}");
+        if code == 1 {
+            assert!(figure.contains("not ready after 10s"), "{figure}");
+            assert!(r["aborted"].is_string(), "{r}");
+        } else {
+            assert!(figure.starts_with("worst 8."), "{figure}");
+        }
+    }
+}
+
+/// The guide's Express server, verbatim: it binds its own port 3000 (handover bind; verify
+/// gives that bind a private socket), and destroys every connection on SIGTERM: it fails the
+/// in-flight check with the count of cut requests. With `server.closeIdleConnections()`
+/// instead, no request in flight at a stop signal is cut.
+#[test]
+fn the_guides_express_server_fails_in_flight_and_its_fix_passes() {
+    let _g = serial();
+    for fixed in [false, true] {
+        let name = format!("verify-express-{fixed}");
+        let app = express_app(&name, fixed, false);
+        let dir = app.parent().unwrap().to_path_buf();
+        let config = dir.join("api.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "command = [\"node\", \"{}\"]\ninstances = 3\nhandover = \"bind\"\n\n\
+                 [sockets]\nhttp = \"0.0.0.0:3000\"\n\n[readiness]\nkind = \"listen\"\n\
+                 timeout = \"10s\"\n\n[drain]\ntimeout = \"3s\"\n",
+                app.display()
+            ),
+        )
+        .unwrap();
+        let (code, r) = verify(&config, &[]);
+        assert_eq!(code, Some(1), "{r}");
+        let (v, figure) = row(&r, "in_flight");
+        let (sockets, sockets_figure) = row(&r, "sockets");
+        assert_eq!(sockets, "pass", "{sockets_figure}");
+        assert!(
+            sockets_figure.starts_with("handover bind: "),
+            "{sockets_figure}"
+        );
+        if fixed {
+            assert_eq!(v, "pass", "{figure}");
+            assert!(figure.starts_with("0 of "), "{figure}");
+        } else {
+            assert_eq!(v, "fail", "{figure}");
+            let cut: u64 = figure
+                .split(" of ")
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(cut > 0, "{figure}");
+        }
+    }
+}
+
+/// A config without [sockets] (the socket unit holds them) needs --socket; a bad one is a
+/// usage error (exit 2), and so is a config that does not parse.
+#[test]
+fn what_verify_cannot_run_is_said_with_exit_2() {
+    let dir = scratch("verify-usage");
+    let config = dir.join("api.toml");
+    std::fs::write(&config, "command = [\"/bin/true\"]\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(baton_bin())
+            .args(["verify", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("baton verify");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("has no [sockets]") && err.contains("--socket"), "{err}");
+    let (code, err) = run(&["--socket", "http"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("expected NAME=ADDRESS"), "{err}");
+    let (code, err) = run(&["--reloads", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    std::fs::write(&config, "command = [\"/bin/true\"\n").unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("api.toml") && err.contains("line"), "{err}");
+}
