@@ -350,3 +350,102 @@ fn a_deleted_serving_release_shows_in_the_status_header() {
         "{table}"
     );
 }
+
+/// A reload and a rollback never share one rollout (a new user's trial: a reload asked for
+/// while a rollback waited exited 0 while its release never ran, and so did a reload queued
+/// before a rollback). While a rollout runs: a rollback waits, and a reload or a second
+/// rollback asked for meanwhile is refused at once with the reason; a rollback asked for
+/// while a reload waits is refused too. Each client that is told "ok" got its own release.
+#[test]
+fn a_reload_and_a_rollback_never_share_a_rollout() {
+    let _g = serial();
+    let (baton, r) = start("pin-queue", 1, |cur| {
+        format!("command = [\"{}/run.sh\"]", cur.display())
+    });
+    // a good release that takes 1.5 s to start: its rollout is long enough to queue behind
+    let slow = r.path("1").replace("/releases/1", "/releases/slow");
+    fs::create_dir_all(&slow).expect("slow release");
+    fs::write(
+        format!("{slow}/run.sh"),
+        format!(
+            "#!/bin/sh\nexport HELLO_MARK=slow HELLO_STARTUP_MS=1500\nexec {}\n",
+            example_bin("hello").display()
+        ),
+    )
+    .expect("run.sh");
+    Command::new("chmod")
+        .args(["755", &format!("{slow}/run.sh")])
+        .status()
+        .expect("chmod");
+    let client = |args: &[&str]| {
+        Command::new(baton_bin())
+            .args(args)
+            .arg("--control")
+            .arg(&baton.control)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("baton client")
+    };
+    let rolling_out = || {
+        wait_for("a rollout in progress", Duration::from_secs(5), || {
+            baton.status().is_some_and(|s| s["state"] == "rolling-out")
+        })
+    };
+    let text = |c: std::process::Child| {
+        let out = c.wait_with_output().expect("client");
+        let t = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), t)
+    };
+
+    // generation 2 on release 3: generation 1 is one to roll back to
+    r.point("3");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    // 1. a rollback waits behind a reload's rollout; a reload and a rollback asked meanwhile
+    //    are refused
+    r.point("slow");
+    let reload = client(&["reload"]);
+    rolling_out();
+    let rollback = client(&["rollback", "--to", "1"]);
+    wait_for("the rollback queued", Duration::from_secs(5), || {
+        baton.log_text().contains("rollback_requested")
+    });
+    for args in [&["reload"][..], &["rollback"][..]] {
+        let (code, t) = text(client(args));
+        assert_eq!(code, Some(1), "{args:?}: {t}");
+        assert!(
+            t.contains("a rollback to generation 1 is queued"),
+            "{args:?}: {t}"
+        );
+    }
+    let (code, t) = text(reload);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains(&format!("serving release {slow}")), "{t}");
+    let (code, t) = text(rollback);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains(&format!("serving release {}", r.path("1"))),
+        "{t}"
+    );
+
+    // 2. a reload waits behind a rollout: a rollback asked meanwhile is refused
+    let first = client(&["reload"]);
+    rolling_out();
+    let second = client(&["reload"]);
+    wait_for("the second reload queued", Duration::from_secs(5), || {
+        baton.log_text().matches("reload queued").count() >= 1
+    });
+    let (code, t) = text(client(&["rollback", "--to", "1"]));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("a reload is queued"), "{t}");
+    for c in [first, second] {
+        let (code, t) = text(c);
+        assert_eq!(code, Some(0), "{t}");
+        assert!(t.contains(&format!("serving release {slow}")), "{t}");
+    }
+}

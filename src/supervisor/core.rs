@@ -928,6 +928,12 @@ impl Core {
         }
     }
 
+    /// Whether a reload was asked for and has not begun yet (it waits for a rollout or a drain,
+    /// or its config is being read).
+    pub fn reload_waiting(&self) -> bool {
+        self.pending_reload.is_some() || self.loading.is_some()
+    }
+
     /// A reload waits for a rollout or a drain: say so, and extend systemd's timeout for what
     /// it waits for and a rollout after it (a drain still to come after that rollout extends
     /// it again when it starts).

@@ -420,7 +420,10 @@ impl Supervisor {
                 }
                 libc::SIGHUP => {
                     info!(baton_event = "reload_requested", "SIGHUP: reload requested");
-                    self.event(Event::Reload(None));
+                    match self.io.rollback_queued() {
+                        Some(why) => warn!(baton_event = "reload_refused", "reload refused: {why}"),
+                        None => self.event(Event::Reload(None)),
+                    }
                 }
                 libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
                     self.event(Event::Stop(sys::signal_name(sig)));
@@ -488,6 +491,10 @@ impl Supervisor {
                         baton_event = "reload_requested",
                         "reload requested on the control socket"
                     );
+                    if let Some(why) = self.io.rollback_queued() {
+                        self.refuse(client, why, "reload_refused", "reload refused");
+                        continue;
+                    }
                     let id = self.io.next_client;
                     self.io.next_client += 1;
                     self.io.clients.insert(id, client);
@@ -507,18 +514,19 @@ impl Supervisor {
     fn rollback(&mut self, to: Option<u64>, mut client: Client) {
         let now = Instant::now();
         let serving = self.core.status(now).serving_generation;
-        match self.io.rollback_source(serving, to) {
-            Err(message) => {
-                warn!(
-                    baton_event = "rollback_refused",
-                    "rollback refused: {message}"
-                );
-                let reply = self
-                    .core
-                    .reload_reply(false, serving, message, Duration::ZERO, None);
-                let out = client.reply(&reply, now);
-                self.io.push_outgoing(out);
-            }
+        // a rollback never takes the place of a reload asked for before it (that reload's
+        // client would be told "ok" for a release it never asked for), nor of another rollback
+        let queued = match (self.io.rollback_queued(), self.core.reload_waiting()) {
+            (Some(why), _) => Err(why),
+            (None, true) => Err(
+                "a reload is queued (it starts once the rollout or drain in progress has \
+                 ended): roll back once it has ended"
+                    .to_string(),
+            ),
+            (None, false) => Ok(()),
+        };
+        match queued.and_then(|()| self.io.rollback_source(serving, to)) {
+            Err(message) => self.refuse(client, message, "rollback_refused", "rollback refused"),
             Ok((config, source, what)) => {
                 info!(baton_event = "rollback_requested", "{what}");
                 client.progress(&what);
@@ -530,6 +538,35 @@ impl Supervisor {
                 self.event(Event::Reload(Some(id)));
             }
         }
+    }
+}
+
+impl Supervisor {
+    /// Answer a reload or rollback request with a failure at once: nothing was touched.
+    fn refuse(&mut self, client: Client, message: String, event: &str, what: &str) {
+        let now = Instant::now();
+        warn!(baton_event = event, "{what}: {message}");
+        let serving = self.core.status(now).serving_generation;
+        let reply = self
+            .core
+            .reload_reply(false, serving, message, Duration::ZERO, None);
+        let out = client.reply(&reply, now);
+        self.io.push_outgoing(out);
+    }
+}
+
+impl Io {
+    /// Why a reload or another rollback may not be queued now: a rollback is (it would take
+    /// their place, and their clients would be told of its outcome as if it were theirs).
+    fn rollback_queued(&self) -> Option<String> {
+        let (_, source) = self.rollback.as_ref()?;
+        let to = match source.rollback_to {
+            Some((g, _)) => format!(" to generation {g}"),
+            None => String::new(),
+        };
+        Some(format!(
+            "a rollback{to} is queued: ask again once it has ended (`baton status` shows it)"
+        ))
     }
 }
 
