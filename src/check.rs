@@ -136,6 +136,17 @@ pub fn findings(config: &Config) -> Vec<Finding> {
                 "release",
                 format!("{m}: every generation started now would fail"),
             )),
+            Ok(resolved) if resolved == *dir => out.push(Finding::advice(
+                "release",
+                format!(
+                    "{} is no symlink and goes through none: every generation names this same \
+                     release, so `baton history` and `baton rollback` cannot tell releases \
+                     apart (a rollback would run what the links under it point at then); name \
+                     the link a deploy flips (like {}), or leave `release` out",
+                    dir.display(),
+                    dir.join("current").display()
+                ),
+            )),
             Ok(_) if !release::pins_anything(config) => out.push(Finding::advice(
                 "release",
                 format!(
@@ -425,6 +436,22 @@ mod tests {
     }
 
     #[test]
+    fn a_release_that_is_no_link_is_advice() {
+        // a new user's trial: `release = "/srv/api"` (the app's root, `current` under it):
+        // every generation named the same release and a rollback ran what `current` said
+        let c =
+            config("command = [\"/bin/true\", \"/tmp/x\"]\ncwd = \"/tmp\"\nrelease = \"/tmp\"\n");
+        assert_eq!(keys(&c), [("release", Level::Advice)]);
+        assert!(
+            found(&c)[0].message.contains("no symlink"),
+            "{:?}",
+            found(&c)
+        );
+        let c = config("command = [\"/bin/true\"]\nrelease = \"/\"\n");
+        assert_eq!(keys(&c), [("release", Level::Advice)]);
+    }
+
+    #[test]
     fn history_of_one_is_advice() {
         // a new user's trial: `history = 1` made every rollback fail
         let c = config("command = [\"/bin/true\"]\nhistory = 1\n");
@@ -519,8 +546,17 @@ mod tests {
         // one that pins nothing is advice
         let c = config("command = [\"/bin/true\"]\nrelease = \"/usr\"\n");
         assert_eq!(keys(&c), [("release", Level::Advice)]);
-        let c = config("command = [\"/bin/sh\", \"/usr/share\"]\nrelease = \"/usr\"\n");
-        assert!(found(&c).is_empty());
+        // a link that pins an argument: nothing to say
+        let dir = std::env::temp_dir().join(format!("baton-check-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("releases/1")).unwrap();
+        std::os::unix::fs::symlink("releases/1", dir.join("current")).unwrap();
+        let c = config(&format!(
+            "command = [\"/bin/sh\", \"{d}/current/x\"]\nrelease = \"{d}/current\"\n",
+            d = dir.display()
+        ));
+        assert!(found(&c).is_empty(), "{:?}", found(&c));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

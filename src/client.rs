@@ -226,7 +226,10 @@ pub fn render_status(s: &Status) -> String {
         "baton pid {} — {} — up {} — serving generation {serving} — reloads: {} ok, {} failed",
         s.pid,
         shown(&s.state),
-        fmt_duration(secs_f64(s.uptime_s)),
+        // whole seconds: "up 3m12s", not "up 192.4s"
+        fmt_duration(Duration::from_secs(
+            secs_f64(s.uptime_s).as_secs_f64().round() as u64
+        )),
         s.reloads_ok,
         s.reloads_failed
     );
@@ -369,7 +372,7 @@ mod tests {
     fn a_status_is_rendered_with_control_characters_replaced() {
         let text = status_text(STATUS).unwrap();
         assert!(
-            text.starts_with("baton pid 7 — serving — up 61.5s"),
+            text.starts_with("baton pid 7 — serving — up 1m2s —"),
             "{text}"
         );
         assert!(text.contains("workers' fd 3 (baton's fd 3)"), "{text}");

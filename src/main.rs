@@ -913,7 +913,10 @@ fn rollout(target: Target, req: control::Request, timeout: Option<String>, json:
                 ExitCode::SUCCESS
             }
             Ok(r) => {
-                eprintln!("baton: {what} failed: {}", client::shown(&r.message));
+                // a rollback's reply says "rollback: …" (for --json and the log): said once
+                let prefix = format!("{what}: ");
+                let message = r.message.strip_prefix(&prefix).unwrap_or(&r.message);
+                eprintln!("baton: {what} failed: {}", client::shown(message));
                 ExitCode::FAILURE
             }
             Err(e) => {

@@ -177,9 +177,9 @@ pub const KEYS: &[Key] = &[
         key: "release",
         ty: "string (path)",
         default: DefaultIs::Text(
-            "none: the release is `cwd` (resolved) when it goes through a symlink; else the \
-            directory of the first argument of `command` that does; else `cwd` when the \
-            program is under it or is found in `PATH`; else the program's resolved directory",
+            "none: the release is the link `cwd` goes through, resolved; else the link of the \
+            first argument of `command` that goes through one; else `cwd` when the program is \
+            under it or is found in `PATH`; else the program's resolved directory",
         ),
         allowed: "an absolute path of a directory, typically the symlink a deploy flips",
         kinds: &[],
@@ -198,7 +198,8 @@ pub const KEYS: &[Key] = &[
             absolute path is resolved); with it, they are all resolved from one reading of \
             the link, and the release the generation names is the one you chose. \
             `baton check` warns when it does not resolve to a directory (an error with \
-            `--strict`), and when nothing is under it.",
+            `--strict`), and advises when nothing is under it or when it is no link and goes \
+            through none (every generation would name the same release).",
     },
     Key {
         key: "handover",

@@ -53,8 +53,10 @@ pub struct Pinned {
 pub fn pin(config: &Config) -> Result<Pinned, String> {
     let from = release_source(config);
     let mut c = config.clone();
-    let release = match &config.release {
-        Some(r) => Some((r.clone(), resolve_dir(r, "the release directory")?)),
+    // the release's directory is read once, and every path under it follows that reading
+    // (a deploy that flips the link meanwhile cannot split a generation across two releases)
+    let release = match &from {
+        Some((dir, what)) => Some((dir.clone(), resolve_dir(dir, what)?)),
         None => None,
     };
     if let Some((from, to)) = &release {
@@ -84,16 +86,15 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
     if argv0.contains('/') {
         c.command[0] = utf8(&program)?.to_string();
     }
-    // the arguments that are whole absolute paths (`node /srv/api/current/server.js`), and
-    // the readiness check's: pinned like the program (those under `release` already are)
+    // the arguments that are whole absolute paths elsewhere, and the readiness check's:
+    // pinned like the program
     pin_args(&mut c.command[1..])?;
     if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
         pin_args(argv)?;
     }
-    let release = match (release, from) {
-        (Some((_, to)), _) => to,
-        (None, Some(dir)) => resolve_dir(&dir, "the release directory")?,
-        (None, None) => program
+    let release = match release {
+        Some((_, to)) => to,
+        None => program
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
     };
@@ -104,41 +105,69 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
     })
 }
 
-/// The directory, as the config writes it, whose resolution is the generation's release:
-/// `release`; else `cwd` when it goes through a symlink; else the first argument of
-/// `command` that is a whole absolute path through a symlink (`/srv/api/current/server.js`:
-/// its directory, or itself when it is one); else `cwd` when the program is under it, is
-/// relative or is a bare name; else the program's directory when it is written as an
-/// absolute path. `None`: the release is the directory the program is found in.
+/// The directory, as the config writes it, whose resolution is the generation's release, and
+/// what to call it when it cannot be resolved: `release`; else the link `cwd` goes through
+/// (`/srv/api/current` for `cwd = "/srv/api/current/dist"`); else the link the first argument
+/// of `command` that is a whole absolute path goes through (`node
+/// /srv/api/current/dist/server.js`: `/srv/api/current`, so that every path under the link
+/// follows it, `current/conf.json` as well); else `cwd` when the program is under it, is
+/// relative or is a bare name; else the program's directory when it is written as an absolute
+/// path. `None`: the release is the directory the program is found in.
+///
+/// A link is the deepest symlink among a path's directories (a file that is a link is not a
+/// release); the links right under `/` (`/bin` → `usr/bin` on a merged /usr) are the
+/// system's, not a deploy's. A link that points nowhere is one all the same: the generation
+/// then fails, saying so.
 ///
 /// [`pin`] and [`pin_at`] share it, so that a rollback replaces the very directory whose
 /// resolution the history recorded.
-fn release_source(config: &Config) -> Option<PathBuf> {
+fn release_source(config: &Config) -> Option<(PathBuf, &'static str)> {
     if let Some(r) = &config.release {
-        return Some(r.clone());
+        return Some((r.clone(), "the release directory"));
     }
-    let through_link = |p: &Path| std::fs::canonicalize(p).is_ok_and(|r| r != p);
-    if let Some(cwd) = config.cwd.as_ref().filter(|c| through_link(c)) {
-        return Some(cwd.clone());
+    if let Some(cwd) = &config.cwd {
+        if let Some(link) = deepest_link(cwd, true) {
+            return Some((link, "the release directory (cwd's link)"));
+        }
     }
-    let pinned_arg = config.command[1..].iter().find_map(|a| {
+    let linked_arg = config.command[1..].iter().find_map(|a| {
         let p = Path::new(a.as_str());
-        let pinned = pin_path(p)?;
-        Some(match pinned.is_dir() {
-            true => p.to_path_buf(),
-            false => p.parent()?.to_path_buf(),
-        })
+        (p.is_absolute() && !kernel(p))
+            .then(|| deepest_link(p, false))
+            .flatten()
     });
-    if pinned_arg.is_some() {
-        return pinned_arg;
+    if let Some(link) = linked_arg {
+        return Some((link, "the release directory (an argument's link)"));
     }
     let argv0 = Path::new(&config.command[0]);
     let bare = !config.command[0].contains('/');
     match &config.cwd {
-        Some(cwd) if bare || argv0.is_relative() || argv0.starts_with(cwd) => Some(cwd.clone()),
-        _ if argv0.is_absolute() => argv0.parent().map(Path::to_path_buf),
+        Some(cwd) if bare || argv0.is_relative() || argv0.starts_with(cwd) => {
+            Some((cwd.clone(), "the working directory"))
+        }
+        _ if argv0.is_absolute() => argv0
+            .parent()
+            .map(|d| (d.to_path_buf(), "the command's directory")),
         _ => None,
     }
+}
+
+/// The deepest symlink among `path`'s directories (`path` itself too when `itself`), not
+/// one right under `/`.
+fn deepest_link(path: &Path, itself: bool) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(usize::from(!itself))
+        .filter(|a| a.parent().is_some_and(|p| p != Path::new("/")))
+        .find(|a| {
+            a.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .map(Path::to_path_buf)
+}
+
+/// Under /proc, /sys or /dev: never a release, never rewritten.
+fn kernel(p: &Path) -> bool {
+    ["/proc", "/sys", "/dev"].iter().any(|k| p.starts_with(k))
 }
 
 /// [`pin`] for `baton rollback`: the generation runs `recorded`, the release an earlier
@@ -148,7 +177,7 @@ fn release_source(config: &Config) -> Option<PathBuf> {
 /// the error.
 pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
     let to = resolve_dir(recorded, "the release directory")?;
-    let from = release_source(config);
+    let from = release_source(config).map(|(dir, _)| dir);
     let mut c = config.clone();
     if let Some(from) = &from {
         if let Some(cwd) = &c.cwd {
@@ -186,7 +215,6 @@ fn pin_args(argv: &mut [String]) -> Result<(), String> {
 /// or is under /proc, /sys or /dev, before or after (`/dev/fd/3` → `/proc/self/fd/3` would
 /// name baton's own descriptors).
 fn pin_path(path: &Path) -> Option<PathBuf> {
-    let kernel = |p: &Path| ["/proc", "/sys", "/dev"].iter().any(|k| p.starts_with(k));
     if !path.is_absolute() || kernel(path) {
         return None;
     }
@@ -447,8 +475,9 @@ mod tests {
                 // never baton's own descriptors
                 "/dev/fd/3".into(),
                 "/proc/self/fd/0".into(),
-                // a path that does not resolve stays as written
-                format!("{}/missing/x", cur.display()),
+                // a path under the link follows the link's one reading, even one that is
+                // not there (yet); one that does not resolve stays as written
+                r1.join("missing/x").display().to_string(),
                 "/nope/x".into(),
                 "rel/x".into(),
             ]
@@ -475,6 +504,50 @@ mod tests {
             cur = cur.display()
         ));
         assert_eq!(pin(&c).unwrap().release, r1);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_path_under_the_link_follows_one_release_in_a_rollback() {
+        // a new user's trial: `node current/dist/server.js current/conf.json` rolled back with
+        // the server of release 1 and the conf of release 2 (only `current/dist` was replaced)
+        let dir = layout("link");
+        let (r1, r2) = (dir.join("releases/1"), dir.join("releases/2"));
+        let cur = dir.join("current");
+        let c = config(&format!(
+            "command = [\"sh\", \"{c}/dist/x.js\", \"{c}/run.sh\"]\ncwd = \"{c}/dist\"\n",
+            c = cur.display()
+        ));
+        assert_eq!(
+            pin(&c).unwrap().release,
+            r1,
+            "the link, not cwd, is the release"
+        );
+        std::fs::remove_file(&cur).unwrap();
+        symlink("releases/2", &cur).unwrap();
+        let p = pin_at(&c, &r1).unwrap();
+        assert_eq!(p.release, r1);
+        assert_eq!(p.config.cwd, Some(r1.join("dist")));
+        assert_eq!(
+            p.config.command[1..],
+            [
+                r1.join("dist/x.js").display().to_string(),
+                r1.join("run.sh").display().to_string()
+            ]
+        );
+        assert_eq!(pin(&c).unwrap().release, r2);
+        // a link that points nowhere fails the generation, naming it (not "release /usr/bin")
+        std::fs::remove_file(&cur).unwrap();
+        symlink("releases/gone", &cur).unwrap();
+        let c = config(&format!(
+            "command = [\"sh\", \"{}/run.sh\"]\n",
+            cur.display()
+        ));
+        let e = pin(&c).unwrap_err();
+        assert!(
+            e.contains(&cur.display().to_string()) && e.contains("does not exist"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
