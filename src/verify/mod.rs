@@ -442,7 +442,7 @@ fn exercise(
         return Err("generation 1 never served".into());
     }
     if let Some(pid) = w.of(1).first() {
-        o.fds = Some((*pid, extra_fds(*pid, w, config)));
+        o.fds = Some((*pid, extra_fds(*pid, w)));
     }
     let mut loads = vec![
         drive::Load::start(target, &opts.path, true, 4, 200.0),
@@ -559,14 +559,19 @@ fn reloads(
     Ok(())
 }
 
-/// A worker's descriptors beyond stdio and baton's sockets.
-fn extra_fds(pid: Pid, w: &Watch, config: &Config) -> Vec<(i32, String)> {
-    let _ = w;
-    let handed = config.sockets.len().max(1) as i32;
+/// A worker's descriptors beyond stdio and baton's sockets (those baton holds as well, at
+/// whatever number the app got them).
+fn extra_fds(pid: Pid, w: &Watch) -> Vec<(i32, String)> {
+    let batons: BTreeSet<String> = sys::proc_fd_targets(w.baton)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, t)| t)
+        .filter(|t| t.starts_with("socket:"))
+        .collect();
     sys::proc_fd_targets(pid)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(fd, _)| *fd > 2 && !(config.handover == Handover::Fds && *fd < 3 + handed))
+        .filter(|(fd, t)| *fd > 2 && !batons.contains(t))
         .collect()
 }
 
