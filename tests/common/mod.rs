@@ -660,7 +660,7 @@ pub fn stale_socket(path: &Path, uid: u32) {
 /// express that tests/setup.sh installs in /opt/baton-tests/node.
 #[allow(dead_code)] // not every test file runs Express
 pub fn express_app(name: &str, close_idle: bool, port_from_env: bool) -> PathBuf {
-    const GUIDE: &str = include_str!("apps/express/guide.js");
+    const GUIDE: &str = include_str!("../apps/express/guide.js");
     const MODULES: &str = "/opt/baton-tests/node/node_modules";
     assert!(
         Path::new(MODULES).join("express/package.json").exists(),
