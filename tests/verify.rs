@@ -279,7 +279,10 @@ fn what_verify_cannot_run_is_said_with_exit_2() {
     };
     let (code, err) = run(&[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("has no [sockets]") && err.contains("--socket"), "{err}");
+    assert!(
+        err.contains("has no [sockets]") && err.contains("--socket"),
+        "{err}"
+    );
     let (code, err) = run(&["--socket", "http"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("expected NAME=ADDRESS"), "{err}");

@@ -676,7 +676,11 @@ pub fn express_app(name: &str, close_idle: bool, port_from_env: bool) -> PathBuf
     };
     let mut code = GUIDE.to_string();
     if port_from_env {
-        code = swap(&code, "server.listen(3000,", "server.listen(process.env.PORT,");
+        code = swap(
+            &code,
+            "server.listen(3000,",
+            "server.listen(process.env.PORT,",
+        );
     }
     if close_idle {
         code = swap(
@@ -691,4 +695,3 @@ pub fn express_app(name: &str, close_idle: bool, port_from_env: bool) -> PathBuf
     std::os::unix::fs::symlink(MODULES, dir.join("node_modules")).expect("node_modules");
     dir.join("server.js")
 }
-
