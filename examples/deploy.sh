@@ -22,7 +22,8 @@ Deploys one release of a service that baton supervises, with the layout
      current pointed at, resolved, or empty) in its environment: e.g.
        -- sh -c 'git clone -q --depth 1 https://git.example/api.git . && npm ci'
   2. points DIR/current at it atomically (a new link renamed over the old);
-  3. reloads: systemctl reload NAME, which waits for baton's new generation.
+  3. reloads: systemctl reload NAME, which waits for baton's new generation
+     (its output, kept to be quoted, is shown on stderr when it ends).
      When the reload command fails (a timeout, a command not found), it asks
      baton (baton status --config FILE, each second, at most 10 min) until
      no rollout is in progress, then goes by what serves: the new release
@@ -250,12 +251,23 @@ ask_baton() {
 	last=$(printf '%s\n' "$status_text" | sed -n 's/^last reload: //p' | head -n 1)
 }
 
+# Whether baton's last reload tried the new release and rolled it back ("generation N
+# (release NEW) rolled back: ..."), from $last.
+tried_new() {
+	case $last in
+	"FAILED "*"(release $new_dir) rolled back: "* | "FAILED "*"(release $new_dir/"*") rolled back: "*)
+		return 0
+		;;
+	esac
+	return 1
+}
+
 # The reload command failed (it timed out, or could not run): asks baton until no rollout
 # is in progress (at most 10 min), then sets $outcome: "new" (the new release serves),
 # "old" (it does not), or "silent" (baton does not answer). A reload waiting for an old
 # generation's drain starts once it is gone: the wait goes on while one is left, unless the
-# new release already serves; an outcome of "old" is asked twice, a second apart (a queued
-# reload reads its config in between).
+# new release serves or was rolled back; else an outcome of "old" is asked twice, a second
+# apart (a queued reload reads its config in between).
 settle() {
 	waited=0 confirmed=0
 	while :; do
@@ -265,6 +277,10 @@ settle() {
 		fi
 		if [ "$state" != rolling-out ] && [ -n "$serving_release" ] && is_new "$serving_release"; then
 			outcome=new
+			return 0
+		fi
+		if [ "$state" != rolling-out ] && tried_new; then
+			outcome=old
 			return 0
 		fi
 		if [ "$waited" -ge 600 ]; then
@@ -332,17 +348,14 @@ if [ "$rc" -ne 0 ]; then
 		# baton's reason, when its last reload tried the new release ("generation N (release
 		# NEW) rolled back: ..."); else it says nothing of this deploy (a reload that never
 		# reached baton, a rejected config): the command's own output says why
-		case $last in
-		"FAILED "*"(release $new_dir) rolled back: "* | "FAILED "*"(release $new_dir/"*") rolled back: "*)
+		if tried_new; then
 			mark_failed "baton rolled it back: $last"
 			log "FAILED: the reload failed: last reload: $last"
-			;;
-		*)
+		else
 			mark_failed "the reload command failed (exit status $rc): $said"
 			log "FAILED: the reload command failed (exit status $rc): ${said:-no output}" \
 				"(baton does not serve the new release; serving: ${serving_release:-none})"
-			;;
-		esac
+		fi
 		log "the failed release $new is left for inspection"
 		exit 1
 		;;
