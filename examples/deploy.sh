@@ -27,14 +27,15 @@ Deploys one release of a service that baton supervises, with the layout
      When the reload command fails (a timeout, a command not found), it asks
      baton (baton status --config FILE, each second, at most 10 min) until
      no rollout is in progress, then goes by what serves: the new release
-     (deployed, exit 0, saying so) or not (step "On failure");
+     (deployed, exit 0, saying so) or not (a failure: see below);
   4. on success, prunes DIR/releases: only the directories it made (named by
      a stamp), keeping the newest N of them, current, and every release that
      `baton history --releases` names (those of generations that served: the
      ones `baton rollback` may start again; a release only failed generations
      ran is pruned). Any other name (releases/1 made by hand) is left alone.
      A release of a failed deploy (marked by a file .deploy-failed in it) does
-     not count toward N and is pruned by the next successful deploy.
+     not count toward N and is pruned by the next successful deploy
+     (unless kept as above).
      With no answer from baton (nor its history file), prunes nothing.
 
 On failure (build or reload) it exits 1: current is pointed back at the
