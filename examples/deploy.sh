@@ -13,39 +13,60 @@ Usage: deploy.sh --service NAME --root DIR [OPTIONS] -- BUILD_COMMAND [ARG...]
 Deploys one release of a service that baton supervises, with the layout
   DIR/releases/<stamp>/   one directory per deploy, never changed once built
   DIR/current -> releases/<stamp>
-(baton's config runs the app from DIR/current).
+(baton's config runs the app from DIR/current). DIR/releases may be a symlink
+(releases on another disk): every path is compared resolved.
 
   1. creates DIR/releases/<stamp> (UTC, e.g. 20261202-140512; -02, -03, ...
      when that second's is taken) and runs BUILD_COMMAND in it, with
      RELEASE_DIR (the new directory) and PREVIOUS_RELEASE (the directory
-     current pointed at, or empty) in its environment: e.g.
+     current pointed at, resolved, or empty) in its environment: e.g.
        -- sh -c 'git clone -q --depth 1 https://git.example/api.git . && npm ci'
   2. points DIR/current at it atomically (a new link renamed over the old);
-  3. reloads: systemctl reload NAME, which waits for baton's new generation;
+  3. reloads: systemctl reload NAME, which waits for baton's new generation
+     (its output, kept to be quoted, is shown on stderr when it ends).
+     When the reload command fails (a timeout, a command not found), it asks
+     baton (baton status --config FILE, each second, at most 10 min) until
+     no rollout is in progress, then goes by what serves: the new release
+     (deployed, exit 0, saying so) or not (a failure: see below);
   4. on success, prunes DIR/releases: only the directories it made (named by
      a stamp), keeping the newest N of them, current, and every release that
      `baton history --releases` names (those of generations that served: the
      ones `baton rollback` may start again; a release only failed generations
      ran is pruned). Any other name (releases/1 made by hand) is left alone.
+     A release of a failed deploy (marked by a file .deploy-failed in it) does
+     not count toward N and is pruned by the next successful deploy
+     (unless kept as above).
      With no answer from baton (nor its history file), prunes nothing.
 
 On failure (build or reload) it exits 1: current is pointed back at the
 previous release (baton keeps serving it), the failed release directory is
-left for inspection, and baton's reason is printed.
+left for inspection with a file .deploy-failed saying why, and the reason is
+printed: baton's, when its last reload tried the new release, else the reload
+command's own output and exit status (or that baton does not answer).
+
+Refused before anything is done: a DIR (or DIR/releases) whose resolved path
+has a newline or another control character (baton names releases one per
+line), and a DIR/current that is a directory (a build in place).
+
+The build and the reload command run without the lock's descriptor: a process
+they leave behind does not hold the lock.
 
 Options:
   --service NAME     the systemd service (baton's config: /etc/baton/NAME.toml)
   --root DIR         the directory holding releases/ and current
-  --keep N           stamp releases kept besides those named above (default 5)
+  --keep N           stamp releases kept besides those named above (1 to 10000,
+                     default 5)
   --config FILE      baton's config, for `baton history` and `baton status`
                      (default /etc/baton/NAME.toml)
   --reload-cmd CMD   run (sh -c) instead of `systemctl reload NAME`, e.g. outside
-                     systemd: 'baton reload --config /srv/api/api.toml'
+                     systemd: '"$BATON" reload --config /srv/api/api.toml'
   -h, --help         this help
 
-Environment: BATON, the baton binary (default: baton in PATH).
-Exit status: 0 deployed; 1 build or reload failed (current points back);
-2 usage error.
+Environment: BATON, the baton binary (default: baton in PATH); the script
+exports it, so that a --reload-cmd may run "$BATON".
+Exit status: 0 deployed; 1 build or reload failed (current points back), or
+another deploy of DIR runs, or DIR/current is a directory; 2 usage error (or
+a DIR whose path has a control character).
 EOF
 }
 
@@ -85,22 +106,71 @@ done
 [ -n "$service" ] || die_usage "--service is required"
 [ -n "$root" ] || die_usage "--root is required"
 [ $# -gt 0 ] || die_usage "no build command after --"
+# digits only, and at most 5 of them before any arithmetic (`[` fails on 20 digits)
 case $keep in
-'' | *[!0-9]*) die_usage "--keep takes a number, not '$keep'" ;;
+'' | *[!0-9]*) die_usage "--keep takes a number from 1 to 10000, not '$keep'" ;;
 esac
-[ "$keep" -ge 1 ] || die_usage "--keep must be at least 1"
+if [ ${#keep} -gt 5 ] || [ "$keep" -lt 1 ] || [ "$keep" -gt 10000 ]; then
+	die_usage "--keep takes a number from 1 to 10000, not '$keep'"
+fi
 : "${config:=/etc/baton/$service.toml}"
 : "${reload_cmd:=systemctl reload $service}"
-baton=${BATON:-baton}
+# exported: a --reload-cmd may run "$BATON" (baton need not be on PATH)
+BATON=${BATON:-baton}
+export BATON
+baton=$BATON
+
+# resolve DIR: sets $resolved to DIR's resolved path (symlinks and .. gone), kept whole
+# even when it ends in a newline (a command substitution drops trailing newlines: hence the
+# dot, removed with the newline before it); fails when DIR is no directory.
+resolve() {
+	resolved=$(cd "$1" 2>/dev/null && pwd -P && echo .) || return 1
+	resolved=${resolved%?.}
+}
+
+# A path that has a newline (or another control character) cannot be compared with what
+# baton says: `baton history --releases` prints one path per line, `baton status` shows
+# control characters replaced. Refused before anything is done.
+refuse_control() {
+	case $2 in
+	*[[:cntrl:]]*)
+		die_usage "$1 (resolved: $2) has a newline or another control character in its" \
+			"path: baton names releases one per line, so no release could be told from" \
+			"another; use a path without one. Nothing was done"
+		;;
+	esac
+}
 
 given_root=$root
-root=$(cd "$given_root" 2>/dev/null && pwd -P) || die_usage "no directory $given_root"
+resolve "$given_root" || die_usage "no directory $given_root"
+root=$resolved
+refuse_control "--root $given_root" "$root"
 releases=$root/releases
 current=$root/current
+if [ -e "$releases" ] || [ -L "$releases" ]; then
+	resolve "$releases" || die_usage "$releases is not a directory (a symlink to nothing?)"
+	refuse_control "$releases" "$resolved"
+fi
+
+# A build in place: current is the app's own directory, which no rename may replace. Said
+# before anything is created (releases/, the lock).
+if [ -e "$current" ] && [ ! -L "$current" ]; then
+	log "$current is a directory, not a symlink (a build in place?): move it to" \
+		"$releases/<name>, then ln -s releases/<name> $current, and deploy again;" \
+		"nothing was done"
+	exit 1
+fi
+
 mkdir -p "$releases"
+# releases/ itself may be a symlink (releases on another disk): baton names releases by
+# their resolved paths, so every comparison below is between resolved paths.
+resolve "$releases"
+releases_dir=$resolved
 
 # One deploy of a root at a time: a second one would flip current under the first, and the
-# first's failure would point current back over the second's success.
+# first's failure would point current back over the second's success. The lock is fd 9,
+# which every command the script runs that may leave a process behind (the build, the
+# reload command) gets closed (9>&-): such a process would hold the lock.
 lock=$root/.deploy.lock
 exec 9>>"$lock"
 if ! flock -n 9; then
@@ -110,16 +180,11 @@ fi
 
 # What current points at now: the link's own text, put back as it was on failure.
 previous='' previous_dir=''
-if [ -e "$current" ] && [ ! -L "$current" ]; then
-	# a build in place: current is the app's own directory, which no rename may replace
-	log "$current is a directory, not a symlink (a build in place?): move it to" \
-		"$releases/<name>, then ln -s releases/<name> $current, and deploy again;" \
-		"nothing was done"
-	exit 1
-fi
 if [ -L "$current" ]; then
 	previous=$(readlink "$current")
-	previous_dir=$(cd "$current" 2>/dev/null && pwd -P) || previous_dir=''
+	if resolve "$current"; then
+		previous_dir=$resolved
+	fi
 fi
 
 # Points current at $1 (a link's text) atomically: a new link renamed over the old
@@ -144,21 +209,106 @@ until mkdir "$releases/$stamp" 2>/dev/null; do
 	stamp=$base-$(printf %02d "$n")
 done
 new=$releases/$stamp
+# the new release as baton will name it
+new_dir=$releases_dir/$stamp
 log "release $new (previous: ${previous:-none})"
 
-# 2. the build, in the new directory
+# A failed deploy's release is left for inspection with this file, which says why; it does
+# not count toward --keep (step 4).
+mark_failed() {
+	printf '%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC'): $*" >"$new/.deploy-failed" || true
+}
+
+# 2. the build, in the new directory, without the lock's descriptor
 status=0
-(cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@") || status=$?
+(cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@") 9>&- || status=$?
 if [ "$status" -ne 0 ]; then
+	mark_failed "the build failed (exit status $status)"
 	log "FAILED: the build failed (exit status $status); current is unchanged" \
 		"(${previous:-none}), $new is left for inspection"
 	exit 1
 fi
 
-# 3. current, then the reload
-point_current "releases/$stamp"
-log "current -> releases/$stamp; reloading: $reload_cmd"
-if ! sh -c "$reload_cmd"; then
+# whether $1, a release as baton names it (resolved), is the new release or a directory in it
+is_new() {
+	case $1 in
+	"$new_dir" | "$new_dir"/*) return 0 ;;
+	esac
+	return 1
+}
+
+# baton's status as text: sets $state (serving, rolling-out, ...), $serving_release (the
+# release of the serving generation, or empty), $others (how many workers of generations
+# other than the serving one: one retiring, or the next one of a rollout) and $last (the
+# `last reload:` line without its label). Fails when baton does not answer (the output
+# is then in $status_text).
+ask_baton() {
+	status_text=$("$baton" status --config "$config" 2>&1 9>&-) || return 1
+	state=$(printf '%s\n' "$status_text" | sed -n '1s/^baton pid [0-9]* — \([a-z-]*\) — .*/\1/p')
+	serving_release=$(printf '%s\n' "$status_text" |
+		sed -n 's/^generation [0-9]* (serving): release //p' | head -n 1)
+	others=$(printf '%s\n' "$status_text" |
+		awk 'table && NF && $2 != "serving" { n++ } /^GEN +ROLE/ { table = 1 } END { print n + 0 }')
+	last=$(printf '%s\n' "$status_text" | sed -n 's/^last reload: //p' | head -n 1)
+}
+
+# Whether baton's last reload tried the new release and rolled it back ("generation N
+# (release NEW) rolled back: ..."), from $last.
+tried_new() {
+	case $last in
+	"FAILED "*"(release $new_dir) rolled back: "* | "FAILED "*"(release $new_dir/"*") rolled back: "*)
+		return 0
+		;;
+	esac
+	return 1
+}
+
+# The reload command failed (it timed out, or could not run): asks baton until no rollout
+# is in progress (at most 10 min), then sets $outcome: "new" (the new release serves),
+# "old" (it does not), or "silent" (baton does not answer). A reload waiting for an old
+# generation's drain starts once it is gone: the wait goes on while one is left, unless the
+# new release serves or was rolled back; else an outcome of "old" is asked twice, a second
+# apart (a queued reload reads its config in between).
+settle() {
+	waited=0 confirmed=0
+	while :; do
+		if ! ask_baton; then
+			outcome=silent
+			return 0
+		fi
+		if [ "$state" != rolling-out ] && [ -n "$serving_release" ] && is_new "$serving_release"; then
+			outcome=new
+			return 0
+		fi
+		if [ "$state" != rolling-out ] && tried_new; then
+			outcome=old
+			return 0
+		fi
+		if [ "$waited" -ge 600 ]; then
+			log "baton's rollout did not end within 10 min (state: ${state:-unknown})"
+			outcome=old
+			return 0
+		fi
+		if [ "$state" != rolling-out ] && [ "$others" -eq 0 ]; then
+			if [ "$confirmed" -eq 1 ]; then
+				outcome=old
+				return 0
+			fi
+			confirmed=1
+		else
+			confirmed=0
+			case $waited in
+			0) log "waiting for baton's rollout to end (at most 10 min): $baton status --config $config" ;;
+			*0) log "still waiting for baton (${waited}s; state: ${state:-unknown})" ;;
+			esac
+		fi
+		sleep 1
+		waited=$((waited + 1))
+	done
+}
+
+# Points current back at the previous release (or removes it when there was none).
+point_back() {
 	if [ -n "$previous" ]; then
 		point_current "$previous"
 		log "current pointed back -> $previous"
@@ -166,29 +316,74 @@ if ! sh -c "$reload_cmd"; then
 		rm -f "$current"
 		log "no previous release: current removed"
 	fi
-	# baton's reason: the last reload line of `baton status`
-	reason=$("$baton" status --config "$config" 2>&1 | grep '^last reload' || true)
-	log "FAILED: the reload failed: ${reason:-no reason from $baton status --config $config (see journalctl -u $service -n 20)}"
-	log "the failed release $new is left for inspection"
-	exit 1
+}
+
+# 3. current, then the reload (without the lock's descriptor); its output is kept to be
+# quoted when it fails, and shown as it is.
+point_current "releases/$stamp"
+log "current -> releases/$stamp; reloading: $reload_cmd"
+reload_out=$(mktemp)
+trap 'rm -f "$reload_out"' EXIT
+rc=0
+sh -c "$reload_cmd" >"$reload_out" 2>&1 9>&- || rc=$?
+cat "$reload_out" >&2
+if [ "$rc" -ne 0 ]; then
+	said=$(tail -n 3 "$reload_out")
+	log "the reload command failed (exit status $rc); asking baton what serves"
+	settle
+	case $outcome in
+	new)
+		log "the reload command failed (exit status $rc), but baton serves the new" \
+			"release: deployed"
+		;;
+	silent)
+		point_back
+		mark_failed "the reload command failed (exit status $rc) and baton did not answer"
+		log "FAILED: the reload command failed (exit status $rc: ${said:-no output}), and" \
+			"baton does not answer ($baton status --config $config: $status_text)"
+		log "the failed release $new is left for inspection"
+		exit 1
+		;;
+	old)
+		point_back
+		# baton's reason, when its last reload tried the new release ("generation N (release
+		# NEW) rolled back: ..."); else it says nothing of this deploy (a reload that never
+		# reached baton, a rejected config): the command's own output says why
+		if tried_new; then
+			mark_failed "baton rolled it back: $last"
+			log "FAILED: the reload failed: last reload: $last"
+		else
+			mark_failed "the reload command failed (exit status $rc): $said"
+			log "FAILED: the reload command failed (exit status $rc): ${said:-no output}" \
+				"(baton does not serve the new release; serving: ${serving_release:-none})"
+		fi
+		log "the failed release $new is left for inspection"
+		exit 1
+		;;
+	esac
 fi
 log "deployed: $new serves"
 
 # 4. pruning. Only the script's own release directories (named by a stamp: see step 1)
 # are pruned, newest first by name; any other name (releases/1 made by hand, say) is left
-# alone and does not count toward --keep. The releases that baton's history names as those
+# alone and does not count toward --keep, nor does the release of a failed deploy (its
+# .deploy-failed file), which is pruned. The releases that baton's history names as those
 # a rollback may start again (`baton history --releases`: generations that served, their
 # resolved paths, one per line) are kept: the release itself, or one with a directory of it
-# named. A release only failed generations ran is pruned like any other.
+# named. A release only failed generations ran is pruned like any other. Every comparison
+# is between resolved paths: releases/ may be a symlink.
 errors=$(mktemp)
-if ! named=$("$baton" history --releases --config "$config" 2>"$errors"); then
+if ! named=$("$baton" history --releases --config "$config" 2>"$errors" 9>&-); then
 	log "$baton history --releases --config $config did not answer" \
 		"($(head -c 300 "$errors")): nothing pruned"
 	rm -f "$errors"
 	exit 0
 fi
 rm -f "$errors"
-cur=$(cd "$current" && pwd -P)
+cur=''
+if resolve "$current"; then
+	cur=$resolved
+fi
 
 # kept_by_history DIR: whether $named has DIR, or a path under it, as a line
 kept_by_history() {
@@ -202,8 +397,7 @@ EOF
 	return 1
 }
 
-# The script's own releases (step 1's names); the directories are not symlinks, and
-# $releases is resolved: their paths are the resolved ones the history names.
+# The script's own releases (step 1's names); a symlink is not one of them.
 stamps='' others=0
 for path in "$releases"/*; do
 	if [ ! -d "$path" ] || [ -L "$path" ]; then
@@ -228,12 +422,16 @@ count=0
 # newest first: the stamps sort by time (a second deploy in one second, -02, after the first)
 for name in $(printf '%s' "$stamps" | sort -r); do
 	path=$releases/$name
-	count=$((count + 1))
-	[ "$count" -gt "$keep" ] || continue
-	if [ "$path" = "$new" ] || [ "$path" = "$cur" ]; then
+	resolve "$path" || continue
+	real=$resolved
+	if [ ! -e "$path/.deploy-failed" ]; then
+		count=$((count + 1))
+		[ "$count" -gt "$keep" ] || continue
+	fi
+	if [ "$real" = "$new_dir" ] || [ "$real" = "$cur" ]; then
 		continue
 	fi
-	if kept_by_history "$path"; then
+	if kept_by_history "$real"; then
 		continue
 	fi
 	log "pruning $path"

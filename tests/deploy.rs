@@ -100,7 +100,10 @@ fn a_build_in_place_is_refused_with_the_way_to_the_releases_layout() {
         "{err}"
     );
     assert!(root.join("current").is_dir() && !root.join("current.tmp").exists());
-    assert_eq!(std::fs::read_dir(root.join("releases")).unwrap().count(), 0);
+    // said before anything is made (a new user's trial: "nothing was done", but releases/
+    // and the lock file were there)
+    assert!(!root.join("releases").exists(), "{err}");
+    assert!(!root.join(".deploy.lock").exists(), "{err}");
 }
 
 /// A failed build says its exit status; `current` is untouched.
@@ -126,8 +129,25 @@ impl Site {
     /// `<dir>/<root_name>/releases/<name>` for each of `releases` (a file `KEEP` in each), and
     /// `current -> releases/<current>`.
     fn new(name: &str, root_name: &str, releases: &[&str], current: &str) -> Site {
+        Site::with_releases_at(name, root_name, None, releases, current)
+    }
+
+    /// As [`Site::new`], with `releases` a symlink to `<dir>/<target>` (releases on another
+    /// disk) when `target` is given: `root/releases -> ../<target>`.
+    fn with_releases_at(
+        name: &str,
+        root_name: &str,
+        target: Option<&str>,
+        releases: &[&str],
+        current: &str,
+    ) -> Site {
         let dir = scratch(name);
         let root = dir.join(root_name);
+        if let Some(t) = target {
+            std::fs::create_dir_all(dir.join(t)).unwrap();
+            std::fs::create_dir_all(&root).unwrap();
+            std::os::unix::fs::symlink(format!("../{t}"), root.join("releases")).unwrap();
+        }
         for r in releases {
             std::fs::create_dir_all(root.join("releases").join(r)).unwrap();
             std::fs::write(root.join("releases").join(r).join("KEEP"), r).unwrap();
@@ -183,20 +203,18 @@ impl Site {
     /// deploy.sh --keep `keep` of a release that builds and reloads (`true`), with the real
     /// baton for `baton history`.
     fn deploy(&self, keep: u32) -> std::process::Output {
+        self.deploy_keep(&keep.to_string())
+    }
+
+    /// deploy.sh `--keep KEEP` (as given) of a release that builds and reloads (`true`).
+    fn deploy_keep(&self, keep: &str) -> std::process::Output {
         Command::new("sh")
             .arg(deploy_sh())
             .args(["--service", "api", "--root"])
             .arg(&self.root)
             .arg("--config")
             .arg(&self.config)
-            .args([
-                "--keep",
-                &keep.to_string(),
-                "--reload-cmd",
-                "true",
-                "--",
-                "true",
-            ])
+            .args(["--keep", keep, "--reload-cmd", "true", "--", "true"])
             .env("BATON", baton_bin())
             .env("STATE_DIRECTORY", self.dir.join("state"))
             .output()
@@ -327,6 +345,280 @@ fn a_release_of_failed_generations_only_is_pruned() {
     );
 }
 
+/// `releases/` a symlink (releases on another disk; a new user's trial: pruning compared
+/// `root/releases/NAME` with the resolved paths the history names, and deleted every release
+/// the history names, `current` among them): every comparison is between resolved paths.
+#[test]
+fn a_symlinked_releases_dir_keeps_what_the_history_names_and_current() {
+    let site = Site::with_releases_at(
+        "deploy-linked",
+        "api",
+        Some("bigdisk/releases"),
+        &STAMPS[..4],
+        STAMPS[3],
+    );
+    // the history names the resolved paths, under bigdisk/
+    assert!(site.release(STAMPS[0]).contains("/bigdisk/releases/"));
+    site.history(&[(STAMPS[0], true), (STAMPS[1], false), (STAMPS[3], true)]);
+    let out = site.deploy(1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let new = site.current();
+    assert_eq!(
+        site.releases(),
+        [STAMPS[0], STAMPS[3], new.as_str()],
+        "{err}"
+    );
+    assert!(site.root.join("releases").is_symlink());
+    assert!(site
+        .root
+        .join("current")
+        .join("..")
+        .join(STAMPS[3])
+        .join("KEEP")
+        .exists());
+}
+
+/// A root whose resolved path has a newline (a new user's trial: `baton history --releases`
+/// names one path per line, and the script pruned the releases the history names), or whose
+/// `releases/` resolves to one: refused before anything is done (exit 2), saying why.
+#[test]
+fn a_root_or_releases_dir_with_a_newline_is_refused_before_anything_is_done() {
+    let nl_root = Site::new("deploy-nl-root", "api\nroot", &STAMPS[..3], STAMPS[2]);
+    let nl_releases = Site::with_releases_at(
+        "deploy-nl-releases",
+        "api",
+        Some("big\ndisk/releases"),
+        &STAMPS[..3],
+        STAMPS[2],
+    );
+    for site in [&nl_root, &nl_releases] {
+        site.history(&[(STAMPS[0], true), (STAMPS[2], true)]);
+        let out = site.deploy(1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("has a newline or another control character")
+                && err.contains("Nothing was done"),
+            "{err}"
+        );
+        assert_eq!(site.releases(), &STAMPS[..3], "{err}");
+        assert_eq!(site.current(), STAMPS[2]);
+        assert!(!site.root.join(".deploy.lock").exists(), "{err}");
+    }
+}
+
+/// `--keep` takes 1 to 10000 (a new user's trial: 20 digits printed `[: Illegal number`).
+#[test]
+fn keep_takes_a_number_from_1_to_10000() {
+    let site = Site::new("deploy-keep", "api", &STAMPS[..2], STAMPS[1]);
+    site.history(&[(STAMPS[1], true)]);
+    for bad in ["99999999999999999999", "10001", "0", "-1", "1e3", ""] {
+        let out = site.deploy_keep(bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--keep {bad:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "--keep takes a number from 1 to 10000, not '{bad}'"
+            )) && !err.contains("Illegal"),
+            "--keep {bad:?}: {err}"
+        );
+    }
+    assert_eq!(site.releases(), &STAMPS[..2], "nothing was made");
+    let out = site.deploy_keep("10000");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(site.releases().len(), 3);
+}
+
+/// The release of a failed deploy (its `.deploy-failed`; a new user's trial: it counted
+/// toward `--keep` and pushed a good release out) does not count toward `--keep`, and the
+/// next good deploy prunes it.
+#[test]
+fn a_failed_deploys_release_does_not_count_toward_keep() {
+    let site = Site::new("deploy-failed-count", "api", &STAMPS[..3], STAMPS[1]);
+    std::fs::write(
+        site.root
+            .join("releases")
+            .join(STAMPS[2])
+            .join(".deploy-failed"),
+        "the build failed\n",
+    )
+    .unwrap();
+    site.history(&[(STAMPS[1], true)]);
+    let out = site.deploy(3);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let new = site.current();
+    assert_eq!(
+        site.releases(),
+        [STAMPS[0], STAMPS[1], new.as_str()],
+        "{err}"
+    );
+}
+
+/// A failed build leaves its release marked `.deploy-failed`, saying why.
+#[test]
+fn a_failed_build_marks_its_release() {
+    let root = scratch("deploy-buildmark");
+    let out = deploy(&root, &["sh", "-c", "touch half-built; exit 4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let made: Vec<_> = std::fs::read_dir(root.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(made.len(), 1);
+    let why = std::fs::read_to_string(made[0].join(".deploy-failed")).unwrap();
+    assert!(why.contains("the build failed (exit status 4)"), "{why}");
+}
+
+/// The pid in `file`, once a process wrote it there (a background process of a build).
+fn pid_in(file: &std::path::Path) -> i32 {
+    let mut pid = 0;
+    wait_for(
+        "the background process's pid",
+        Duration::from_secs(10),
+        || {
+            pid = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            pid > 0
+        },
+    );
+    pid
+}
+
+/// A build (or a reload command) that leaves a process behind (a new user's trial: it held the
+/// lock, fd 9, and every later deploy was refused): the next deploy runs.
+#[test]
+fn a_process_the_build_or_the_reload_leaves_behind_does_not_hold_the_lock() {
+    let dir = scratch("deploy-leftover");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let run = |reload: &str, build: &str| {
+        Command::new("sh")
+            .arg(deploy_sh())
+            .args(["--service", "x", "--root"])
+            .arg(&root)
+            .args(["--reload-cmd", reload, "--", "sh", "-c", build])
+            .env("BATON", "false")
+            .env("PIDS", &dir)
+            .output()
+            .unwrap()
+    };
+    let leave =
+        |name: &str| format!("sleep 60 </dev/null >/dev/null 2>&1 & echo $! > \"$PIDS/{name}\"");
+    // the processes left behind are killed however the test ends
+    struct Leftovers(Vec<i32>);
+    impl Drop for Leftovers {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                signal(*pid, "KILL");
+            }
+        }
+    }
+    let mut left = Leftovers(Vec::new());
+    let out = run("true", &leave("build.pid"));
+    left.0.push(pid_in(&dir.join("build.pid")));
+    let mut err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let out = run(&leave("reload.pid"), "true");
+    err += &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the lock is free after a build left a process: {err}"
+    );
+    left.0.push(pid_in(&dir.join("reload.pid")));
+    let out = run("true", "true");
+    err += &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the lock is free after a reload left a process: {err}"
+    );
+    assert!(!err.contains("another deploy"), "{err}");
+    for pid in &left.0 {
+        assert!(pid_exists(*pid), "the process left behind still runs");
+    }
+}
+
+/// `--reload-cmd '"$BATON" reload …'` (a new user's trial: `baton reload` with baton not on
+/// `PATH`): the script exports `BATON`, `baton` when it was not set.
+#[test]
+fn a_reload_command_may_run_baton_as_dollar_baton() {
+    let dir = scratch("deploy-dollar-baton");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("baton");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase $1 in reload) echo \"fake baton reload $*\";; history) ;; *) exit 3;; esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new("sh")
+        .arg(deploy_sh())
+        .args(["--service", "x", "--root"])
+        .arg(&root)
+        .args([
+            "--reload-cmd",
+            "\"$BATON\" reload --config x.toml",
+            "--",
+            "true",
+        ])
+        .env_remove("BATON")
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("fake baton reload reload --config x.toml"),
+        "{err}"
+    );
+}
+
+/// A reload command that fails with no baton to ask (a new user's trial: the script printed
+/// no reason it could stand by): `current` pointed back, and the log says baton does not
+/// answer, with the command's own output and exit status.
+#[test]
+fn a_failed_reload_with_no_baton_answering_says_so() {
+    let root = scratch("deploy-silent");
+    std::fs::create_dir_all(root.join("releases/1")).unwrap();
+    std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+    let out = Command::new("sh")
+        .arg(deploy_sh())
+        .args(["--service", "x", "--root"])
+        .arg(&root)
+        .args([
+            "--reload-cmd",
+            "echo cannot reach it >&2; exit 5",
+            "--",
+            "true",
+        ])
+        .env("BATON", "false")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("FAILED: the reload command failed (exit status 5: cannot reach it), and baton does not answer"),
+        "{err}"
+    );
+    assert!(err.contains("current pointed back -> releases/1"), "{err}");
+    assert_eq!(
+        std::fs::read_link(root.join("current")).unwrap(),
+        std::path::Path::new("releases/1")
+    );
+}
+
 /// A config for the releases layout: `command` runs `current/run.sh`.
 fn releases_config(port: u16, ctl: &std::path::Path, current: &std::path::Path) -> String {
     format!(
@@ -383,9 +675,9 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
             .arg("--config")
             .arg(&baton.config)
             .arg("--reload-cmd")
+            // baton is not on PATH: the command runs "$BATON", which the script exports
             .arg(format!(
-                "'{}' reload --config '{}'",
-                baton_bin().display(),
+                "\"$BATON\" reload --config '{}'",
                 baton.config.display()
             ))
             .arg("--")
@@ -455,6 +747,10 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
         "{err}"
     );
     assert!(!err.contains("pruning"), "{err}");
+    assert!(
+        err.contains("FAILED: the reload failed: last reload: FAILED"),
+        "baton's reason: {err}"
+    );
     assert_eq!(current(), good1);
     serves("good1");
     let listed = names();
@@ -464,6 +760,9 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
         .find(|n| *n != FIRST && **n != good1)
         .unwrap()
         .clone();
+    let why = std::fs::read_to_string(r.dir.join("releases").join(&broken).join(".deploy-failed"))
+        .expect("the failed release is marked");
+    assert!(why.contains("rolled back"), "{why}");
 
     // 3. a good release again: the failed one is pruned, what served is kept
     let (code, err) = good("good2");
@@ -485,4 +784,183 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
             r.path(FIRST)
         )
     );
+}
+
+/// A reload command that fails is judged by what baton serves once its rollout has ended (a
+/// new user's trial: `baton reload --timeout 1s` gave up on an app that takes 3 s to start;
+/// the script pointed `current` back and printed the previous reload's `last reload: ok` as
+/// the reason, while baton went on and served the new release), with `releases/` a symlink
+/// (releases on another disk: baton names the resolved paths) and the reload command running
+/// `"$BATON"` (baton is not on `PATH`):
+/// 1. a release that takes 3 s to start: the command gives up after 1 s; baton serves the new
+///    release, so it is deployed (exit 0, `current` kept, the log says so);
+/// 2. a reload command that cannot run (`not found`): nothing was tried; `current` pointed
+///    back, exit 1 with the command's own output and exit status, not a stale reason;
+/// 3. a release whose workers fail after 2 s, the command giving up after 1 s: baton rolls it
+///    back; `current` pointed back, exit 1 with baton's reason (its last reload tried the new
+///    release);
+/// 4. a good release: the two failed ones (`.deploy-failed`) are pruned, what served is kept.
+#[test]
+fn a_failed_reload_command_is_judged_by_what_baton_serves() {
+    let _g = serial();
+    const FIRST: &str = "20000101-000001";
+    let mut layout = None;
+    let baton = Baton::start("deploy-judged", |port, ctl| {
+        let dir = ctl.parent().expect("scratch dir");
+        let root = dir.join("srv");
+        std::fs::create_dir_all(dir.join("bigdisk/releases")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink("../bigdisk/releases", root.join("releases")).unwrap();
+        let r = Releases::new(&root);
+        r.add(FIRST, true);
+        r.point(FIRST);
+        let text = releases_config(port, ctl, &r.current());
+        layout = Some(r);
+        text
+    });
+    let r = layout.expect("layout");
+    let cfg = baton.config.display().to_string();
+    let deploy = |reload: &str, build: &str, args: &[&str]| {
+        let out = Command::new("sh")
+            .arg(deploy_sh())
+            .args(["--service", "api", "--keep", "1", "--root"])
+            .arg(&r.dir)
+            .args([
+                "--config",
+                &cfg,
+                "--reload-cmd",
+                reload,
+                "--",
+                "sh",
+                "-c",
+                build,
+            ])
+            .args(args)
+            .env("BATON", baton_bin())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let current = || {
+        std::fs::read_link(r.current())
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("releases/")
+            .to_string()
+    };
+    let serves = |mark: &str| {
+        wait_for("one generation left", Duration::from_secs(15), || {
+            baton
+                .status()
+                .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
+        });
+        for _ in 0..5 {
+            let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+            assert_eq!(code, 200, "{body}");
+            assert!(body.ends_with(&format!(" mark {mark}\n")), "{body:?}");
+        }
+    };
+    let failed_mark = |name: &str| {
+        std::fs::read_to_string(r.dir.join("releases").join(name).join(".deploy-failed"))
+            .unwrap_or_default()
+    };
+    let hello = example_bin("hello").display().to_string();
+    // run.sh: sleep $2 seconds, then answer with mark $1 (hello) or exit 1 (`fail`)
+    const RUN_SH: &str = r#"if [ "$1" = fail ]; then last='exit 1'; else last="export HELLO_MARK=$1; exec $0"; fi
+printf '#!/bin/sh\nsleep %s\n%s\n' "$2" "$last" > run.sh && chmod 755 run.sh"#;
+    let giving_up = format!("\"$BATON\" reload --timeout 1s --config '{cfg}'");
+
+    // 1. the app takes 3 s to start; the reload command gives up after 1 s
+    let (code, err) = deploy(&giving_up, RUN_SH, &[&hello, "slow", "3"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("no outcome after 1s"),
+        "the command's own output: {err}"
+    );
+    assert!(
+        err.contains(
+            "the reload command failed (exit status 1), but baton serves the new release: deployed"
+        ),
+        "{err}"
+    );
+    let slow = current();
+    assert!(slow.starts_with("20") && slow != FIRST, "{slow}");
+    assert_eq!(failed_mark(&slow), "");
+    serves("slow");
+
+    // 2. the reload command cannot run
+    let (code, err) = deploy(
+        &format!("no-such-baton reload --config '{cfg}'"),
+        RUN_SH,
+        &[&hello, "unreached", "0"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("FAILED: the reload command failed (exit status 127): ")
+            && err.contains("not found"),
+        "{err}"
+    );
+    assert!(!err.contains("last reload: ok"), "no stale reason: {err}");
+    assert!(
+        err.contains(&format!("current pointed back -> releases/{slow}")),
+        "{err}"
+    );
+    assert_eq!(current(), slow);
+    let unreached = names()
+        .into_iter()
+        .find(|n| n != FIRST && *n != slow)
+        .expect("the failed release is left");
+    assert!(
+        failed_mark(&unreached).contains("exit status 127"),
+        "{}",
+        failed_mark(&unreached)
+    );
+    serves("slow");
+
+    // 3. the workers fail after 2 s; the reload command gives up after 1 s
+    let (code, err) = deploy(&giving_up, RUN_SH, &[&hello, "fail", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("FAILED: the reload failed: last reload: FAILED")
+            && err.contains("exited before it was ready"),
+        "baton's reason: {err}"
+    );
+    assert!(
+        err.contains(&format!("current pointed back -> releases/{slow}")),
+        "{err}"
+    );
+    assert_eq!(current(), slow);
+    let broken = names()
+        .into_iter()
+        .find(|n| n != FIRST && *n != slow && *n != unreached)
+        .expect("the failed release is left");
+    assert!(
+        failed_mark(&broken).contains("rolled back"),
+        "{}",
+        failed_mark(&broken)
+    );
+    serves("slow");
+
+    // 4. a good release: the failed releases are pruned (they do not count toward --keep 1),
+    //    the ones that served are kept
+    let (code, err) = deploy(
+        &format!("\"$BATON\" reload --config '{cfg}'"),
+        RUN_SH,
+        &[&hello, "good", "0"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let good = current();
+    serves("good");
+    let mut want = vec![FIRST, slow.as_str(), good.as_str()];
+    want.sort();
+    assert_eq!(names(), want, "{err}");
 }

@@ -1622,9 +1622,9 @@ const DEPLOY_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/deploy.sh
 /// Issue 16: `examples/deploy.sh` end to end under the shipped units, under keep-alive and
 /// per-request load: a good release (the script exits 0, `current` points at it, its answers
 /// carry its mark, 0 failed requests, an old release of the script's (a stamp name) that the
-/// history does not name is pruned, the hand-made `releases/1` is left alone), then a broken one (workers exit at once: the script exits 1 with
-/// baton's reason, `current` points back at the good release, which still serves, the failed
-/// release is left, 0 failed requests).
+/// history does not name is pruned, the hand-made `releases/1` is left alone), then a broken one (workers exit at once: `systemctl reload` fails, the script asks
+/// `baton status` and exits 1 with baton's reason, `current` points back at the good release,
+/// which still serves, the failed release is left with its `.deploy-failed`, 0 failed requests).
 #[test]
 fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
     let bx = SdBox::up("deploy");
@@ -1744,6 +1744,11 @@ fn the_deploy_script_deploys_a_good_release_and_backs_out_of_a_broken_one() {
     c.check(
         listed.split_whitespace().count() == 3,
         format!("the failed release is left: {listed:?}"),
+    );
+    let marked_failed = bx.sh("cat /srv/api/releases/*/.deploy-failed");
+    c.check(
+        marked_failed.ok() && marked_failed.stdout.contains("rolled back"),
+        format!("the failed release is marked .deploy-failed with baton's reason: {marked_failed}"),
     );
     let h = history_in(&bx);
     c.check(
