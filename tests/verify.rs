@@ -33,7 +33,11 @@ timeout = "{drain}"
         // the example worker gives idle keep-alive connections 1 s, and the slow path takes
         // 1 s: 10 s is far from "stops in time"'s half; a mode that ignores SIGTERM is killed
         // at 3 s
-        drain = if top.contains("ignore-sigterm") { "3s" } else { "10s" },
+        drain = if top.contains("ignore-sigterm") {
+            "3s"
+        } else {
+            "10s"
+        },
         hello = example_bin("hello").display()
     );
     std::fs::write(&path, text).expect("write config");
@@ -295,7 +299,10 @@ fn what_verify_cannot_run_is_said_with_exit_2() {
     std::fs::write(&config, "command = [\"/bin/true\"\n").unwrap();
     let (code, err) = run(&[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("api.toml:1:") && err.contains("`command`"), "{err}");
+    assert!(
+        err.contains("api.toml:1:") && err.contains("`command`"),
+        "{err}"
+    );
 }
 
 /// The README's Node drain ("What your app must do"), as the README gives it (fd 3, readiness
