@@ -341,3 +341,54 @@ fn the_readmes_node_drain_passes_every_check() {
         assert_eq!(c["verdict"], "pass", "{c}");
     }
 }
+
+/// Ctrl-C in the middle: verify stops baton (which drains its workers), removes its private
+/// directory, reports the run as stopped (exit 1) and leaves no process behind.
+#[test]
+fn an_interrupted_verify_stops_everything_it_started() {
+    let _g = serial();
+    let dir = scratch("verify-int");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let config = hello(&dir, 2, "127.0.0.1:8080", "", "");
+    let child = Command::new(baton_bin())
+        .args(["verify", "--config"])
+        .arg(&config)
+        .args(SLOW)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("baton verify");
+    let verify_pid = child.id() as i32;
+    // its baton serves: a worker of the example worker is its grandchild
+    let mut workers = Vec::new();
+    wait_for(
+        "verify's workers",
+        std::time::Duration::from_secs(10),
+        || {
+            workers = children_of(verify_pid)
+                .into_iter()
+                .flat_map(children_of)
+                .collect();
+            workers.len() == 2
+        },
+    );
+    let baton = children_of(verify_pid);
+    signal(verify_pid, "INT");
+    let out = child.wait_with_output().expect("verify");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("verify stopped early: verify was stopped (SIGINT)"),
+        "{text}"
+    );
+    for pid in baton.iter().chain(&workers) {
+        assert!(
+            !pid_exists(*pid) || pid_state(*pid) == Some('Z'),
+            "{pid} outlived verify"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "verify left {left:?} in its TMPDIR");
+}

@@ -43,8 +43,8 @@ pub use seccomp::{
     SeccompListener, SockAddr, Syscall, UnixAddr,
 };
 pub use signal::{
-    kill, kill_group, reap_one, set_child_subreaper, signal_name, ExitStatus, SignalFd,
-    LOOP_SIGNALS,
+    kill, kill_group, reap_one, set_child_subreaper, signal_name, term_with_parent, ExitStatus,
+    SignalFd, LOOP_SIGNALS,
 };
 pub use socket::{
     accept_queue_len, bind_tcp, bind_unix, copy_fd, describe_socket, is_listening, local_addr,

@@ -70,6 +70,27 @@ pub fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// `cmd`'s process gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG): the
+/// `baton run` that `baton verify` starts does not outlive a verify that was killed.
+pub fn term_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec, and calls only prctl and
+    // getppid, which are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // the parent died before the flag was set: nobody will send the signal
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
+}
+
 /// How a child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -169,12 +169,23 @@ struct Watch {
     trees: BTreeMap<Pid, BTreeSet<Pid>>,
     last_sample: Instant,
     output: PathBuf,
+    /// SIGINT, SIGTERM, SIGHUP and SIGQUIT to verify: it stops, stopping baton first.
+    signals: sys::SignalFd,
+    /// The last of those, and how many came.
+    interrupted: Option<&'static str>,
+    interrupts: u32,
 }
 
 impl Watch {
     /// Read baton's new events, and look at its workers' trees now and then. `Err` once baton
     /// has exited.
     fn pump(&mut self) -> Result<(), String> {
+        while let Ok(Some(sig)) = self.signals.read() {
+            if sig != libc::SIGCHLD {
+                self.interrupted = Some(sys::signal_name(sig));
+                self.interrupts += 1;
+            }
+        }
         for e in self.tail.read_new() {
             match e.event.as_str() {
                 "worker_start" => {
@@ -237,6 +248,9 @@ impl Watch {
         let deadline = Instant::now() + timeout;
         loop {
             self.pump()?;
+            if let Some(sig) = self.interrupted {
+                return Err(format!("verify was stopped ({sig})"));
+            }
             if done(&self.events) {
                 return Ok(());
             }
@@ -336,7 +350,10 @@ fn verify_in(
     // helpers the app leaves behind come to verify once baton is gone
     let _ = sys::set_child_subreaper();
     let exe = std::env::current_exe().map_err(|e| format!("baton's own path: {e}"))?;
+    // before any thread: every thread of verify keeps these signals for the loop to read
+    let signals = sys::SignalFd::new().map_err(|e| format!("signal handling: {e}"))?;
     let mut cmd = Command::new(exe);
+    sys::term_with_parent(&mut cmd);
     cmd.arg("run").arg("--config").arg(&config_path);
     let bind_mode = config.handover == Handover::Bind;
     if bind_mode {
@@ -374,6 +391,9 @@ fn verify_in(
         trees: BTreeMap::new(),
         last_sample: Instant::now(),
         output,
+        signals,
+        interrupted: None,
+        interrupts: 0,
     };
     let target = targets[0].1.clone();
     let mut o = Observed {
@@ -581,11 +601,14 @@ fn finish(w: &mut Watch, o: &mut Observed, config: &Config) {
     o.stopped_us = Some(sys::monotonic_us());
     let _ = sys::kill(w.baton, libc::SIGTERM);
     let deadline = Instant::now() + config.drain.timeout + Duration::from_secs(10);
+    let first = w.interrupts;
     loop {
         if w.pump().is_err() {
             break;
         }
-        if Instant::now() >= deadline {
+        // asked again to stop while baton drains: no more waiting
+        let again = w.interrupts > first;
+        if Instant::now() >= deadline || again {
             let _ = sys::kill(w.baton, libc::SIGKILL);
             let _ = w.child.wait();
             break;
@@ -600,9 +623,15 @@ fn finish(w: &mut Watch, o: &mut Observed, config: &Config) {
             o.strays.push((pid, cmd));
         }
     }
-    // verify leaves nothing behind
-    for (pid, _) in &o.strays {
-        let _ = sys::kill(*pid, libc::SIGKILL);
+    // verify leaves nothing behind: the strays, and a worker that outlived a baton killed
+    // above (it is verify's child now)
+    let me = std::process::id() as Pid;
+    let orphaned = w.workers.keys().copied().filter(|p| {
+        sys::proc_alive(*p) && sys::proc_parent_and_group(*p).is_ok_and(|(parent, _)| parent == me)
+    });
+    let doomed: Vec<Pid> = o.strays.iter().map(|(p, _)| *p).chain(orphaned).collect();
+    for pid in doomed {
+        let _ = sys::kill(pid, libc::SIGKILL);
     }
     while sys::reap_one().is_some() {}
 }
