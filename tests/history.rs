@@ -587,6 +587,8 @@ fn a_reload_that_cannot_apply_sockets_says_so_to_its_client() {
         err.contains("baton: warning: [sockets] in generation 2's config differ"),
         "{err}"
     );
+    // a restart applies the file, not the history's copy: not said of a rollback
+    assert!(!err.contains("restart baton to apply"), "{err}");
     let log = baton.log_text();
     assert!(log.contains("config_sockets_changed"), "{log}");
 }

@@ -1133,7 +1133,7 @@ impl Io {
                 None => "the config rolled back to".into(),
             };
             self.next_source = Some(source);
-            self.unapplied(&cfg, &from);
+            self.unapplied(&cfg, &from, true);
             return Ok(cfg);
         }
         let Some(path) = &self.config_path else {
@@ -1155,7 +1155,7 @@ impl Io {
             release: None,
         });
         let from = path.display().to_string();
-        self.unapplied(&cfg, &from);
+        self.unapplied(&cfg, &from, false);
         Ok(cfg)
     }
 
@@ -1163,13 +1163,17 @@ impl Io {
     /// lifetime): a warning in the log, and a progress line to every client waiting for the
     /// reload, so that `baton reload` prints it too (a new user's trial: a changed port was
     /// "reloaded" with exit 0 and a warning in the journal alone).
-    fn unapplied(&mut self, cfg: &Config, from: &str) {
+    fn unapplied(&mut self, cfg: &Config, from: &str, rollback: bool) {
         let mut notes = Vec::new();
         if cfg.sockets != self.boot_config.sockets {
+            // a rollback's config is the history's copy: a restart applies the file, not it
+            let apply = match rollback {
+                false => "; restart baton to apply",
+                true => "",
+            };
             let note = format!(
                 "[sockets] in {from} differ from the ones baton runs with: sockets are kept \
-                 for baton's lifetime (the new generation gets the old ones); restart baton to \
-                 apply"
+                 for baton's lifetime (the new generation gets the old ones){apply}"
             );
             warn!(baton_event = "config_sockets_changed", "{note}");
             notes.push(note);
