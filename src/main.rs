@@ -834,10 +834,29 @@ fn show_history(target: Target, json: bool, releases: bool) -> ExitCode {
         }
     };
     let render = match releases {
-        true => client::history_releases,
+        true => releases_there,
         false => client::history_text,
     };
     print_reply(&line, json, render)
+}
+
+/// `baton history --releases`: the releases a rollback may start again, those whose directory
+/// is still there (from a running baton's reply or from the file alike).
+fn releases_there(line: &str) -> Result<String, String> {
+    client::history_releases(line, &release_there)
+}
+
+/// Whether a recorded release is still a directory. Only a path that is gone (or not a
+/// directory) is left out: one that cannot be looked at (a directory this user may not
+/// search) is kept, so that a deploy script never prunes what it could not see.
+fn release_there(path: &str) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_dir(),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        ),
+    }
 }
 
 /// The history of `--config FILE`'s baton read from its file, as a reply line, when no baton
@@ -851,7 +870,12 @@ fn history_from_file(target: &Target) -> Option<Result<(String, String), String>
         return Some(Err(format!("{shown} does not exist")));
     }
     let records = match history::load(&file) {
-        Ok(r) => r,
+        Ok(loaded) => {
+            for why in &loaded.dropped {
+                eprintln!("baton: history: {shown}: {why}");
+            }
+            loaded.records
+        }
         Err(why) => return Some(Err(format!("{shown}: {why}"))),
     };
     let reply = control::HistoryReply {
