@@ -98,8 +98,9 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Print only the releases of the generations that served (those `baton rollback`
-        /// may start again), one path per line, newest first, each once, as they are (no
-        /// JSON escaping): what a deploy script must not prune
+        /// may start again) whose directories are still there, one path per line, newest
+        /// first, each once, as they are (no JSON escaping): what a deploy script must not
+        /// prune
         #[arg(long, conflicts_with = "json")]
         releases: bool,
     },
