@@ -867,7 +867,8 @@ fn history_from_file(target: &Target) -> Option<Result<(String, String), String>
     let dir = history::state_dir(&config_name(Some(config)), sys::euid() == 0)?;
     let file = dir.join(history::FILE);
     let shown = file.display().to_string();
-    if !file.exists() {
+    // not `exists()`: a symbolic link there, dangling or not, is for `load` to refuse
+    if std::fs::symlink_metadata(&file).is_err() {
         return Some(Err(format!("{shown} does not exist")));
     }
     let records = match history::load(&file) {
