@@ -136,10 +136,11 @@ pub fn history_text(line: &str) -> Result<String, String> {
 }
 
 /// `baton history --releases`: the releases of the generations a rollback may start again
-/// (those that served: [`crate::history::Record::served`]), one per line, newest first, each
-/// once, as they are (no JSON escaping, no control characters replaced: a deploy script
-/// compares them with paths, e.g. to keep them when it prunes).
-pub fn history_releases(line: &str) -> Result<String, String> {
+/// (those that served: [`crate::history::Record::served`], and whose directory is still
+/// there: `there`, which the caller answers from the file system), one per line, newest
+/// first, each once, as they are (no JSON escaping, no control characters replaced: a deploy
+/// script compares them with paths, e.g. to keep them when it prunes).
+pub fn history_releases(line: &str, there: &dyn Fn(&str) -> bool) -> Result<String, String> {
     let h =
         serde_json::from_str::<crate::control::HistoryReply>(line).map_err(|e| e.to_string())?;
     let mut seen = std::collections::HashSet::new();
@@ -150,6 +151,7 @@ pub fn history_releases(line: &str) -> Result<String, String> {
         .rev()
         .filter(|r| r.served())
         .filter_map(|r| r.release.as_deref())
+        .filter(|r| there(r))
     {
         if seen.insert(release) {
             out.push_str(release);
@@ -359,13 +361,20 @@ mod tests {
             rec(5, r#""/r/a\"q\\b""#, "50"),
             rec(6, r#""/r/6\u001b""#, "60"),
         );
+        let all = |_: &str| true;
         assert_eq!(
-            history_releases(&line).unwrap(),
+            history_releases(&line, &all).unwrap(),
             "/r/6\u{1b}\n/r/a\"q\\b\n/r/2\n"
         );
+        // a new user's trial: releases whose directories were gone were listed
+        let gone = |r: &str| r != "/r/2";
+        assert_eq!(
+            history_releases(&line, &gone).unwrap(),
+            "/r/6\u{1b}\n/r/a\"q\\b\n"
+        );
         let none = r#"{"run":5,"file":null,"keep":10,"generations":[]}"#;
-        assert_eq!(history_releases(none).unwrap(), "");
-        assert!(history_releases("{}").is_err());
+        assert_eq!(history_releases(none, &all).unwrap(), "");
+        assert!(history_releases("{}", &all).is_err());
     }
 
     #[test]

@@ -11,11 +11,18 @@
 //! history used, and a write that fails (a full disk, a directory in the file's place) is
 //! reported by the caller, which goes on serving.
 //!
-//! Generation numbers start at 1 on each run of baton, so a record also names its run (the
-//! run's start, in milliseconds since the epoch).
+//! Generation numbers go on across runs ([`History::next_generation`]: one past the highest
+//! in the history), and a record also names its run (the run's start, in milliseconds since
+//! the epoch). A generation number is at most [`MAX_GENERATION`], so it never wraps.
+//!
+//! The file is baton's own, but it is read as if anyone could have written it: [`load`] opens
+//! it without blocking and without following a symbolic link, reads only a regular file no
+//! larger than its limit (known from `fstat`, before reading), and drops the records that
+//! would mislead (a generation number out of range, a relative release).
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +35,15 @@ pub const VERSION: u32 = 1;
 
 /// A history file larger than this is not read (100 generations of 1 MiB configs, escaped).
 const MAX_FILE: u64 = 256 << 20;
+
+/// The highest generation number a record may have: 2^53, JSON's largest safe integer (a
+/// reader in another language gets it exactly). A record above it is dropped at load, so
+/// [`History::next_generation`] never wraps and numbers stay unique and at least 1.
+pub const MAX_GENERATION: u64 = 1 << 53;
+
+/// How many files that were no history [`keep_aside`] keeps: `history.json.corrupt`, then
+/// `history.json.corrupt.1` to `.corrupt.9`.
+pub const ASIDE_MAX: u32 = 10;
 
 /// How a generation came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +160,30 @@ pub struct History {
     starting: Vec<(u64, Source, Option<String>)>,
 }
 
+/// Why a rollback to a generation of another config file is refused.
+const SHARED: &str = "the two configs keep their history in one state directory (the default one \
+     is named after the config file's name, so two files of one name share it); give each \
+     baton its own with STATE_DIRECTORY (under systemd: StateDirectory=)";
+
+/// Whether `r` was run by another config file than `config` (this baton's; `None`: the
+/// embedded demo config). A record whose config file is not known is not another's.
+fn other_config(r: &Record, config: Option<&str>) -> bool {
+    match (r.config_path.as_deref(), config) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(p), Some(c)) => !same_file(p, c),
+    }
+}
+
+/// Two paths of one config file: equal, or resolving to one file.
+fn same_file(a: &str, b: &str) -> bool {
+    a == b
+        || matches!(
+            (fs::canonicalize(a), fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+}
+
 /// FNV-1a (64 bits) of the text, as `fnv1a64:<16 hex digits>`: a non-cryptographic digest
 /// that tells two configs apart at a glance (not a defence against a forged file: the file is
 /// baton's own, mode 0600).
@@ -178,12 +218,32 @@ impl History {
 
     /// The number of this run's first generation: one past the highest in the history (1 when
     /// it is empty), so that numbers go on across runs and a number names one generation.
+    /// Never wraps: a number above [`MAX_GENERATION`] is no record's ([`load`] drops it), and
+    /// one that got here all the same is not counted.
     pub fn next_generation(&self) -> u64 {
         self.records
             .iter()
             .map(|r| r.generation)
+            .filter(|g| *g <= MAX_GENERATION)
             .max()
-            .map_or(1, |g| g.saturating_add(1))
+            .map_or(1, |g| g + 1)
+    }
+
+    /// The records of other configs than `config` (this baton's file; `None`: the embedded
+    /// demo config): each such config file, with its generations, oldest first. Configs of one
+    /// file name share a default state directory, and so a history.
+    pub fn other_configs(&self, config: Option<&str>) -> Vec<(String, Vec<u64>)> {
+        let mut out: Vec<(String, Vec<u64>)> = Vec::new();
+        for r in &self.records {
+            let Some(p) = r.config_path.as_deref().filter(|_| other_config(r, config)) else {
+                continue;
+            };
+            match out.iter_mut().find(|(q, _)| q == p) {
+                Some((_, gens)) => gens.push(r.generation),
+                None => out.push((p.to_string(), vec![r.generation])),
+            }
+        }
+        out
     }
 
     /// A generation starts from `source`, with this release (once resolved).
@@ -220,12 +280,25 @@ impl History {
         })
     }
 
-    /// A generation began to serve. Returns whether the records changed.
+    /// A generation began to serve. The one it replaced (of this run, still `serving`) is
+    /// `replaced` from this moment, while it drains: its end is this swap, so that one
+    /// generation serves at a time in the history and SERVED is the time from its swap to the
+    /// one that replaced it (its drain is in the journal). Returns whether the records changed.
     pub fn served(&mut self, generation: u64, started_ms: u64, swapped_ms: u64) -> bool {
         let Some(mut r) = self.record_of(generation, started_ms) else {
             return false;
         };
         r.swapped_ms = Some(swapped_ms);
+        let run = self.run;
+        for old in self
+            .records
+            .iter_mut()
+            .filter(|o| o.run == run && o.outcome == Outcome::Serving)
+        {
+            old.outcome = Outcome::Replaced;
+            old.ended_ms = Some(swapped_ms.max(old.swapped_ms.unwrap_or(0)));
+            old.reason = Some(format!("replaced by generation {generation}"));
+        }
         self.push(r);
         true
     }
@@ -242,8 +315,10 @@ impl History {
         true
     }
 
-    /// A generation of this run is gone: replaced, or baton stopped (`stopped`). A generation
-    /// that never served nor failed (stopped while it started) is forgotten.
+    /// A generation of this run is gone: baton stopped (`stopped`), or it was replaced (a
+    /// replaced generation says so from the swap on, [`History::served`]: its record does not
+    /// change when its last worker is gone). A generation that never served nor failed
+    /// (stopped while it started) is forgotten.
     pub fn ended(&mut self, generation: u64, at_ms: u64, reason: &str, stopped: bool) -> bool {
         self.starting.retain(|s| s.0 != generation);
         let run = self.run;
@@ -287,10 +362,14 @@ impl History {
     /// The record `baton rollback` starts again: generation `to` (of this run if it has one,
     /// else of the latest earlier run that does), or by default the last generation before
     /// the serving one (`serving`, of this run) that served with another release or config.
+    /// `config` is this baton's config file (`None`: the embedded demo config): a generation
+    /// of another config file (one that shares this state directory) is refused, and the
+    /// default skips it.
     pub fn rollback_target(
         &self,
         serving: Option<u64>,
         to: Option<u64>,
+        config: Option<&str>,
     ) -> Result<&Record, String> {
         let current = serving.and_then(|g| {
             self.records
@@ -311,6 +390,12 @@ impl History {
                 Some(r) if r.run == self.run && Some(to) == serving => Err(format!(
                     "generation {to} is the one serving: nothing to roll back to"
                 )),
+                Some(r) if other_config(r, config) => Err(format!(
+                    "generation {to} ran another config, {}, not this baton's {}: {}",
+                    r.config_path.as_deref().unwrap_or_default(),
+                    config.unwrap_or("embedded demo config"),
+                    SHARED
+                )),
                 Some(r) if !r.served() => Err(format!(
                     "generation {to} never served (it failed: {}); roll back to one that did",
                     r.reason.as_deref().unwrap_or("no reason recorded")
@@ -326,17 +411,30 @@ impl History {
         before
             .iter()
             .rev()
-            .filter(|r| r.served())
+            .filter(|r| r.served() && !other_config(r, config))
             .find(|r| {
                 same.map_or(true, |s| {
                     s.release != r.release || s.config_digest != r.config_digest
                 })
             })
             .ok_or_else(|| {
-                "no earlier good generation to roll back to: the history has no generation \
-                 before the serving one that served with another release or config \
-                 (`baton history` lists it)"
-                    .to_string()
+                let others = self.other_configs(config);
+                let skipped = match others.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; the generations of other configs ({}) are not for this baton",
+                        others
+                            .iter()
+                            .map(|(p, _)| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                format!(
+                    "no earlier good generation to roll back to: the history has no generation \
+                     before the serving one that served with another release or config \
+                     (`baton history` lists it){skipped}"
+                )
             })
     }
 
@@ -352,23 +450,50 @@ impl History {
     }
 }
 
+/// What [`load`] read: the records it keeps, oldest first, and why each record it dropped
+/// was dropped (a warning each).
+#[derive(Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub dropped: Vec<String>,
+}
+
 /// Read the history file: its records, or why it could not be used (`Err`; a missing file is
-/// `Ok` with none).
-pub fn load(path: &Path) -> Result<Vec<Record>, String> {
-    let file = match fs::File::open(path) {
+/// `Ok` with none). It is opened without blocking (a FIFO in its place would block the open
+/// until a writer came) and without following a symbolic link, and only a regular file no
+/// larger than the limit is read (the size from `fstat`, before reading). A record whose
+/// generation number is 0 or above [`MAX_GENERATION`], or whose release is not an absolute
+/// path, is dropped with the reason.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            return Err("it is not a regular file: a symbolic link".into())
+        }
         Err(e) => return Err(format!("cannot open it: {e}")),
     };
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read it: {e}"))?;
     if !meta.is_file() {
-        return Err(if meta.is_dir() {
-            "it is a directory, not a file".into()
-        } else {
-            "it is not a regular file".into()
+        return Err(match file_kind(&meta.file_type()) {
+            "a directory" => "it is a directory, not a file".into(),
+            kind => format!("it is not a regular file: {kind}"),
         });
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!(
+            "it is larger than {MAX_FILE} bytes ({} bytes): not read",
+            meta.len()
+        ));
     }
     let mut bytes = Vec::new();
     file.take(MAX_FILE + 1)
@@ -385,14 +510,142 @@ pub fn load(path: &Path) -> Result<Vec<Record>, String> {
             content.version
         ));
     }
-    Ok(content.records)
+    let mut loaded = Loaded::default();
+    for r in content.records {
+        match invalid(&r) {
+            None => loaded.records.push(r),
+            Some(why) => loaded.dropped.push(format!(
+                "a record (generation {}, run started {} UTC) is dropped: {why}",
+                r.generation,
+                utc(r.run)
+            )),
+        }
+    }
+    Ok(loaded)
+}
+
+/// Why a record read from the file cannot be used, if it cannot.
+fn invalid(r: &Record) -> Option<String> {
+    if !(1..=MAX_GENERATION).contains(&r.generation) {
+        return Some(format!(
+            "its generation number is not between 1 and {MAX_GENERATION} (2^53)"
+        ));
+    }
+    if let Some(to) = r.rollback_to.filter(|g| !(1..=MAX_GENERATION).contains(g)) {
+        return Some(format!(
+            "the generation it rolled back to ({to}) is not between 1 and {MAX_GENERATION}"
+        ));
+    }
+    match r.release.as_deref() {
+        Some(rel) if !Path::new(rel).is_absolute() => Some(format!(
+            "its release {rel:?} is not an absolute path (baton records releases resolved; \
+             a relative one would be taken from baton's working directory)"
+        )),
+        _ => None,
+    }
+}
+
+/// "a FIFO", "a directory", … for a message.
+fn file_kind(t: &fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "of an unknown type"
+    }
+}
+
+/// Keep a file that is no history (a regular file [`load`] refused) aside, under the first
+/// name not used yet: `history.json.corrupt`, then `.corrupt.1`, … up to [`ASIDE_MAX`] names,
+/// never over an earlier one (a hard link under the new name, then the file removed; where
+/// hard links are refused, a rename to a name that does not exist). Returns the name, or why
+/// it could not be kept.
+pub fn keep_aside(path: &Path) -> Result<PathBuf, String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| FILE.into());
+    for i in 0..ASIDE_MAX {
+        let aside = path.with_file_name(match i {
+            0 => format!("{name}.corrupt"),
+            i => format!("{name}.corrupt.{i}"),
+        });
+        match fs::hard_link(path, &aside) {
+            Ok(()) => {
+                return match fs::remove_file(path) {
+                    Ok(()) => Ok(aside),
+                    Err(e) => {
+                        let _ = fs::remove_file(&aside);
+                        Err(format!(
+                            "cannot remove it after linking it as {}: {e}",
+                            aside.display()
+                        ))
+                    }
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e.to_string()),
+            Err(_) => match fs::symlink_metadata(&aside) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return fs::rename(path, &aside)
+                        .map(|()| aside)
+                        .map_err(|e| e.to_string())
+                }
+                _ => continue,
+            },
+        }
+    }
+    Err(format!(
+        "{name}.corrupt and {name}.corrupt.1 to .corrupt.{} are all taken: remove the ones \
+         you no longer need",
+        ASIDE_MAX - 1
+    ))
+}
+
+/// What becomes of a history file that [`load`] refused, for its warning: a regular file is
+/// kept aside ([`keep_aside`]); anything else holds no history to keep, and what happens to
+/// it is said: a directory stays (no history can be written there), a symbolic link, FIFO,
+/// socket or device is replaced by the history written at the next change (a rename: what a
+/// link points to is not touched).
+pub fn set_aside(path: &Path) -> String {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => match keep_aside(path) {
+            Ok(aside) => format!("kept as {}", aside.display()),
+            Err(e) => format!(
+                "it could not be kept aside ({e}) and is written over at the next generation"
+            ),
+        },
+        Ok(m) if m.is_dir() => "nothing is written there while it is a directory".into(),
+        Ok(m) => {
+            let kind = file_kind(&m.file_type());
+            let link = match m.file_type().is_symlink() {
+                true => ": the link itself, what it points to is not touched",
+                false => "",
+            };
+            format!(
+                "{kind} holds no history to keep aside; it is replaced by a regular file when \
+                 the history is next written (once a generation serves or fails){link}"
+            )
+        }
+        Err(_) => "nothing can be written there".into(),
+    }
 }
 
 /// Write `bytes` to `dir/name` atomically: a temporary file in `dir` (mode 0600), written and
 /// fsynced, renamed over `name`, then `dir` fsynced. A reader sees the old file or the new
 /// one, never a part; on failure the temporary file is removed and the old file stays.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
         let mut f = fs::OpenOptions::new()
@@ -466,6 +719,9 @@ pub fn utc(ms: u64) -> String {
 mod tests {
     use super::*;
 
+    /// This baton's config file, as `source` records it.
+    const C: Option<&str> = Some("/etc/baton/api.toml");
+
     fn source(kind: Kind, text: &str) -> Source {
         Source {
             kind,
@@ -485,7 +741,8 @@ mod tests {
         h.starting(3, source(Kind::Reload, "c"), None);
         h.resolved(3, "/r/3".into());
         assert!(h.served(3, 3000, 3100));
-        assert!(h.ended(1, 3200, "replaced by generation 3", false));
+        // generation 1 says `replaced` from the swap on: its last worker gone changes nothing
+        assert!(!h.ended(1, 3200, "replaced by generation 3", false));
         h
     }
 
@@ -505,21 +762,25 @@ mod tests {
                 (3, Outcome::Serving, Some("/r/3")),
             ]
         );
-        assert_eq!(h.records[0].ended_ms, Some(3200));
+        assert_eq!(h.records[0].ended_ms, Some(3100), "its end is the swap");
+        assert_eq!(
+            h.records[0].reason.as_deref(),
+            Some("replaced by generation 3")
+        );
         assert_eq!(h.records[1].reason.as_deref(), Some("exited"));
         assert_eq!(h.records[2].config_digest, digest("c"));
         // the default rollback: the last one before the serving one that served
-        assert_eq!(h.rollback_target(Some(3), None).unwrap().generation, 1);
+        assert_eq!(h.rollback_target(Some(3), None, C).unwrap().generation, 1);
         assert!(h
-            .rollback_target(Some(3), Some(2))
+            .rollback_target(Some(3), Some(2), C)
             .unwrap_err()
             .contains("never served"));
         assert!(h
-            .rollback_target(Some(3), Some(3))
+            .rollback_target(Some(3), Some(3), C)
             .unwrap_err()
             .contains("is the one serving"));
         assert!(h
-            .rollback_target(Some(3), Some(9))
+            .rollback_target(Some(3), Some(9), C)
             .unwrap_err()
             .contains("not in the history"));
     }
@@ -539,7 +800,7 @@ mod tests {
         }
         let kept: Vec<u64> = h.records.iter().map(|r| r.generation).collect();
         assert_eq!(kept, vec![1, 2, 5], "what served, and the newest failure");
-        assert_eq!(h.rollback_target(Some(2), None).unwrap().generation, 1);
+        assert_eq!(h.rollback_target(Some(2), None, C).unwrap().generation, 1);
     }
 
     #[test]
@@ -556,15 +817,15 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         write_atomic(&dir, FILE, &text).unwrap();
-        let read = load(&dir.join(FILE)).unwrap();
+        let read = load(&dir.join(FILE)).unwrap().records;
         assert_eq!(read, h.records);
         // the next run: generation 3 and 4 of the earlier run no longer serve
         let h2 = History::new(3, 5000, read);
         assert!(h2.records.iter().all(|r| r.outcome != Outcome::Serving));
         // nothing serves in the new run yet: the last one that served with another config
         // than... (none serving): the newest that served
-        assert_eq!(h2.rollback_target(None, None).unwrap().generation, 4);
-        assert_eq!(h2.rollback_target(None, Some(3)).unwrap().run, 1000);
+        assert_eq!(h2.rollback_target(None, None, C).unwrap().generation, 4);
+        assert_eq!(h2.rollback_target(None, Some(3), C).unwrap().run, 1000);
         // garbage, a truncated file, a directory
         fs::write(dir.join(FILE), b"\x00garbage").unwrap();
         assert!(load(&dir.join(FILE))
@@ -575,7 +836,7 @@ mod tests {
             .unwrap_err()
             .contains("not a history file"));
         fs::remove_file(dir.join(FILE)).unwrap();
-        assert_eq!(load(&dir.join(FILE)).unwrap(), Vec::new());
+        assert_eq!(load(&dir.join(FILE)).unwrap(), Loaded::default());
         fs::create_dir(dir.join(FILE)).unwrap();
         assert!(load(&dir.join(FILE)).unwrap_err().contains("directory"));
         assert!(write_atomic(&dir, FILE, &text).is_err());
@@ -591,11 +852,11 @@ mod tests {
             h.starting(g, source(Kind::Reload, text), Some("/r".into()));
             h.served(g, g, g);
         }
-        assert_eq!(h.rollback_target(Some(3), None).unwrap().generation, 2);
+        assert_eq!(h.rollback_target(Some(3), None, C).unwrap().generation, 2);
         h.starting(4, source(Kind::Rollback, "a"), Some("/r".into()));
         h.served(4, 4, 4);
         // generation 4 runs what 2 and 1 ran: the one before with another config is 3
-        assert_eq!(h.rollback_target(Some(4), None).unwrap().generation, 3);
+        assert_eq!(h.rollback_target(Some(4), None, C).unwrap().generation, 3);
     }
 
     #[test]
@@ -608,6 +869,247 @@ mod tests {
         h.failed(8, 1002, 1003, "exited");
         let next = History::new(3, 5000, h.records.clone());
         assert_eq!(next.next_generation(), 9);
+    }
+
+    /// A scratch directory of its own for a test.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("baton-history-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// `load` on its own thread, with a deadline: a load that blocks fails the test.
+    fn load_within(path: &Path) -> Result<Loaded, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || tx.send(load(&path)));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load blocked")
+    }
+
+    #[test]
+    fn a_fifo_a_symlink_or_a_device_is_refused_without_blocking() {
+        // a new user's trial: a FIFO at history.json blocked `baton run` in open() forever
+        let d = scratch("fifo");
+        let fifo = d.join(FILE);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let e = load_within(&fifo).unwrap_err();
+        assert_eq!(e, "it is not a regular file: a FIFO");
+        assert!(set_aside(&fifo).contains("a FIFO holds no history to keep aside"));
+        assert!(
+            fifo.exists(),
+            "left in place until the next write replaces it"
+        );
+        fs::remove_file(&fifo).unwrap();
+        // a symbolic link, even to a regular history file, is not followed
+        std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+        let e = load_within(&fifo).unwrap_err();
+        assert_eq!(e, "it is not a regular file: a symbolic link");
+        let what = set_aside(&fifo);
+        assert!(
+            what.contains("a symbolic link holds no history")
+                && what.contains("replaced by a regular file")
+                && what.contains("what it points to is not touched"),
+            "{what}"
+        );
+        // and what the message says happens: the next write replaces the link
+        write_atomic(&d, FILE, b"{}").unwrap();
+        assert!(fs::symlink_metadata(&fifo).unwrap().is_file());
+        let e = load_within(Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e, "it is not a regular file: a character device");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_before_it_is_read() {
+        // a new user's trial: a 4 GB sparse file was read up to the limit (256 MB) first
+        let d = scratch("big");
+        let f = fs::File::create(d.join(FILE)).unwrap();
+        f.set_len(4 << 30).unwrap();
+        let e = load_within(&d.join(FILE)).unwrap_err();
+        assert_eq!(
+            e,
+            "it is larger than 268435456 bytes (4294967296 bytes): not read"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_second_corrupt_file_is_kept_next_to_the_first() {
+        // a new user's trial: the second corrupt history overwrote history.json.corrupt
+        let d = scratch("aside");
+        let file = d.join(FILE);
+        for i in 0..ASIDE_MAX {
+            fs::write(&file, format!("garbage {i}")).unwrap();
+            let what = set_aside(&file);
+            let name = match i {
+                0 => "history.json.corrupt".to_string(),
+                i => format!("history.json.corrupt.{i}"),
+            };
+            assert_eq!(what, format!("kept as {}", d.join(&name).display()));
+            assert!(!file.exists());
+        }
+        for i in 0..ASIDE_MAX {
+            let name = match i {
+                0 => "history.json.corrupt".to_string(),
+                i => format!("history.json.corrupt.{i}"),
+            };
+            let kept = fs::read_to_string(d.join(name)).unwrap();
+            assert_eq!(kept, format!("garbage {i}"), "none written over");
+        }
+        fs::write(&file, "one more").unwrap();
+        let what = set_aside(&file);
+        assert!(
+            what.contains("could not be kept aside (history.json.corrupt and")
+                && what.contains(".corrupt.9 are all taken"),
+            "{what}"
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap(), "one more");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), ASIDE_MAX as usize + 1);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// A history file of these records (JSON objects), as `load` reads it.
+    fn crafted(name: &str, records: &[String]) -> Loaded {
+        let d = scratch(name);
+        let text = format!(r#"{{"version":1,"records":[{}]}}"#, records.join(","));
+        fs::write(d.join(FILE), text).unwrap();
+        let loaded = load(&d.join(FILE)).unwrap();
+        let _ = fs::remove_dir_all(&d);
+        loaded
+    }
+
+    fn record_json(generation: &str, release: &str) -> String {
+        format!(
+            r#"{{"generation":{generation},"run":5,"kind":"reload","release":{release},"config_digest":"fnv1a64:00","config_path":"/etc/baton/api.toml","config":"x","started_ms":1,"swapped_ms":2,"ended_ms":3,"outcome":"replaced"}}"#
+        )
+    }
+
+    #[test]
+    fn generation_numbers_never_wrap() {
+        // a new user's trial: a record of generation 2^64-1 made the next ones 0 and 1
+        let loaded = crafted(
+            "wrap",
+            &[
+                record_json("3", r#""/r/3""#),
+                record_json("18446744073709551615", r#""/r/x""#),
+                record_json("9007199254740993", r#""/r/y""#),
+                record_json("0", r#""/r/z""#),
+            ],
+        );
+        let kept: Vec<u64> = loaded.records.iter().map(|r| r.generation).collect();
+        assert_eq!(kept, [3]);
+        assert_eq!(loaded.dropped.len(), 3, "{:?}", loaded.dropped);
+        assert!(
+            loaded.dropped[0].starts_with("a record (generation 18446744073709551615, run started 1970-01-01 00:00:00 UTC) is dropped: its generation number is not between 1 and 9007199254740992"),
+            "{:?}",
+            loaded.dropped
+        );
+        let h = History::new(10, 7, loaded.records);
+        assert_eq!(h.next_generation(), 4);
+        // the largest number kept still has a next one
+        let top = crafted("top", &[record_json("9007199254740992", r#""/r/t""#)]);
+        assert!(top.dropped.is_empty());
+        assert_eq!(
+            History::new(10, 7, top.records).next_generation(),
+            MAX_GENERATION + 1
+        );
+    }
+
+    #[test]
+    fn a_relative_release_is_dropped_at_load() {
+        // a new user's trial: "releases/v1" was resolved against baton's working directory
+        let loaded = crafted(
+            "relative",
+            &[
+                record_json("1", r#""/srv/api/releases/v1""#),
+                record_json("2", r#""releases/v1""#),
+                record_json("3", "null"),
+            ],
+        );
+        let kept: Vec<u64> = loaded.records.iter().map(|r| r.generation).collect();
+        assert_eq!(kept, [1, 3]);
+        assert_eq!(loaded.dropped.len(), 1);
+        assert!(
+            loaded.dropped[0].contains(r#"its release "releases/v1" is not an absolute path"#),
+            "{:?}",
+            loaded.dropped
+        );
+    }
+
+    #[test]
+    fn a_rollback_does_not_start_another_configs_generation() {
+        // a new user's trial: /tmp/c2/api.toml's rollback started /tmp/c1/api.toml's app
+        let mut h = History::new(10, 1, Vec::new());
+        let mut other = source(Kind::Start, "other app");
+        other.config_path = Some("/tmp/c1/api.toml".into());
+        h.starting(1, other, Some("/srv/other".into()));
+        h.served(1, 1, 2);
+        h.ended(1, 3, "baton stopped", true);
+        let mine = Some("/tmp/c2/api.toml");
+        let mut s = source(Kind::Start, "my app");
+        s.config_path = mine.map(String::from);
+        h.starting(2, s, Some("/srv/mine".into()));
+        h.served(2, 4, 5);
+        assert_eq!(
+            h.other_configs(mine),
+            [("/tmp/c1/api.toml".to_string(), vec![1])]
+        );
+        assert!(h.other_configs(Some("/tmp/c1/api.toml")).len() == 1);
+        let e = h.rollback_target(Some(2), Some(1), mine).unwrap_err();
+        assert!(
+            e.starts_with(
+                "generation 1 ran another config, /tmp/c1/api.toml, not this baton's \
+                 /tmp/c2/api.toml: "
+            ) && e.contains("STATE_DIRECTORY"),
+            "{e}"
+        );
+        let e = h.rollback_target(Some(2), None, mine).unwrap_err();
+        assert!(
+            e.starts_with("no earlier good generation to roll back to")
+                && e.contains("other configs (/tmp/c1/api.toml)"),
+            "{e}"
+        );
+        // the demo (no config file) is another config than any file's
+        assert!(h.rollback_target(Some(2), Some(1), None).is_err());
+        // a record whose config file is unknown is not refused
+        let mut unknown = source(Kind::Reload, "x");
+        unknown.config_path = None;
+        h.starting(3, unknown, Some("/srv/x".into()));
+        h.served(3, 6, 7);
+        assert_eq!(
+            h.rollback_target(Some(3), None, mine).unwrap().generation,
+            2
+        );
+        assert!(h.other_configs(mine).len() == 1);
+    }
+
+    #[test]
+    fn the_replaced_generation_says_so_at_the_swap() {
+        // a new user's trial: during a drain two generations said `serving`
+        let mut h = History::new(10, 1, Vec::new());
+        h.starting(1, source(Kind::Start, "a"), Some("/r/1".into()));
+        assert!(h.served(1, 10, 20));
+        h.starting(2, source(Kind::Reload, "a"), Some("/r/2".into()));
+        assert!(h.served(2, 30, 40));
+        let serving: Vec<u64> = h
+            .records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Serving)
+            .map(|r| r.generation)
+            .collect();
+        assert_eq!(serving, [2]);
+        let old = &h.records[0];
+        assert_eq!(old.outcome, Outcome::Replaced);
+        assert_eq!(old.ended_ms, Some(40), "it served until the swap");
+        assert_eq!(old.reason.as_deref(), Some("replaced by generation 2"));
+        // its drain ends: nothing changes; nor when baton stops during the drain
+        assert!(!h.ended(1, 90, "baton stopped", true));
+        assert_eq!(h.records[0].outcome, Outcome::Replaced);
+        assert!(h.ended(2, 95, "baton stopped", true));
+        assert_eq!(h.records[1].outcome, Outcome::Stopped);
     }
 
     #[test]

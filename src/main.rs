@@ -98,8 +98,9 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Print only the releases of the generations that served (those `baton rollback`
-        /// may start again), one path per line, newest first, each once, as they are (no
-        /// JSON escaping): what a deploy script must not prune
+        /// may start again) whose directories are still there, one path per line, newest
+        /// first, each once, as they are (no JSON escaping): what a deploy script must not
+        /// prune
         #[arg(long, conflicts_with = "json")]
         releases: bool,
     },
@@ -834,10 +835,29 @@ fn show_history(target: Target, json: bool, releases: bool) -> ExitCode {
         }
     };
     let render = match releases {
-        true => client::history_releases,
+        true => releases_there,
         false => client::history_text,
     };
     print_reply(&line, json, render)
+}
+
+/// `baton history --releases`: the releases a rollback may start again, those whose directory
+/// is still there (from a running baton's reply or from the file alike).
+fn releases_there(line: &str) -> Result<String, String> {
+    client::history_releases(line, &release_there)
+}
+
+/// Whether a recorded release is still a directory. Only a path that is gone (or not a
+/// directory) is left out: one that cannot be looked at (a directory this user may not
+/// search) is kept, so that a deploy script never prunes what it could not see.
+fn release_there(path: &str) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_dir(),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        ),
+    }
 }
 
 /// The history of `--config FILE`'s baton read from its file, as a reply line, when no baton
@@ -847,11 +867,17 @@ fn history_from_file(target: &Target) -> Option<Result<(String, String), String>
     let dir = history::state_dir(&config_name(Some(config)), sys::euid() == 0)?;
     let file = dir.join(history::FILE);
     let shown = file.display().to_string();
-    if !file.exists() {
+    // not `exists()`: a symbolic link there, dangling or not, is for `load` to refuse
+    if std::fs::symlink_metadata(&file).is_err() {
         return Some(Err(format!("{shown} does not exist")));
     }
     let records = match history::load(&file) {
-        Ok(r) => r,
+        Ok(loaded) => {
+            for why in &loaded.dropped {
+                eprintln!("baton: history: {shown}: {why}");
+            }
+            loaded.records
+        }
         Err(why) => return Some(Err(format!("{shown}: {why}"))),
     };
     let reply = control::HistoryReply {

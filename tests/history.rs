@@ -4,7 +4,12 @@
 //! the earlier release (the recorded one, not what `current` points at); `--to N`; a rollback
 //! whose release directory is gone, or with no earlier good generation, fails with the reason
 //! and touches nothing; the history survives a restart of `baton run`; a corrupt history file
-//! or an unusable state directory is a warning, never a failure, and so is a full disk.
+//! or an unusable state directory is a warning, never a failure, and so is a full disk. A FIFO
+//! or symlink at the history's path blocks nothing; a second corrupt file does not overwrite
+//! the first kept aside; crafted records (a wrapping generation number, a relative release)
+//! are dropped; another config's generations (one state directory for two configs of one file
+//! name) are never rolled back to; the replaced generation says so while it drains;
+//! `--releases` lists only releases still there.
 
 mod common;
 
@@ -213,6 +218,11 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
     assert_eq!(s["generations"].as_array().map(Vec::len), Some(1));
     assert_eq!(history(&baton).len(), 4, "nothing was recorded");
     answers_carry(&baton, "2");
+    // `--releases` names only the releases still there (a new user's trial: the pruned one
+    // was listed as one a rollback may start again)
+    let (ok, out, err) = baton.client(&["history", "--releases"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, format!("{r2}\n"));
 }
 
 /// With no generation before the serving one, or a generation that is not in the history or
@@ -340,6 +350,11 @@ fn history_survives_a_restart_of_baton_run() {
         String::from_utf8_lossy(&out.stdout),
         format!("{r1}\n{r2}\n")
     );
+    // a release whose directory is gone is not listed (from the file too)
+    fs::remove_dir_all(r.dir.join("releases/2")).expect("rm release 2");
+    let out = releases(&[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{r1}\n"));
     let out = releases(&["--json"]);
     assert_eq!(
         out.status.code(),
@@ -348,8 +363,18 @@ fn history_survives_a_restart_of_baton_run() {
     );
 }
 
+/// What becomes of a history file baton cannot use.
+enum After {
+    /// A regular file: kept aside under this name, and a good history written.
+    Aside(&'static str),
+    /// No regular file: replaced by the history written at the next change.
+    Replaced,
+    /// Nothing can be written (a directory there, or no state directory).
+    Unwritable,
+}
+
 /// What is at the history's path, or the state directory, before baton starts.
-fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, writes: bool) {
+fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, after: After) {
     let _g = serial();
     let mut state = None;
     let baton = Baton::start(name, |port, ctl| {
@@ -370,18 +395,30 @@ fn corrupt_history_case(name: &str, prepare: impl FnOnce(&Path), warning: &str, 
     assert_eq!(baton.serving_generation(), 2);
     assert_eq!(history(&baton).len(), 2, "kept in memory all the same");
     let log = baton.log_text();
-    if writes {
+    let written = || {
+        let v: Value = serde_json::from_slice(&fs::read(&file).expect("history")).unwrap();
+        assert_eq!(v["generations"].as_array().map(Vec::len), None);
+        assert_eq!(v["records"].as_array().map(Vec::len), Some(2));
+    };
+    if let After::Aside(name) = after {
         // kept aside (a new user's trial: it was written over, and the rollback targets it
         // named were lost), and a good one written
-        let aside = file.with_extension("json.corrupt");
+        let aside = file.with_file_name(name);
         assert!(aside.is_file(), "{} kept: {log}", aside.display());
         assert!(
             log.contains(&format!("kept as {}", aside.display())),
             "{log}"
         );
-        let v: Value = serde_json::from_slice(&fs::read(&file).expect("history")).unwrap();
-        assert_eq!(v["generations"].as_array().map(Vec::len), None);
-        assert_eq!(v["records"].as_array().map(Vec::len), Some(2));
+        written();
+    } else if let After::Replaced = after {
+        // what the warning says happens (a new user's trial: it said "nothing is written
+        // there", and a regular history.json replaced the symlink)
+        assert!(
+            log.contains("holds no history to keep aside; it is replaced by a regular file"),
+            "{log}"
+        );
+        assert!(fs::symlink_metadata(&file).expect("history").is_file());
+        written();
     } else {
         assert!(
             log.contains(&format!("cannot write the history {}", file.display()))
@@ -412,8 +449,239 @@ fn a_garbage_history_file_is_reported_and_ignored() {
             fs::write(d.join("history.json"), b"\x00\xffnot json at all").unwrap();
         },
         "it is not a history file",
-        true,
+        After::Aside("history.json.corrupt"),
     );
+}
+
+#[test]
+fn a_second_corrupt_history_file_does_not_overwrite_the_first() {
+    // a new user's trial: the second corrupt history was renamed over the first one
+    corrupt_history_case(
+        "hist-second",
+        |d| {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("history.json.corrupt"), "the first").unwrap();
+            fs::write(d.join("history.json"), b"\x00\xffnot json at all").unwrap();
+        },
+        "it is not a history file",
+        After::Aside("history.json.corrupt.1"),
+    );
+}
+
+#[test]
+fn a_fifo_in_place_of_the_history_file_is_reported_and_ignored() {
+    // a new user's trial: `baton run` blocked forever in open() before it served, deaf to
+    // SIGTERM
+    corrupt_history_case(
+        "hist-fifo",
+        |d| {
+            fs::create_dir_all(d).unwrap();
+            let made = Command::new("mkfifo").arg(d.join("history.json")).status();
+            assert!(made.expect("mkfifo").success());
+        },
+        "it is not a regular file: a FIFO",
+        After::Replaced,
+    );
+}
+
+#[test]
+fn a_symlink_to_a_device_in_place_of_the_history_file_is_reported_and_replaced() {
+    corrupt_history_case(
+        "hist-symlink",
+        |d| {
+            fs::create_dir_all(d).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", d.join("history.json")).unwrap();
+        },
+        "it is not a regular file: a symbolic link",
+        After::Replaced,
+    );
+}
+
+/// `baton history --config` with no baton running and a FIFO at the history's path: it says
+/// so at once (a new user's trial: it blocked in open() forever).
+#[test]
+fn history_from_a_fifo_does_not_hang() {
+    let dir = scratch("hist-fifo-client");
+    let state = dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(state.join("history.json"))
+        .status();
+    assert!(made.expect("mkfifo").success());
+    let config = dir.join("baton.toml");
+    fs::write(
+        &config,
+        hello_config(free_port(), &dir.join("ctl.sock"), 1, "", ""),
+    )
+    .unwrap();
+    let mut child = Command::new(baton_bin())
+        .args(["history", "--config"])
+        .arg(&config)
+        .env("STATE_DIRECTORY", &state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("baton history");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("baton history blocked on the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("history.json: it is not a regular file: a FIFO"),
+        "{err}"
+    );
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// A crafted history: a generation number at the top of u64 and a relative release. Both
+/// records are dropped with a warning (a new user's trial: the next generations were 0 and
+/// 1, and "releases/v1" was taken from baton's working directory at a rollback), and numbers
+/// go on from the highest valid one.
+#[test]
+fn crafted_records_are_dropped_and_numbers_do_not_wrap() {
+    let _g = serial();
+    let record = |g: &str, release: &str| {
+        format!(
+            r#"{{"generation":{g},"run":1000,"kind":"reload","release":"{release}","config_digest":"fnv1a64:00","config":"x","started_ms":1000,"swapped_ms":1001,"ended_ms":1002,"outcome":"replaced"}}"#
+        )
+    };
+    let baton = Baton::start("hist-crafted", |port, ctl| {
+        let state = ctl.parent().expect("scratch dir").join("state");
+        fs::create_dir_all(&state).unwrap();
+        let records = [
+            record("3", "/srv/api/releases/v3"),
+            record("18446744073709551615", "/srv/api/releases/v9"),
+            record("4", "releases/v1"),
+        ];
+        let text = format!(r#"{{"version":1,"records":[{}]}}"#, records.join(","));
+        fs::write(state.join("history.json"), text).unwrap();
+        hello_config(port, ctl, 1, "", "")
+    });
+    assert_eq!(baton.serving_generation(), 4, "one past the valid 3");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert_eq!(baton.serving_generation(), 5);
+    let log = baton.log_text();
+    assert!(
+        log.contains("a record (generation 18446744073709551615, run started ")
+            && log.contains("its generation number is not between 1 and 9007199254740992"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r#"its release "releases/v1" is not an absolute path"#),
+        "{log}"
+    );
+    let gens: Vec<u64> = history(&baton)
+        .iter()
+        .map(|r| r["generation"].as_u64().unwrap())
+        .collect();
+    // the crafted 4 (of the earlier run) is gone: the 4 is this run's
+    assert_eq!(gens, [3, 4, 5]);
+    assert!(history(&baton)
+        .iter()
+        .all(|r| r["release"].as_str().is_some_and(|p| p.starts_with('/'))));
+}
+
+/// Two configs of one file name share the default state directory, and so a history (a new
+/// user's trial: `baton rollback` of /tmp/c2/api.toml started /tmp/c1/api.toml's generation,
+/// the other service's app on this service's port, and exited 0). `baton run` warns of the
+/// other config's records; a rollback to one is refused naming both files, and the default
+/// rollback skips them.
+#[test]
+fn a_rollback_never_starts_another_configs_generation() {
+    let _g = serial();
+    let mut first = Baton::start("hist-shared-1", |port, ctl| {
+        hello_config(port, ctl, 1, "", "")
+    });
+    assert!(first.stop().success());
+    let shared = first.dir.join("state/history.json");
+    let baton = Baton::start("hist-shared-2", |port, ctl| {
+        let state = ctl.parent().expect("scratch dir").join("state");
+        fs::create_dir_all(&state).unwrap();
+        fs::copy(&shared, state.join("history.json")).expect("copy the history");
+        hello_config(port, ctl, 1, "", "")
+    });
+    let (a, b) = (
+        first.config.display().to_string(),
+        baton.config.display().to_string(),
+    );
+    assert_ne!(a, b);
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!(
+            "generation(s) 1 ran another config, {a}, not this baton's {b}"
+        )) && log.contains("STATE_DIRECTORY"),
+        "{log}"
+    );
+    assert_eq!(baton.serving_generation(), 2);
+    let pids = baton.serving_pids();
+    let (ok, out, err) = baton.client(&["rollback", "--to", "1"]);
+    assert!(!ok, "a rollback started another config's generation: {out}");
+    assert!(
+        err.contains(&format!(
+            "generation 1 ran another config, {a}, not this baton's {b}"
+        )) && err.contains("STATE_DIRECTORY"),
+        "{err}"
+    );
+    let (ok, out, err) = baton.client(&["rollback"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("no earlier good generation to roll back to")
+            && err.contains(&format!("other configs ({a})")),
+        "{err}"
+    );
+    assert_eq!(baton.serving_pids(), pids, "nothing was started");
+    assert_eq!(history(&baton).len(), 2);
+}
+
+/// During a drain, one generation serves in the history: the one it replaced says
+/// `replaced` from the swap on, its end the swap (a new user's trial: both said `serving`
+/// until the old one had exited).
+#[test]
+fn the_replaced_generation_says_so_while_it_drains() {
+    let _g = serial();
+    // the workers ignore SIGTERM: the old generation drains until the SIGKILL at 2 s
+    let extra = "[env]\nHELLO_FAIL = \"ignore-sigterm\"\n\n[drain]\ntimeout = \"2s\"\n";
+    let baton = Baton::start("hist-drain", |port, ctl| {
+        hello_config(port, ctl, 1, "", extra)
+    });
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let s = baton.status().expect("status");
+    assert_eq!(
+        s["generations"].as_array().map(Vec::len),
+        Some(2),
+        "generation 1 drains: {s}"
+    );
+    let h = history(&baton);
+    assert_eq!(
+        summary(&h)
+            .iter()
+            .map(|(g, _, o, _)| (*g, o.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "replaced"), (2, "serving")]
+    );
+    assert_eq!(
+        h[0]["ended_ms"], h[1]["swapped_ms"],
+        "it served until the swap"
+    );
+    assert_eq!(h[0]["reason"], "replaced by generation 2");
+    let (ok, text, _) = baton.client(&["history"]);
+    assert!(ok);
+    assert_eq!(text.matches("serving").count(), 1, "{text}");
+    wait_alone(&baton);
+    assert_eq!(history(&baton)[0]["ended_ms"], h[0]["ended_ms"]);
 }
 
 #[test]
@@ -429,7 +697,7 @@ fn a_truncated_history_file_is_reported_and_ignored() {
             .unwrap();
         },
         "it is not a history file: EOF while parsing",
-        true,
+        After::Aside("history.json.corrupt"),
     );
 }
 
@@ -439,7 +707,7 @@ fn a_directory_in_place_of_the_history_file_is_reported_and_ignored() {
         "hist-dir",
         |d| fs::create_dir_all(d.join("history.json")).unwrap(),
         "it is a directory, not a file",
-        false,
+        After::Unwritable,
     );
 }
 
@@ -450,7 +718,7 @@ fn an_unusable_state_directory_is_reported_and_ignored() {
         "hist-statefile",
         |d| fs::write(d, "not a directory").unwrap(),
         "cannot open it: Not a directory",
-        false,
+        After::Unwritable,
     );
 }
 

@@ -234,11 +234,16 @@ impl Supervisor {
         let (probe_tx, probe_rx) = mpsc::channel();
         let manager = Manager::from_env();
         let now = Instant::now();
-        let history = load_history(setup.state_dir.as_deref(), setup.config.history);
+        let config_shown = setup.config_path.as_ref().map(|p| p.display().to_string());
+        let history = load_history(
+            setup.state_dir.as_deref(),
+            setup.config.history,
+            config_shown.as_deref(),
+        );
         let next_source = Some(Source {
             kind: Kind::Start,
             rollback_to: None,
-            config_path: setup.config_path.as_ref().map(|p| p.display().to_string()),
+            config_path: config_shown,
             config: setup.config_text.clone(),
             release: None,
         });
@@ -571,8 +576,9 @@ impl Io {
 }
 
 /// The history in `state_dir` (created if missing), or an empty one, with a warning that
-/// says why (never fatal).
-fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
+/// says why (never fatal); a warning for each record dropped, and for the records of another
+/// config file than `config` (this baton's) that share the state directory.
+fn load_history(state_dir: Option<&std::path::Path>, keep: u32, config: Option<&str>) -> History {
     let run = wall_ms(Instant::now());
     let Some(dir) = state_dir else {
         warn!(
@@ -599,37 +605,34 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
     }
     let path = dir.join(history::FILE);
     let records = match history::load(&path) {
-        Ok(r) if r.is_empty() => {
-            info!(
-                baton_event = "history",
-                "history {}: none yet",
-                path.display()
-            );
-            r
-        }
-        Ok(r) => {
-            info!(
-                baton_event = "history",
-                "history {}: {} generation(s)",
-                path.display(),
-                r.len()
-            );
+        Ok(loaded) => {
+            for why in &loaded.dropped {
+                warn!(
+                    baton_event = "history_record_dropped",
+                    "history {}: {why}; it is left out of the history (and of the file when \
+                     it is next written)",
+                    path.display()
+                );
+            }
+            let r = loaded.records;
+            match r.len() {
+                0 => info!(
+                    baton_event = "history",
+                    "history {}: none yet",
+                    path.display()
+                ),
+                n => info!(
+                    baton_event = "history",
+                    "history {}: {n} generation(s)",
+                    path.display()
+                ),
+            }
             r
         }
         Err(why) => {
             // a file that is no history is kept aside, not written over: it may be the only
             // record of what a rollback could start again
-            let aside = path.with_extension("json.corrupt");
-            let kept = match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() => match std::fs::rename(&path, &aside) {
-                    Ok(()) => format!("kept as {}", aside.display()),
-                    Err(e) => format!(
-                        "it could not be kept aside ({e}) and is written over at the next \
-                         generation"
-                    ),
-                },
-                _ => "nothing is written there".into(),
-            };
+            let kept = history::set_aside(&path);
             warn!(
                 baton_event = "history_unreadable",
                 "history {}: {why}; it is ignored ({kept}; starting with an empty history)",
@@ -638,7 +641,23 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32) -> History {
             Vec::new()
         }
     };
-    History::new(keep, run, records)
+    let history = History::new(keep, run, records);
+    for (other, gens) in history.other_configs(config) {
+        let gens: Vec<String> = gens.iter().map(u64::to_string).collect();
+        warn!(
+            baton_event = "history_shared",
+            "history {}: generation(s) {} ran another config, {other}, not this baton's {}: \
+             configs of one file name share a default state directory ({}); `baton rollback` \
+             does not start those generations, and two batons running at once write over \
+             each other's history. Give each its own: STATE_DIRECTORY=DIR (under systemd: \
+             StateDirectory=)",
+            path.display(),
+            gens.join(", "),
+            config.unwrap_or("embedded demo config"),
+            dir.display()
+        );
+    }
+    history
 }
 
 /// An instant of the loop's clock as wall-clock time, in ms since the epoch.
@@ -674,7 +693,10 @@ impl Io {
         serving: Option<u64>,
         to: Option<u64>,
     ) -> Result<(Config, Source, String), String> {
-        let r = self.history.rollback_target(serving, to)?;
+        let config = self.config_path.as_ref().map(|p| p.display().to_string());
+        let r = self
+            .history
+            .rollback_target(serving, to, config.as_deref())?;
         let g = r.generation;
         let run = match r.run == self.history.run {
             true => String::new(),
@@ -685,6 +707,14 @@ impl Io {
                 "generation {g}{run} has no release recorded: nothing was started"
             ));
         };
+        if !std::path::Path::new(release).is_absolute() {
+            // `load` drops such a record: a second guard, as a relative release would be
+            // taken from baton's working directory
+            return Err(format!(
+                "generation {g}{run}'s release {release} is not an absolute path: nothing was \
+                 started"
+            ));
+        }
         if let Err(e) = release::resolve_dir(std::path::Path::new(release), "the release directory")
         {
             return Err(format!(
