@@ -58,8 +58,8 @@ enum Command {
         listen: Option<String>,
         /// handover = "bind": an app's bind() of ADDR gets the socket NAME of [sockets]
         /// (`baton verify` runs an app that binds its production port on a private one)
-        #[arg(long = "bind-as", value_name = "NAME=ADDR", hide = true)]
-        bind_as: Vec<String>,
+        #[arg(long = "bind-as", value_name = "NAME=ADDR", hide = true, value_parser = named_address)]
+        bind_as: Vec<(String, config::SocketAddrSpec)>,
     },
     /// Start a new generation and wait for the outcome (exit 0: serving; 1: rolled back)
     Reload {
@@ -159,8 +159,8 @@ enum Command {
         slow_path: Option<String>,
         /// The sockets, for a config without [sockets] (a socket unit holds them): what the
         /// unit listens on, as NAME=ADDRESS; repeatable
-        #[arg(long, value_name = "NAME=ADDRESS")]
-        socket: Vec<String>,
+        #[arg(long, value_name = "NAME=ADDRESS", value_parser = named_address)]
+        socket: Vec<(String, config::SocketAddrSpec)>,
         /// Keep the private directory (the app's output, baton's events, the config used)
         #[arg(long)]
         keep: bool,
@@ -182,6 +182,14 @@ enum Command {
     },
 }
 
+/// `NAME=ADDRESS`, the address as `[sockets]` writes it.
+fn named_address(s: &str) -> Result<(String, config::SocketAddrSpec), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=ADDRESS".to_string())?;
+    Ok((name.to_string(), addr.parse()?))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -197,24 +205,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let mut asked = Vec::new();
-            for b in bind_as {
-                let parsed = b
-                    .split_once('=')
-                    .ok_or_else(|| "expected NAME=ADDR".to_string())
-                    .and_then(|(n, a)| Ok((n.to_string(), a.parse::<config::SocketAddrSpec>()?)));
-                match parsed {
-                    Ok(p) => asked.push(p),
-                    Err(e) => {
-                        eprintln!("baton: --bind-as {b}: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
             run(
                 target,
                 demo.then(|| listen.unwrap_or_else(|| DEMO_LISTEN.into())),
-                asked,
+                bind_as,
             )
         }
         Command::Reload {
@@ -243,26 +237,12 @@ fn main() -> ExitCode {
             keep,
             json,
         } => {
-            let mut sockets = Vec::new();
-            for b in socket {
-                let parsed = b
-                    .split_once('=')
-                    .ok_or_else(|| "expected NAME=ADDRESS".to_string())
-                    .and_then(|(n, a)| Ok((n.to_string(), a.parse::<config::SocketAddrSpec>()?)));
-                match parsed {
-                    Ok(p) => sockets.push(p),
-                    Err(e) => {
-                        eprintln!("baton: verify: --socket {b}: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
             let opts = baton::verify::Options {
                 config: config.clone(),
                 reloads,
                 path,
                 slow_path,
-                sockets,
+                sockets: socket,
                 keep,
             };
             match baton::verify::run(&opts) {
