@@ -48,6 +48,12 @@ or not executable, \fBcwd\fR missing).
 \fBbaton units\fR
 0 when the units were printed or written; 1 when a file cannot be written; 2 when the name,
 an address or a path is refused (nothing is written).
+.TP
+\fBbaton verify\fR
+0 when no check failed (warnings do not change it); 1 when a check failed, or when verify
+could not go on (the first generation never served, a reload did not end, it was
+interrupted); 2 when it could not run: the config has an error, it has no \fB[sockets]\fR and
+no \fB\-\-socket\fR was given, or the private directory cannot be made.
 .PP
 Every subcommand exits 2 on a usage error (an unknown option, a missing argument).
 .SH SIGNALS

@@ -895,6 +895,7 @@ fn generated_man_pages_have_the_extra_sections_and_render_cleanly() {
             "baton-run.1",
             "baton-status.1",
             "baton-units.1",
+            "baton-verify.1",
             "baton.1",
             "baton.toml.5"
         ]
