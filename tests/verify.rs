@@ -392,3 +392,21 @@ fn an_interrupted_verify_stops_everything_it_started() {
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "verify left {left:?} in its TMPDIR");
 }
+
+/// A path the app does not answer with a 2xx (a 404 would fail every request, which is no
+/// fault of its drain) stops verify before its load, saying which.
+#[test]
+fn a_path_the_app_does_not_answer_stops_verify_saying_so() {
+    let _g = serial();
+    let dir = scratch("verify-404");
+    let config = hello(&dir, 1, "127.0.0.1:8080", "", "");
+    let (code, r) = verify(&config, &["--slow-path", "/nope", "--reloads", "1"]);
+    assert_eq!(code, Some(1), "{r}");
+    assert_eq!(
+        r["aborted"],
+        "GET /nope answered 404: give a path the app answers with 2xx (--path, --slow-path)",
+        "{r}"
+    );
+    assert_eq!(row(&r, "sockets").0, "pass", "{r}");
+    assert!(with_verdict(&r, "fail").is_empty(), "{r}");
+}

@@ -173,6 +173,23 @@ fn takes_sockets(o: &Observed) -> Check {
             "no generation got ready".into(),
         );
     }
+    if o.requests.is_empty() {
+        // verify stopped before its load: the first request says what there is to say
+        return match &o.first_answer {
+            Some((_, Ok(_))) => check(
+                "sockets",
+                name,
+                Verdict::Pass,
+                format!("{how}; the first request was answered (no load ran)"),
+            ),
+            _ => check(
+                "sockets",
+                name,
+                Verdict::NotApplicable,
+                "no load ran".into(),
+            ),
+        };
+    }
     if ok == 0 {
         let advice = match o.bind_mode {
             true => {
@@ -678,8 +695,16 @@ mod tests {
         o.idle.cut = 1;
         assert_eq!(verdict(&o, "strays").0, Verdict::Fail);
         assert_eq!(verdict(&o, "keep_alive").0, Verdict::Fail);
-        o.requests.clear();
+        o.requests = vec![Request {
+            failure: Some("timeout".into()),
+            ..ok(1, 2)
+        }];
         assert_eq!(verdict(&o, "sockets").0, Verdict::Fail);
+        // no load ran (verify stopped before it): the first request is the evidence
+        o.requests.clear();
+        assert_eq!(verdict(&o, "sockets").0, Verdict::Pass);
+        o.first_answer = None;
+        assert_eq!(verdict(&o, "sockets").0, Verdict::NotApplicable);
         o.events.retain(|e| !e.is("generation_serving"));
         assert_eq!(verdict(&o, "sockets").0, Verdict::NotApplicable);
     }

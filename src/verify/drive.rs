@@ -92,6 +92,20 @@ impl Idle {
     }
 }
 
+/// `GET path` once: the app must answer it with a 2xx (a 404 would count as a failed request
+/// at every turn, which is no fault of the drain).
+pub fn preflight(target: &Target, path: &str) -> Result<(), String> {
+    let idle = load::Idle::open(target, path, 1, Duration::from_secs(10))
+        .map_err(|f| format!("GET {path}: {}", f.message))?;
+    match idle.answers().first().map(|a| a.status) {
+        Some(s) if (200..300).contains(&s) => Ok(()),
+        Some(s) => Err(format!(
+            "GET {path} answered {s}: give a path the app answers with 2xx (--path, --slow-path)"
+        )),
+        None => Err(format!("GET {path}: no answer")),
+    }
+}
+
 /// One `GET path` on a new connection: when the first byte of its answer came (µs), or why
 /// none did within `timeout`.
 pub fn first_answer(target: &Target, path: &str, timeout: Duration) -> Result<u64, String> {

@@ -464,6 +464,9 @@ fn exercise(
     if let Some(pid) = w.of(1).first() {
         o.fds = Some((*pid, extra_fds(*pid, w)));
     }
+    for path in std::iter::once(&opts.path).chain(&opts.slow_path) {
+        drive::preflight(target, path)?;
+    }
     let mut loads = vec![
         drive::Load::start(target, &opts.path, true, 4, 200.0),
         drive::Load::start(target, &opts.path, false, 2, 100.0),
