@@ -114,7 +114,8 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
 /// relative or is a bare name; else the program's directory when it is written as an absolute
 /// path. `None`: the release is the directory the program is found in.
 ///
-/// A link is the deepest symlink among a path's directories (a file that is a link is not a
+/// A link is the shallowest symlink among a path's directories (a file that is a link is not
+/// a release, and links inside a release, to shared directories or a build, are not its
 /// release); the links right under `/` (`/bin` → `usr/bin` on a merged /usr) are the
 /// system's, not a deploy's. A link that points nowhere is one all the same: the generation
 /// then fails, saying so.
@@ -126,14 +127,14 @@ fn release_source(config: &Config) -> Option<(PathBuf, &'static str)> {
         return Some((r.clone(), "the release directory"));
     }
     if let Some(cwd) = &config.cwd {
-        if let Some(link) = deepest_link(cwd, true) {
+        if let Some(link) = release_link(cwd, true) {
             return Some((link, "the release directory (cwd's link)"));
         }
     }
     let linked_arg = config.command[1..].iter().find_map(|a| {
         let p = Path::new(a.as_str());
         (p.is_absolute() && !kernel(p))
-            .then(|| deepest_link(p, false))
+            .then(|| release_link(p, false))
             .flatten()
     });
     if let Some(link) = linked_arg {
@@ -152,11 +153,13 @@ fn release_source(config: &Config) -> Option<(PathBuf, &'static str)> {
     }
 }
 
-/// The deepest symlink among `path`'s directories (`path` itself too when `itself`), not
-/// one right under `/`.
-fn deepest_link(path: &Path, itself: bool) -> Option<PathBuf> {
-    path.ancestors()
-        .skip(usize::from(!itself))
+/// The shallowest symlink among `path`'s directories (`path` itself too when `itself`), not
+/// one right under `/`: in `/srv/api/current/log/x`, `current`, not the `log` link a release
+/// may hold (Capistrano's shared directories, `dist -> build`).
+fn release_link(path: &Path, itself: bool) -> Option<PathBuf> {
+    let dirs: Vec<&Path> = path.ancestors().skip(usize::from(!itself)).collect();
+    dirs.into_iter()
+        .rev()
         .filter(|a| a.parent().is_some_and(|p| p != Path::new("/")))
         .find(|a| {
             a.symlink_metadata()
@@ -547,6 +550,36 @@ mod tests {
         assert!(
             e.contains(&cur.display().to_string()) && e.contains("does not exist"),
             "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_link_inside_a_release_is_not_the_release() {
+        // a new user's trial: `current/dist -> build` in each release; the release was taken
+        // to be `current/dist`, and a rollback mixed two releases
+        let dir = layout("inner");
+        let (r1, r2) = (dir.join("releases/1"), dir.join("releases/2"));
+        for r in [&r1, &r2] {
+            std::fs::remove_dir_all(r.join("dist")).unwrap();
+            std::fs::create_dir_all(r.join("build")).unwrap();
+            symlink("build", r.join("dist")).unwrap();
+        }
+        let cur = dir.join("current");
+        let c = config(&format!(
+            "command = [\"sh\", \"{c}/dist/x.js\", \"{c}/run.sh\"]\n",
+            c = cur.display()
+        ));
+        assert_eq!(pin(&c).unwrap().release, r1);
+        std::fs::remove_file(&cur).unwrap();
+        symlink("releases/2", &cur).unwrap();
+        let p = pin_at(&c, &r1).unwrap();
+        assert_eq!(
+            p.config.command[1..],
+            [
+                r1.join("build/x.js").display().to_string(),
+                r1.join("run.sh").display().to_string()
+            ]
         );
         let _ = std::fs::remove_dir_all(dir);
     }
