@@ -65,6 +65,7 @@ impl Load {
                     load::Outcome::Ok => None,
                     load::Outcome::Failed(k) => Some(k.name().to_string()),
                 },
+                reused_unanswered: r.reused && r.received == 0,
             })
             .collect()
     }

@@ -69,6 +69,13 @@ fn progress(text: &str) {
 pub fn run(opts: &Options) -> Result<Outcome, String> {
     let (config, text) = Config::load_text(&opts.config).map_err(|e| e.to_string())?;
     let production: Vec<(String, SocketAddrSpec)> = match config.sockets.is_empty() {
+        false if !opts.sockets.is_empty() => {
+            return Err(format!(
+                "{} has [sockets]: --socket is for a config without them (a socket unit holds \
+                 them)",
+                opts.config.display()
+            ))
+        }
         false => config
             .sockets
             .iter()
@@ -84,6 +91,38 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             ))
         }
     };
+    for (i, (name, _)) in production.iter().enumerate() {
+        if production[..i].iter().any(|(n, _)| n == name) {
+            return Err(format!("--socket {name}=…: the name is given twice"));
+        }
+    }
+    // an app that binds a unix path also stats, connects to and unlinks it by that path,
+    // which a private socket cannot stand for: it would reach the production one
+    if config.handover == Handover::Bind {
+        if let Some((name, addr)) = production
+            .iter()
+            .find(|(_, a)| matches!(a, SocketAddrSpec::Unix(_)))
+        {
+            return Err(format!(
+                "socket `{name}` ({addr}) is a unix path in bind mode: verify cannot give it a \
+                 private stand-in (the app would stat, connect to or unlink {addr} itself); \
+                 verify it with a TCP socket, or with handover = \"fds\""
+            ));
+        }
+    }
+    // what would fail at once is said at once, as `baton check --strict` says it
+    let fatal: Vec<String> = crate::check::findings(&config)
+        .into_iter()
+        .filter(|f| f.is_error(true))
+        .map(|f| format!("{}: {}", f.key, f.message))
+        .collect();
+    if !fatal.is_empty() {
+        return Err(format!(
+            "{}: {} (baton check --strict says so too)",
+            opts.config.display(),
+            fatal.join("; ")
+        ));
+    }
     let dir = private_dir()?;
     let result = verify_in(opts, &config, &text, &production, &dir);
     let kept = match opts.keep || result.is_err() {
@@ -210,6 +249,10 @@ impl Watch {
             // the last events it wrote
             for e in self.tail.read_new() {
                 self.events.push(e);
+            }
+            // a Ctrl-C reaches baton too: it is the interruption that says why
+            if let Some(sig) = self.interrupted {
+                return Err(format!("verify was stopped ({sig})"));
             }
             return Err(format!("baton run exited ({status}){}", self.last_output()));
         }
@@ -470,9 +513,10 @@ fn exercise(
     let mut loads = vec![
         drive::Load::start(target, &opts.path, true, 4, 200.0),
         drive::Load::start(target, &opts.path, false, 2, 100.0),
+        // (a slow path that is not slow must not flood the app: at most 20 a second)
     ];
     if let Some(slow) = &opts.slow_path {
-        loads.push(drive::Load::start(target, slow, true, 4, 0.0));
+        loads.push(drive::Load::start(target, slow, true, 4, 20.0));
     }
     let result = reloads(opts, config, w, target, o, control);
     for l in loads {
@@ -531,7 +575,9 @@ fn reloads(
                 })
             },
         )?;
-        let burst = drive::Load::start(target, &opts.path, true, 8, 2000.0);
+        // as fast as it goes on 8 connections: each has a request in flight nearly all the
+        // time, so the stop signal finds some even in a fast app; until shortly after it
+        let mut burst = Some(drive::Load::start(target, &opts.path, true, 8, 0.0));
         w.until("the reload's outcome", rollout_timeout, |ev| {
             ev[from..]
                 .iter()
@@ -553,6 +599,15 @@ fn reloads(
                 std::thread::sleep(Duration::from_millis(2));
             }
             let got = idle.use_each();
+            // the requests in flight at the stop signal are the burst's
+            let t = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < t {
+                w.pump()?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Some(b) = burst.take() {
+                o.requests.extend(b.stop());
+            }
             o.idle.answered += got.answered;
             o.idle.closed += got.closed;
             o.idle.cut += got.cut;
@@ -560,7 +615,9 @@ fn reloads(
                 has(ev, "generation_gone", old)
             })?;
         }
-        o.requests.extend(burst.stop());
+        if let Some(b) = burst.take() {
+            o.requests.extend(b.stop());
+        }
         let reply = asked
             .join()
             .unwrap_or_else(|_| Err("the reload request panicked".into()))?;
