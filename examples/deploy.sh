@@ -21,7 +21,9 @@ Deploys one release of a service that baton supervises, with the layout
      RELEASE_DIR (the new directory) and PREVIOUS_RELEASE (the directory
      current pointed at, resolved, or empty) in its environment: e.g.
        -- sh -c 'git clone -q --depth 1 https://git.example/api.git . && npm ci'
-  2. points DIR/current at it atomically (a new link renamed over the old);
+  2. points DIR/current at it atomically (a new link, DIR/current.tmp.PID with
+     the script's pid, renamed over the old; a stale symlink of that name is
+     replaced, anything else there is a failure);
   3. reloads: systemctl reload NAME, which waits for baton's new generation
      (its output, kept to be quoted, is shown on stderr when it ends).
      When the reload command fails (a timeout, a command not found), it asks
@@ -38,11 +40,22 @@ Deploys one release of a service that baton supervises, with the layout
      (unless kept as above).
      With no answer from baton (nor its history file), prunes nothing.
 
-On failure (build or reload) it exits 1: current is pointed back at the
+On failure (build, flip or reload) it exits 1: current is pointed back at the
 previous release (baton keeps serving it), the failed release directory is
 left for inspection with a file .deploy-failed saying why, and the reason is
 printed: baton's, when its last reload tried the new release, else the reload
 command's own output and exit status (or that baton does not answer).
+
+Interrupted (SIGINT, Ctrl-C; SIGTERM, a cancelled CI job; SIGHUP), it stops
+the build or the reload command and the processes they started (SIGTERM,
+SIGKILL after 5 s), then: during the build, leaves current unchanged; after
+the flip, before the outcome is known, points current back as on failure.
+Either way the new release is left marked .deploy-failed ("interrupted"),
+the log says what was done, and the exit status is 130 (INT), 143 (TERM) or
+129 (HUP). A reload that reached baton goes on without the script: baton may
+still roll the new release out, so check `baton status` before deploying
+again. Interrupted while pruning (deployed), it stops pruning. The lock is
+released in every case.
 
 Refused before anything is done: a DIR (or DIR/releases) whose resolved path
 has a newline or another control character (baton names releases one per
@@ -64,9 +77,9 @@ Options:
 
 Environment: BATON, the baton binary (default: baton in PATH); the script
 exports it, so that a --reload-cmd may run "$BATON".
-Exit status: 0 deployed; 1 build or reload failed (current points back), or
-another deploy of DIR runs, or DIR/current is a directory; 2 usage error (or
-a DIR whose path has a control character).
+Exit status: 0 deployed; 1 build, flip or reload failed (current points back),
+or another deploy of DIR runs, or DIR/current is a directory; 2 usage error
+(or a DIR whose path has a control character); 129, 130, 143 interrupted.
 EOF
 }
 
