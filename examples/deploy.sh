@@ -21,7 +21,9 @@ Deploys one release of a service that baton supervises, with the layout
      RELEASE_DIR (the new directory) and PREVIOUS_RELEASE (the directory
      current pointed at, resolved, or empty) in its environment: e.g.
        -- sh -c 'git clone -q --depth 1 https://git.example/api.git . && npm ci'
-  2. points DIR/current at it atomically (a new link renamed over the old);
+  2. points DIR/current at it atomically (a new link, DIR/current.tmp.PID with
+     the script's pid, renamed over the old; a stale symlink of that name is
+     replaced, anything else there is a failure);
   3. reloads: systemctl reload NAME, which waits for baton's new generation
      (its output, kept to be quoted, is shown on stderr when it ends).
      When the reload command fails (a timeout, a command not found), it asks
@@ -38,11 +40,22 @@ Deploys one release of a service that baton supervises, with the layout
      (unless kept as above).
      With no answer from baton (nor its history file), prunes nothing.
 
-On failure (build or reload) it exits 1: current is pointed back at the
+On failure (build, flip or reload) it exits 1: current is pointed back at the
 previous release (baton keeps serving it), the failed release directory is
 left for inspection with a file .deploy-failed saying why, and the reason is
 printed: baton's, when its last reload tried the new release, else the reload
 command's own output and exit status (or that baton does not answer).
+
+Interrupted (SIGINT, Ctrl-C; SIGTERM, a cancelled CI job; SIGHUP), it stops
+the build or the reload command and the processes they started (SIGTERM,
+SIGKILL after 5 s), then: during the build, leaves current unchanged; after
+the flip, before the outcome is known, points current back as on failure.
+Either way the new release is left marked .deploy-failed ("interrupted"),
+the log says what was done, and the exit status is 130 (INT), 143 (TERM) or
+129 (HUP). A reload that reached baton goes on without the script: baton may
+still roll the new release out, so check `baton status` before deploying
+again. Interrupted while pruning (deployed), it stops pruning. The lock is
+released in every case.
 
 Refused before anything is done: a DIR (or DIR/releases) whose resolved path
 has a newline or another control character (baton names releases one per
@@ -64,9 +77,9 @@ Options:
 
 Environment: BATON, the baton binary (default: baton in PATH); the script
 exports it, so that a --reload-cmd may run "$BATON".
-Exit status: 0 deployed; 1 build or reload failed (current points back), or
-another deploy of DIR runs, or DIR/current is a directory; 2 usage error (or
-a DIR whose path has a control character).
+Exit status: 0 deployed; 1 build, flip or reload failed (current points back),
+or another deploy of DIR runs, or DIR/current is a directory; 2 usage error
+(or a DIR whose path has a control character); 129, 130, 143 interrupted.
 EOF
 }
 
@@ -75,8 +88,9 @@ die_usage() {
 	exit 2
 }
 
-# printf, not echo: dash's echo turns a backslash in a path into an escape
-log() { printf '%s\n' "deploy.sh: $*" >&2; }
+# printf, not echo: dash's echo turns a backslash in a path into an escape; never fails (a
+# terminal hung up, a log reader gone: the interrupt handler goes on)
+log() { printf '%s\n' "deploy.sh: $*" >&2 || true; }
 
 service='' root='' keep=5 config='' reload_cmd=''
 while [ $# -gt 0 ]; do
@@ -189,11 +203,151 @@ fi
 
 # Points current at $1 (a link's text) atomically: a new link renamed over the old
 # one (`ln -sfn` alone unlinks, then creates: a process starting in between finds
-# no current).
+# no current). The new link's name has the script's pid (current.tmp.PID): no leftover
+# of another run (a current.tmp an older script or a person left) is in the way. Under the
+# lock no other deploy uses it: a symlink of that name is a stale one (a killed deploy's,
+# the pid reused) and is replaced; anything else is refused. Fails, with the reason in
+# $flip_error, leaving current as it was.
+tmp_link=$current.tmp.$$
 point_current() {
-	ln -sfn "$1" "$current.tmp"
-	mv -T "$current.tmp" "$current"
+	flip_error=''
+	if [ -L "$tmp_link" ]; then
+		rm -f "$tmp_link"
+	elif [ -e "$tmp_link" ]; then
+		flip_error="$tmp_link is in the way and is not a symlink (remove it)"
+		return 1
+	fi
+	# -T: never a link made inside a directory of that name
+	if ! flip_error=$(ln -sT "$1" "$tmp_link" 2>&1); then
+		flip_error=${flip_error:-ln -sT $1 $tmp_link failed}
+		return 1
+	fi
+	if ! flip_error=$(mv -T "$tmp_link" "$current" 2>&1); then
+		flip_error=${flip_error:-mv -T $tmp_link $current failed}
+		rm -f "$tmp_link"
+		return 1
+	fi
 }
+
+# Children (the build, the reload command) run in the background, waited for: an interrupt
+# (INT, TERM, HUP) is handled at once, not when the child ends. They keep the script's
+# stdin (fd 8, a copy: a background command's stdin would be /dev/null), not the lock's
+# descriptor. $child is the one running.
+child=''
+{ command exec 8<&0; } 2>/dev/null || exec 8</dev/null
+
+# the pids of $1's descendants, from /proc (Linux); the command of a process (in
+# parentheses) may have spaces or parentheses: its state and parent follow the last ") "
+descendants() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+		{ rest = $0; if (!sub(/.*\) /, "", rest)) next; split(rest, f, " "); parent[$1] = f[2] }
+		END {
+			n = 1; q[1] = root
+			for (k = 1; k <= n; k++) for (p in parent) if (parent[p] == q[k]) q[++n] = p
+			for (k = 2; k <= n; k++) print q[k]
+		}' || true
+}
+
+# whether any of the pids $* runs (exists and is no zombie)
+any_running() {
+	for pid in "$@"; do
+		st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		st=${st##*) }
+		case $st in
+		Z* | X*) ;;
+		*) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# Stops the running child and every process it started (listed first: once the child is
+# gone they are no longer its descendants): SIGTERM, then SIGKILL to those still running
+# after 5 s. A process that left the tree (a daemon, double-forked) is not found.
+stop_child() {
+	[ -n "$child" ] || return 0
+	# shellcheck disable=SC2046 # one pid a word
+	set -- "$child" $(descendants "$child")
+	kill -TERM "$@" 2>/dev/null || true
+	waited=0
+	while any_running "$@" && [ "$waited" -lt 50 ]; do
+		sleep 0.1
+		waited=$((waited + 1))
+	done
+	if any_running "$@"; then
+		log "still running 5 s after SIGTERM: killing $*"
+		kill -KILL "$@" 2>/dev/null || true
+	fi
+	wait "$child" 2>/dev/null || true
+	child=''
+}
+
+# Temporary files, removed however the script ends.
+reload_out='' errors=''
+cleanup() {
+	for f in "$reload_out" "$errors"; do
+		if [ -n "$f" ]; then
+			rm -f "$f"
+		fi
+	done
+	if [ -L "$tmp_link" ]; then
+		rm -f "$tmp_link"
+	fi
+}
+trap cleanup EXIT
+
+# What an interrupt does depends on how far the deploy went ($phase):
+#   start     no release made: nothing to undo;
+#   build     the release is being built: it is left, marked .deploy-failed, current is
+#             unchanged;
+#   reload    current was flipped, no decision yet (the reload command, or asking baton):
+#             current is pointed back (as on failure) and the release marked, but baton may
+#             have the reload and go on rolling the release out: `baton status` says;
+#   failing   the failure path runs (short): signals are ignored until it exits 1;
+#   pruning   deployed; pruning stops where it is.
+# The child (build, reload command) is stopped first; exit status 128 + the signal's number.
+phase=start
+interrupted() {
+	trap '' INT TERM HUP
+	# a log reader gone: writing fails, not kills
+	trap '' PIPE
+	stop_child
+	case $phase in
+	start)
+		log "INTERRUPTED (SIG$1) before a release was made: nothing was done"
+		;;
+	build)
+		mark_failed "interrupted (SIG$1) during the build"
+		log "INTERRUPTED (SIG$1) during the build: current is unchanged" \
+			"(${previous:-none}); $new is left for inspection, marked .deploy-failed"
+		;;
+	reload)
+		if [ -s "$reload_out" ]; then
+			cat "$reload_out" >&2 || true
+		fi
+		if point_back; then
+			mark_failed "interrupted (SIG$1) during the reload: current pointed back"
+			undone="current pointed back (${previous:-none})"
+		else
+			mark_failed "interrupted (SIG$1) during the reload: current could not be pointed back"
+			undone="current still points at releases/$stamp"
+		fi
+		log "INTERRUPTED (SIG$1) during the reload of $new: the reload command was stopped," \
+			"$undone, and the release is left marked .deploy-failed. baton may still be" \
+			"rolling the release out (or serve it): check $baton status --config $config," \
+			"then deploy again or roll back"
+		;;
+	pruning)
+		log "interrupted (SIG$1) while pruning: $new was deployed and serves; the rest of" \
+			"the pruning is left to the next deploy"
+		;;
+	esac
+	cleanup
+	exit "$2"
+}
+trap 'interrupted INT 130' INT
+trap 'interrupted TERM 143' TERM
+trap 'interrupted HUP 129' HUP
 
 # 1. a new release directory; mkdir (not -p) fails when it exists: unique even
 # for two deploys within one second.
@@ -209,6 +363,7 @@ until mkdir "$releases/$stamp" 2>/dev/null; do
 	stamp=$base-$(printf %02d "$n")
 done
 new=$releases/$stamp
+phase=build
 # the new release as baton will name it
 new_dir=$releases_dir/$stamp
 log "release $new (previous: ${previous:-none})"
@@ -221,8 +376,13 @@ mark_failed() {
 
 # 2. the build, in the new directory, without the lock's descriptor
 status=0
-(cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@") 9>&- || status=$?
+(cd "$new" && RELEASE_DIR=$new PREVIOUS_RELEASE=$previous_dir "$@") <&8 8<&- 9>&- &
+child=$!
+wait "$child" || status=$?
+child=''
 if [ "$status" -ne 0 ]; then
+	phase=failing
+	trap '' INT TERM HUP
 	mark_failed "the build failed (exit status $status)"
 	log "FAILED: the build failed (exit status $status); current is unchanged" \
 		"(${previous:-none}), $new is left for inspection"
@@ -307,25 +467,44 @@ settle() {
 	done
 }
 
-# Points current back at the previous release (or removes it when there was none).
+# Points current back at the previous release (or removes it when there was none); says
+# so, or why it could not (and how to do it by hand), and then fails.
 point_back() {
 	if [ -n "$previous" ]; then
-		point_current "$previous"
-		log "current pointed back -> $previous"
-	else
-		rm -f "$current"
+		if point_current "$previous"; then
+			log "current pointed back -> $previous"
+		else
+			log "could not point current back ($flip_error): it still points at" \
+				"releases/$stamp; point it back by hand: ln -sfn $previous $current"
+			return 1
+		fi
+	elif rm -f "$current"; then
 		log "no previous release: current removed"
+	else
+		log "no previous release, and current could not be removed: remove $current"
+		return 1
 	fi
 }
 
 # 3. current, then the reload (without the lock's descriptor); its output is kept to be
-# quoted when it fails, and shown as it is.
-point_current "releases/$stamp"
-log "current -> releases/$stamp; reloading: $reload_cmd"
+# quoted when it fails, and shown as it is. From the flip on, an interrupt points current
+# back (phase reload); a failure of the flip itself leaves current as it was.
 reload_out=$(mktemp)
-trap 'rm -f "$reload_out"' EXIT
+phase=reload
+if ! point_current "releases/$stamp"; then
+	phase=failing
+	trap '' INT TERM HUP
+	mark_failed "current could not be pointed at it: $flip_error"
+	log "FAILED: current could not be pointed at releases/$stamp: $flip_error;" \
+		"current is unchanged (${previous:-none}), $new is left for inspection"
+	exit 1
+fi
+log "current -> releases/$stamp; reloading: $reload_cmd"
 rc=0
-sh -c "$reload_cmd" >"$reload_out" 2>&1 9>&- || rc=$?
+sh -c "$reload_cmd" >"$reload_out" 2>&1 <&8 8<&- 9>&- &
+child=$!
+wait "$child" || rc=$?
+child=''
 cat "$reload_out" >&2
 if [ "$rc" -ne 0 ]; then
 	said=$(tail -n 3 "$reload_out")
@@ -337,7 +516,9 @@ if [ "$rc" -ne 0 ]; then
 			"release: deployed"
 		;;
 	silent)
-		point_back
+		phase=failing
+		trap '' INT TERM HUP
+		point_back || true
 		mark_failed "the reload command failed (exit status $rc) and baton did not answer"
 		log "FAILED: the reload command failed (exit status $rc: ${said:-no output}), and" \
 			"baton does not answer ($baton status --config $config: $status_text)"
@@ -345,7 +526,9 @@ if [ "$rc" -ne 0 ]; then
 		exit 1
 		;;
 	old)
-		point_back
+		phase=failing
+		trap '' INT TERM HUP
+		point_back || true
 		# baton's reason, when its last reload tried the new release ("generation N (release
 		# NEW) rolled back: ..."); else it says nothing of this deploy (a reload that never
 		# reached baton, a rejected config): the command's own output says why
@@ -362,6 +545,7 @@ if [ "$rc" -ne 0 ]; then
 		;;
 	esac
 fi
+phase=pruning
 log "deployed: $new serves"
 
 # 4. pruning. Only the script's own release directories (named by a stamp: see step 1)
@@ -380,6 +564,7 @@ if ! named=$("$baton" history --releases --config "$config" 2>"$errors" 9>&-); t
 	exit 0
 fi
 rm -f "$errors"
+errors=''
 cur=''
 if resolve "$current"; then
 	cur=$resolved

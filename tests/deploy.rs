@@ -964,3 +964,204 @@ printf '#!/bin/sh\nsleep %s\n%s\n' "$2" "$last" > run.sh && chmod 755 run.sh"#;
     want.sort();
     assert_eq!(names(), want, "{err}");
 }
+
+/// Whether a process still runs (a zombie no longer does: nothing may reap it here).
+fn runs(pid: i32) -> bool {
+    !matches!(pid_state(pid), None | Some('Z') | Some('X'))
+}
+
+/// The new release of a deploy of `root` whose previous one is `releases/1`.
+fn the_new_release(root: &std::path::Path) -> std::path::PathBuf {
+    let made: Vec<_> = std::fs::read_dir(root.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("1"))
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    made[0].clone()
+}
+
+/// A deploy interrupted (SIGTERM from a cancelled CI job, Ctrl-C's SIGINT) during the build or
+/// the reload (a new user's trial: killed during the reload, it left `current` on the new
+/// release, no log line, no `.deploy-failed`): it stops the child and what it started, points
+/// `current` back when it was flipped, marks the release, says so (and to ask `baton status`:
+/// baton may go on), releases the lock and exits 128 + the signal.
+#[test]
+fn an_interrupted_deploy_points_current_back_marks_the_release_and_stops_its_children() {
+    for (stage, sig, code) in [
+        ("reload", "TERM", 143),
+        ("reload", "INT", 130),
+        ("build", "TERM", 143),
+        ("build", "HUP", 129),
+    ] {
+        let dir = scratch(&format!("deploy-interrupted-{stage}-{sig}"));
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("releases/1")).unwrap();
+        std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+        // the child leaves a process of its own running, and waits for it
+        let busy = "sleep 60 & echo $! > \"$PIDS/busy.pid\"; echo busy; wait";
+        let (reload, build) = if stage == "reload" {
+            (busy, "true")
+        } else {
+            ("true", busy)
+        };
+        let log = dir.join("stderr");
+        let mut deploy = Command::new("sh")
+            .arg(deploy_sh())
+            .args(["--service", "x", "--root"])
+            .arg(&root)
+            .args(["--reload-cmd", reload, "--", "sh", "-c", build])
+            .env("BATON", "false")
+            .env("PIDS", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let busy_pid = pid_in(&dir.join("busy.pid"));
+        let new = the_new_release(&root);
+        let flipped = std::fs::read_link(root.join("current")).unwrap();
+        if stage == "reload" {
+            assert!(new.ends_with(&flipped), "{flipped:?}");
+        } else {
+            assert_eq!(flipped, std::path::Path::new("releases/1"));
+        }
+        signal(deploy.id() as i32, sig);
+        let mut status = None;
+        wait_for("the deploy to exit", Duration::from_secs(15), || {
+            status = deploy.try_wait().unwrap();
+            status.is_some()
+        });
+        let err = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(status.unwrap().code(), Some(code), "{stage} {sig}: {err}");
+        assert!(
+            err.contains(&format!("INTERRUPTED (SIG{sig}) during the {stage}")),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("current")).unwrap(),
+            std::path::Path::new("releases/1"),
+            "{err}"
+        );
+        let why = std::fs::read_to_string(new.join(".deploy-failed")).expect("marked");
+        assert!(why.contains(&format!("interrupted (SIG{sig})")), "{why}");
+        if stage == "reload" {
+            assert!(
+                err.contains("current pointed back -> releases/1")
+                    && err.contains("baton may still be rolling the release out")
+                    && err.contains("false status --config"),
+                "{err}"
+            );
+        }
+        wait_for(
+            "the child's own process to be stopped",
+            Duration::from_secs(10),
+            || !runs(busy_pid),
+        );
+        // nothing left behind: the lock is free, no temporary link
+        let free = Command::new("flock")
+            .args(["-n"])
+            .arg(root.join(".deploy.lock"))
+            .arg("true")
+            .status()
+            .unwrap();
+        assert!(free.success(), "the lock is free: {err}");
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".deploy.lock", "current", "releases"], "{err}");
+    }
+}
+
+/// A leftover `ROOT/current.tmp`, a directory or a file (a new user's trial: the flip failed
+/// with a bare `mv: cannot overwrite non-directory`, a link left inside `current.tmp`, the
+/// release not marked) is not in the way: the deploy goes on and leaves it as it was.
+#[test]
+fn a_leftover_current_tmp_is_not_in_the_way() {
+    for kind in ["dir", "file"] {
+        let root = scratch(&format!("deploy-current-tmp-{kind}"));
+        std::fs::create_dir_all(root.join("releases/1")).unwrap();
+        std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+        let tmp = root.join("current.tmp");
+        if kind == "dir" {
+            std::fs::create_dir(&tmp).unwrap();
+        } else {
+            std::fs::write(&tmp, "mine\n").unwrap();
+        }
+        let out = deploy(&root, &["true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{kind}: {err}");
+        let new = the_new_release(&root);
+        assert!(new.ends_with(std::fs::read_link(root.join("current")).unwrap()));
+        if kind == "dir" {
+            assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{err}");
+        } else {
+            assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "mine\n");
+        }
+    }
+}
+
+/// A flip that fails (`current` made a directory meanwhile; the temporary link's own name,
+/// `current.tmp.PID`, taken by a directory) goes through the failure path: exit 1, the reason
+/// said, `current` unchanged, the release marked, no temporary link left.
+#[test]
+fn a_failed_flip_is_a_failed_deploy() {
+    for case in ["current", "tmp"] {
+        let root = scratch(&format!("deploy-flip-{case}"));
+        std::fs::create_dir_all(root.join("releases/1")).unwrap();
+        std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+        // the build runs as the script's child (its $PPID): RELEASE_DIR is ROOT/releases/STAMP
+        let build = if case == "current" {
+            r#"rm "$RELEASE_DIR/../../current" && mkdir "$RELEASE_DIR/../../current""#
+        } else {
+            r#"mkdir "$RELEASE_DIR/../../current.tmp.$PPID""#
+        };
+        let child = Command::new("sh")
+            .arg(deploy_sh())
+            .args(["--service", "x", "--root"])
+            .arg(&root)
+            .args(["--reload-cmd", "true", "--", "sh", "-c", build])
+            .env("BATON", "false")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {err}");
+        assert!(
+            err.contains("FAILED: current could not be pointed at releases/"),
+            "{err}"
+        );
+        let new = the_new_release(&root);
+        let why = std::fs::read_to_string(new.join(".deploy-failed")).expect("marked");
+        assert!(why.contains("current could not be pointed at it"), "{why}");
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if case == "current" {
+            assert!(root.join("current").is_dir(), "{err}");
+            assert_eq!(names, [".deploy.lock", "current", "releases"], "{err}");
+        } else {
+            let tmp = format!("current.tmp.{pid}");
+            assert!(
+                err.contains(&format!("{tmp} is in the way and is not a symlink")),
+                "{err}"
+            );
+            assert_eq!(
+                std::fs::read_link(root.join("current")).unwrap(),
+                std::path::Path::new("releases/1")
+            );
+            assert_eq!(
+                names,
+                [".deploy.lock", "current", tmp.as_str(), "releases"],
+                "{err}"
+            );
+        }
+    }
+}
