@@ -353,30 +353,40 @@ fn a_deleted_serving_release_shows_in_the_status_header() {
 
 /// A reload and a rollback never share one rollout (a new user's trial: a reload asked for
 /// while a rollback waited exited 0 while its release never ran, and so did a reload queued
-/// before a rollback). While a rollout runs: a rollback waits, and a reload or a second
-/// rollback asked for meanwhile is refused at once with the reason; a rollback asked for
-/// while a reload waits is refused too. Each client that is told "ok" got its own release.
+/// before a rollback). A rollback asked for while a rollout runs is refused (a second trial:
+/// it replaced the generation baton had kept serving when that rollout failed). Behind a
+/// drain: a rollback waits, and a reload or a second rollback asked for meanwhile is refused
+/// at once with the reason; a rollback asked for while a reload waits is refused too. Each
+/// client that is told "ok" got its own release.
 #[test]
 fn a_reload_and_a_rollback_never_share_a_rollout() {
     let _g = serial();
     let (baton, r) = start("pin-queue", 1, |cur| {
         format!("command = [\"{}/run.sh\"]", cur.display())
     });
-    // a good release that takes 1.5 s to start: its rollout is long enough to queue behind
-    let slow = r.path("1").replace("/releases/1", "/releases/slow");
-    fs::create_dir_all(&slow).expect("slow release");
-    fs::write(
-        format!("{slow}/run.sh"),
-        format!(
-            "#!/bin/sh\nexport HELLO_MARK=slow HELLO_STARTUP_MS=1500\nexec {}\n",
-            example_bin("hello").display()
-        ),
-    )
-    .expect("run.sh");
-    Command::new("chmod")
-        .args(["755", &format!("{slow}/run.sh")])
-        .status()
-        .expect("chmod");
+    // a release that takes 1.5 s to start, and one that ignores SIGTERM (its drain lasts
+    // the whole 3 s deadline): rollouts and drains long enough to ask during
+    let release = |name: &str, env: &str, args: &str| {
+        let dir = r
+            .path("1")
+            .replace("/releases/1", &format!("/releases/{name}"));
+        fs::create_dir_all(&dir).expect("release");
+        fs::write(
+            format!("{dir}/run.sh"),
+            format!(
+                "#!/bin/sh\nexport HELLO_MARK={name} {env}\nexec {} {args}\n",
+                example_bin("hello").display()
+            ),
+        )
+        .expect("run.sh");
+        Command::new("chmod")
+            .args(["755", &format!("{dir}/run.sh")])
+            .status()
+            .expect("chmod");
+        dir
+    };
+    let slow = release("slow", "HELLO_STARTUP_MS=1500", "");
+    release("stubborn", "", "--fail ignore-sigterm");
     let client = |args: &[&str]| {
         Command::new(baton_bin())
             .args(args)
@@ -387,11 +397,6 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
             .spawn()
             .expect("baton client")
     };
-    let rolling_out = || {
-        wait_for("a rollout in progress", Duration::from_secs(5), || {
-            baton.status().is_some_and(|s| s["state"] == "rolling-out")
-        })
-    };
     let text = |c: std::process::Child| {
         let out = c.wait_with_output().expect("client");
         let t = format!(
@@ -401,16 +406,45 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
         );
         (out.status.code(), t)
     };
-
+    let state_is = |what: &str, state: &str| {
+        wait_for(what, Duration::from_secs(5), || {
+            baton.status().is_some_and(|s| s["state"] == state)
+        })
+    };
+    let draining = |what: &str| {
+        wait_for(what, Duration::from_secs(5), || {
+            baton.status().is_some_and(|s| {
+                s["generations"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|g| g["role"] == "retiring"))
+            })
+        })
+    };
+    let reload_ok = |name: &str| {
+        r.point(name);
+        let (ok, out, _) = baton.reload();
+        assert!(ok, "{out}");
+    };
     // generation 2 on release 3: generation 1 is one to roll back to
-    r.point("3");
-    let (ok, out, _) = baton.reload();
-    assert!(ok, "{out}");
-    // 1. a rollback waits behind a reload's rollout; a reload and a rollback asked meanwhile
-    //    are refused
+    reload_ok("3");
+
+    // 1. during a rollout: a rollback is refused
     r.point("slow");
     let reload = client(&["reload"]);
-    rolling_out();
+    state_is("a rollout in progress", "rolling-out");
+    let (code, t) = text(client(&["rollback", "--to", "1"]));
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("generation 3 is rolling out"), "{t}");
+    let (code, t) = text(reload);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(t.contains(&format!("serving release {slow}")), "{t}");
+
+    // 2. behind a drain: a rollback waits; a reload and a second rollback are refused
+    reload_ok("stubborn");
+    r.point("3");
+    let reload = client(&["reload"]);
+    assert_eq!(text(reload).0, Some(0));
+    draining("the stubborn generation draining");
     let rollback = client(&["rollback", "--to", "1"]);
     wait_for("the rollback queued", Duration::from_secs(5), || {
         baton.log_text().contains("rollback_requested")
@@ -423,9 +457,6 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
             "{args:?}: {t}"
         );
     }
-    let (code, t) = text(reload);
-    assert_eq!(code, Some(0), "{t}");
-    assert!(t.contains(&format!("serving release {slow}")), "{t}");
     let (code, t) = text(rollback);
     assert_eq!(code, Some(0), "{t}");
     assert!(
@@ -433,22 +464,24 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
         "{t}"
     );
 
-    // 2. a reload waits behind a rollout: a rollback asked meanwhile is refused
-    let first = client(&["reload"]);
-    rolling_out();
-    // the rollback above was queued too: wait for one more such line
+    // 3. a reload waits behind a drain: a rollback asked meanwhile is refused
+    reload_ok("stubborn");
+    r.point("3");
+    assert_eq!(text(client(&["reload"])).0, Some(0));
+    draining("the stubborn generation draining again");
     let queued = || baton.log_text().matches("reload queued").count();
     let before = queued();
-    let second = client(&["reload"]);
-    wait_for("the second reload queued", Duration::from_secs(5), || {
+    let waiting = client(&["reload"]);
+    wait_for("the reload queued", Duration::from_secs(5), || {
         queued() > before
     });
     let (code, t) = text(client(&["rollback", "--to", "1"]));
     assert_eq!(code, Some(1), "{t}");
     assert!(t.contains("a reload is queued"), "{t}");
-    for c in [first, second] {
-        let (code, t) = text(c);
-        assert_eq!(code, Some(0), "{t}");
-        assert!(t.contains(&format!("serving release {slow}")), "{t}");
-    }
+    let (code, t) = text(waiting);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(
+        t.contains(&format!("serving release {}", r.path("3"))),
+        "{t}"
+    );
 }

@@ -518,17 +518,31 @@ impl Supervisor {
     /// nothing is touched.
     fn rollback(&mut self, to: Option<u64>, mut client: Client) {
         let now = Instant::now();
-        let serving = self.core.status(now).serving_generation;
+        let status = self.core.status(now);
+        let serving = status.serving_generation;
+        let next = status
+            .generations
+            .iter()
+            .find(|g| g.role == "next")
+            .map(|g| g.generation);
         // a rollback never takes the place of a reload asked for before it (that reload's
-        // client would be told "ok" for a release it never asked for), nor of another rollback
-        let queued = match (self.io.rollback_queued(), self.core.reload_waiting()) {
-            (Some(why), _) => Err(why),
-            (None, true) => Err(
+        // client would be told "ok" for a release it never asked for), nor of another
+        // rollback; nor does it wait for a rollout in progress, whose outcome decides what it
+        // would go back from (a second trial: it replaced the generation that baton had kept
+        // serving after that rollout failed)
+        let queued = match (self.io.rollback_queued(), self.core.reload_waiting(), next) {
+            (Some(why), ..) => Err(why),
+            (None, true, _) => Err(
                 "a reload is queued (it starts once the rollout or drain in progress has \
                  ended): roll back once it has ended"
                     .to_string(),
             ),
-            (None, false) => Ok(()),
+            (None, false, Some(n)) => Err(format!(
+                "generation {n} is rolling out: if it fails, generation {} keeps serving; roll \
+                 back once it has ended (`baton status` shows it)",
+                serving.map_or_else(|| "-".to_string(), |g| g.to_string())
+            )),
+            (None, false, None) => Ok(()),
         };
         match queued.and_then(|()| self.io.rollback_source(serving, to)) {
             Err(message) => self.refuse(client, message, "rollback_refused", "rollback refused"),
