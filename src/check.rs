@@ -142,9 +142,9 @@ pub fn findings(config: &Config) -> Vec<Finding> {
                     "{} is no symlink and goes through none: every generation names this same \
                      release, so `baton history` and `baton rollback` cannot tell releases \
                      apart (a rollback would run what the links under it point at then); name \
-                     the link a deploy flips (like {}), or leave `release` out",
+                     the link a deploy flips (the `current` of a releases layout), or leave \
+                     `release` out",
                     dir.display(),
-                    dir.join("current").display()
                 ),
             )),
             Ok(_) if !release::pins_anything(config) => out.push(Finding::advice(

@@ -480,19 +480,60 @@ fn unparsed_config_control(
     e: &config::ConfigError,
 ) -> Result<PathBuf, ClientError> {
     use std::os::unix::fs::FileTypeExt;
+    let is_socket =
+        |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket());
+    // the file's own `control = "…"` line, read as text (a second trial: with an explicit
+    // control path, a config with a syntax error left rollback, status and history out of
+    // reach); the client checks the server's uid as for any path
+    let written = target
+        .config
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| control_line(&text));
+    if let Some(path) = written.filter(|p| is_socket(p)) {
+        eprintln!(
+            "baton: warning: {e}; asking the baton at {} (its `control` line)",
+            path.display()
+        );
+        return Ok(path);
+    }
     let path = default_control(target.config.as_deref());
-    let socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
     let private = default_dirs(&path)
         .iter()
         .all(|d| private_dir(d, false).is_ok());
-    if !(socket && private) {
-        return Err(ClientError::other(format!("baton: {e}")));
+    if !(is_socket(&path) && private) {
+        return Err(ClientError::other(format!(
+            "baton: {e} (pass --control PATH to ask its baton anyway)"
+        )));
     }
     eprintln!(
         "baton: warning: {e}; asking the baton at {}",
         path.display()
     );
     Ok(path)
+}
+
+/// The path of a top-level `control = "…"` line of a config's text (before any `[table]`),
+/// for a file that does not parse as a whole.
+fn control_line(text: &str) -> Option<PathBuf> {
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            return None;
+        }
+        let Some(rest) = line.strip_prefix("control") else {
+            continue;
+        };
+        let value = rest.trim_start().strip_prefix('=')?.trim();
+        let value = value.strip_prefix('"')?;
+        let end = value.find('"')?;
+        let path = &value[..end];
+        if path.starts_with('/') && !path.contains('\\') {
+            return Some(PathBuf::from(path));
+        }
+        return None;
+    }
+    None
 }
 
 fn control_path(target: &Target, config: Option<&Config>) -> PathBuf {

@@ -485,3 +485,50 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
         "{t}"
     );
 }
+
+/// A config with a syntax error (a second trial: `rollback`, `status` and `history --config F`
+/// all stopped at the error, though a rollback needs only the history): the clients ask the
+/// baton at the file's own `control` line, saying why; without one they say to pass
+/// --control.
+#[test]
+fn clients_reach_baton_through_a_broken_config_by_its_control_line() {
+    let _g = serial();
+    let (baton, r) = start("pin-broken", 1, |cur| {
+        format!("command = [\"{}/run.sh\"]", cur.display())
+    });
+    r.point("3");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let text = fs::read_to_string(&baton.config).expect("config");
+    fs::write(&baton.config, format!("{text}\nbogus = [\n")).expect("break it");
+    let run = |args: &[&str]| {
+        let out = Command::new(baton_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&baton.config)
+            .output()
+            .expect("client");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("warning: ") && err.contains("(its `control` line)"),
+        "{err}"
+    );
+    let (code, out, err) = run(&["rollback"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("serving release {}", r.path("1"))),
+        "{out}"
+    );
+    // no control line and no default socket: the error says what to pass
+    fs::write(&baton.config, "command = [\"/bin/true\"]\nbogus = [\n").expect("break it");
+    let (code, _, err) = run(&["status"]);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("pass --control PATH"), "{err}");
+}

@@ -1140,6 +1140,14 @@ impl Io {
             }
             Action::Systemd(msg) => self.tell_systemd(msg),
             Action::Progress { client, text } => {
+                // the core says "reload queued"; a rollback's client asked for a rollback
+                let text = match (
+                    self.rollback_clients.contains(&client),
+                    text.strip_prefix("reload "),
+                ) {
+                    (true, Some(rest)) => format!("rollback {rest}"),
+                    _ => text,
+                };
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.progress(&text);
                 }
