@@ -296,6 +296,43 @@ fn what_verify_cannot_run_is_said_with_exit_2() {
     assert!(err.contains("expected NAME=ADDRESS"), "{err}");
     let (code, err) = run(&["--reloads", "0"]);
     assert_eq!(code, Some(2), "{err}");
+    // a new user's trial: the same name twice was taken, and failed the app
+    let (code, err) = run(&[
+        "--socket",
+        "http=127.0.0.1:1",
+        "--socket",
+        "http=127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("the name is given twice"), "{err}");
+    // what check --strict calls an error stops verify before it starts anything
+    std::fs::write(
+        &config,
+        "command = [\"/nonexistent/server\"]\n[sockets]\nhttp = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("command: ") && err.contains("check --strict"),
+        "{err}"
+    );
+    let (code, err) = run(&["--socket", "http=127.0.0.1:2"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--socket is for a config without them"),
+        "{err}"
+    );
+    // a unix socket in bind mode has no private stand-in
+    std::fs::write(
+        &config,
+        "command = [\"/bin/true\"]\nhandover = \"bind\"\n[sockets]\nhttp = \"unix:/run/x.sock\"\n\
+         [readiness]\nkind = \"listen\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is a unix path in bind mode"), "{err}");
     std::fs::write(&config, "command = [\"/bin/true\"\n").unwrap();
     let (code, err) = run(&[]);
     assert_eq!(code, Some(2), "{err}");
