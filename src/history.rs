@@ -16,16 +16,21 @@
 //! the epoch). A generation number is at most [`MAX_GENERATION`], so it never wraps.
 //!
 //! The file is baton's own, but it is read as if anyone could have written it: [`load`] opens
-//! it without blocking and without following a symbolic link, reads only a regular file no
-//! larger than its limit (known from `fstat`, before reading), and drops the records that
-//! would mislead (a generation number out of range, a relative release).
+//! it without blocking and without following a symbolic link, reads only a regular file owned
+//! by baton's effective uid and writable by no one else, no larger than its limit (all known
+//! from `fstat`, before reading), parses its records one by one, and drops the records that
+//! would mislead (one that does not parse, a generation number out of range, a relative
+//! release, a digest that is not its config's). A state directory others may write to is not
+//! used at all ([`untrusted_dir`]): the history is then kept in memory only.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::sys;
 
 /// The file's name in the state directory.
 pub const FILE: &str = "history.json";
@@ -142,11 +147,19 @@ pub struct Source {
     pub release: Option<PathBuf>,
 }
 
-/// The history file's content.
-#[derive(Debug, Serialize, Deserialize)]
+/// The history file's content, as written.
+#[derive(Debug, Serialize)]
 struct FileContent {
     version: u32,
     records: Vec<Record>,
+}
+
+/// The history file's content, as read: each record is parsed on its own, so that one that
+/// does not parse is dropped and the others kept.
+#[derive(Debug, Deserialize)]
+struct FileRead {
+    version: u32,
+    records: Vec<serde_json::Value>,
 }
 
 /// The records, oldest first, at most `keep` of them, and the generations started but not
@@ -186,7 +199,9 @@ fn same_file(a: &str, b: &str) -> bool {
 
 /// FNV-1a (64 bits) of the text, as `fnv1a64:<16 hex digits>`: a non-cryptographic digest
 /// that tells two configs apart at a glance (not a defence against a forged file: the file is
-/// baton's own, mode 0600).
+/// baton's own, mode 0600, and [`load`] refuses one anybody else could have written). What is
+/// shown and recorded is always computed from the text: [`load`] drops a record whose stored
+/// digest is not its config's.
 pub fn digest(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.as_bytes() {
@@ -412,11 +427,7 @@ impl History {
             .iter()
             .rev()
             .filter(|r| r.served() && !other_config(r, config))
-            .find(|r| {
-                same.map_or(true, |s| {
-                    s.release != r.release || s.config_digest != r.config_digest
-                })
-            })
+            .find(|r| same.map_or(true, |s| s.release != r.release || s.config != r.config))
             .ok_or_else(|| {
                 let others = self.other_configs(config);
                 let skipped = match others.is_empty() {
@@ -460,10 +471,13 @@ pub struct Loaded {
 
 /// Read the history file: its records, or why it could not be used (`Err`; a missing file is
 /// `Ok` with none). It is opened without blocking (a FIFO in its place would block the open
-/// until a writer came) and without following a symbolic link, and only a regular file no
-/// larger than the limit is read (the size from `fstat`, before reading). A record whose
-/// generation number is 0 or above [`MAX_GENERATION`], or whose release is not an absolute
-/// path, is dropped with the reason.
+/// until a writer came) and without following a symbolic link, and only a regular file owned
+/// by baton's effective uid, writable by neither group nor others, and no larger than the
+/// limit is read (all from `fstat` of the opened file, before reading): anybody else who may
+/// write it could craft a record that a rollback starts (as root). The records are parsed one
+/// by one: a record that does not parse, whose generation number is 0 or above
+/// [`MAX_GENERATION`], whose release is not an absolute path, or whose stored digest is not
+/// its config's, is dropped with the reason, and the others are kept.
 pub fn load(path: &Path) -> Result<Loaded, String> {
     let file = match fs::OpenOptions::new()
         .read(true)
@@ -489,6 +503,9 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
             kind => format!("it is not a regular file: {kind}"),
         });
     }
+    if let Some(why) = untrusted(&meta) {
+        return Err(why);
+    }
     if meta.len() > MAX_FILE {
         return Err(format!(
             "it is larger than {MAX_FILE} bytes ({} bytes): not read",
@@ -502,7 +519,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     if bytes.len() as u64 > MAX_FILE {
         return Err(format!("it is larger than {MAX_FILE} bytes"));
     }
-    let content: FileContent =
+    let content: FileRead =
         serde_json::from_slice(&bytes).map_err(|e| format!("it is not a history file: {e}"))?;
     if content.version != VERSION {
         return Err(format!(
@@ -511,7 +528,17 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         ));
     }
     let mut loaded = Loaded::default();
-    for r in content.records {
+    for (i, value) in content.records.into_iter().enumerate() {
+        let r: Record = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                loaded.dropped.push(format!(
+                    "the record at index {i} (counting from 0) is dropped: it does not parse \
+                     as a record: {e}"
+                ));
+                continue;
+            }
+        };
         match invalid(&r) {
             None => loaded.records.push(r),
             Some(why) => loaded.dropped.push(format!(
@@ -522,6 +549,66 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         }
     }
     Ok(loaded)
+}
+
+/// Why a history file (of this `fstat`) is not to be trusted, if it is not: owned by another
+/// uid than baton's effective one, or writable by group or others.
+fn untrusted(meta: &fs::Metadata) -> Option<String> {
+    let euid = sys::euid();
+    if meta.uid() != euid {
+        return Some(format!(
+            "it is owned by uid {}, not by baton's uid {euid}: another user could have \
+             crafted it; not read",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by {} (mode {mode:04o}): another user could have crafted it; not \
+             read (baton writes it with mode 0600)",
+            writers(mode)
+        ));
+    }
+    None
+}
+
+/// "group", "others" or "group and others", of mode bits with one of 0o022.
+fn writers(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "group and others",
+        (true, false) => "group",
+        _ => "others",
+    }
+}
+
+/// Why the state directory `dir` (followed if a symbolic link) is not to hold the history, if
+/// it is not: writable by group or others (who could put a crafted history file there, or
+/// replace baton's), unless it is sticky and owned by baton's effective uid (then nobody else
+/// may remove or rename baton's files, and [`load`] refuses theirs). `None` too when it
+/// cannot be looked at: reading and writing the file then say why.
+pub fn untrusted_dir(dir: &Path) -> Option<String> {
+    let meta = fs::metadata(dir).ok()?;
+    let mode = meta.mode() & 0o7777;
+    let sticky_and_ours = mode & 0o1000 != 0 && meta.uid() == sys::euid();
+    if !meta.is_dir() || mode & 0o022 == 0 || sticky_and_ours {
+        return None;
+    }
+    Some(format!(
+        "the state directory {} is writable by {} (mode {mode:04o}): another user could put a \
+         crafted history there, or replace baton's; give baton a private one (mode 0700, \
+         STATE_DIRECTORY=DIR; under systemd: StateDirectory=)",
+        dir.display(),
+        writers(mode)
+    ))
+}
+
+/// A text of a file (which anyone may have written) for a message: quoted, and cut short.
+fn quoted(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{:?}…", &text[..at]),
+        None => format!("{text:?}"),
+    }
 }
 
 /// Why a record read from the file cannot be used, if it cannot.
@@ -536,13 +623,25 @@ fn invalid(r: &Record) -> Option<String> {
             "the generation it rolled back to ({to}) is not between 1 and {MAX_GENERATION}"
         ));
     }
-    match r.release.as_deref() {
-        Some(rel) if !Path::new(rel).is_absolute() => Some(format!(
+    if let Some(rel) = r
+        .release
+        .as_deref()
+        .filter(|rel| !Path::new(rel).is_absolute())
+    {
+        return Some(format!(
             "its release {rel:?} is not an absolute path (baton records releases resolved; \
              a relative one would be taken from baton's working directory)"
-        )),
-        _ => None,
+        ));
     }
+    let actual = digest(&r.config);
+    if r.config_digest != actual {
+        return Some(format!(
+            "its config digest {} is not the digest of its config ({actual}): baton did not \
+             write it so",
+            quoted(&r.config_digest)
+        ));
+    }
+    None
 }
 
 /// "a FIFO", "a directory", … for a message.
@@ -613,13 +712,21 @@ pub fn keep_aside(path: &Path) -> Result<PathBuf, String> {
     ))
 }
 
-/// What becomes of a history file that [`load`] refused, for its warning: a regular file is
-/// kept aside ([`keep_aside`]); anything else holds no history to keep, and what happens to
-/// it is said: a directory stays (no history can be written there), a symbolic link, FIFO,
-/// socket or device is replaced by the history written at the next change (a rename: what a
-/// link points to is not touched).
+/// What becomes of a history file that [`load`] refused, for its warning: a regular file of
+/// baton's effective uid is kept aside ([`keep_aside`]); another user's is not (it is not
+/// baton's to keep: it is left where it is, and replaced by the history written at the next
+/// change); anything else holds no history to keep, and what happens to it is said: a
+/// directory stays (no history can be written there), a symbolic link, FIFO, socket or device
+/// is replaced by the history written at the next change (a rename: what a link points to is
+/// not touched).
 pub fn set_aside(path: &Path) -> String {
     match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.uid() != sys::euid() => format!(
+            "it is not baton's (owned by uid {}): it is not kept aside, and is replaced by \
+             baton's own when the history is next written (once a generation serves or \
+             fails)",
+            m.uid()
+        ),
         Ok(m) if m.is_file() => match keep_aside(path) {
             Ok(aside) => format!("kept as {}", aside.display()),
             Err(e) => format!(
@@ -642,16 +749,17 @@ pub fn set_aside(path: &Path) -> String {
     }
 }
 
-/// Write `bytes` to `dir/name` atomically: a temporary file in `dir` (mode 0600), written and
-/// fsynced, renamed over `name`, then `dir` fsynced. A reader sees the old file or the new
-/// one, never a part; on failure the temporary file is removed and the old file stays.
+/// Write `bytes` to `dir/name` atomically: a temporary file in `dir` (mode 0600, created
+/// anew: whatever was at its name is removed first, never written into), written and fsynced,
+/// renamed over `name`, then `dir` fsynced. A reader sees the old file or the new one, never a
+/// part; on failure the temporary file is removed and the old file stays.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
+        let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
@@ -983,8 +1091,230 @@ mod tests {
 
     fn record_json(generation: &str, release: &str) -> String {
         format!(
-            r#"{{"generation":{generation},"run":5,"kind":"reload","release":{release},"config_digest":"fnv1a64:00","config_path":"/etc/baton/api.toml","config":"x","started_ms":1,"swapped_ms":2,"ended_ms":3,"outcome":"replaced"}}"#
+            r#"{{"generation":{generation},"run":5,"kind":"reload","release":{release},"config_digest":"{}","config_path":"/etc/baton/api.toml","config":"x","started_ms":1,"swapped_ms":2,"ended_ms":3,"outcome":"replaced"}}"#,
+            digest("x")
         )
+    }
+
+    /// A record of this config text with this stored digest.
+    fn record_with(generation: u64, config: &str, stored_digest: &str) -> String {
+        serde_json::json!({
+            "generation": generation, "run": 5, "kind": "reload", "release": "/usr/bin",
+            "config_digest": stored_digest, "config_path": "/etc/baton/api.toml",
+            "config": config, "started_ms": 1, "swapped_ms": 2, "ended_ms": 3,
+            "outcome": "replaced",
+        })
+        .to_string()
+    }
+
+    /// A history file at `d` of these records, with this mode.
+    fn write_history(d: &Path, records: &[String], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let file = d.join(FILE);
+        let text = format!(r#"{{"version":1,"records":[{}]}}"#, records.join(","));
+        fs::write(&file, text).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+        file
+    }
+
+    /// The uid of `nobody`, to own a file of another user (root only).
+    const NOBODY: u32 = 65534;
+
+    #[test]
+    fn a_history_file_another_user_may_write_is_not_read() {
+        // a new user's trial: a history.json of nobody's, mode 0666, with a crafted record
+        // (release /usr/bin, a command that ran `id > /tmp/pwn`) was loaded without a word,
+        // and `baton rollback --to 50` as root ran it
+        let d = scratch("untrusted");
+        let evil = "command = [\"/usr/bin/sh\", \"-c\", \"id > /tmp/pwn; exec /srv/api/run\"]\n";
+        let records = [record_with(50, evil, &digest(evil))];
+        for (mode, who) in [
+            (0o666, "group and others (mode 0666)"),
+            (0o620, "group (mode 0620)"),
+            (0o602, "others (mode 0602)"),
+        ] {
+            let file = write_history(&d, &records, mode);
+            let e = load(&file).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "it is writable by {who}: another user could have crafted it; not read \
+                     (baton writes it with mode 0600)"
+                )
+            );
+        }
+        let file = write_history(&d, &records, 0o600);
+        assert_eq!(load(&file).unwrap().records.len(), 1, "baton's own is read");
+        if sys::euid() != 0 {
+            eprintln!("not root: a file of another user is not tried");
+            let _ = fs::remove_dir_all(&d);
+            return;
+        }
+        std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
+        let e = load(&file).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "it is owned by uid {NOBODY}, not by baton's uid 0: another user could have \
+                 crafted it; not read"
+            )
+        );
+        // it is not baton's to keep aside: it stays, and what becomes of it is said
+        let what = set_aside(&file);
+        assert!(
+            what.starts_with(&format!("it is not baton's (owned by uid {NOBODY})"))
+                && what.contains("not kept aside")
+                && what.contains("replaced by baton's own when the history is next written"),
+            "{what}"
+        );
+        assert!(file.exists());
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 1, "nothing kept aside");
+        // and the next write replaces it by baton's own
+        write_atomic(&d, FILE, b"{}").unwrap();
+        let m = fs::symlink_metadata(&file).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_record_whose_digest_is_not_its_configs_is_dropped() {
+        // a new user's trial: the crafted record's config_digest was copied from a benign
+        // config, and the rollback's banner showed it
+        let benign = "command = [\"/srv/api/run\"]\n";
+        let evil = "command = [\"/usr/bin/sh\", \"-c\", \"id > /tmp/pwn\"]\n";
+        let loaded = crafted(
+            "digest",
+            &[
+                record_with(1, benign, &digest(benign)),
+                record_with(50, evil, &digest(benign)),
+                record_with(51, evil, &"f".repeat(1000)),
+            ],
+        );
+        let kept: Vec<u64> = loaded.records.iter().map(|r| r.generation).collect();
+        assert_eq!(kept, [1]);
+        assert_eq!(loaded.dropped.len(), 2, "{:?}", loaded.dropped);
+        assert!(
+            loaded.dropped[0].starts_with("a record (generation 50, run started ")
+                && loaded.dropped[0].ends_with(&format!(
+                    "is dropped: its config digest \"{}\" is not the digest of its config ({}): \
+                     baton did not write it so",
+                    digest(benign),
+                    digest(evil)
+                )),
+            "{:?}",
+            loaded.dropped
+        );
+        // a long stored digest is cut short in the warning
+        assert!(
+            loaded.dropped[1].contains(&format!("\"{}\"…", "f".repeat(40))),
+            "{}",
+            loaded.dropped[1]
+        );
+        assert!(loaded.dropped[1].len() < 300, "{}", loaded.dropped[1]);
+    }
+
+    #[test]
+    fn a_record_that_does_not_parse_is_dropped_and_the_others_kept() {
+        // a new user's trial: one generation of -1 made the whole file "not a history file",
+        // kept aside, and its good records left the live history
+        for bad in ["-1", "1.5", r#""3""#, "1e3", "null", "18446744073709551616"] {
+            let loaded = crafted(
+                "bad-record",
+                &[
+                    record_json("1", r#""/r/1""#),
+                    record_json(bad, r#""/r/bad""#),
+                    "42".to_string(),
+                    record_json("2", r#""/r/2""#),
+                ],
+            );
+            let kept: Vec<u64> = loaded.records.iter().map(|r| r.generation).collect();
+            assert_eq!(kept, [1, 2], "generation {bad}");
+            assert_eq!(loaded.dropped.len(), 2, "{:?}", loaded.dropped);
+            let why = &loaded.dropped[0];
+            assert!(
+                why.starts_with(
+                    "the record at index 1 (counting from 0) is dropped: it does not parse as \
+                     a record: invalid "
+                ) && why.contains("expected u64"),
+                "generation {bad}: {why}"
+            );
+            assert!(
+                loaded.dropped[1].starts_with("the record at index 2 (counting from 0)"),
+                "{:?}",
+                loaded.dropped
+            );
+        }
+        // what is no history at all still is refused as a whole
+        let d = scratch("bad-file");
+        fs::write(d.join(FILE), r#"{"version":1,"records":{}}"#).unwrap();
+        assert!(load(&d.join(FILE))
+            .unwrap_err()
+            .starts_with("it is not a history file: invalid type: map"));
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = scratch("state-dir");
+        let chmod = |mode| fs::set_permissions(&d, fs::Permissions::from_mode(mode)).unwrap();
+        for mode in [0o700, 0o755, 0o1777, 0o1770] {
+            chmod(mode);
+            assert_eq!(untrusted_dir(&d), None, "mode {mode:o}, baton's");
+        }
+        for (mode, who) in [
+            (0o777, "group and others (mode 0777)"),
+            (0o770, "group (mode 0770)"),
+            (0o703, "others (mode 0703)"),
+        ] {
+            chmod(mode);
+            let why = untrusted_dir(&d).expect("refused");
+            assert!(
+                why.starts_with(&format!(
+                    "the state directory {} is writable by {who}: another user could put a \
+                     crafted history there",
+                    d.display()
+                )) && why.contains("STATE_DIRECTORY"),
+                "{why}"
+            );
+        }
+        // sticky, but another user's: that user may replace baton's files
+        if sys::euid() == 0 {
+            chmod(0o1777);
+            std::os::unix::fs::chown(&d, Some(NOBODY), None).unwrap();
+            assert!(untrusted_dir(&d).is_some());
+        }
+        assert_eq!(untrusted_dir(&d.join("missing")), None);
+        chmod(0o700);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_temporary_file_is_made_anew() {
+        // what is at the temporary file's name (here a hard link to another file) is not
+        // written into: a file of another user there would get the history, secrets and all
+        let d = scratch("tmp");
+        fs::write(d.join("other"), "theirs").unwrap();
+        let tmp = d.join(format!(".{FILE}.{}.tmp", std::process::id()));
+        fs::hard_link(d.join("other"), &tmp).unwrap();
+        write_atomic(&d, FILE, b"ours").unwrap();
+        assert_eq!(fs::read_to_string(d.join("other")).unwrap(), "theirs");
+        assert_eq!(fs::read_to_string(d.join(FILE)).unwrap(), "ours");
+        assert!(!tmp.exists());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_rollback_compares_config_texts() {
+        // two generations of one release whose configs differ: the default rollback goes to
+        // the other config, whatever digests were stored
+        let mut h = History::new(10, 1, Vec::new());
+        for (g, text) in [(1, "a"), (2, "b")] {
+            h.starting(g, source(Kind::Reload, text), Some("/r".into()));
+            h.served(g, g, g);
+        }
+        h.records[0].config_digest = h.records[1].config_digest.clone();
+        assert_eq!(h.rollback_target(Some(2), None, C).unwrap().generation, 1);
     }
 
     #[test]

@@ -102,7 +102,9 @@ control.notify, is next to it. \fBbaton status\fR and \fBbaton reload\fR without
 \fB/var/lib/baton/\fINAME\fB/history.json\fR
 The history of generations of baton@NAME.service (StateDirectory=baton/NAME), what
 \fBbaton history\fR shows and \fBbaton rollback\fR starts again; written atomically, mode
-0600. A missing or corrupt file is a warning, never an error.
+0600. A missing or corrupt file is a warning, never an error; so is one of another user's or
+writable by group or others, which is not read, and a directory writable by group or others,
+where the history is neither read nor written (it is kept in memory).
 .TP
 \fB/usr/lib/systemd/system/baton@.socket\fR, \fB/usr/lib/systemd/system/baton@.service\fR
 The template units (config /etc/baton/NAME.toml).

@@ -9,7 +9,9 @@
 //! the first kept aside; crafted records (a wrapping generation number, a relative release)
 //! are dropped; another config's generations (one state directory for two configs of one file
 //! name) are never rolled back to; the replaced generation says so while it drains;
-//! `--releases` lists only releases still there.
+//! `--releases` lists only releases still there. A history file another user may write, or a
+//! state directory others may write to, is not read (a crafted record never runs); a record
+//! whose digest is not its config's, or that does not parse, is dropped and the others kept.
 
 mod common;
 
@@ -544,18 +546,22 @@ fn history_from_a_fifo_does_not_hang() {
     let _ = fs::remove_dir_all(dir);
 }
 
-/// A crafted history: a generation number at the top of u64 and a relative release. Both
-/// records are dropped with a warning (a new user's trial: the next generations were 0 and
-/// 1, and "releases/v1" was taken from baton's working directory at a rollback), and numbers
+/// A crafted history: a generation number at the top of u64, a relative release, a
+/// generation of -1 (which does not parse as a record) and a digest that is not its config's.
+/// Those records are dropped with a warning each and the others kept (a new user's trial: the
+/// next generations were 0 and 1, "releases/v1" was taken from baton's working directory at a
+/// rollback, and one generation of -1 made the whole file "not a history file"), and numbers
 /// go on from the highest valid one.
 #[test]
 fn crafted_records_are_dropped_and_numbers_do_not_wrap() {
     let _g = serial();
-    let record = |g: &str, release: &str| {
+    let record_of = |g: &str, release: &str, config: &str, digest: &str| {
         format!(
-            r#"{{"generation":{g},"run":1000,"kind":"reload","release":"{release}","config_digest":"fnv1a64:00","config":"x","started_ms":1000,"swapped_ms":1001,"ended_ms":1002,"outcome":"replaced"}}"#
+            r#"{{"generation":{g},"run":1000,"kind":"reload","release":"{release}","config_digest":"{digest}","config":"{config}","started_ms":1000,"swapped_ms":1001,"ended_ms":1002,"outcome":"replaced"}}"#
         )
     };
+    let x = baton::history::digest("x");
+    let record = |g: &str, release: &str| record_of(g, release, "x", &x);
     let baton = Baton::start("hist-crafted", |port, ctl| {
         let state = ctl.parent().expect("scratch dir").join("state");
         fs::create_dir_all(&state).unwrap();
@@ -563,6 +569,9 @@ fn crafted_records_are_dropped_and_numbers_do_not_wrap() {
             record("3", "/srv/api/releases/v3"),
             record("18446744073709551615", "/srv/api/releases/v9"),
             record("4", "releases/v1"),
+            record("-1", "/srv/api/releases/v0"),
+            // the digest of "x", copied onto another config
+            record_of("50", "/usr/bin", "y", &x),
         ];
         let text = format!(r#"{{"version":1,"records":[{}]}}"#, records.join(","));
         fs::write(state.join("history.json"), text).unwrap();
@@ -582,6 +591,26 @@ fn crafted_records_are_dropped_and_numbers_do_not_wrap() {
         log.contains(r#"its release "releases/v1" is not an absolute path"#),
         "{log}"
     );
+    assert!(
+        log.contains(
+            "the record at index 3 (counting from 0) is dropped: it does not parse as a \
+             record: invalid value: integer `-1`, expected u64"
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("a record (generation 50, run started ")
+            && log.contains(&format!(
+                "its config digest \"{x}\" is not the digest of its config ({})",
+                baton::history::digest("y")
+            )),
+        "{log}"
+    );
+    assert!(!log.contains("it is ignored"), "the file was used: {log}");
+    assert!(!baton.dir.join("state/history.json.corrupt").exists());
+    let (ok, _, err) = baton.client(&["rollback", "--to", "50"]);
+    assert!(!ok);
+    assert!(err.contains("generation 50 is not in the history"), "{err}");
     let gens: Vec<u64> = history(&baton)
         .iter()
         .map(|r| r["generation"].as_u64().unwrap())
@@ -591,6 +620,166 @@ fn crafted_records_are_dropped_and_numbers_do_not_wrap() {
     assert!(history(&baton)
         .iter()
         .all(|r| r["release"].as_str().is_some_and(|p| p.starts_with('/'))));
+}
+
+/// The uid of `nobody`, to own a file of another user (root only).
+const NOBODY: u32 = 65534;
+
+/// A record of generation 50 that a rollback would start: release /usr/bin, and a config whose
+/// command writes `marker` before it runs the app, with the digest of `benign` (the config
+/// baton runs) copied onto it.
+fn injected(port: u16, ctl: &Path, marker: &Path, benign: &str) -> Value {
+    let evil = hello_config(port, ctl, 1, "", "").replacen(
+        "command   = [\"",
+        &format!(
+            "command   = [\"/bin/sh\", \"-c\", \"id > {} ; exec \\\"$0\\\"\", \"",
+            marker.display()
+        ),
+        1,
+    );
+    serde_json::json!({
+        "generation": 50, "run": 1000, "kind": "reload", "release": "/usr/bin",
+        "config_digest": baton::history::digest(benign), "config": evil,
+        "started_ms": 1000, "swapped_ms": 1001, "ended_ms": 1002, "outcome": "replaced",
+    })
+}
+
+/// A history file of another user's (nobody's; when not root, baton's own), mode 0666, with a
+/// crafted record (a new user's trial: it was loaded without a word, and `baton rollback --to
+/// 50` as root ran the injected command, its banner showing the copied digest). It is not
+/// read, nor kept aside (it is not baton's), and the rollback is refused.
+#[test]
+fn a_history_file_another_user_may_write_is_not_trusted() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let _g = serial();
+    let root = baton::sys::euid() == 0;
+    let mut paths = None;
+    let baton = Baton::start("hist-foreign", |port, ctl| {
+        let dir = ctl.parent().expect("scratch dir");
+        let (state, marker) = (dir.join("state"), dir.join("pwn"));
+        fs::create_dir_all(&state).unwrap();
+        let benign = hello_config(port, ctl, 1, "", "");
+        let text = serde_json::json!({
+            "version": 1,
+            "records": [injected(port, ctl, &marker, &benign)],
+        });
+        let file = state.join("history.json");
+        fs::write(&file, text.to_string()).unwrap();
+        if root {
+            std::os::unix::fs::chown(&file, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+        paths = Some((file, marker));
+        benign
+    });
+    let (file, marker) = paths.expect("paths");
+    let log = baton.log_text();
+    let why = match root {
+        true => format!("it is owned by uid {NOBODY}, not by baton's uid 0"),
+        false => "it is writable by group and others (mode 0666)".to_string(),
+    };
+    assert!(
+        log.contains(&format!("history {}: {why}", file.display()))
+            && log.contains("another user could have crafted it; not read")
+            && log.contains("starting with an empty history"),
+        "{log}"
+    );
+    assert_eq!(baton.serving_generation(), 1, "numbers went on from it");
+    let (ok, out, err) = baton.client(&["rollback", "--to", "50"]);
+    assert!(!ok, "the crafted generation was started: {out}{err}");
+    assert!(err.contains("generation 50 is not in the history"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "the injected command ran");
+    if root {
+        // not baton's to keep aside: it stays until the history is next written
+        assert!(
+            log.contains(&format!(
+                "it is not baton's (owned by uid {NOBODY}): it is not kept aside, and is \
+                 replaced by baton's own when the history is next written"
+            )),
+            "{log}"
+        );
+    }
+    assert!(!file.with_file_name("history.json.corrupt").exists());
+    // the history written once generation 1 served, and again at a reload, replaced it with
+    // baton's own
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    let m = fs::symlink_metadata(&file).expect("history");
+    assert_eq!((m.uid(), m.mode() & 0o777), (baton::sys::euid(), 0o600));
+    let gens: Vec<u64> = history(&baton)
+        .iter()
+        .map(|r| r["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gens, [1, 2]);
+}
+
+/// A state directory others may write to (mode 0777): a good history file in it is not read,
+/// nor written, and `baton history` says why (a new user's trial: anyone could put a crafted
+/// history there for a rollback to start).
+#[test]
+fn a_state_directory_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = serial();
+    let mut paths = None;
+    let baton = Baton::start("hist-open-dir", |port, ctl| {
+        let dir = ctl.parent().expect("scratch dir");
+        let state = dir.join("state");
+        fs::create_dir_all(&state).unwrap();
+        let benign = hello_config(port, ctl, 1, "", "");
+        let record = serde_json::json!({
+            "generation": 7, "run": 1000, "kind": "reload",
+            "release": dir.display().to_string(),
+            "config_digest": baton::history::digest(&benign), "config": benign,
+            "started_ms": 1000, "swapped_ms": 1001, "ended_ms": 1002, "outcome": "replaced",
+        });
+        let text = serde_json::json!({"version": 1, "records": [record]}).to_string();
+        let file = state.join("history.json");
+        fs::write(&file, &text).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        paths = Some((state, file, text));
+        benign
+    });
+    let (state, file, text) = paths.expect("paths");
+    let log = baton.log_text();
+    assert!(
+        log.contains(&format!(
+            "the state directory {} is writable by group and others (mode 0777)",
+            state.display()
+        )) && log.contains(&format!(
+            "kept in memory only: {} is neither read nor written",
+            file.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(baton.serving_generation(), 1, "the file was read");
+    let (ok, out, _) = baton.reload();
+    assert!(ok, "{out}");
+    assert_eq!(history(&baton).len(), 2, "kept in memory");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        text,
+        "the file was written"
+    );
+    assert_eq!(
+        fs::read_dir(&state).unwrap().count(),
+        1,
+        "nothing else written"
+    );
+    let (ok, out, _) = baton.client(&["history"]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!(
+            "kept in memory: {} cannot be written: baton does not use it: the state directory",
+            file.display()
+        )),
+        "{out}"
+    );
+    let (ok, _, err) = baton.client(&["rollback", "--to", "7"]);
+    assert!(!ok);
+    assert!(err.contains("generation 7 is not in the history"), "{err}");
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o700)).unwrap();
 }
 
 /// Two configs of one file name share the default state directory, and so a history (a new

@@ -453,9 +453,11 @@ fn a_reload_and_a_rollback_never_share_a_rollout() {
         let (code, t) = text(client(args));
         assert_eq!(code, Some(1), "{args:?}: {t}");
         assert!(
-            t.contains("a rollback to generation 1 is queued"),
+            t.contains("a rollback to generation 1 is queued: ask again once it has ended"),
             "{args:?}: {t}"
         );
+        // a new user's trial: it promised "`baton status` shows it", which it does not
+        assert!(!t.contains("baton status"), "{args:?}: {t}");
     }
     let (code, t) = text(rollback);
     assert_eq!(code, Some(0), "{t}");

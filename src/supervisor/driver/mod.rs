@@ -98,6 +98,9 @@ struct Io {
     state_dir: Option<PathBuf>,
     /// Why the last write of the history failed, until one succeeds (`baton history` says it).
     history_unwritten: Option<String>,
+    /// Why the state directory is not used at all (others may write to it): the history is
+    /// then neither read from it nor written there, and `baton history` says why.
+    history_memory_only: Option<String>,
     /// What the next generation the core prepares starts from (the config read for it, or
     /// the earlier generation a rollback starts again).
     next_source: Option<Source>,
@@ -235,7 +238,7 @@ impl Supervisor {
         let manager = Manager::from_env();
         let now = Instant::now();
         let config_shown = setup.config_path.as_ref().map(|p| p.display().to_string());
-        let history = load_history(
+        let (history, history_memory_only) = load_history(
             setup.state_dir.as_deref(),
             setup.config.history,
             config_shown.as_deref(),
@@ -254,6 +257,7 @@ impl Supervisor {
             history,
             state_dir: setup.state_dir,
             history_unwritten: None,
+            history_memory_only,
             next_source,
             rollback: None,
             listeners: setup.listeners,
@@ -584,15 +588,21 @@ impl Io {
             None => String::new(),
         };
         Some(format!(
-            "a rollback{to} is queued: ask again once it has ended (`baton status` shows it)"
+            "a rollback{to} is queued: ask again once it has ended"
         ))
     }
 }
 
 /// The history in `state_dir` (created if missing), or an empty one, with a warning that
 /// says why (never fatal); a warning for each record dropped, and for the records of another
-/// config file than `config` (this baton's) that share the state directory.
-fn load_history(state_dir: Option<&std::path::Path>, keep: u32, config: Option<&str>) -> History {
+/// config file than `config` (this baton's) that share the state directory. A state directory
+/// that others may write to (`history::untrusted_dir`) is neither read nor written: the
+/// history is kept in memory only, and the second value says why.
+fn load_history(
+    state_dir: Option<&std::path::Path>,
+    keep: u32,
+    config: Option<&str>,
+) -> (History, Option<String>) {
     let run = wall_ms(Instant::now());
     let Some(dir) = state_dir else {
         warn!(
@@ -600,7 +610,7 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32, config: Option<&
             "no state directory (no $STATE_DIRECTORY, and no $HOME): the history of \
              generations is kept in memory only"
         );
-        return History::new(keep, run, Vec::new());
+        return (History::new(keep, run, Vec::new()), None);
     };
     let private = {
         use std::os::unix::fs::DirBuilderExt;
@@ -616,6 +626,16 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32, config: Option<&
              in memory only until it can be written",
             dir.display()
         );
+    }
+    if let Some(why) = history::untrusted_dir(dir) {
+        warn!(
+            baton_event = "history_unavailable",
+            "{why}. The history of generations is kept in memory only: {} is neither read \
+             nor written",
+            dir.join(history::FILE).display()
+        );
+        let why = format!("baton does not use it: {why}");
+        return (History::new(keep, run, Vec::new()), Some(why));
     }
     let path = dir.join(history::FILE);
     let records = match history::load(&path) {
@@ -671,7 +691,7 @@ fn load_history(state_dir: Option<&std::path::Path>, keep: u32, config: Option<&
             dir.display()
         );
     }
-    history
+    (history, None)
 }
 
 /// An instant of the loop's clock as wall-clock time, in ms since the epoch.
@@ -697,7 +717,10 @@ impl Io {
                 .map(|d| d.join(history::FILE).display().to_string()),
             keep: self.history.keep as u32,
             generations: self.history.records.clone(),
-            unwritten: self.history_unwritten.clone(),
+            unwritten: self
+                .history_memory_only
+                .clone()
+                .or_else(|| self.history_unwritten.clone()),
         }
     }
 
@@ -741,9 +764,11 @@ impl Io {
         let config = Config::parse(&r.config, &origin).map_err(|e| {
             format!("the config of generation {g}{run} does not parse any more: {e}")
         })?;
+        // the digest of the text that starts, never the one the file stored
         let what = format!(
             "rolling back to generation {g}{run}: release {release}, config {} ({})",
-            origin, r.config_digest
+            origin,
+            history::digest(&r.config)
         );
         let source = Source {
             kind: Kind::Rollback,
@@ -786,7 +811,11 @@ impl Io {
         if !changed {
             return;
         }
-        let Some(dir) = &self.state_dir else {
+        let Some(dir) = self
+            .state_dir
+            .as_ref()
+            .filter(|_| self.history_memory_only.is_none())
+        else {
             return;
         };
         match history::write_atomic(dir, history::FILE, &self.history.to_json()) {
