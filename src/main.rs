@@ -892,7 +892,7 @@ fn history_from_file(target: &Target) -> Option<Result<(String, String), String>
     if std::fs::symlink_metadata(&file).is_err() {
         return Some(Err(format!("{shown} does not exist")));
     }
-    let records = match history::load(&file) {
+    let records = match history::load_to_show(&file) {
         Ok(loaded) => {
             for why in &loaded.dropped {
                 eprintln!("baton: history: {shown}: {why}");
