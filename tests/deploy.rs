@@ -698,33 +698,9 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
             mark,
         ])
     };
-    let names = || {
-        let mut n: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        n.sort();
-        n
-    };
-    let current = || {
-        std::fs::read_link(r.current())
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("releases/")
-            .to_string()
-    };
-    let serves = |mark: &str| {
-        wait_for("one generation left", Duration::from_secs(8), || {
-            baton
-                .status()
-                .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
-        });
-        for _ in 0..5 {
-            let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
-            assert_eq!(code, 200, "{body}");
-            assert!(body.ends_with(&format!(" mark {mark}\n")), "{body:?}");
-        }
-    };
+    let names = || release_names(&r);
+    let current = || current_name(&r);
+    let serves = |mark: &str| serves_alone(&baton, mark, Duration::from_secs(8));
 
     // 1. a good release: it serves; UNUSED (no generation ran it) is pruned, FIRST kept
     let (code, err) = good("good1");
@@ -843,33 +819,9 @@ fn a_failed_reload_command_is_judged_by_what_baton_serves() {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         (out.status.code(), err)
     };
-    let names = || {
-        let mut n: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        n.sort();
-        n
-    };
-    let current = || {
-        std::fs::read_link(r.current())
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("releases/")
-            .to_string()
-    };
-    let serves = |mark: &str| {
-        wait_for("one generation left", Duration::from_secs(15), || {
-            baton
-                .status()
-                .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
-        });
-        for _ in 0..5 {
-            let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
-            assert_eq!(code, 200, "{body}");
-            assert!(body.ends_with(&format!(" mark {mark}\n")), "{body:?}");
-        }
-    };
+    let names = || release_names(&r);
+    let current = || current_name(&r);
+    let serves = |mark: &str| serves_alone(&baton, mark, Duration::from_secs(15));
     let failed_mark = |name: &str| {
         std::fs::read_to_string(r.dir.join("releases").join(name).join(".deploy-failed"))
             .unwrap_or_default()
@@ -1164,5 +1116,38 @@ fn a_failed_flip_is_a_failed_deploy() {
                 "{err}"
             );
         }
+    }
+}
+
+/// The names in `releases/`, sorted.
+fn release_names(r: &Releases) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(r.dir.join("releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// The release `current` points at, by name.
+fn current_name(r: &Releases) -> String {
+    std::fs::read_link(r.current())
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("releases/")
+        .to_string()
+}
+
+/// One generation is left (within `timeout`), and its answers carry `mark`.
+fn serves_alone(baton: &Baton, mark: &str, timeout: Duration) {
+    wait_for("one generation left", timeout, || {
+        baton
+            .status()
+            .is_some_and(|s| s["generations"].as_array().map(Vec::len) == Some(1))
+    });
+    for _ in 0..5 {
+        let (code, body) = http_get(baton.port, "/", Duration::from_secs(5)).expect("GET /");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.ends_with(&format!(" mark {mark}\n")), "{body:?}");
     }
 }
