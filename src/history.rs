@@ -760,6 +760,82 @@ pub fn set_aside(path: &Path) -> String {
     }
 }
 
+/// Writes the history file on a thread of its own, so that the event loop never waits for
+/// the disk: [`write_atomic`] fsyncs, and a disk under pressure (a build writing gigabytes
+/// next door) can hold an fsync for seconds, during which a loop that waited would not kill a
+/// worker at its drain deadline nor answer a client (a new user's trial: a drain of 5 s took
+/// 8.9 s). Only the newest content is written when several wait; `unwritten` says why the
+/// last write failed, until one succeeds.
+pub struct Writer {
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+    unwritten: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Writer {
+    /// A writer of `dir`/[`FILE`] with `write` (tests give a slow one).
+    pub fn spawn(
+        dir: PathBuf,
+        write: impl Fn(&Path, &[u8]) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Writer> {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let unwritten = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let shared = unwritten.clone();
+        std::thread::Builder::new()
+            .name("history".into())
+            .spawn(move || {
+                while let Ok(mut bytes) = rx.recv() {
+                    // what came meanwhile makes the older contents moot
+                    while let Ok(newer) = rx.try_recv() {
+                        bytes = newer;
+                    }
+                    let outcome = write(&dir, &bytes);
+                    let mut u = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    match outcome {
+                        Ok(()) => *u = None,
+                        Err(e) => {
+                            tracing::warn!(
+                                baton_event = "history_write_failed",
+                                "cannot write the history {}: {e}; baton goes on serving (the \
+                                 history is kept in memory)",
+                                dir.join(FILE).display()
+                            );
+                            *u = Some(e.to_string());
+                        }
+                    }
+                }
+                let _ = done_tx.send(());
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            done,
+            unwritten,
+        })
+    }
+
+    /// Queue `bytes` as the file's next content; never blocks.
+    pub fn write(&self, bytes: Vec<u8>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// Why the last write failed, if it did.
+    pub fn unwritten(&self) -> Option<String> {
+        self.unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Let the writes queued so far finish, for at most `wait` (baton exits after this).
+    pub fn finish(&mut self, wait: std::time::Duration) -> bool {
+        drop(self.tx.take());
+        self.done.recv_timeout(wait).is_ok()
+    }
+}
+
 /// Write `bytes` to `dir/name` atomically: a temporary file in `dir` (mode 0600, created
 /// anew: whatever was at its name is removed first, never written into), written and fsynced,
 /// renamed over `name`, then `dir` fsynced. A reader sees the old file or the new one, never a
@@ -976,6 +1052,34 @@ mod tests {
         h.served(4, 4, 4);
         // generation 4 runs what 2 and 1 ran: the one before with another config is 3
         assert_eq!(h.rollback_target(Some(4), None, C).unwrap().generation, 3);
+    }
+
+    #[test]
+    fn a_slow_disk_never_holds_the_writer_s_caller() {
+        // a new user's trial: an fsync that took seconds held the event loop, and a worker's
+        // drain deadline passed unkilled
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = written.clone();
+        let mut w = Writer::spawn(PathBuf::from("/nonexistent"), move |_, bytes| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            seen.lock().unwrap().push(bytes.to_vec());
+            match bytes {
+                b"bad" => Err(io::Error::other("disk full")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        for b in [&b"1"[..], b"2", b"3", b"bad"] {
+            w.write(b.to_vec());
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_millis(100));
+        assert!(w.finish(std::time::Duration::from_secs(5)));
+        let got = written.lock().unwrap().clone();
+        // the newest is always written; what came meanwhile was moot
+        assert_eq!(got.last().map(Vec::as_slice), Some(&b"bad"[..]));
+        assert!(got.len() <= 2, "the moot contents were skipped: {got:?}");
+        assert_eq!(w.unwritten().as_deref(), Some("disk full"));
     }
 
     #[test]

@@ -96,8 +96,10 @@ struct Io {
     /// The generations that served or failed, persisted in `state_dir` (`history.rs`).
     history: History,
     state_dir: Option<PathBuf>,
-    /// Why the last write of the history failed, until one succeeds (`baton history` says it).
-    history_unwritten: Option<String>,
+    /// Writes the history off the loop (an fsync may take seconds); `None` when it is kept in
+    /// memory only (`history_memory_only`, or no state directory). It also says why the last
+    /// write failed, until one succeeds (`baton history` says it).
+    history_writer: Option<history::Writer>,
     /// Why the state directory is not used at all (others may write to it): the history is
     /// then neither read from it nor written there, and `baton history` says why.
     history_memory_only: Option<String>,
@@ -255,8 +257,13 @@ impl Supervisor {
             boot_config: Rc::new(setup.config.clone()),
             boot_text: setup.config_text,
             history,
+            history_writer: match (&setup.state_dir, &history_memory_only) {
+                (Some(dir), None) => Some(history::Writer::spawn(dir.clone(), |dir, bytes| {
+                    history::write_atomic(dir, history::FILE, bytes)
+                })?),
+                _ => None,
+            },
             state_dir: setup.state_dir,
-            history_unwritten: None,
             history_memory_only,
             next_source,
             rollback: None,
@@ -318,6 +325,16 @@ impl Supervisor {
             self.execute();
             if let Some(code) = self.core.finished() {
                 if self.io.output_done(now) {
+                    // the last records (`stopped`) reach the disk before baton exits
+                    if let Some(w) = &mut self.io.history_writer {
+                        if !w.finish(Duration::from_secs(5)) {
+                            warn!(
+                                baton_event = "history_write_failed",
+                                "the history's last write did not end within 5s; baton exits \
+                                 without it"
+                            );
+                        }
+                    }
                     info!(baton_event = "stopped", "all workers have exited");
                     return code;
                 }
@@ -717,10 +734,11 @@ impl Io {
                 .map(|d| d.join(history::FILE).display().to_string()),
             keep: self.history.keep as u32,
             generations: self.history.records.clone(),
-            unwritten: self
-                .history_memory_only
-                .clone()
-                .or_else(|| self.history_unwritten.clone()),
+            unwritten: self.history_memory_only.clone().or_else(|| {
+                self.history_writer
+                    .as_ref()
+                    .and_then(history::Writer::unwritten)
+            }),
         }
     }
 
@@ -811,24 +829,8 @@ impl Io {
         if !changed {
             return;
         }
-        let Some(dir) = self
-            .state_dir
-            .as_ref()
-            .filter(|_| self.history_memory_only.is_none())
-        else {
-            return;
-        };
-        match history::write_atomic(dir, history::FILE, &self.history.to_json()) {
-            Ok(()) => self.history_unwritten = None,
-            Err(e) => {
-                warn!(
-                    baton_event = "history_write_failed",
-                    "cannot write the history {}: {e}; baton goes on serving (the history is \
-                     kept in memory)",
-                    dir.join(history::FILE).display()
-                );
-                self.history_unwritten = Some(e.to_string());
-            }
+        if let Some(w) = &self.history_writer {
+            w.write(self.history.to_json());
         }
     }
 
