@@ -27,7 +27,7 @@ fn descriptors_sent_on_the_notify_socket_are_all_closed() {
     let _g = serial();
     let baton = Baton::start("notify-fds", |port, ctl| hello_config(port, ctl, 1, "", ""));
     let notify = baton.control.with_extension("notify");
-    let before = fds(baton.pid());
+    let before = lasting_fds(baton.pid());
     let watch = baton.watch();
     let sender = r#"
 import os, socket, sys, array
@@ -42,7 +42,7 @@ for n in (17, 100, 253, 253, 253):
     wait_for(
         "baton back to its descriptors",
         Duration::from_secs(5),
-        || baton.status().is_some() && fds(baton.pid()) == before,
+        || baton.status().is_some() && lasting_fds(baton.pid()) == before,
     );
     watch.finish("1,300 descriptors sent on the notify socket", 10);
     assert!(
@@ -250,7 +250,8 @@ kind = "accepting"
             ctl = ctl.display()
         )
     });
-    let before = fds(baton.pid()).len();
+    let lasting = || lasting_fds(baton.pid()).len();
+    let before = lasting();
     let gen = baton.serving_generation();
     let watch = baton.watch();
     let notify = baton.control.with_extension("notify");
@@ -272,7 +273,7 @@ kind = "accepting"
     wait_for(
         "baton back to its descriptors",
         Duration::from_secs(10),
-        || baton.status().is_some() && fds(baton.pid()).len() == before,
+        || baton.status().is_some() && lasting() == before,
     );
     assert!(baton.serving_generation() >= gen);
     assert_eq!(baton.serving_pids().len(), 2);
@@ -300,7 +301,7 @@ fn reload_clients_that_gave_up_are_let_go() {
     );
     let (ok, out, _) = baton.reload();
     assert!(ok, "{out}");
-    let before = fds(baton.pid()).len();
+    let before = lasting_fds(baton.pid()).len();
     for _ in 0..30 {
         let out = Command::new(baton_bin())
             .args(["reload", "--timeout", "100ms", "--config"])
@@ -313,7 +314,7 @@ fn reload_clients_that_gave_up_are_let_go() {
     wait_for(
         "baton let the 30 clients go",
         Duration::from_secs(2),
-        || fds(baton.pid()).len() <= before,
+        || lasting_fds(baton.pid()).len() <= before,
     );
     assert!(pid_exists(old), "checked while generation 1 still drained");
 }

@@ -51,7 +51,7 @@ fn fifty_reloads_under_load_lose_nothing() {
             // first (a control connection being closed at this instant may still show: wait
             // for a stable reading, and name every descriptor if it does not come)
             let snapshot = || {
-                let fds: Vec<String> = fds(baton.pid())
+                let fds: Vec<String> = lasting_fds(baton.pid())
                     .into_iter()
                     .map(|fd| format!("{fd}->{}", fd_target(baton.pid(), fd)))
                     .collect();
