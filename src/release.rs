@@ -60,15 +60,7 @@ pub fn pin(config: &Config) -> Result<Pinned, String> {
         None => None,
     };
     if let Some((from, to)) = &release {
-        if let Some(cwd) = &c.cwd {
-            if let Some(p) = under(cwd, from, to) {
-                c.cwd = Some(p);
-            }
-        }
-        rewrite_args(&mut c.command, from, to)?;
-        if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
-            rewrite_args(argv, from, to)?;
-        }
+        rewrite_under(&mut c, from, to)?;
     }
     if let Some(dir) = &c.cwd {
         c.cwd = Some(resolve_dir(dir, "the working directory")?);
@@ -183,15 +175,7 @@ pub fn pin_at(config: &Config, recorded: &Path) -> Result<Pinned, String> {
     let from = release_source(config).map(|(dir, _)| dir);
     let mut c = config.clone();
     if let Some(from) = &from {
-        if let Some(cwd) = &c.cwd {
-            if let Some(p) = under(cwd, from, &to) {
-                c.cwd = Some(p);
-            }
-        }
-        rewrite_args(&mut c.command, from, &to)?;
-        if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
-            rewrite_args(argv, from, &to)?;
-        }
+        rewrite_under(&mut c, from, &to)?;
         if c.release.is_some() {
             c.release = Some(to.clone());
         }
@@ -277,6 +261,19 @@ fn under(path: &Path, from: &Path, to: &Path) -> Option<PathBuf> {
         true => to.to_path_buf(),
         false => to.join(rest),
     })
+}
+
+/// `cwd` and every argument of `command` and `readiness.exec` that is a path under `from`,
+/// rewritten under `to`.
+fn rewrite_under(c: &mut Config, from: &Path, to: &Path) -> Result<(), String> {
+    if let Some(p) = c.cwd.as_deref().and_then(|cwd| under(cwd, from, to)) {
+        c.cwd = Some(p);
+    }
+    rewrite_args(&mut c.command, from, to)?;
+    if let ReadinessKind::Exec { argv, .. } = &mut c.readiness.kind {
+        rewrite_args(argv, from, to)?;
+    }
+    Ok(())
 }
 
 /// Every argument that is an absolute path under `from`, rewritten under `to`.

@@ -207,6 +207,15 @@ impl Site {
         self.deploy_keep(&keep.to_string())
     }
 
+    /// [`Site::deploy`], which must succeed: the release `current` points at now, and the
+    /// script's log.
+    fn deploy_ok(&self, keep: u32) -> (String, String) {
+        let out = self.deploy(keep);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (self.current(), err)
+    }
+
     /// deploy.sh `--keep KEEP` (as given) of a release that builds and reloads (`true`).
     fn deploy_keep(&self, keep: &str) -> std::process::Output {
         Command::new("sh")
@@ -261,10 +270,7 @@ fn hand_made_releases_are_left_alone_and_only_stamps_count_toward_keep() {
     names.extend(STAMPS);
     let site = Site::new("deploy-handmade", "api", &names, STAMPS[4]);
     site.history(&[(STAMPS[0], true), (STAMPS[1], false)]);
-    let out = site.deploy(2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let new = site.current();
+    let (new, err) = site.deploy_ok(2);
     assert!(
         new.starts_with("20") && !STAMPS.contains(&new.as_str()),
         "{new}"
@@ -302,10 +308,7 @@ fn hand_made_releases_are_left_alone_and_only_stamps_count_toward_keep() {
 fn a_release_named_by_the_history_is_kept_whatever_its_path() {
     let site = Site::new("deploy-quoted", "a\"quoted\\root", &STAMPS[..3], STAMPS[2]);
     site.history(&[(STAMPS[0], true), (STAMPS[2], true)]);
-    let out = site.deploy(1);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let new = site.current();
+    let (new, err) = site.deploy_ok(1);
     assert_eq!(
         site.releases(),
         [STAMPS[0], STAMPS[2], new.as_str()],
@@ -335,10 +338,7 @@ fn a_release_of_failed_generations_only_is_pruned() {
         (STAMPS[3], true),
         (STAMPS[2], false),
     ]);
-    let out = site.deploy(1);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let new = site.current();
+    let (new, err) = site.deploy_ok(1);
     assert_eq!(
         site.releases(),
         [STAMPS[0], STAMPS[3], new.as_str()],
@@ -361,10 +361,7 @@ fn a_symlinked_releases_dir_keeps_what_the_history_names_and_current() {
     // the history names the resolved paths, under bigdisk/
     assert!(site.release(STAMPS[0]).contains("/bigdisk/releases/"));
     site.history(&[(STAMPS[0], true), (STAMPS[1], false), (STAMPS[3], true)]);
-    let out = site.deploy(1);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let new = site.current();
+    let (new, err) = site.deploy_ok(1);
     assert_eq!(
         site.releases(),
         [STAMPS[0], STAMPS[3], new.as_str()],
@@ -450,10 +447,7 @@ fn a_failed_deploys_release_does_not_count_toward_keep() {
     )
     .unwrap();
     site.history(&[(STAMPS[1], true)]);
-    let out = site.deploy(3);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let new = site.current();
+    let (new, err) = site.deploy_ok(3);
     assert_eq!(
         site.releases(),
         [STAMPS[0], STAMPS[1], new.as_str()],

@@ -358,13 +358,7 @@ fn cut_by_kill(r: &Request, kills: &[u64]) -> bool {
 
 fn in_flight(o: &Observed) -> Check {
     let name = "in-flight requests survive SIGTERM";
-    let stops: Vec<u64> = o
-        .events
-        .iter()
-        .filter(|e| e.is("generation_retire"))
-        .map(|e| e.mono_us)
-        .filter(|t| o.stopped_us.map_or(true, |s| *t < s))
-        .collect();
+    let stops = reload_stops(o);
     if stops.is_empty() {
         return check(
             "in_flight",

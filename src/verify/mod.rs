@@ -281,6 +281,16 @@ impl Watch {
         }
     }
 
+    /// Pump for `d`, whatever comes.
+    fn pump_for(&mut self, d: Duration) -> Result<(), String> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.pump()?;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
     /// Pump until `done` holds for the events, or `timeout`.
     fn until(
         &mut self,
@@ -593,18 +603,10 @@ fn reloads(
                 has(ev, "generation_retire", old)
             })?;
             // let a well-behaved app close its idle connections first
-            let t = Instant::now() + Duration::from_millis(100);
-            while Instant::now() < t {
-                w.pump()?;
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            w.pump_for(Duration::from_millis(100))?;
             let got = idle.use_each();
             // the requests in flight at the stop signal are the burst's
-            let t = Instant::now() + Duration::from_millis(400);
-            while Instant::now() < t {
-                w.pump()?;
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            w.pump_for(Duration::from_millis(400))?;
             if let Some(b) = burst.take() {
                 o.requests.extend(b.stop());
             }
