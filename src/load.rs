@@ -1036,6 +1036,11 @@ pub enum Use {
     /// had sent something unasked (as a server that times a connection out may, before it
     /// closes); nothing was written. What a client that checks before reusing forgives.
     ClosedBeforeUse,
+    /// Closed already when [`Idle::mark_closed`] looked, earlier; nothing was written.
+    ClosedEarly,
+    /// The first answer said `Connection: close` (or was HTTP/1.0): the server does not keep
+    /// connections alive, and a client never reuses this one; nothing was written.
+    NotKept,
     /// The request was written and the connection ended (`eof`, `reset`), or the answer
     /// was not complete in time (`timeout`) or not HTTP (`malformed`): a cut request.
     Cut { kind: Kind },
@@ -1043,33 +1048,58 @@ pub enum Use {
 
 /// Kept-alive connections held idle, each having carried one answered request.
 pub struct Idle {
-    conns: Vec<Conn>,
+    /// `None`: the first answer said `Connection: close`, and the connection was closed at
+    /// once, as a client does (a server may wait for that close: gunicorn's sync worker
+    /// holds such a connection 2 s).
+    conns: Vec<Option<Conn>>,
     answers: Vec<Answer>,
+    /// Per connection: closed when [`Idle::mark_closed`] looked.
+    early: Vec<bool>,
     request: Vec<u8>,
     timeout: Duration,
 }
 
 impl Idle {
-    /// Opens `n` kept-alive connections to `target` one after the other, and sends `GET path`
-    /// on each and reads its answer. Fails on the first connection that cannot connect or gets
-    /// no complete answer (of any status). `timeout` bounds each connect, and each exchange
-    /// here and in [`Idle::use_each`].
+    /// Opens `n` kept-alive connections to `target`, sends `GET path` on each, then reads
+    /// each answer: the requests wait in the app's queue together, not one after the other
+    /// (a server of a few busy sync workers takes seconds for each). Fails on the first
+    /// connection that cannot connect or gets no complete answer (of any status). `timeout`
+    /// bounds each connect, and each exchange from its write, here and in [`Idle::use_each`].
     pub fn open(target: &Target, path: &str, n: usize, timeout: Duration) -> Result<Idle, Failure> {
         let request = request(&target.default_host(), path, Mode::Keepalive);
         let mut idle = Idle {
             conns: Vec::with_capacity(n),
             answers: Vec::with_capacity(n),
+            early: vec![false; n],
             request,
             timeout,
         };
+        let mut sent = Vec::with_capacity(n);
         for _ in 0..n {
             let mut conn = Conn::new(connect(target, timeout)?);
-            let resp = conn.attempt(&idle.request, timeout)?;
+            let deadline = Instant::now() + timeout;
+            conn.send(&idle.request, deadline)?;
+            sent.push((conn, deadline));
+        }
+        for (mut conn, deadline) in sent {
+            let resp = conn.read_response(deadline)?;
             let (status, pid) = (resp.status, resp.pid);
             idle.answers.push(Answer { status, pid });
-            idle.conns.push(conn);
+            idle.conns.push((!resp.close).then_some(conn));
         }
         Ok(idle)
+    }
+
+    /// Looks at each kept-alive connection now (a peek that never blocks) and marks those the
+    /// server has closed already: [`Idle::use_each`] tells them as [`Use::ClosedEarly`].
+    /// Returns how many are marked in all.
+    pub fn mark_closed(&mut self) -> usize {
+        for (i, conn) in self.conns.iter().enumerate() {
+            if conn.as_ref().is_some_and(|c| !c.reusable()) {
+                self.early[i] = true;
+            }
+        }
+        self.early.iter().filter(|e| **e).count()
     }
 
     /// The first answer on each connection, in order.
@@ -1092,7 +1122,15 @@ impl Idle {
     pub fn use_each(self) -> Vec<Use> {
         let mut uses: Vec<Option<Use>> = Vec::with_capacity(self.conns.len());
         let mut sent = Vec::with_capacity(self.conns.len());
-        for mut conn in self.conns {
+        for (i, conn) in self.conns.into_iter().enumerate() {
+            let Some(mut conn) = conn else {
+                uses.push(Some(Use::NotKept));
+                continue;
+            };
+            if self.early[i] {
+                uses.push(Some(Use::ClosedEarly));
+                continue;
+            }
             if !conn.reusable() {
                 uses.push(Some(Use::ClosedBeforeUse));
                 continue;
@@ -1143,6 +1181,8 @@ mod tests {
         /// Answers the first request after reading only its request line, then (once the
         /// client has read the answer) closes with the rest of the request unread: an RST.
         AnswerThenReset,
+        /// Answers one request with `Connection: close`, and closes.
+        AnswerAndClose,
     }
 
     /// Reads one request head; false at EOF.
@@ -1160,6 +1200,7 @@ mod tests {
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Worker-Pid: 42\r\n\r\nok";
     const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n";
+    const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 
     fn serve(mut s: TcpStream, script: Script, closed: mpsc::Sender<()>) {
         let answer = |s: &mut TcpStream, what: &[u8]| read_request(s) && s.write_all(what).is_ok();
@@ -1184,6 +1225,9 @@ mod tests {
             }
             Script::Drop => {
                 read_request(&mut s);
+            }
+            Script::AnswerAndClose => {
+                answer(&mut s, OK_CLOSE);
             }
             Script::AnswerThenReset => {
                 let mut line = Vec::new();
@@ -1369,7 +1413,7 @@ mod tests {
             closed.recv_timeout(Duration::from_secs(5)).expect("closed");
         }
         thread::sleep(Duration::from_millis(50));
-        let peeked = |i: usize| sys::peek_now(&idle.conns[i].sock);
+        let peeked = |i: usize| sys::peek_now(&idle.conns[i].as_ref().expect("kept").sock);
         assert!(matches!(peeked(1), sys::Peeked::Closed), "{:?}", peeked(1));
         assert!(
             matches!(peeked(4), sys::Peeked::Failed(_)),
@@ -1389,6 +1433,60 @@ mod tests {
                 Use::ClosedBeforeUse,
             ]
         );
+    }
+
+    #[test]
+    fn idle_probes_tell_a_server_that_never_keeps_alive_and_one_that_closed_early() {
+        let (addr, closed) = server(vec![
+            Script::AnswerAndClose,
+            Script::AnswerThenCloseIdle,
+            Script::Answer,
+        ]);
+        let timeout = Duration::from_millis(500);
+        let mut idle = Idle::open(&Target::Tcp(addr), "/", 3, timeout).expect("open");
+        closed.recv_timeout(Duration::from_secs(5)).expect("closed");
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            idle.mark_closed(),
+            1,
+            "only the kept-alive one the server closed"
+        );
+        assert_eq!(
+            idle.use_each(),
+            vec![
+                Use::NotKept,
+                Use::ClosedEarly,
+                Use::Answered(Answer {
+                    status: 200,
+                    pid: Some("42".into())
+                }),
+            ]
+        );
+    }
+
+    /// A server of one busy worker answers the idle probes' requests in turn: they wait in
+    /// its queue together, so each is answered within its timeout (one after the other, the
+    /// probes took n × the server's time before).
+    #[test]
+    fn idle_probes_send_their_requests_together() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let n = 4;
+        thread::spawn(move || {
+            // every request is read before any is answered
+            let mut conns: Vec<TcpStream> = Vec::new();
+            for conn in listener.incoming().take(n) {
+                let mut s = conn.expect("accept");
+                assert!(read_request(&mut s));
+                conns.push(s);
+            }
+            for s in &mut conns {
+                s.write_all(OK).expect("answer");
+            }
+            thread::sleep(Duration::from_secs(5));
+        });
+        let idle = Idle::open(&Target::Tcp(addr), "/", n, Duration::from_secs(2)).expect("open");
+        assert_eq!(idle.len(), n);
     }
 
     #[test]

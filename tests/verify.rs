@@ -379,6 +379,57 @@ fn the_readmes_node_drain_passes_every_check() {
     }
 }
 
+/// gunicorn's sync workers, unchanged, binding their own port (bind mode, `listen`
+/// readiness) with gunicorn's control socket of its own: every check passes or does not
+/// apply. They answer with `Connection: close`, so keep-alive does not apply (it passed
+/// trivially before); the unix socket of their own is named, not warned about; and verify
+/// takes seconds, not minutes: it held its idle connections open after their
+/// `Connection: close` answers, and a sync worker waits 2 s for that close (6 s a reload).
+#[test]
+fn gunicorn_sync_workers_pass_quickly_and_keep_alive_does_not_apply() {
+    let _g = serial();
+    let dir = scratch("verify-gunicorn");
+    std::fs::write(
+        dir.join("slowapp.py"),
+        "import time\n\n\ndef application(environ, start_response):\n    \
+         if environ['PATH_INFO'] == '/slow':\n        time.sleep(0.3)\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '3')])\n    \
+         return [b'ok\\n']\n",
+    )
+    .expect("app");
+    let config = dir.join("api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "command = [\"/opt/baton-tests/venv/bin/gunicorn\", \"--bind\", \"0.0.0.0:8000\", \
+             \"--workers\", \"2\", \"--chdir\", \"{d}\", \"slowapp:application\"]\n\
+             handover = \"bind\"\n\n[sockets]\nhttp = \"127.0.0.1:8000\"\n\n\
+             [readiness]\nkind = \"listen\"\ntimeout = \"10s\"\n\n[drain]\ntimeout = \"10s\"\n\n\
+             [env]\nHOME = \"{d}\"\n",
+            d = dir.display()
+        ),
+    )
+    .expect("config");
+    let t0 = std::time::Instant::now();
+    let (code, r) = verify(&config, &["--slow-path", "/slow"]);
+    let took = t0.elapsed();
+    eprintln!("gunicorn sync under verify: {took:?}");
+    assert_eq!(code, Some(0), "{r}");
+    let (verdict, figure) = row(&r, "keep_alive");
+    assert_eq!(verdict, "not_applicable", "{figure}");
+    assert!(figure.contains("Connection: close"), "{figure}");
+    let (verdict, figure) = row(&r, "sockets");
+    assert_eq!(verdict, "pass", "{figure}");
+    assert!(figure.contains(".gunicorn/gunicorn.ctl"), "{figure}");
+    let (verdict, figure) = row(&r, "in_flight");
+    assert_eq!(verdict, "pass", "{figure}");
+    assert!(!figure.starts_with("0 of 0"), "{figure}");
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "verify took {took:?} for an app that answers in 300 ms"
+    );
+}
+
 /// Ctrl-C in the middle: verify stops baton (which drains its workers), removes its private
 /// directory, reports the run as stopped (exit 1) and leaves no process behind.
 #[test]

@@ -58,7 +58,7 @@ pub struct Request {
 }
 
 /// What became of the idle keep-alive connections used again after a stop signal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Idle {
     /// Answered on the connection.
     pub answered: u32,
@@ -66,6 +66,13 @@ pub struct Idle {
     pub closed: u32,
     /// The request was sent and no complete answer came.
     pub cut: u32,
+    /// Closed by the app before the stop signal (its idle timeout): they tell nothing of
+    /// the stop.
+    pub early: u32,
+    /// The app answered with `Connection: close`: it keeps no connection alive.
+    pub not_kept: u32,
+    /// Why the idle connections of a reload could not be opened (the last reason).
+    pub unopened: Option<String>,
 }
 
 /// Everything `baton verify` observed.
@@ -150,22 +157,34 @@ fn takes_sockets(o: &Observed) -> Check {
     let name = "takes the sockets";
     let ok = o.requests.iter().filter(|r| r.failure.is_none()).count();
     let binds = o.events.iter().filter(|e| e.is("worker_bind")).count();
-    let mut own: Vec<&str> = o
-        .events
-        .iter()
-        .filter(|e| e.is("worker_bind_other"))
-        .map(|e| e.message.as_str())
-        .collect();
-    own.dedup();
+    // the addresses the app bound of its own, once each: ports (refused while two
+    // generations hold them) and unix paths (each generation's bind replaces the path)
+    let mut ports: Vec<&Ev> = Vec::new();
+    let mut paths: Vec<&str> = Vec::new();
+    for e in o.events.iter().filter(|e| e.is("worker_bind_other")) {
+        match e.address.strip_prefix("unix:") {
+            Some(p) if !paths.contains(&p) => paths.push(p),
+            Some(_) => {}
+            None if !ports.iter().any(|q| q.address == e.address) => ports.push(e),
+            None => {}
+        }
+    }
     let how = match o.bind_mode {
         true => format!("handover bind: {binds} bind(s) got baton's socket"),
         false => "handover fds".to_string(),
     };
     let mut figure = format!("{how}; {ok} of {} requests answered", o.requests.len());
-    if let Some(first) = own.first() {
+    if let Some(first) = ports.first() {
         figure.push_str(&format!(
-            "; the app also bound addresses of its own ({} time(s); first: {first})",
-            own.len()
+            "; the app also bound {} port(s) of its own (first: {})",
+            ports.len(),
+            first.message
+        ));
+    }
+    if !paths.is_empty() {
+        figure.push_str(&format!(
+            "; the app bound unix socket(s) of its own, left to it: {}",
+            paths.join(", ")
         ));
     }
     if !served(o) {
@@ -206,7 +225,7 @@ fn takes_sockets(o: &Observed) -> Check {
         };
         return check("sockets", name, Verdict::Fail, figure).advise(advice);
     }
-    let verdict = if own.is_empty() {
+    let verdict = if ports.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Warn
@@ -434,7 +453,7 @@ fn closing_cut(r: &Request, stops: &[u64]) -> bool {
 
 fn keep_alive(o: &Observed) -> Check {
     let name = "keep-alive closes cleanly";
-    let i = o.idle;
+    let i = &o.idle;
     let stops = reload_stops(o);
     let kills = kills(o);
     let racing = o
@@ -444,18 +463,33 @@ fn keep_alive(o: &Observed) -> Check {
         .count() as u32;
     let total = i.answered + i.closed + i.cut;
     if total == 0 && racing == 0 {
-        return check(
-            "keep_alive",
-            name,
-            Verdict::NotApplicable,
-            "no idle connection was used after a stop signal".into(),
-        );
+        let figure = if i.not_kept > 0 && i.early == 0 {
+            "the app keeps no connection alive (it answers with `Connection: close`)".into()
+        } else if i.early > 0 {
+            format!(
+                "the app closed all {} idle connection(s) before the stop signal (its \
+                 keep-alive timeout is shorter than the rollout); none was left to test \
+                 across the stop",
+                i.early
+            )
+        } else if let Some(why) = &i.unopened {
+            format!("the idle connections could not be opened before a reload: {why}")
+        } else {
+            "no idle connection was used after a stop signal".into()
+        };
+        return check("keep_alive", name, Verdict::NotApplicable, figure);
     }
     let mut figure = format!(
         "{total} idle connection(s) used after the stop signal: {} closed by the app first, {} \
          answered, {} cut",
         i.closed, i.answered, i.cut
     );
+    if i.early > 0 {
+        figure.push_str(&format!(
+            " ({} more closed by the app before the stop signal, not counted)",
+            i.early
+        ));
+    }
     if racing > 0 {
         figure.push_str(&format!(
             "; {racing} request(s) of the load sent on a kept-alive connection after a stop \
@@ -728,6 +762,59 @@ mod tests {
         o.requests.last_mut().unwrap().reused_unanswered = false;
         assert_eq!(verdict(&o, "in_flight").0, Verdict::Fail);
         assert_eq!(verdict(&o, "keep_alive").0, Verdict::Pass);
+    }
+
+    #[test]
+    fn keep_alive_does_not_apply_to_an_app_that_keeps_no_connection_or_closed_them_early() {
+        let mut o = base();
+        o.idle = Idle {
+            not_kept: 8,
+            ..Idle::default()
+        };
+        let (v, figure) = verdict(&o, "keep_alive");
+        assert_eq!(v, Verdict::NotApplicable);
+        assert!(figure.contains("Connection: close"), "{figure}");
+        o.idle = Idle {
+            early: 8,
+            ..Idle::default()
+        };
+        let (v, figure) = verdict(&o, "keep_alive");
+        assert_eq!(v, Verdict::NotApplicable);
+        assert!(figure.contains("before the stop signal"), "{figure}");
+        o.idle = Idle {
+            early: 3,
+            answered: 5,
+            ..Idle::default()
+        };
+        let (v, figure) = verdict(&o, "keep_alive");
+        assert_eq!(v, Verdict::Pass);
+        assert!(figure.contains("3 more closed"), "{figure}");
+    }
+
+    #[test]
+    fn a_port_of_the_apps_own_warns_and_a_unix_socket_of_its_own_is_only_named() {
+        let mut o = base();
+        let bound = |address: &str| Ev {
+            address: address.into(),
+            message: format!("worker 7 bound {address}: none of baton's sockets"),
+            ..ev(5, "worker_bind_other", Some(7))
+        };
+        o.events.push(bound("unix:/root/.gunicorn/gunicorn.ctl"));
+        o.events.push(bound("unix:/root/.gunicorn/gunicorn.ctl"));
+        let (v, figure) = verdict(&o, "sockets");
+        assert_eq!(v, Verdict::Pass, "{figure}");
+        assert!(
+            figure.ends_with("unix socket(s) of its own, left to it: /root/.gunicorn/gunicorn.ctl"),
+            "{figure}"
+        );
+        o.events.push(bound("127.0.0.1:9090"));
+        o.events.push(bound("127.0.0.1:9090"));
+        let (v, figure) = verdict(&o, "sockets");
+        assert_eq!(v, Verdict::Warn, "{figure}");
+        assert!(
+            figure.contains("1 port(s) of its own (first: worker 7 bound 127.0.0.1:9090"),
+            "{figure}"
+        );
     }
 
     #[test]

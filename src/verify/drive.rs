@@ -72,21 +72,40 @@ impl Load {
 }
 
 /// Kept-alive connections held idle across a stop signal.
-pub struct Idle(Option<load::Idle>);
+pub struct Idle(Result<load::Idle, String>);
 
 impl Idle {
+    /// `n` connections, each waiting up to 10 s for its first answer (a few sync workers
+    /// busy with slow requests take seconds).
     pub fn open(target: &Target, path: &str, n: usize) -> Idle {
-        Idle(load::Idle::open(target, path, n, Duration::from_secs(5)).ok())
+        Idle(load::Idle::open(target, path, n, Duration::from_secs(10)).map_err(|f| f.message))
+    }
+
+    /// Marks the connections the app has closed by now: they tell nothing of a stop signal
+    /// that comes later.
+    pub fn mark_closed(&mut self) {
+        if let Ok(i) = self.0.as_mut() {
+            i.mark_closed();
+        }
     }
 
     /// One more request on each: what became of them.
     pub fn use_each(self) -> checks::Idle {
         let mut out = checks::Idle::default();
-        for u in self.0.map(load::Idle::use_each).unwrap_or_default() {
+        let uses = match self.0 {
+            Ok(idle) => idle.use_each(),
+            Err(why) => {
+                out.unopened = Some(why);
+                Vec::new()
+            }
+        };
+        for u in uses {
             match u {
                 load::Use::Answered(_) => out.answered += 1,
                 load::Use::ClosedBeforeUse => out.closed += 1,
                 load::Use::Cut { .. } => out.cut += 1,
+                load::Use::ClosedEarly => out.early += 1,
+                load::Use::NotKept => out.not_kept += 1,
             }
         }
         out

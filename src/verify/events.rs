@@ -14,6 +14,8 @@ pub struct Ev {
     pub worker: Option<i32>,
     pub instance: Option<u32>,
     pub drain_ms: Option<u64>,
+    /// The address a `worker_bind_other` names (`127.0.0.1:9090`, `unix:/path`).
+    pub address: String,
     pub level: String,
     pub message: String,
 }
@@ -36,6 +38,7 @@ impl Ev {
             worker: num("baton_worker_pid").and_then(|p| i32::try_from(p).ok()),
             instance: num("baton_instance").and_then(|i| u32::try_from(i).ok()),
             drain_ms: num("baton_drain_ms"),
+            address: text("baton_address"),
             level: text("level"),
             message: text("message"),
         })

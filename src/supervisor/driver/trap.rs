@@ -275,6 +275,7 @@ impl Io {
                 baton_release = self.release_of(slot.generation),
                 baton_worker_pid = worker,
                 baton_instance = slot.instance,
+                baton_address = %what,
                 "worker {worker} (generation {}, instance {}) bound {what}: none of baton's \
                  sockets ({}); left to the app{more}",
                 slot.generation,
