@@ -55,6 +55,8 @@ pub struct Request {
     /// It went out on a kept-alive connection that had carried earlier requests, and no byte
     /// of its answer came: what a server that closes kept-alive connections cuts.
     pub reused_unanswered: bool,
+    /// The load it belongs to: its path, and whether it keeps connections alive.
+    pub load: std::sync::Arc<(String, bool)>,
 }
 
 /// What became of the idle keep-alive connections used again after a stop signal.
@@ -119,8 +121,9 @@ fn check(id: &'static str, name: &'static str, verdict: Verdict, figure: String)
 }
 
 impl Check {
+    /// The advice, for a warning or a failure only.
     fn advise(mut self, advice: impl Into<String>) -> Check {
-        if self.verdict != Verdict::Pass {
+        if matches!(self.verdict, Verdict::Warn | Verdict::Fail) {
             self.advice = advice.into();
         }
         self
@@ -298,6 +301,8 @@ fn start_up(o: &Observed) -> Check {
     check("start_up", name, verdict, figure).advise(advice)
 }
 
+/// How long the first request after generation 1 reported ready waits for its answer.
+pub const FIRST_ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// The first answer after generation 1 reported ready: later than this is a lie.
 pub const HONEST_FAIL: Duration = Duration::from_millis(500);
 /// … and later than this is suspect.
@@ -315,6 +320,24 @@ fn honest(o: &Observed) -> Check {
     };
     let after = match answer {
         Err(why) => {
+            // a worker that died before it answered is start-up's failure, not a lie
+            let died = o.events.iter().find(|e| {
+                e.is("worker_crash")
+                    && e.mono_us >= *ready
+                    && e.mono_us <= ready + FIRST_ANSWER_WAIT.as_micros() as u64
+            });
+            if let Some(d) = died {
+                return check(
+                    "honest",
+                    name,
+                    Verdict::NotApplicable,
+                    format!(
+                        "a worker died {} after it was ready, before the first request was \
+                         answered ({why}): see start-up time",
+                        ms(d.mono_us - ready)
+                    ),
+                );
+            }
             return check(
                 "honest",
                 name,
@@ -665,6 +688,7 @@ mod tests {
             end_us,
             failure: None,
             reused_unanswered: false,
+            load: std::sync::Arc::new(("/".into(), true)),
         }
     }
 
@@ -838,6 +862,24 @@ mod tests {
         assert_eq!(verdict(&o, "honest").0, Verdict::Fail);
         o.first_answer = Some((52_000, Ok(252_000)));
         assert_eq!(verdict(&o, "honest").0, Verdict::Warn);
+    }
+
+    #[test]
+    fn a_worker_that_dies_before_the_first_answer_is_no_lie_and_n_a_rows_give_no_advice() {
+        let mut o = base();
+        o.first_answer = Some((52_000, Err("no answer within 5s".into())));
+        assert_eq!(verdict(&o, "honest").0, Verdict::Fail);
+        o.events.push(ev(252_000, "worker_crash", Some(7)));
+        let c = evaluate(&o).into_iter().find(|c| c.id == "honest").unwrap();
+        assert_eq!(c.verdict, Verdict::NotApplicable, "{c:?}");
+        assert!(c.figure.contains("died 200ms after"), "{c:?}");
+        assert_eq!(c.advice, "");
+        o.events.retain(|e| !e.is("generation_retire") && !e.is("worker_exit"));
+        for c in evaluate(&o) {
+            if c.verdict == Verdict::NotApplicable {
+                assert_eq!(c.advice, "", "{c:?}");
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn mono_us(at: Instant) -> u64 {
 }
 
 /// A load run, recording every request.
-pub struct Load(Option<load::Running>);
+pub struct Load(Option<load::Running>, std::sync::Arc<(String, bool)>);
 
 impl Load {
     /// `GET path` on `concurrency` connections (kept alive, or one per request) at `rate`
@@ -46,7 +46,10 @@ impl Load {
         spec.rate = rate;
         spec.timeout = Duration::from_secs(10);
         spec.record = true;
-        Load(load::start(spec).ok())
+        Load(
+            load::start(spec).ok(),
+            std::sync::Arc::new((path.to_string(), keepalive)),
+        )
     }
 
     /// Stop; every request it made.
@@ -66,6 +69,7 @@ impl Load {
                     load::Outcome::Failed(k) => Some(k.name().to_string()),
                 },
                 reused_unanswered: r.reused && r.received == 0,
+                load: self.1.clone(),
             })
             .collect()
     }

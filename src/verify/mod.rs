@@ -465,11 +465,18 @@ fn verify_in(
     o.events = std::mem::take(&mut w.events);
     if opts.keep {
         // every request, for a closer look: start and end (µs, CLOCK_MONOTONIC as the
-        // events' mono_us), and the failure's kind
-        let mut csv = String::from("start_us,end_us,failure\n");
+        // events' mono_us), its path and connection, and the failure's kind
+        let mut csv = String::from("start_us,end_us,path,connection,failure\n");
         for r in &o.requests {
             let failure = r.failure.as_deref().unwrap_or("");
-            csv.push_str(&format!("{},{},{failure}\n", r.start_us, r.end_us));
+            let (path, keepalive) = &*r.load;
+            let connection = if *keepalive { "keep-alive" } else { "close" };
+            // a path is one CSV field: quoted, its quotes doubled
+            let path = path.replace('"', "\"\"");
+            csv.push_str(&format!(
+                "{},{},\"{path}\",{connection},{failure}\n",
+                r.start_us, r.end_us
+            ));
         }
         let _ = std::fs::write(dir.join("requests.csv"), csv);
     }
@@ -505,7 +512,7 @@ fn exercise(
         let at = ready.mono_us;
         o.first_answer = Some((
             at,
-            drive::first_answer(target, &opts.path, Duration::from_secs(5)),
+            drive::first_answer(target, &opts.path, checks::FIRST_ANSWER_WAIT),
         ));
     }
     w.until("generation 1 serving", start_timeout, |ev| {
