@@ -94,6 +94,8 @@ pub struct Observed {
     pub idle: Idle,
     /// Processes that outlived their worker: pid and command line.
     pub strays: Vec<(i32, String)>,
+    /// verify reloaded no more once it found them.
+    pub strays_ended_reloads: bool,
     /// At each swap: RSS of the old and the new generation, KiB.
     pub memory: Vec<(u64, u64)>,
     /// MemAvailable of the host, KiB.
@@ -638,9 +640,16 @@ fn strays(o: &Observed) -> Check {
         name,
         Verdict::Fail,
         format!(
-            "{} process(es) outlived their worker: {}{more}",
+            "{} process(es) outlived their worker: {}{more} (verify killed them{})",
             o.strays.len(),
-            list.join(", ")
+            list.join(", "),
+            match o.strays_ended_reloads {
+                true => format!(
+                    "; it reloaded no more after reload {}: one is proof",
+                    o.reloads
+                ),
+                false => String::new(),
+            }
         ),
     )
     .advise(

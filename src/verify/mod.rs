@@ -652,6 +652,7 @@ fn reloads(
         o.strays.extend(w.strays());
         if !o.strays.is_empty() {
             // one round is proof enough
+            o.strays_ended_reloads = i < opts.reloads;
             break;
         }
     }

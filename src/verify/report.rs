@@ -66,7 +66,12 @@ pub fn table(r: &Report<'_>) -> String {
     let _ = writeln!(
         out,
         "\n{}: {fails} failed, {warns} warning(s), {} reload(s) of {}",
-        if r.failed { "FAILED" } else { "ok" },
+        match (r.failed, fails == 0) {
+            (false, _) => "ok",
+            // stopped before any check could fail: not a verdict on the app
+            (true, true) => "INCOMPLETE",
+            (true, false) => "FAILED",
+        },
         r.reloads,
         shown(&r.config)
     );
@@ -123,5 +128,32 @@ mod tests {
         assert_eq!(j["checks"][0]["figure"], "3 of 9 cut\u{1b}[2J");
         assert_eq!(j["checks"][1]["verdict"], "pass");
         assert_eq!(j["failed"], true);
+    }
+
+    /// A run stopped before any check failed (an interrupt, a path that 404s) proved
+    /// nothing, and says so: not "FAILED: 0 failed".
+    #[test]
+    fn a_run_stopped_early_with_no_failed_check_is_incomplete() {
+        let checks = vec![Check {
+            id: "fds",
+            check: "fds",
+            verdict: Verdict::Pass,
+            figure: "none".into(),
+            advice: String::new(),
+        }];
+        let r = Report {
+            config: "api.toml".into(),
+            reloads: 0,
+            failed: true,
+            checks: &checks,
+            aborted: Some("interrupted (SIGINT)".into()),
+            kept: None,
+        };
+        let t = table(&r);
+        assert!(t.contains("verify stopped early: interrupted (SIGINT)"), "{t}");
+        assert!(
+            t.contains("INCOMPLETE: 0 failed, 0 warning(s), 0 reload(s) of api.toml"),
+            "{t}"
+        );
     }
 }
