@@ -82,6 +82,10 @@ pub struct Idle {
 pub struct Observed {
     pub bind_mode: bool,
     pub readiness_timeout: Duration,
+    /// `readiness.kind`'s name (`notify`, `listen`, …).
+    pub readiness_kind: &'static str,
+    /// Each socket: verify's private address as baton names it, and the config's.
+    pub addresses: Vec<(String, String)>,
     pub drain_timeout: Duration,
     /// baton's events, in order.
     pub events: Vec<Ev>,
@@ -153,6 +157,21 @@ pub fn evaluate(o: &Observed) -> Vec<Check> {
         memory(o),
         fds(o),
     ]
+}
+
+impl Observed {
+    /// `text` (baton's words) with each private address followed by the config's, which is
+    /// the one the user knows.
+    fn shown(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (private, production) in &self.addresses {
+            out = out.replace(
+                private,
+                &format!("{private} (verify's stand-in for {production})"),
+            );
+        }
+        out
+    }
 }
 
 fn served(o: &Observed) -> bool {
@@ -264,13 +283,28 @@ fn start_up(o: &Observed) -> Check {
     };
     let advice = "make the app start faster, or raise readiness.timeout (and TimeoutStartSec=)";
     if let Some(e) = not_ready.first() {
-        let advice = if e.message.contains("not ready after") {
-            advice
+        let m = &e.message;
+        let advice = if m.contains("no READY=1") {
+            match o.bind_mode {
+                true => "the app never sent READY=1: use readiness kind = \"listen\", which needs \
+                         no app change"
+                    .to_string(),
+                false => "the app never sent READY=1: use readiness kind = \"accepting\", which \
+                          needs no app change"
+                    .to_string(),
+            }
+        } else if m.contains("no bind() of the app asked for") {
+            let ours: Vec<&str> = o.addresses.iter().map(|(_, p)| p.as_str()).collect();
+            format!(
+                "the app binds another address than [sockets] says ({}): make them agree",
+                ours.join(", ")
+            )
+        } else if m.contains("not ready after") {
+            advice.to_string()
         } else {
-            "the app exits (or cannot start) before it is ready: its output says why (--keep \
-             keeps it)"
+            "the app exits (or cannot start) before it is ready: its output says why".to_string()
         };
-        let figure = format!("{figure}; {}", e.message);
+        let figure = format!("{figure}; {}", o.shown(m));
         return check("start_up", name, Verdict::Fail, figure).advise(advice);
     }
     let verdict = match worst {
@@ -320,7 +354,7 @@ fn stays_up(o: &Observed) -> Check {
     let figure = format!(
         "{} worker(s) died while serving (last: {})",
         crashes.len(),
-        last.message
+        o.shown(&last.message)
     );
     let (ports, _) = own_binds(o);
     let advice = match ports.first() {
@@ -393,10 +427,19 @@ fn honest(o: &Observed) -> Check {
     } else {
         Verdict::Pass
     };
-    check("honest", name, verdict, figure).advise(
-        "the app reports ready before it serves: send READY=1 once the server listens and \
-         answers (or use readiness kind \"accepting\" / \"listen\", which need no app change)",
-    )
+    let advice = match o.readiness_kind {
+        "accepting" | "listen" => {
+            "the app waits on its socket before it can answer: take the socket (or listen) \
+             only once it serves, or use readiness kind \"exec\" with a command that asks the \
+             app itself"
+        }
+        _ => {
+            "the app reports ready before it serves: send READY=1 once the server listens and \
+             answers (or use readiness kind \"accepting\" / \"listen\", which need no app \
+             change)"
+        }
+    };
+    check("honest", name, verdict, figure).advise(advice)
 }
 
 /// Failures by kind, as `reset 2, eof 1`.
@@ -942,6 +985,44 @@ mod tests {
             .unwrap();
         assert!(
             c.advice.starts_with("the app binds [::]:9091 of its own"),
+            "{c:?}"
+        );
+    }
+
+    /// What the user wrote is what the advice names: `listen` for a bind-mode app that sends
+    /// no READY=1, the config's address for an app that binds another.
+    #[test]
+    fn start_up_advice_fits_the_cause_and_names_the_configs_address() {
+        let mut o = base();
+        o.bind_mode = true;
+        o.addresses = vec![("127.0.0.1:35881".into(), "0.0.0.0:3000".into())];
+        o.events.push(Ev {
+            message: "worker 7 not ready after 5s (no READY=1 received)".into(),
+            ..ev(5_000_000, "worker_not_ready", Some(7))
+        });
+        let c = evaluate(&o)
+            .into_iter()
+            .find(|c| c.id == "start_up")
+            .unwrap();
+        assert!(c.advice.contains("kind = \"listen\""), "{c:?}");
+        o.events.pop();
+        o.events.push(Ev {
+            message: "worker 7 not ready after 5s: no bind() of the app asked for baton's \
+                      port(s) (`http` 127.0.0.1:35881); it last bound [::]:3001"
+                .into(),
+            ..ev(5_000_000, "worker_not_ready", Some(7))
+        });
+        let c = evaluate(&o)
+            .into_iter()
+            .find(|c| c.id == "start_up")
+            .unwrap();
+        assert!(
+            c.figure
+                .contains("127.0.0.1:35881 (verify's stand-in for 0.0.0.0:3000)"),
+            "{c:?}"
+        );
+        assert!(
+            c.advice.contains("than [sockets] says (0.0.0.0:3000)"),
             "{c:?}"
         );
     }

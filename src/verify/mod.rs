@@ -110,8 +110,16 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             ));
         }
     }
-    // what would fail at once is said at once, as `baton check --strict` says it
-    let fatal: Vec<String> = crate::check::findings(&config)
+    // what would fail at once is said at once, as `baton check --strict` says it; its
+    // warnings come first, on stderr (the table's rows may be their consequence)
+    let findings = crate::check::findings(&config);
+    for f in findings
+        .iter()
+        .filter(|f| f.level == crate::check::Level::Advice)
+    {
+        eprintln!("verify: warning: {}: {}", f.key, f.message);
+    }
+    let fatal: Vec<String> = findings
         .into_iter()
         .filter(|f| f.is_error(true))
         .map(|f| format!("{}: {}", f.key, f.message))
@@ -452,6 +460,12 @@ fn verify_in(
     let mut o = Observed {
         bind_mode,
         readiness_timeout: config.readiness.timeout,
+        readiness_kind: config.readiness.kind.name(),
+        addresses: targets
+            .iter()
+            .zip(production)
+            .map(|((_, t), (_, prod))| (drive::describe(t), prod.to_string()))
+            .collect(),
         drain_timeout: config.drain.timeout,
         mem_available_kib: sys::mem_available_kib().ok(),
         ..Observed::default()

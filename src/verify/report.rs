@@ -150,7 +150,10 @@ mod tests {
             kept: None,
         };
         let t = table(&r);
-        assert!(t.contains("verify stopped early: interrupted (SIGINT)"), "{t}");
+        assert!(
+            t.contains("verify stopped early: interrupted (SIGINT)"),
+            "{t}"
+        );
         assert!(
             t.contains("INCOMPLETE: 0 failed, 0 warning(s), 0 reload(s) of api.toml"),
             "{t}"
