@@ -147,15 +147,15 @@ enum Command {
         /// The app's baton config (its [sockets] are replaced by private ones)
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// How many reloads
+        /// How many reloads (1 to 50)
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
         reloads: u32,
         /// The path the load asks for
-        #[arg(long, default_value = "/", value_name = "PATH")]
+        #[arg(long, default_value = "/", value_name = "PATH", value_parser = http_path)]
         path: String,
         /// A path whose answer takes a while (a second or so): requests to it are in flight
         /// at every stop signal
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", value_parser = http_path)]
         slow_path: Option<String>,
         /// The sockets, for a config without [sockets] (a socket unit holds them): what the
         /// unit listens on, as NAME=ADDRESS; repeatable
@@ -183,6 +183,14 @@ enum Command {
 }
 
 /// `NAME=ADDRESS`, the address as `[sockets]` writes it.
+/// `--path`, `--slow-path`: what a request line carries as it is.
+fn http_path(s: &str) -> Result<String, String> {
+    match config::is_http_path(s) {
+        true => Ok(s.to_string()),
+        false => Err("a path starts with '/' and holds no whitespace (e.g. /slow?ms=1000)".into()),
+    }
+}
+
 fn named_address(s: &str) -> Result<(String, config::SocketAddrSpec), String> {
     let (name, addr) = s
         .split_once('=')

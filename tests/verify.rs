@@ -296,6 +296,14 @@ fn what_verify_cannot_run_is_said_with_exit_2() {
     assert!(err.contains("expected NAME=ADDRESS"), "{err}");
     let (code, err) = run(&["--reloads", "0"]);
     assert_eq!(code, Some(2), "{err}");
+    // a new user's trial: these were sent as they are, and the 400 blamed the app
+    for bad in ["healthz", "/a b", "http://example.com/"] {
+        let (code, err) = run(&["--path", bad]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("a path starts with '/'"), "{err}");
+        let (code, _) = run(&["--slow-path", bad]);
+        assert_eq!(code, Some(2));
+    }
     // a new user's trial: the same name twice was taken, and failed the app
     let (code, err) = run(&[
         "--socket",

@@ -69,7 +69,7 @@ mod validate;
 
 pub use duration::{parse_duration, MAX_DURATION};
 pub use error::{ConfigError, TOP_LEVEL_KEYS};
-pub use readiness::{Handover, Readiness, ReadinessKind};
+pub use readiness::{is_http_path, Handover, Readiness, ReadinessKind};
 pub use signal::StopSignal;
 pub use socket::{check_control_path, notify_path, SocketAddrSpec, SocketSpec};
 

@@ -304,9 +304,7 @@ impl Ctx<'_> {
                     None => "/".to_string(),
                     Some(p) => {
                         let s = p.get_ref();
-                        if !s.starts_with('/')
-                            || s.chars().any(|c| c.is_whitespace() || c.is_control())
-                        {
+                        if !is_http_path(s) {
                             return Err(self.err(
                                 Some(p.span()),
                                 "readiness.path",
@@ -485,4 +483,10 @@ mod tests {
         assert_eq!(c.readiness.kind.name(), "delay");
         assert_eq!(c.readiness.kind.to_string(), "delay");
     }
+}
+
+/// A path an HTTP request line can carry as it is: it starts with `/` and holds no
+/// whitespace or control character (`readiness.path`, `baton verify --path`).
+pub fn is_http_path(s: &str) -> bool {
+    s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
