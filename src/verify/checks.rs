@@ -109,6 +109,8 @@ pub struct Observed {
     /// How many reloads were asked for, and the failed ones' reasons.
     pub reloads: u32,
     pub reload_failures: Vec<String>,
+    /// The app's last lines of output (baton's own left out).
+    pub app_output: Vec<String>,
     /// Why verify could not go on, when it could not (generation 1 never served).
     pub aborted: Option<String>,
     /// When verify stopped baton (µs): the stop signals from then on are the final stop's,
@@ -160,6 +162,14 @@ pub fn evaluate(o: &Observed) -> Vec<Check> {
 }
 
 impl Observed {
+    /// "its output says why", with its last lines.
+    fn output_says(&self) -> String {
+        match self.app_output.is_empty() {
+            true => "its output says why (--keep keeps it)".into(),
+            false => format!("its last lines: {}", self.app_output.join(" | ")),
+        }
+    }
+
     /// `text` (baton's words) with each private address followed by the config's, which is
     /// the one the user knows.
     fn shown(&self, text: &str) -> String {
@@ -302,7 +312,10 @@ fn start_up(o: &Observed) -> Check {
         } else if m.contains("not ready after") {
             advice.to_string()
         } else {
-            "the app exits (or cannot start) before it is ready: its output says why".to_string()
+            format!(
+                "the app exits (or cannot start) before it is ready: {}",
+                o.output_says()
+            )
         };
         let figure = format!("{figure}; {}", o.shown(m));
         return check("start_up", name, Verdict::Fail, figure).advise(advice);
@@ -360,11 +373,14 @@ fn stays_up(o: &Observed) -> Check {
     let advice = match ports.first() {
         Some(p) => format!(
             "the app binds {} of its own, which the old generation still holds while the new \
-             one starts (EADDRINUSE): add it to [sockets], or bind it only once; its output \
-             says more",
-            p.address
+             one starts (EADDRINUSE): add it to [sockets], or bind it only once; {}",
+            p.address,
+            o.output_says()
         ),
-        None => "the app exits on its own after it is ready: its output says why".into(),
+        None => format!(
+            "the app exits on its own after it is ready: {}",
+            o.output_says()
+        ),
     };
     check("stays_up", name, Verdict::Fail, figure).advise(advice)
 }
@@ -401,7 +417,7 @@ fn honest(o: &Observed) -> Check {
                     Verdict::NotApplicable,
                     format!(
                         "a worker died {} after it was ready, before the first request was \
-                         answered ({why}): see start-up time",
+                         answered ({why}): see \"stays up once ready\"",
                         ms(d.mono_us - ready)
                     ),
                 );
@@ -975,6 +991,16 @@ mod tests {
             "{c:?}"
         );
         assert!(c.advice.contains("its output says why"), "{c:?}");
+        o.app_output = vec!["Error: listen EADDRINUSE :::9091".into()];
+        let c = evaluate(&o)
+            .into_iter()
+            .find(|c| c.id == "stays_up")
+            .unwrap();
+        assert!(
+            c.advice
+                .ends_with("after it is ready: its last lines: Error: listen EADDRINUSE :::9091"),
+            "{c:?}"
+        );
         o.events.push(Ev {
             address: "[::]:9091".into(),
             ..ev(1_000, "worker_bind_other", Some(7))

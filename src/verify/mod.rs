@@ -18,6 +18,7 @@
 pub mod checks;
 pub mod drive;
 pub mod events;
+mod output;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,7 +216,8 @@ struct Watch {
     /// Each worker's descendants seen while it ran.
     trees: BTreeMap<Pid, BTreeSet<Pid>>,
     last_sample: Instant,
-    output: PathBuf,
+    /// The output of baton and its workers.
+    lines: output::Output,
     /// SIGINT, SIGTERM, SIGHUP and SIGQUIT to verify: it stops, stopping baton first.
     signals: sys::SignalFd,
     /// The last of those, and how many came.
@@ -324,12 +326,10 @@ impl Watch {
 
     /// The end of the app's and baton's output, as a suffix for a message.
     fn last_output(&self) -> String {
-        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(5).collect();
-        if lines.is_empty() {
+        let last = self.lines.lines(5);
+        if last.is_empty() {
             return String::new();
         }
-        let last: Vec<&str> = lines.into_iter().rev().collect();
         format!("; its last output: {}", last.join(" | "))
     }
 
@@ -405,14 +405,16 @@ fn verify_in(
     let output = dir.join("output.log");
     let out = std::fs::File::create(&output)
         .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("{}: {e}", output.display()))?;
     // helpers the app leaves behind come to verify once baton is gone
     let _ = sys::set_child_subreaper();
     let exe = std::env::current_exe().map_err(|e| format!("baton's own path: {e}"))?;
     // before any thread: every thread of verify keeps these signals for the loop to read
     let signals = sys::SignalFd::new().map_err(|e| format!("signal handling: {e}"))?;
+    // baton's and the workers' output, through verify: capped in the file, the last lines
+    // kept for the table
+    let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let err = write.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let lines = output::Output::start(read, out);
     let mut cmd = Command::new(exe);
     sys::term_with_parent(&mut cmd);
     cmd.arg("run").arg("--config").arg(&config_path);
@@ -437,11 +439,13 @@ fn verify_in(
         .env("BATON_LOG", "debug")
         .env("STATE_DIRECTORY", dir.join("state"))
         .stdin(Stdio::null())
-        .stdout(out)
+        .stdout(write)
         .stderr(err);
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start baton run: {e}"))?;
+    // its copies of the pipe's write end
+    drop(cmd);
     let mut w = Watch {
         baton: child.id() as Pid,
         child,
@@ -451,7 +455,7 @@ fn verify_in(
         gone: BTreeSet::new(),
         trees: BTreeMap::new(),
         last_sample: Instant::now(),
-        output,
+        lines,
         signals,
         interrupted: None,
         interrupts: 0,
@@ -476,6 +480,7 @@ fn verify_in(
         o.aborted = Some(why.clone());
     }
     finish(&mut w, &mut o, config);
+    o.app_output = w.lines.app_lines(3);
     o.events = std::mem::take(&mut w.events);
     if opts.keep {
         // every request, for a closer look: start and end (µs, CLOCK_MONOTONIC as the
