@@ -616,6 +616,8 @@ fn reloads(
         if !has(&w.events, "generation_retire", old) {
             idle.mark_closed();
         }
+        // the old generation's memory while it still serves all (it may be gone by the swap)
+        let old_rss = w.rss(old);
         // as fast as it goes on 8 connections: each has a request in flight nearly all the
         // time, so the stop signal finds some even in a fast app; until shortly after it
         let mut burst = Some(drive::Load::start(target, &opts.path, true, 8, 0.0));
@@ -629,7 +631,7 @@ fn reloads(
             .find(|e| e.is("reload_done"))
             .and_then(|e| e.generation);
         if let Some(new) = done {
-            o.memory.push((w.rss(old), w.rss(new)));
+            o.memory.push((old_rss.max(w.rss(old)), w.rss(new)));
             w.until("the old generation retired", gone_timeout, |ev| {
                 has(ev, "generation_retire", old)
             })?;
