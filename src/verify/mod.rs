@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Handover, SocketAddrSpec};
+use crate::config::{Config, Handover, ReadinessKind, SocketAddrSpec};
 use crate::control;
 use crate::sys::{self, Pid};
 use checks::{Check, Observed};
@@ -541,7 +541,17 @@ fn exercise(
         return Err("generation 1 never served".into());
     }
     if let Some(pid) = w.of(1).first() {
-        o.fds = Some((*pid, extra_fds(*pid, w)));
+        // in fds mode the worker's fds from 3 on are baton's sockets, and with http
+        // readiness its private probe socket after them
+        let handed = match config.handover {
+            Handover::Fds => {
+                let probe = matches!(config.readiness.kind, ReadinessKind::Http { .. });
+                let sockets = config.sockets.len().max(opts.sockets.len()) as i32;
+                3 + sockets + i32::from(probe)
+            }
+            Handover::Bind => 3,
+        };
+        o.fds = Some((*pid, extra_fds(*pid, handed, w)));
     }
     for path in std::iter::once(&opts.path).chain(&opts.slow_path) {
         drive::preflight(target, path)?;
@@ -682,7 +692,8 @@ fn reloads(
 
 /// A worker's descriptors beyond stdio and baton's sockets (those baton holds as well, at
 /// whatever number the app got them).
-fn extra_fds(pid: Pid, w: &Watch) -> Vec<(i32, String)> {
+/// A worker's descriptors from `from` on that are not baton's sockets.
+fn extra_fds(pid: Pid, from: i32, w: &Watch) -> Vec<(i32, String)> {
     let batons: BTreeSet<String> = sys::proc_fd_targets(w.baton)
         .unwrap_or_default()
         .into_iter()
@@ -692,7 +703,7 @@ fn extra_fds(pid: Pid, w: &Watch) -> Vec<(i32, String)> {
     sys::proc_fd_targets(pid)
         .unwrap_or_default()
         .into_iter()
-        .filter(|(fd, t)| *fd > 2 && !batons.contains(t))
+        .filter(|(fd, t)| *fd >= from && !batons.contains(t))
         .collect()
 }
 
