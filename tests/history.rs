@@ -12,6 +12,8 @@
 //! `--releases` lists only releases still there. A history file another user may write, or a
 //! state directory others may write to, is not read (a crafted record never runs); a record
 //! whose digest is not its config's, or that does not parse, is dropped and the others kept.
+//! An fsync of the history that takes seconds holds neither a reload's answer nor a drain
+//! deadline (an `LD_PRELOAD` library slows baton's fsyncs).
 
 mod common;
 
@@ -1048,4 +1050,95 @@ fn a_reload_that_cannot_apply_sockets_says_so_to_its_client() {
     assert!(!err.contains("restart baton to apply"), "{err}");
     let log = baton.log_text();
     assert!(log.contains("config_sockets_changed"), "{log}");
+}
+
+/// An `LD_PRELOAD` library whose `fsync` and `fdatasync` take `SLOW_FSYNC_MS` (a disk under
+/// write pressure holds an fsync for seconds), built with gcc into `dir`.
+fn slow_fsync_library(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("slow_fsync.c");
+    fs::write(
+        &src,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <time.h>
+static void slow(void) {
+    const char *ms = getenv("SLOW_FSYNC_MS");
+    long n = ms ? atol(ms) : 3000;
+    struct timespec t = { n / 1000, (n % 1000) * 1000000L };
+    while (nanosleep(&t, &t) != 0) {}
+}
+int fsync(int fd) {
+    slow();
+    return ((int (*)(int))dlsym(RTLD_NEXT, "fsync"))(fd);
+}
+int fdatasync(int fd) {
+    slow();
+    return ((int (*)(int))dlsym(RTLD_NEXT, "fdatasync"))(fd);
+}
+"#,
+    )
+    .expect("write slow_fsync.c");
+    let lib = dir.join("slow_fsync.so");
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .expect("gcc (tests/setup.sh installs it)");
+    assert!(out.status.success(), "gcc: {out:?}");
+    lib
+}
+
+/// A new user's trial of `baton verify` (builds writing next door): the history's fsync ran in
+/// the event loop, so the loop stood still for seconds at each swap: the reload's answer waited
+/// for it (8 s with two 3 s fsyncs) and the old worker was killed the moment the loop came back,
+/// its drain never given. With every fsync of baton taking 3 s, the reload answers at once and
+/// the old worker that ignores SIGTERM is killed at its 1 s deadline, not before.
+#[test]
+fn a_slow_fsync_of_the_history_holds_neither_the_reload_nor_the_drain_deadline() {
+    let _g = serial();
+    let dir = scratch("history-slow-fsync-lib");
+    let lib = slow_fsync_library(&dir);
+    let preload = format!("LD_PRELOAD={}", lib.display());
+    let baton = Baton::spawn_with(
+        &["env", &preload, "SLOW_FSYNC_MS=3000"],
+        "history-slow-fsync",
+        |port, ctl| {
+            hello_config(
+                port,
+                ctl,
+                1,
+                "",
+                "[readiness]\nkind = \"notify\"\ntimeout = \"10s\"\n\n\
+                 [drain]\ntimeout = \"1s\"\n\n[env]\nHELLO_FAIL = \"ignore-sigterm\"\n",
+            )
+        },
+    );
+    baton.wait_serving(Duration::from_secs(20));
+    // the library is in baton (its workers get the variable too, and do not fsync)
+    let maps = fs::read_to_string(format!("/proc/{}/maps", baton.pid())).expect("maps");
+    assert!(maps.contains("slow_fsync.so"), "LD_PRELOAD did not take");
+    let old = baton.serving_pids();
+    assert_eq!(old.len(), 1);
+    let t0 = std::time::Instant::now();
+    let (ok, out, took) = baton.reload();
+    assert!(ok, "{out}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the reload's answer waited {took:?} (the history's fsync takes 3 s)"
+    );
+    wait_for("the old worker killed", Duration::from_secs(10), || {
+        !pid_exists(old[0]) || pid_state(old[0]) == Some('Z')
+    });
+    let gone = t0.elapsed();
+    assert!(
+        gone >= Duration::from_millis(900) && gone < Duration::from_millis(2500),
+        "the old worker, which ignores SIGTERM, went {gone:?} after the reload began \
+         (drain.timeout 1s)"
+    );
+    let log = baton.log_text();
+    assert!(log.contains("killed"), "{log}");
+    let _ = fs::remove_dir_all(&dir);
 }
