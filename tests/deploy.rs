@@ -614,28 +614,6 @@ fn a_failed_reload_with_no_baton_answering_says_so() {
     );
 }
 
-/// A config for the releases layout: `command` runs `current/run.sh`.
-fn releases_config(port: u16, ctl: &std::path::Path, current: &std::path::Path) -> String {
-    format!(
-        r#"command   = ["{current}/run.sh"]
-instances = 2
-control   = "{ctl}"
-
-[sockets]
-http = "127.0.0.1:{port}"
-
-[readiness]
-kind    = "notify"
-timeout = "5s"
-
-[drain]
-timeout = "3s"
-"#,
-        current = current.display(),
-        ctl = ctl.display()
-    )
-}
-
 /// The `--reload-cmd` route outside systemd, end to end with a real `baton run`: a good
 /// release (it serves; an old release no generation ran is pruned, the one that served is
 /// kept), a broken one (exit 1 with baton's reason, `current` pointed back, the good release
@@ -653,7 +631,7 @@ fn the_reload_cmd_route_deploys_backs_out_and_prunes_what_no_rollback_needs() {
         r.add(UNUSED, true);
         r.add(FIRST, true);
         r.point(FIRST);
-        let text = releases_config(port, ctl, &r.current());
+        let text = releases_config(port, ctl, &run_current(&r.current()), 2, "", "");
         layout = Some(r);
         text
     });
@@ -785,7 +763,7 @@ fn a_failed_reload_command_is_judged_by_what_baton_serves() {
         let r = Releases::new(&root);
         r.add(FIRST, true);
         r.point(FIRST);
-        let text = releases_config(port, ctl, &r.current());
+        let text = releases_config(port, ctl, &run_current(&r.current()), 2, "", "");
         layout = Some(r);
         text
     });

@@ -28,30 +28,6 @@ use serde_json::Value;
 
 use common::*;
 
-/// A config for releases under the control socket's directory: `command` runs `current`.
-fn config(port: u16, ctl: &Path, current: &Path) -> String {
-    format!(
-        r#"command   = ["{current}/run.sh"]
-instances = 2
-control   = "{ctl}"
-
-[sockets]
-http = "127.0.0.1:{port}"
-
-[readiness]
-kind    = "notify"
-timeout = "5s"
-# each rollout lasts at least this long under the load (the example worker is ready in ms)
-stable  = "300ms"
-
-[drain]
-timeout = "3s"
-"#,
-        current = current.display(),
-        ctl = ctl.display()
-    )
-}
-
 /// baton on release `1`, with `2` deployed next to it (both good).
 fn start(name: &str) -> (Baton, Releases) {
     let mut layout = None;
@@ -60,7 +36,16 @@ fn start(name: &str) -> (Baton, Releases) {
         r.add("1", true);
         r.add("2", true);
         r.point("1");
-        let text = config(port, ctl, &r.current());
+        // each rollout lasts at least `stable` under the load (the example worker is ready
+        // in ms)
+        let text = releases_config(
+            port,
+            ctl,
+            &run_current(&r.current()),
+            2,
+            "stable  = \"300ms\"\n",
+            "",
+        );
         layout = Some(r);
         text
     });

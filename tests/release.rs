@@ -15,30 +15,6 @@ use serde_json::Value;
 
 use common::*;
 
-/// A config with `top` (command, cwd, release) for releases under the control socket's dir.
-fn config(port: u16, ctl: &Path, instances: u32, top: &str) -> String {
-    format!(
-        r#"{top}
-instances = {instances}
-control   = "{ctl}"
-
-[sockets]
-http = "127.0.0.1:{port}"
-
-[readiness]
-kind    = "notify"
-timeout = "5s"
-
-[drain]
-timeout = "3s"
-
-[restart]
-backoff_initial = "100ms"
-"#,
-        ctl = ctl.display()
-    )
-}
-
 /// Start baton on release `1` (good), with `2` (broken) and `3` (good) deployed next to it.
 fn start(name: &str, instances: u32, top: impl Fn(&Path) -> String) -> (Baton, Releases) {
     let mut layout = None;
@@ -49,7 +25,8 @@ fn start(name: &str, instances: u32, top: impl Fn(&Path) -> String) -> (Baton, R
         r.add("2", false);
         r.add("3", true);
         r.point("1");
-        let text = config(port, ctl, instances, &top(&r.current()));
+        let tail = "\n[restart]\nbackoff_initial = \"100ms\"\n";
+        let text = releases_config(port, ctl, &top(&r.current()), instances, "", tail);
         layout = Some(r);
         text
     });

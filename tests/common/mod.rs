@@ -21,7 +21,7 @@ mod net;
 pub use net::{express_health_pid, free_port, http_get, http_request};
 mod releases;
 #[allow(unused_imports)] // not every test file deploys releases
-pub use releases::Releases;
+pub use releases::{releases_config, run_current, Releases};
 mod rng;
 #[allow(unused_imports)] // not every test file generates input
 pub use rng::Rng;

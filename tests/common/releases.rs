@@ -63,3 +63,38 @@ impl Releases {
             .to_string()
     }
 }
+
+/// A config for a releases layout: `top` (`command`, …), `instances`, the control socket, one
+/// socket on `port`, `notify` readiness (5 s, plus `readiness` lines), a 3 s drain, then `tail`
+/// (more tables).
+pub fn releases_config(
+    port: u16,
+    ctl: &Path,
+    top: &str,
+    instances: u32,
+    readiness: &str,
+    tail: &str,
+) -> String {
+    format!(
+        r#"{top}
+instances = {instances}
+control   = "{ctl}"
+
+[sockets]
+http = "127.0.0.1:{port}"
+
+[readiness]
+kind    = "notify"
+timeout = "5s"
+{readiness}
+[drain]
+timeout = "3s"
+{tail}"#,
+        ctl = ctl.display()
+    )
+}
+
+/// `command = ["<current>/run.sh"]`: the release's run.sh, through the link.
+pub fn run_current(current: &Path) -> String {
+    format!("command   = [\"{}/run.sh\"]", current.display())
+}
