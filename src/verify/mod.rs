@@ -475,7 +475,13 @@ fn verify_in(
         ..Observed::default()
     };
     let control = dir.join("control.sock");
-    let result = exercise(opts, config, &mut w, &target, &mut o, &control);
+    let run = Run {
+        opts,
+        config,
+        target: &target,
+        control: &control,
+    };
+    let result = exercise(&run, &mut w, &mut o);
     if let Err(why) = &result {
         o.aborted = Some(why.clone());
     }
@@ -507,15 +513,24 @@ fn verify_in(
     })
 }
 
+/// What one run of verify works with, besides the watch and the observations.
+struct Run<'a> {
+    opts: &'a Options,
+    config: &'a Config,
+    /// Where the load goes: the first private socket.
+    target: &'a Target,
+    /// baton's control socket.
+    control: &'a Path,
+}
+
 /// Start, load, reload K times. `Err`: why it could not go on (the checks say the rest).
-fn exercise(
-    opts: &Options,
-    config: &Config,
-    w: &mut Watch,
-    target: &Target,
-    o: &mut Observed,
-    control: &Path,
-) -> Result<(), String> {
+fn exercise(run: &Run<'_>, w: &mut Watch, o: &mut Observed) -> Result<(), String> {
+    let Run {
+        opts,
+        config,
+        target,
+        ..
+    } = *run;
     let start_timeout = config.readiness.timeout + config.readiness.stable + Duration::from_secs(5);
     progress(&format!(
         "starting {} worker(s) on {} (readiness {})",
@@ -564,7 +579,7 @@ fn exercise(
     if let Some(slow) = &opts.slow_path {
         loads.push(drive::Load::start(target, slow, true, 4, 20.0));
     }
-    let result = reloads(opts, config, w, target, o, control);
+    let result = reloads(run, w, o);
     for l in loads {
         o.requests.extend(l.stop());
     }
@@ -580,14 +595,13 @@ fn exercise(
 }
 
 /// The K reloads.
-fn reloads(
-    opts: &Options,
-    config: &Config,
-    w: &mut Watch,
-    target: &Target,
-    o: &mut Observed,
-    control: &Path,
-) -> Result<(), String> {
+fn reloads(run: &Run<'_>, w: &mut Watch, o: &mut Observed) -> Result<(), String> {
+    let Run {
+        opts,
+        config,
+        target,
+        control,
+    } = *run;
     let gone_timeout = config.drain.timeout + Duration::from_secs(5);
     let rollout_timeout = config.readiness.timeout * 2 + config.readiness.stable + gone_timeout;
     for i in 1..=opts.reloads {
