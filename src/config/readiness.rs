@@ -379,6 +379,12 @@ impl Ctx<'_> {
     }
 }
 
+/// A path an HTTP request line can carry as it is: it starts with `/` and holds no
+/// whitespace or control character (`readiness.path`, `baton verify --path`).
+pub fn is_http_path(s: &str) -> bool {
+    s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,10 +489,4 @@ mod tests {
         assert_eq!(c.readiness.kind.name(), "delay");
         assert_eq!(c.readiness.kind.to_string(), "delay");
     }
-}
-
-/// A path an HTTP request line can carry as it is: it starts with `/` and holds no
-/// whitespace or control character (`readiness.path`, `baton verify --path`).
-pub fn is_http_path(s: &str) -> bool {
-    s.starts_with('/') && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
