@@ -438,6 +438,56 @@ fn gunicorn_sync_workers_pass_quickly_and_keep_alive_does_not_apply() {
     );
 }
 
+/// A verify killed unawares (SIGKILL) leaves its private directory, with the config's copy
+/// and its `[env]`: the next run removes it, and only it (not one kept with `--keep`, nor a
+/// running verify's).
+#[test]
+fn a_private_directory_a_killed_verify_left_is_removed_by_the_next_run() {
+    let _g = serial();
+    let dir = scratch("verify-stale");
+    let tmp = dir.join("tmp");
+    let mut dead = Command::new("true").spawn().expect("true");
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let make = |name: String, running: bool| {
+        let d = tmp.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("verify.toml"), "[env]\nSECRET = \"x\"\n").unwrap();
+        if running {
+            std::fs::write(d.join(".running"), "").unwrap();
+        }
+        d
+    };
+    let stale = make(format!("baton-verify-{dead_pid}-0"), true);
+    let kept = make(format!("baton-verify-{dead_pid}-1"), false);
+    let live = make(format!("baton-verify-{}-0", std::process::id()), true);
+    let config = hello(&dir, 1, "127.0.0.1:8080", "", "");
+    let out = Command::new(baton_bin())
+        .args(["verify", "--json", "--reloads", "1", "--config"])
+        .arg(&config)
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("baton verify");
+    assert!(out.status.code().is_some(), "{out:?}");
+    assert!(
+        !stale.exists(),
+        "the killed verify's directory is still there"
+    );
+    assert!(
+        kept.join("verify.toml").exists(),
+        "a kept directory was removed"
+    );
+    assert!(
+        live.join("verify.toml").exists(),
+        "a running verify's directory was removed"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
 /// Ctrl-C in the middle: verify stops baton (which drains its workers), removes its private
 /// directory, reports the run as stopped (exit 1) and leaves no process behind.
 #[test]

@@ -132,28 +132,75 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
             fatal.join("; ")
         ));
     }
-    let dir = private_dir()?;
+    let base = std::env::temp_dir();
+    sweep_stale(&base);
+    let dir = private_dir(&base)?;
     let result = verify_in(opts, &config, &text, &production, &dir);
     let kept = match opts.keep || result.is_err() {
-        true => Some(dir),
+        true => {
+            // kept on purpose: no later run sweeps it
+            let _ = std::fs::remove_file(dir.join(RUNNING));
+            Some(dir)
+        }
         false => {
             let _ = std::fs::remove_dir_all(&dir);
             None
         }
     };
-    let mut outcome = result?;
+    let mut outcome = match result {
+        Ok(o) => o,
+        Err(e) => match kept {
+            Some(at) => return Err(format!("{e} (its files are kept in {})", at.display())),
+            None => return Err(e),
+        },
+    };
     outcome.kept = kept;
     Ok(outcome)
 }
 
-/// A private directory for the run (mode 0700).
-fn private_dir() -> Result<PathBuf, String> {
+/// In a private directory while its verify runs: a directory that still has it when its
+/// verify is gone was left by a verify killed unawares (SIGKILL), and the next run removes it.
+const RUNNING: &str = ".running";
+
+/// Removes `baton-verify-PID-N` directories of `base` that this user made, whose verify is
+/// gone and left its `.running` mark: what a killed verify left (the config's copy, with its
+/// `[env]`, among it). Kept ones (`--keep`) have no mark; a live verify's pid is alive.
+fn sweep_stale(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("baton-verify-")) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<Pid>().ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        let ours =
+            std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == sys::euid());
+        if ours && path.join(RUNNING).exists() && !sys::proc_alive(pid) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// A private directory for the run in `base` (mode 0700), marked [`RUNNING`].
+fn private_dir(base: &Path) -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
     for i in 0..100u32 {
         let dir = base.join(format!("baton-verify-{}-{i}", std::process::id()));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
+            Ok(()) => {
+                std::fs::write(dir.join(RUNNING), b"")
+                    .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+                return Ok(dir);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
         }
