@@ -214,6 +214,18 @@ fn main() {
         if handle.wait_started(None) {
             eprintln!("loadgen: started");
         }
+        // each worker pid (`X-Worker-Pid`) at its first answer: a test waits for one
+        let mut seen = 0;
+        loop {
+            let new = handle.pids_after(seen, None);
+            if new.is_empty() {
+                break;
+            }
+            for pid in &new {
+                eprintln!("loadgen: answered by pid {pid}");
+            }
+            seen += new.len();
+        }
     });
 
     // Until --duration is over or a stop source fires; in-flight requests then finish

@@ -595,8 +595,10 @@ struct Shared {
     /// Workers of the run; 0 until it starts.
     workers: AtomicUsize,
     lock: Mutex<()>,
-    /// Notified on a stop and when the last worker is ready.
+    /// Notified on a stop, when the last worker is ready, and when a new pid answered.
     changed: Condvar,
+    /// The `X-Worker-Pid`s that answered, in the order of their first answer.
+    pids: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -621,6 +623,36 @@ impl Handle {
 
     pub fn is_stopped(&self) -> bool {
         self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Notes a pid that answered (a worker's first answer from it).
+    fn answered_by(&self, pid: &str) {
+        let mut pids = self.0.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        if pids.iter().any(|p| p == pid) {
+            return;
+        }
+        pids.push(pid.to_string());
+        drop(pids);
+        let _guard = self.lock();
+        self.0.changed.notify_all();
+    }
+
+    fn pids_len(shared: &Shared) -> usize {
+        shared
+            .pids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Waits until more than `seen` pids have answered, and returns those after the first
+    /// `seen`, in the order of their first answer; empty once the run stops (or after
+    /// `timeout`) with no new one.
+    pub fn pids_after(&self, seen: usize, timeout: Option<Duration>) -> Vec<String> {
+        let until = timeout.map(|t| Instant::now() + t);
+        self.wait_for(until, |s| Handle::pids_len(s) > seen);
+        let pids = self.0.pids.lock().unwrap_or_else(PoisonError::into_inner);
+        pids.get(seen..).unwrap_or_default().to_vec()
     }
 
     /// Waits until every worker of the run made its first connection attempt (true), or the
@@ -755,7 +787,11 @@ impl Stats {
             Err(f) => (Some((f.kind, f.message)), None, None),
         };
         if let Some(p) = &pid {
-            *self.pids.entry(p.clone()).or_default() += 1;
+            let n = self.pids.entry(p.clone()).or_default();
+            if *n == 0 {
+                cfg.handle.answered_by(p);
+            }
+            *n += 1;
         }
         let outcome = failure
             .as_ref()
@@ -1432,6 +1468,31 @@ mod tests {
                 },
                 Use::ClosedBeforeUse,
             ]
+        );
+    }
+
+    /// A caller waits for the first answer of a pid (a test waits for the load to have
+    /// reached a new generation).
+    #[test]
+    fn the_pids_that_answered_are_told_as_they_come() {
+        let (addr, _) = server(vec![Script::Answer]);
+        let running = start(Spec {
+            concurrency: 2,
+            rate: 50.0,
+            ..Spec::new(Target::Tcp(addr))
+        })
+        .expect("start");
+        let handle = running.handle();
+        assert_eq!(handle.pids_after(0, Some(Duration::from_secs(5))), ["42"]);
+        // no other pid answers: the wait ends at its timeout, empty
+        assert!(handle
+            .pids_after(1, Some(Duration::from_millis(100)))
+            .is_empty());
+        let report = running.stop();
+        assert!(report.ok > 0);
+        assert!(
+            handle.pids_after(1, None).is_empty(),
+            "a stopped run waits for nothing"
         );
     }
 

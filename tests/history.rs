@@ -115,8 +115,17 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
     wait_alone(&baton);
     answers_carry(&baton, "2");
 
-    let keep = Load::start(baton.port, "keepalive", 3, 300);
-    let close = Load::start(baton.port, "close", 3, 200);
+    let mut keep = Load::start(baton.port, "keepalive", 3, 300);
+    let mut close = Load::start(baton.port, "close", 3, 200);
+    // each load reaches each generation: it waits for an answer from it (the count of pids
+    // below depended on timing, and once saw one generation only)
+    let reached = |loads: [&mut Load; 2]| {
+        let pids = baton.serving_pids();
+        for l in loads {
+            l.wait_answered_by(&pids, Duration::from_secs(10));
+        }
+    };
+    reached([&mut keep, &mut close]);
     let (ok, out, err) = baton.client(&["rollback"]);
     assert!(ok, "rollback failed: {out}{err}");
     assert!(
@@ -130,6 +139,7 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
     assert_eq!(baton.serving_generation(), 3);
     wait_alone(&baton);
     answers_carry(&baton, "1");
+    reached([&mut keep, &mut close]);
 
     let (ok, out, err) = baton.client(&["rollback", "--to", "2", "--json"]);
     assert!(ok, "rollback --to 2 failed: {out}{err}");
@@ -143,6 +153,7 @@ fn rollback_under_load_serves_the_previous_release_and_is_in_the_history() {
     assert_eq!(reply["release"], r2.as_str());
     wait_alone(&baton);
     answers_carry(&baton, "2");
+    reached([&mut keep, &mut close]);
     for load in [keep, close] {
         let s = load.stop();
         // two rollouts of at least `stable` each ran under the load

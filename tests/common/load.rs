@@ -99,6 +99,30 @@ impl Load {
         }
     }
 
+    /// Waits until one of `pids` has answered a request of this load (loadgen says so at each
+    /// pid's first answer); panics after `timeout`. A wait on the load's own progress, not on
+    /// time: the load has reached a new generation.
+    pub fn wait_answered_by(&mut self, pids: &[i32], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    let pid = l
+                        .strip_prefix("loadgen: answered by pid ")
+                        .and_then(|p| p.trim().parse::<i32>().ok());
+                    if pid.is_some_and(|p| pids.contains(&p)) {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "loadgen ({}) got no answer from {pids:?} within {timeout:?}",
+                    self.mode
+                ),
+            }
+        }
+    }
+
     /// Stop it (stdin EOF) and return its JSON report, after checking that loadgen exited
     /// successfully. The report is printed (shown when the test fails).
     pub fn stop(mut self) -> Value {
