@@ -551,7 +551,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
             "[defaults]\ninventory = {d}/hosts.ini\nhost_key_checking = True\n\
              private_key_file = {d}/id_ed25519\nremote_user = root\n\
              interpreter_python = /usr/bin/python3\nforks = 10\nretry_files_enabled = False\n\
-             [ssh_connection]\npipelining = True\n\
+             [ssh_connection]\npipelining = True\ncontrol_path_dir = {d}/cp\n\
              ssh_args = -F /dev/null -o UserKnownHostsFile={d}/known_hosts \
              -o StrictHostKeyChecking=yes -o ControlMaster=auto -o ControlPersist=120s\n",
             d = dir.display()
@@ -647,6 +647,51 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         reload_time(&mut times, h, "deploy r2");
     }
     all_serve(&mut c, "deploy r2", "r2");
+
+    // ---- install.yml again on the running fleet (same .deb, first release r1 given again):
+    // nothing changes, nothing is reloaded, current stays on r2
+    let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
+    let load = Loads::start(hp.port);
+    let p = ansible.play(
+        "install.yml",
+        &[
+            format!("baton_deb={}", deb.display()),
+            format!("baton_release_src={}", r1.display()),
+        ],
+    );
+    let (total, failed, kinds) = load.stop();
+    loads.push(("install.yml again".into(), total, failed, kinds.clone()));
+    times.push((
+        "install.yml again (running fleet)".into(),
+        p.took.as_secs_f64(),
+    ));
+    assert!(p.ok, "install.yml again failed:\n{}", p.output);
+    let rc = recap(&p);
+    c.check(
+        hosts.iter().all(|h| {
+            rc.lines()
+                .any(|l| l.starts_with(&format!("{} ", h.name)) && l.contains("changed=0"))
+        }),
+        format!("install.yml again: changed=0 on every host:\n{rc}"),
+    );
+    c.check(
+        failed == 0,
+        format!("install.yml again: {failed} of {total} requests failed: {kinds:?}"),
+    );
+    for (h, b) in hosts.iter().zip(&before) {
+        let s = h.must_serve();
+        let current =
+            h.bx.sh_ok(&format!("readlink -f /srv/{NAME}/current"))
+                .trim()
+                .to_string();
+        c.check(
+            s == *b && current == app_release("r2"),
+            format!(
+                "install.yml again: {} untouched, current -> {current}: {s:?}",
+                h.name
+            ),
+        );
+    }
 
     // ---- scenario 3: rollback.yml after the good deploy: back to r1
     let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
@@ -827,4 +872,41 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
     }
     drop(hp);
     c.finish(&hosts[0].bx, &[UNIT]);
+}
+
+/// The role and playbooks are clean for ansible-lint (pinned in tests/setup.sh): its
+/// production profile, warnings counted as failures, offline (no Galaxy, no version check).
+#[test]
+fn packaging_ansible_passes_ansible_lint() {
+    let lint = format!("{ANSIBLE_BIN}/ansible-lint");
+    assert!(
+        Path::new(&lint).exists(),
+        "{lint} is missing: run `bash tests/setup.sh` first"
+    );
+    let tmp = TmpDir(std::env::temp_dir().join(format!("baton-lint-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&tmp.0);
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let t0 = Instant::now();
+    let out = Command::new(&lint)
+        .args([
+            "--offline",
+            "--strict",
+            "--nocolor",
+            "--profile",
+            "production",
+        ])
+        .current_dir(Path::new(ROOT).join("packaging/ansible"))
+        .env("ANSIBLE_HOME", tmp.0.join("ansible-home"))
+        .env("ANSIBLE_LOCAL_TEMP", tmp.0.join("ansible-tmp"))
+        .env("XDG_CACHE_HOME", tmp.0.join("cache"))
+        .env(
+            "PATH",
+            format!("{ANSIBLE_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ansible-lint");
+    let out = harness::to_out(out, t0.elapsed());
+    eprintln!("ansible-lint: {out}");
+    assert!(out.ok(), "ansible-lint packaging/ansible: {out}");
 }

@@ -49,19 +49,17 @@ bash "$(dirname "$0")/../packaging/build.sh" --tools-only
 # a policy-rc.d refuses that during the install, and ssh.service / ssh.socket are masked so
 # that the booted containers (overlays of this root) start no sshd on :22 at boot.
 if ! dpkg -s openssh-server haproxy python3-apt >/dev/null 2>&1; then
-  if [ -e /usr/sbin/policy-rc.d ]; then
-    echo "setup.sh: /usr/sbin/policy-rc.d exists already; not replacing it" >&2
-    bash "$(dirname "$0")/need-commands.sh" sshd:openssh-server haproxy:haproxy
-  else
+  OWN_POLICY=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
+    OWN_POLICY=1
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends openssh-server haproxy python3-apt >/dev/null
-    rm -f /usr/sbin/policy-rc.d
-    trap - EXIT
   fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssh-server haproxy python3-apt >/dev/null
+  if [ $OWN_POLICY = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 for u in ssh.service ssh.socket haproxy.service; do
   [ "$(readlink "/etc/systemd/system/$u" 2>/dev/null)" = /dev/null ] || systemctl mask -q "$u" 2>/dev/null \
@@ -69,8 +67,8 @@ for u in ssh.service ssh.socket haproxy.service; do
 done
 ANSIBLE_VENV=/opt/baton-tests/ansible
 ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==26.10.1)
-if ! "$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null | grep -qx "${ANSIBLE_PINS[0]}" \
-   || ! "$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null | grep -qx "${ANSIBLE_PINS[1]}"; then
+ANSIBLE_FROZEN=$("$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null || true)
+if ! grep -qx "${ANSIBLE_PINS[0]}" <<<"$ANSIBLE_FROZEN" || ! grep -qx "${ANSIBLE_PINS[1]}" <<<"$ANSIBLE_FROZEN"; then
   dpkg -s python3-venv >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   /usr/bin/python3 -m venv "$ANSIBLE_VENV"
   "$ANSIBLE_VENV/bin/python" -m pip install -q --disable-pip-version-check "${ANSIBLE_PINS[@]}"
