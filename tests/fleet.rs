@@ -27,10 +27,10 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const ANSIBLE_BIN: &str = "/opt/baton-tests/ansible/bin";
-/// The baton instance on every host: /etc/baton/hello.toml, baton@hello.{socket,service}.
-const NAME: &str = "hello";
-const CONFIG: &str = "/etc/baton/hello.toml";
-const UNIT: &str = "baton@hello.service";
+/// The baton instance on every host: /etc/baton/fleet.toml, baton@fleet.{socket,service}.
+const NAME: &str = "fleet";
+const CONFIG: &str = "/etc/baton/fleet.toml";
+const UNIT: &str = "baton@fleet.service";
 const HOSTS: usize = 3;
 
 // ------------------------------------------------------------------------------------------
@@ -192,6 +192,14 @@ fn make_release(dir: &Path, name: &str, good: bool) -> PathBuf {
 fn boot_host(n: usize, ssh_port: u16, authorized: &str) -> (Host, String) {
     let addr = format!("127.0.1.{n}");
     let bx = SdBox::up(&format!("fleet{n}"));
+    // A fresh host: the container boots an overlay of this machine's root, where other tests
+    // (or a baton run by hand) may have left an instance of that name, its history included.
+    // Removed inside the container only.
+    bx.sh_ok(&format!(
+        "rm -rf /etc/baton/{NAME}.toml /var/lib/baton/{NAME} /srv/{NAME} \
+           /etc/systemd/system/baton@{NAME}.socket.d /etc/systemd/system/baton@{NAME}.service.d \
+           /etc/systemd/system/baton@.service /etc/systemd/system/baton@.socket"
+    ));
     bx.write("/root/.ssh/authorized_keys", authorized);
     bx.sh_ok(&format!(
         "chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys \
@@ -753,9 +761,9 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         .collect();
     c.check(
         fatal.iter().any(|l| {
-            l.contains("baton@hello on h1: release bad failed")
+            l.contains(&format!("baton@{NAME} on h1: release bad failed"))
                 && l.contains("exited before it was ready: exit code 1")
-                && l.contains("still serving release /srv/hello/releases/r1")
+                && l.contains(&format!("still serving release {}", app_release("r1")))
         }),
         format!("broken release: the output names h1 and baton's reason: {fatal:?}"),
     );
