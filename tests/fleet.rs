@@ -429,10 +429,14 @@ fn batch_times(p: &Play) -> Vec<f64> {
 fn reload_time(times: &mut Vec<(String, f64)>, h: &Host, what: &str) {
     let lr = h.last_reload();
     eprintln!("  {}: last reload {lr}", h.name);
-    if let Some(ms) = lr["duration_ms"].as_f64() {
+    if let Some(us) = lr["duration_us"].as_f64() {
         times.push((
-            format!("  {what}: {}'s reload, as baton timed it", h.name),
-            ms / 1000.0,
+            format!(
+                "  {what}: {}'s reload, as baton timed it ({:.1} ms)",
+                h.name,
+                us / 1000.0
+            ),
+            us / 1e6,
         ));
     }
 }
