@@ -306,8 +306,12 @@ fn start_haproxy(dir: &Path, hosts: &[Host], app_port: u16) -> HaProxy {
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
-    run_ok("haproxy", &["-c", "-q", "-f", &path.to_string_lossy()], dir);
-    let child = Command::new("haproxy")
+    run_ok(
+        "/usr/sbin/haproxy",
+        &["-c", "-q", "-f", &path.to_string_lossy()],
+        dir,
+    );
+    let child = Command::new("/usr/sbin/haproxy")
         .args(["-db", "-f", &path.to_string_lossy()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
