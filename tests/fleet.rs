@@ -332,6 +332,8 @@ struct Play {
     batches: Vec<Duration>,
     /// Per host, the offset of its last result line (`ok: [h1]` …).
     host_done: BTreeMap<String, Duration>,
+    /// Each `TASK [...]` / `RUNNING HANDLER [...]` / `PLAY [...]` header with its offset.
+    marks: Vec<(String, Duration)>,
 }
 
 struct Ansible {
@@ -373,6 +375,7 @@ impl Ansible {
         let mut output = String::new();
         let mut batches = Vec::new();
         let mut host_done = BTreeMap::new();
+        let mut marks = Vec::new();
         for line in BufReader::new(child.stdout.take().unwrap())
             .lines()
             .map_while(Result::ok)
@@ -380,6 +383,12 @@ impl Ansible {
             let at = t0.elapsed();
             if line.starts_with("PLAY [") {
                 batches.push(at);
+            }
+            for tag in ["TASK [", "RUNNING HANDLER [", "PLAY ["] {
+                if let Some(rest) = line.strip_prefix(tag) {
+                    let name = rest.split_once(']').map_or(rest, |(n, _)| n);
+                    marks.push((name.to_string(), at));
+                }
             }
             for tag in ["ok: [", "changed: [", "fatal: [", "skipping: ["] {
                 if let Some(rest) = line.strip_prefix(tag) {
@@ -400,6 +409,7 @@ impl Ansible {
             took,
             batches,
             host_done,
+            marks,
         };
         eprintln!(
             "ansible-playbook {playbook} {extra:?}: {} in {:.1}s",
@@ -416,6 +426,19 @@ fn recap(p: &Play) -> String {
         .skip_while(|l| !l.starts_with("PLAY RECAP"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Where a play's time went: each task's total over the play (from its header to the next
+/// header), slowest first.
+fn task_times(p: &Play) -> Vec<(String, f64)> {
+    let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+    for (i, (name, at)) in p.marks.iter().enumerate() {
+        let end = p.marks.get(i + 1).map_or(p.took, |m| m.1);
+        *sum.entry(name.clone()).or_default() += (end - *at).as_secs_f64();
+    }
+    let mut v: Vec<(String, f64)> = sum.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v
 }
 
 /// Per batch, its duration (from its `PLAY [` header to the next one, or to the end).
@@ -639,6 +662,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         times.push((format!("  batch {} ({})", i + 1, hosts[i].name), *t));
     }
     assert!(p.ok, "deploy.yml r2 failed:\n{}", p.output);
+    let deploy_tasks = task_times(&p);
     c.check(
         p.batches.len() == HOSTS,
         format!("deploy r2: {} batches of one host", p.batches.len()),
@@ -881,6 +905,12 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
     eprintln!("\nfleet times (s):");
     for (what, t) in &times {
         eprintln!("  {t:>7.2}  {what}");
+    }
+    eprintln!(
+        "deploy.yml r2 (serial 1, 3 hosts): the slowest tasks, summed over the 3 batches (s):"
+    );
+    for (task, t) in deploy_tasks.iter().take(8) {
+        eprintln!("  {t:>7.2}  {task}");
     }
     eprintln!("load through HAProxy (keepalive 8 conns @300/s + close 4 @150/s):");
     for (what, total, failed, kinds) in &loads {
