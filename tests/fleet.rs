@@ -18,8 +18,11 @@ mod harness;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{free_port, wait_until, Checks, Load, SdBox};
@@ -85,6 +88,73 @@ impl Host {
 struct HaProxy {
     child: Child,
     port: u16,
+    /// The runtime API (`stats socket … level admin`).
+    api: PathBuf,
+}
+
+/// One command to HAProxy's runtime API; its answer.
+fn haproxy_api(api: &Path, command: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(api).map_err(|e| format!("{}: {e}", api.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    writeln!(s, "{command}").map_err(|e| format!("send: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(out)
+}
+
+/// Each server's status in HAProxy's `show stat` (`UP`, `DRAIN`, `DOWN`, `DOWN 1/2`, …).
+fn server_statuses(api: &Path) -> BTreeMap<String, String> {
+    let text = haproxy_api(api, "show stat").unwrap_or_default();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .and_then(|h| h.strip_prefix("# "))
+        .unwrap_or("")
+        .split(',')
+        .collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(px), Some(sv), Some(st)) = (col("pxname"), col("svname"), col("status")) else {
+        return BTreeMap::new();
+    };
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() > st && f[px] == "baton" && f[sv] != "BACKEND")
+        .map(|f| (f[sv].to_string(), f[st].to_string()))
+        .collect()
+}
+
+/// Polls `show stat` every 20 ms until stopped: each server's statuses, in the order seen
+/// (a status repeated only after another one).
+struct StatusWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeMap<String, Vec<String>>>,
+}
+
+impl StatusWatch {
+    fn start(api: &Path) -> StatusWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (api, flag) = (api.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            while !flag.load(Ordering::Relaxed) {
+                for (server, status) in server_statuses(&api) {
+                    let v = seen.entry(server).or_default();
+                    if v.last() != Some(&status) {
+                        v.push(status);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        StatusWatch { stop, thread }
+    }
+
+    fn stop(self) -> BTreeMap<String, Vec<String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
 }
 
 impl Drop for HaProxy {
@@ -295,14 +365,16 @@ fn start_haproxy(dir: &Path, hosts: &[Host], app_port: u16) -> HaProxy {
         .iter()
         .map(|h| format!("  server {} {}:{app_port}\n", h.name, h.addr))
         .collect();
+    let api = dir.join("haproxy.sock");
     let cfg = format!(
-        "global\n  maxconn 2000\n\
+        "global\n  maxconn 2000\n  stats socket {} level admin\n\
          defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
          timeout server 30s\n  retries 3\n  option redispatch\n\
          frontend fleet\n  bind 127.0.0.1:{port}\n  default_backend baton\n\
          backend baton\n  balance roundrobin\n  option httpchk GET /healthz\n  \
          http-check expect status 200\n  default-server check inter 250ms fall 2 rise 2\n  \
-         http-response set-header X-Backend %[srv_name]\n{servers}"
+         http-response set-header X-Backend %[srv_name]\n{servers}",
+        api.display()
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
@@ -318,7 +390,10 @@ fn start_haproxy(dir: &Path, hosts: &[Host], app_port: u16) -> HaProxy {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn haproxy");
-    HaProxy { child, port }
+    wait_until("HAProxy's runtime API", Duration::from_secs(10), || {
+        haproxy_api(&api, "show info").ok()
+    });
+    HaProxy { child, port, api }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -899,6 +974,86 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         reload_time(&mut times, h, "serial 2");
     }
     all_serve(&mut c, "serial 2", "r3");
+
+    // ---- scenario 5: restart.yml with the HAProxy drain (a restart closes the socket):
+    // each host's server is drained through the runtime API, baton restarts (a new MainPID),
+    // the server is made ready again; HAProxy's statuses are polled all along
+    let restart_vars = |drain: bool| -> Vec<String> {
+        if !drain {
+            return vec![];
+        }
+        vec![
+            "baton_lb_drain=true".into(),
+            "baton_lb_host=localhost".into(),
+            format!("baton_lb_api={}", hp.api.display()),
+            "baton_lb_backend=baton".into(),
+            "baton_lb_become=false".into(),
+        ]
+    };
+    for drain in [true, false] {
+        let what = if drain {
+            "restart with drain"
+        } else {
+            "restart without drain"
+        };
+        let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
+        let watch = StatusWatch::start(&hp.api);
+        let load = Loads::start(hp.port);
+        let p = ansible.play("restart.yml", &restart_vars(drain));
+        let (total, failed, kinds) = load.stop();
+        let seen = watch.stop();
+        loads.push((
+            format!(
+                "{what} (serial 1){}",
+                if drain { "" } else { ", not asserted" }
+            ),
+            total,
+            failed,
+            kinds.clone(),
+        ));
+        times.push((
+            format!("restart.yml, {what}, serial 1"),
+            p.took.as_secs_f64(),
+        ));
+        for (i, t) in batch_times(&p).iter().enumerate() {
+            times.push((format!("  batch {} ({})", i + 1, hosts[i].name), *t));
+        }
+        eprintln!("  {what}: HAProxy's statuses, in order: {seen:?}");
+        assert!(p.ok, "restart.yml ({what}) failed:\n{}", p.output);
+        c.check(
+            p.batches.len() == HOSTS,
+            format!("{what}: {} batches of one host", p.batches.len()),
+        );
+        if drain {
+            c.check(
+                failed == 0,
+                format!("{what}: {failed} of {total} requests failed: {kinds:?}"),
+            );
+        }
+        for (h, b) in hosts.iter().zip(&before) {
+            let s = h.must_serve();
+            c.check(
+                s.main_pid != b.main_pid && s.release == app_release("r3"),
+                format!(
+                    "{what}: {} restarted (MainPID {} -> {}) and serves r3: {s:?}",
+                    h.name, b.main_pid, s.main_pid
+                ),
+            );
+            if drain {
+                let statuses = seen.get(&h.name).cloned().unwrap_or_default();
+                c.check(
+                    statuses.iter().any(|s| s == "DRAIN"),
+                    format!("{what}: HAProxy saw {} in DRAIN: {statuses:?}", h.name),
+                );
+            }
+        }
+        let now = server_statuses(&hp.api);
+        c.check(
+            now.len() == HOSTS && now.values().all(|s| s == "UP"),
+            format!("{what}: every server UP in HAProxy afterwards: {now:?}"),
+        );
+        all_serve(&mut c, what, "r3");
+    }
 
     // ---- report
     times.push(("whole test".into(), t_all.elapsed().as_secs_f64()));
