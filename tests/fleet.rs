@@ -396,6 +396,14 @@ fn start_haproxy(dir: &Path, hosts: &[Host], app_port: u16) -> HaProxy {
     HaProxy { child, port, api }
 }
 
+/// A reload never closes the socket: HAProxy's check saw every server UP all along.
+fn always_up(c: &mut Checks, what: &str, seen: BTreeMap<String, Vec<String>>) {
+    c.check(
+        seen.len() == HOSTS && seen.values().all(|v| v.iter().all(|s| s == "UP")),
+        format!("{what}: HAProxy saw every server UP all along: {seen:?}"),
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // ansible-playbook
 
@@ -725,12 +733,14 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
 
     // ---- scenario 1: a good rolling deploy (r2), serial 1
     let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
+    let watch = StatusWatch::start(&hp.api);
     let load = Loads::start(hp.port);
     let p = ansible.play(
         "deploy.yml",
         &[format!("baton_release_src={}", r2.display())],
     );
     let (total, failed, kinds) = load.stop();
+    always_up(&mut c, "deploy r2", watch.stop());
     loads.push(("deploy r2 (serial 1)".into(), total, failed, kinds.clone()));
     times.push(("deploy.yml r2, serial 1".into(), p.took.as_secs_f64()));
     for (i, t) in batch_times(&p).iter().enumerate() {
@@ -928,6 +938,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
 
     // ---- scenario 4: serial 2 with three hosts: two batches, timed
     let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
+    let watch = StatusWatch::start(&hp.api);
     let load = Loads::start(hp.port);
     let p = ansible.play(
         "deploy.yml",
@@ -937,6 +948,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         ],
     );
     let (total, failed, kinds) = load.stop();
+    always_up(&mut c, "serial 2", watch.stop());
     loads.push(("deploy r3 (serial 2)".into(), total, failed, kinds.clone()));
     times.push(("deploy.yml r3, serial 2".into(), p.took.as_secs_f64()));
     let bt = batch_times(&p);
