@@ -9,9 +9,12 @@
 //!
 //! One fleet, the scenarios in turn, each under load through HAProxy: install (the .deb of
 //! packaging/build.sh, first release r1), a good rolling deploy (r2), `rollback.yml` (back to
-//! r1), a broken release (host 1 fails and the play stops there), and `serial: 2` (r3: two
-//! batches, timed). Needs root and `cargo build --release --bins --examples` (the .deb is
-//! made from target/release, like tests/packaging.rs).
+//! r1), a broken release (host 1 fails and the play stops there), `serial: 2` (r3: two
+//! batches, timed), then `restart.yml` with the HAProxy drain (through HAProxy's runtime API,
+//! which the test polls: every server stays UP during the deploys, each host goes through
+//! DRAIN during its restart) and, measured but not asserted, without it. Needs root and
+//! `cargo build --release --bins --examples` (the .deb is made from target/release, like
+//! tests/packaging.rs).
 #[path = "sdbox/harness.rs"]
 mod harness;
 
