@@ -637,6 +637,10 @@ fn lifecycle(kind: Kind) {
     // Docker images ship a policy-rc.d that forbids every service action in maintainer
     // scripts (the container's root is a copy of the host's); a systemd host has none.
     bx.sh_ok("rm -f /usr/sbin/policy-rc.d");
+    // A fresh host: the container's root is an overlay of this machine's, where a baton run
+    // by hand may have left a history (/var/lib/baton/demo numbered the first generation 2).
+    // Removed inside the container only.
+    bx.sh_ok("rm -rf /var/lib/baton");
     let before = baton_paths(&bx);
     assert!(
         !bx.sh("test -e /usr/bin/baton || test -e /etc/baton || dpkg -s baton >/dev/null 2>&1")

@@ -12,6 +12,11 @@
 #   npm:  express, pinned by tests/apps/express/package-lock.json, in /opt/baton-tests/node
 #         (tests/bind.rs runs the Express server of a common zero-downtime guide)
 #   packaging/build.sh --tools-only: cargo-deb, rpm, lintian, rpmlint (tests/packaging.rs)
+#   apt:  haproxy, openssh-server, python3-apt (tests/fleet.rs: HAProxy in front of three booted
+#         hosts, each running sshd; Ansible's apt module needs python3-apt on the targets);
+#         no sshd is started or enabled on the host (see below)
+#   PyPI: ansible-core and ansible-lint in the venv /opt/baton-tests/ansible (tests/fleet.rs runs
+#         packaging/ansible's playbooks with it and lints them)
 set -euo pipefail
 bash "$(dirname "$0")/need-commands.sh" systemd-notify:systemd systemd-socket-activate:systemd \
   unshare:util-linux nsenter:util-linux script:bsdutils curl:curl node:nodejs go:golang-go \
@@ -39,3 +44,32 @@ if ! cmp -s "$EXPRESS_SRC/package-lock.json" "$EXPRESS_DIR/package-lock.json" \
 fi
 # tests/packaging.rs: cargo-deb (cargo install, cached in ~/.cargo/bin), rpm, lintian, rpmlint
 bash "$(dirname "$0")/../packaging/build.sh" --tools-only
+# tests/fleet.rs: sshd is started by the test inside each booted host, never on the host. The
+# package's postinst would start one on 0.0.0.0:22 (invoke-rc.d; PID 1 is not systemd in CI):
+# a policy-rc.d refuses that during the install, and ssh.service / ssh.socket are masked so
+# that the booted containers (overlays of this root) start no sshd on :22 at boot.
+if ! dpkg -s openssh-server haproxy python3-apt >/dev/null 2>&1; then
+  OWN_POLICY=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    OWN_POLICY=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openssh-server haproxy python3-apt >/dev/null
+  if [ $OWN_POLICY = 1 ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+fi
+for u in ssh.service ssh.socket haproxy.service; do
+  [ "$(readlink "/etc/systemd/system/$u" 2>/dev/null)" = /dev/null ] || systemctl mask -q "$u" 2>/dev/null \
+    || ln -sf /dev/null "/etc/systemd/system/$u"
+done
+ANSIBLE_VENV=/opt/baton-tests/ansible
+ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==26.10.1)
+ANSIBLE_FROZEN=$("$ANSIBLE_VENV/bin/python" -m pip freeze 2>/dev/null || true)
+if ! grep -qx "${ANSIBLE_PINS[0]}" <<<"$ANSIBLE_FROZEN" || ! grep -qx "${ANSIBLE_PINS[1]}" <<<"$ANSIBLE_FROZEN"; then
+  dpkg -s python3-venv >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  /usr/bin/python3 -m venv "$ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/python" -m pip install -q --disable-pip-version-check "${ANSIBLE_PINS[@]}"
+fi
