@@ -1006,8 +1006,8 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
                 "baton_lb_become=false".into(),
             ]);
         }
-        if !socket {
-            v.push("baton_restart_socket=false".into());
+        if socket {
+            v.push("baton_restart_socket=true".into());
         }
         v
     };
