@@ -488,40 +488,57 @@ fn a_private_directory_a_killed_verify_left_is_removed_by_the_next_run() {
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
-/// Ctrl-C in the middle: verify stops baton (which drains its workers), removes its private
-/// directory, reports the run as stopped (exit 1) and leaves no process behind.
+/// Ctrl-C in the middle, at a terminal (SIGINT to verify's whole process group, during the
+/// reloads): verify stops baton (which drains its workers), removes its private directory,
+/// reports the run as INCOMPLETE with no failed check (exit 1) and leaves no process behind.
+/// A trial: baton was in verify's group, so the terminal's SIGINT stopped it under the load,
+/// and verify failed the app for the requests that stop cut.
 #[test]
 fn an_interrupted_verify_stops_everything_it_started() {
+    use std::os::unix::process::CommandExt;
     let _g = serial();
     let dir = scratch("verify-int");
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let config = hello(&dir, 2, "127.0.0.1:8080", "", "");
     let child = Command::new(baton_bin())
-        .args(["verify", "--config"])
+        .args(["verify", "--reloads", "50", "--config"])
         .arg(&config)
         .args(SLOW)
         .env("TMPDIR", &tmp)
+        .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("baton verify");
     let verify_pid = child.id() as i32;
-    // its baton serves: a worker of the example worker is its grandchild
+    // its baton serves, and reloads: a third worker of the example worker, a grandchild
+    let mut seen = std::collections::BTreeSet::new();
     let mut workers = Vec::new();
     wait_for(
-        "verify's workers",
-        std::time::Duration::from_secs(10),
+        "verify's second generation",
+        std::time::Duration::from_secs(20),
         || {
             workers = children_of(verify_pid)
                 .into_iter()
                 .flat_map(children_of)
                 .collect();
-            workers.len() == 2
+            seen.extend(workers.iter().copied());
+            seen.len() > 2
         },
     );
     let baton = children_of(verify_pid);
-    signal(verify_pid, "INT");
+    // baton is out of the terminal's reach: verify alone stops it
+    for pid in &baton {
+        let group = stat_field(*pid, 5).and_then(|g| g.parse::<i32>().ok());
+        assert_ne!(group, Some(verify_pid), "baton {pid} is in verify's process group");
+    }
+    // the terminal's Ctrl-C: every process of the foreground group
+    let group = Command::new("kill")
+        .args(["-INT", "--", &format!("-{verify_pid}")])
+        .status()
+        .expect("kill");
+    assert!(group.success());
     let out = child.wait_with_output().expect("verify");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -529,6 +546,7 @@ fn an_interrupted_verify_stops_everything_it_started() {
         text.contains("verify stopped early: verify was stopped (SIGINT)"),
         "{text}"
     );
+    assert!(text.contains("\nINCOMPLETE: 0 failed"), "{text}");
     for pid in baton.iter().chain(&workers) {
         assert!(
             !pid_exists(*pid) || pid_state(*pid) == Some('Z'),

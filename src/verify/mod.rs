@@ -464,6 +464,9 @@ fn verify_in(
     let lines = output::Output::start(read, out);
     let mut cmd = Command::new(exe);
     sys::term_with_parent(&mut cmd);
+    // a process group of its own: a terminal's Ctrl-C reaches verify, which stops baton after
+    // its load; in verify's group, baton stopped under the load, and the app was blamed
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.arg("run").arg("--config").arg(&config_path);
     let bind_mode = config.handover == Handover::Bind;
     if bind_mode {
