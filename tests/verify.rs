@@ -531,7 +531,11 @@ fn an_interrupted_verify_stops_everything_it_started() {
     // baton is out of the terminal's reach: verify alone stops it
     for pid in &baton {
         let group = stat_field(*pid, 5).and_then(|g| g.parse::<i32>().ok());
-        assert_ne!(group, Some(verify_pid), "baton {pid} is in verify's process group");
+        assert_ne!(
+            group,
+            Some(verify_pid),
+            "baton {pid} is in verify's process group"
+        );
     }
     // the terminal's Ctrl-C: every process of the foreground group
     let group = Command::new("kill")

@@ -111,6 +111,8 @@ pub struct Observed {
     pub reload_failures: Vec<String>,
     /// The app's last lines of output (baton's own left out).
     pub app_output: Vec<String>,
+    /// A signal to verify (Ctrl-C) stopped it.
+    pub interrupted: bool,
     /// Why verify could not go on, when it could not (generation 1 never served).
     pub aborted: Option<String>,
     /// When verify stopped baton (µs): the stop signals from then on are the final stop's,
@@ -275,7 +277,7 @@ fn start_up(o: &Observed) -> Check {
     let not_ready: Vec<&Ev> = o
         .events
         .iter()
-        .filter(|e| e.is("worker_not_ready") || e.is("generation_failed"))
+        .filter(|e| e.is("worker_not_ready") || e.is("generation_failed") || e.is("reload_failed"))
         .collect();
     let timeout = o.readiness_timeout;
     let worst = times.iter().copied().max();
@@ -312,13 +314,31 @@ fn start_up(o: &Observed) -> Check {
         } else if m.contains("not ready after") {
             advice.to_string()
         } else {
-            format!(
-                "the app exits (or cannot start) before it is ready: {}",
-                o.output_says()
-            )
+            match own_binds(o).0.first() {
+                Some(p) => format!(
+                    "the app exits before it is ready; it binds {} of its own, which the old \
+                     generation still holds while the new one starts (EADDRINUSE): add it to \
+                     [sockets], or bind it only once; {}",
+                    p.address,
+                    o.output_says()
+                ),
+                None => format!(
+                    "the app exits (or cannot start) before it is ready: {}",
+                    o.output_says()
+                ),
+            }
         };
         let figure = format!("{figure}; {}", o.shown(m));
         return check("start_up", name, Verdict::Fail, figure).advise(advice);
+    }
+    if worst.is_none() && o.interrupted {
+        // stopped before the timeout could run out: nothing to judge
+        return check(
+            "start_up",
+            name,
+            Verdict::NotApplicable,
+            "verify was stopped before any worker got ready".into(),
+        );
     }
     let verdict = match worst {
         None => Verdict::Fail,
@@ -1065,6 +1085,40 @@ mod tests {
         let (v, f) = verdict(&o, "start_up");
         assert_eq!(v, Verdict::Fail);
         assert!(f.ends_with("not ready after 10s"), "{f}");
+    }
+
+    /// A reload whose generation could not start is start-up's failure (the run stopped
+    /// there, INCOMPLETE with every row passing); a Ctrl-C before any worker was ready is
+    /// no failure at all.
+    #[test]
+    fn a_failed_reload_fails_start_up_and_an_interrupt_before_ready_does_not() {
+        let mut o = base();
+        o.events.push(Ev {
+            address: "127.0.0.1:9091".into(),
+            ..ev(1_000, "worker_bind_other", Some(7))
+        });
+        o.events.push(Ev {
+            message: "generation 2 rolled back: instance 0 (pid 9) exited before it was ready: \
+                      exit code 1 after 3ms; generation 1 still serving release /srv/a"
+                .into(),
+            ..ev(3_000_000, "reload_failed", None)
+        });
+        let c = evaluate(&o)
+            .into_iter()
+            .find(|c| c.id == "start_up")
+            .unwrap();
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.figure.contains("exited before it was ready"), "{c:?}");
+        assert!(
+            c.advice.contains("binds 127.0.0.1:9091 of its own"),
+            "{c:?}"
+        );
+        let mut o = base();
+        o.events.retain(|e| !e.is("worker_ready"));
+        assert_eq!(verdict(&o, "start_up").0, Verdict::Fail);
+        o.interrupted = true;
+        let (v, figure) = verdict(&o, "start_up");
+        assert_eq!(v, Verdict::NotApplicable, "{figure}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     pub reloads: u32,
     pub aborted: Option<String>,
+    /// Stopped by a signal to verify (Ctrl-C): its files are not kept unasked.
+    pub interrupted: bool,
     pub kept: Option<PathBuf>,
 }
 
@@ -136,7 +138,11 @@ pub fn run(opts: &Options) -> Result<Outcome, String> {
     sweep_stale(&base);
     let dir = private_dir(&base)?;
     let result = verify_in(opts, &config, &text, &production, &dir);
-    let kept = match opts.keep || result.is_err() {
+    // what a run that stopped early (not by a Ctrl-C) saw is kept, to be looked at
+    let stopped_early = result
+        .as_ref()
+        .is_ok_and(|o| o.aborted.is_some() && !o.interrupted);
+    let kept = match opts.keep || result.is_err() || stopped_early {
         true => {
             // kept on purpose: no later run sweeps it
             let _ = std::fs::remove_file(dir.join(RUNNING));
@@ -535,6 +541,7 @@ fn verify_in(
     if let Err(why) = &result {
         o.aborted = Some(why.clone());
     }
+    o.interrupted = w.interrupted.is_some();
     finish(&mut w, &mut o, config);
     o.app_output = w.lines.app_lines(3);
     o.events = std::mem::take(&mut w.events);
@@ -559,6 +566,7 @@ fn verify_in(
         checks: checks::evaluate(&o),
         reloads: o.reloads,
         aborted: o.aborted,
+        interrupted: o.interrupted,
         kept: None,
     })
 }
