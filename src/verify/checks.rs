@@ -384,8 +384,10 @@ fn stays_up(o: &Observed) -> Check {
             ),
         };
     };
+    let at: Vec<u64> = crashes.iter().map(|e| e.mono_us).collect();
+    let cut = o.requests.iter().filter(|r| cut_by_crash(r, &at)).count();
     let figure = format!(
-        "{} worker(s) died while serving (last: {})",
+        "{} worker(s) died while serving, {cut} request(s) cut (last: {})",
         crashes.len(),
         o.shown(&last.message)
     );
@@ -526,17 +528,23 @@ fn in_flight(o: &Observed) -> Check {
         );
     }
     let kills = kills(o);
+    let crashes = crashes(o);
     let at_stop = |r: &&Request| stops.iter().any(|t| r.start_us < *t && r.end_us > *t);
     let in_flight = o.requests.iter().filter(at_stop).count();
-    let failed = |r: &&Request| r.failure.is_some() && !cut_by_kill(r, &kills);
+    // a kill at the deadline is "stops in time"'s, a crash "stays up"'s, and a kept-alive
+    // connection closed under a request "keep-alive"'s
+    let failed = |r: &&Request| {
+        r.failure.is_some()
+            && !cut_by_kill(r, &kills)
+            && !cut_by_crash(r, &crashes)
+            && !closing_cut(r, &stops)
+    };
     let cut: Vec<&Request> = o.requests.iter().filter(at_stop).filter(failed).collect();
-    // a request sent on a kept-alive connection after a stop signal that the app closed under
-    // it is "keep-alive closes cleanly"'s
     let other: Vec<&Request> = o
         .requests
         .iter()
         .filter(failed)
-        .filter(|r| !at_stop(r) && !closing_cut(r, &stops))
+        .filter(|r| !at_stop(r))
         .collect();
     let mut figure = format!(
         "{} of {in_flight} requests in flight at {} stop signal(s) cut",
@@ -586,14 +594,36 @@ fn reload_stops(o: &Observed) -> Vec<u64> {
         .collect()
 }
 
-/// A request on a reused kept-alive connection, sent after a stop signal (within 10 s), that
-/// ended with no byte of an answer: the connection was closed under it.
+/// How long before a stop signal a request on a kept-alive connection may have been sent and
+/// still be unread by the app when it took the connection for idle and closed it.
+pub const UNREAD_BEFORE_STOP_US: u64 = 2_000;
+
+/// A request on a reused kept-alive connection, sent after a stop signal (within 10 s) or
+/// just before it (unread yet), that ended with no byte of an answer: the app closed the
+/// connection under it, taking it for idle.
 fn closing_cut(r: &Request, stops: &[u64]) -> bool {
     r.failure.is_some()
         && r.reused_unanswered
         && stops
             .iter()
-            .any(|t| r.start_us >= *t && r.start_us <= t + 10_000_000)
+            .any(|t| r.start_us + UNREAD_BEFORE_STOP_US >= *t && r.start_us <= t + 10_000_000)
+}
+
+/// A failed request that ended when a worker died on its own (from 100 ms before to 1 s
+/// after): "stays up once ready" counts it.
+fn cut_by_crash(r: &Request, crashes: &[u64]) -> bool {
+    r.failure.is_some()
+        && crashes
+            .iter()
+            .any(|c| r.end_us + 100_000 >= *c && r.end_us <= c + 1_000_000)
+}
+
+fn crashes(o: &Observed) -> Vec<u64> {
+    o.events
+        .iter()
+        .filter(|e| e.is("worker_crash"))
+        .map(|e| e.mono_us)
+        .collect()
 }
 
 fn keep_alive(o: &Observed) -> Check {
@@ -604,7 +634,9 @@ fn keep_alive(o: &Observed) -> Check {
     let racing = o
         .requests
         .iter()
-        .filter(|r| closing_cut(r, &stops) && !cut_by_kill(r, &kills))
+        .filter(|r| {
+            closing_cut(r, &stops) && !cut_by_kill(r, &kills) && !cut_by_crash(r, &crashes(o))
+        })
         .count() as u32;
     let total = i.answered + i.closed + i.cut;
     if total == 0 && racing == 0 {
@@ -990,6 +1022,37 @@ mod tests {
         );
     }
 
+    /// A request sent on a kept-alive connection just before the stop signal, unread when
+    /// the app took the connection for idle and closed it, is keep-alive's (the in-flight
+    /// verdict flipped on it for Go's Shutdown); one sent well before is in-flight's.
+    #[test]
+    fn a_request_unread_at_the_stop_is_keep_alives_and_a_crashs_cut_is_stays_ups() {
+        let mut o = base();
+        let stop = 2_000_000;
+        let reused = |start_us: u64| Request {
+            failure: Some("reset".into()),
+            reused_unanswered: true,
+            ..ok(start_us, stop + 300)
+        };
+        o.requests.push(reused(stop - 7));
+        assert_eq!(verdict(&o, "in_flight").0, Verdict::Pass);
+        assert_eq!(verdict(&o, "keep_alive").0, Verdict::Fail);
+        o.requests.pop();
+        o.requests.push(reused(stop - 50_000));
+        assert_eq!(verdict(&o, "in_flight").0, Verdict::Fail);
+        o.requests.pop();
+        // a worker dies on its own at 5 s: the requests it cut are not SIGTERM's
+        o.events.push(ev(5_000_000, "worker_crash", Some(7)));
+        o.requests.push(Request {
+            failure: Some("eof".into()),
+            ..ok(4_990_000, 5_000_100)
+        });
+        assert_eq!(verdict(&o, "in_flight").0, Verdict::Pass);
+        let (v, figure) = verdict(&o, "stays_up");
+        assert_eq!(v, Verdict::Fail);
+        assert!(figure.contains(", 1 request(s) cut"), "{figure}");
+    }
+
     /// A crash after ready is its own row (it was start-up's, whose times were fine), and
     /// a port of the app's own is named as the likely cause.
     #[test]
@@ -1007,7 +1070,7 @@ mod tests {
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(
             c.figure
-                .starts_with("1 worker(s) died while serving (last: worker 7"),
+                .starts_with("1 worker(s) died while serving, 0 request(s) cut (last: worker 7"),
             "{c:?}"
         );
         assert!(c.advice.contains("its output says why"), "{c:?}");
