@@ -463,11 +463,11 @@ fn verify_in(
     let exe = std::env::current_exe().map_err(|e| format!("baton's own path: {e}"))?;
     // before any thread: every thread of verify keeps these signals for the loop to read
     let signals = sys::SignalFd::new().map_err(|e| format!("signal handling: {e}"))?;
-    // baton's and the workers' output, through verify: capped in the file, the last lines
-    // kept for the table
+    // baton's and the workers' stdout and stderr, through verify: capped in the file, the
+    // last lines kept for the table
     let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
-    let err = write.try_clone().map_err(|e| format!("pipe: {e}"))?;
-    let lines = output::Output::start(read, out);
+    let (err_read, err) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let lines = output::Output::start(read, err_read, out);
     let mut cmd = Command::new(exe);
     sys::term_with_parent(&mut cmd);
     // a process group of its own: a terminal's Ctrl-C reaches verify, which stops baton after
