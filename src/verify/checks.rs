@@ -113,6 +113,9 @@ pub struct Observed {
     pub app_output: Vec<String>,
     /// A signal to verify (Ctrl-C) stopped it.
     pub interrupted: bool,
+    /// The app runs on Node (its command is `node …` or a `.js` file): advice may name Node's
+    /// ways.
+    pub node: bool,
     /// Why verify could not go on, when it could not (generation 1 never served).
     pub aborted: Option<String>,
     /// When verify stopped baton (µs): the stop signals from then on are the final stop's,
@@ -700,10 +703,15 @@ fn stops_in_time(o: &Observed) -> Check {
         ),
         None => "no worker was stopped".into(),
     };
-    let advice = "exit once the requests in flight are done: handle the stop signal, and \
-                  answer a kept-alive connection's next request with `Connection: close` \
-                  (Node 20's server.close() goes on serving busy ones); or raise drain.timeout \
-                  if requests really take that long";
+    let advice = format!(
+        "exit once the requests in flight are done: handle the stop signal, and answer a \
+         kept-alive connection's next request with `Connection: close`{}; or raise \
+         drain.timeout if requests really take that long",
+        match o.node {
+            true => " (Node 20's server.close() goes on serving busy ones)",
+            false => "",
+        }
+    );
     if !killed.is_empty() {
         let kills = kills(o);
         let cut = o.requests.iter().filter(|r| cut_by_kill(r, &kills)).count();
@@ -713,7 +721,7 @@ fn stops_in_time(o: &Observed) -> Check {
             killed.len(),
             fmt_duration(timeout)
         );
-        return check("stops", name, Verdict::Fail, figure).advise(advice);
+        return check("stops", name, Verdict::Fail, figure).advise(advice.clone());
     }
     let verdict = match worst {
         None => Verdict::NotApplicable,

@@ -521,6 +521,10 @@ fn verify_in(
         bind_mode,
         readiness_timeout: config.readiness.timeout,
         readiness_kind: config.readiness.kind.name(),
+        node: config.command.iter().enumerate().any(|(i, a)| {
+            let base = a.rsplit('/').next().unwrap_or(a);
+            (i == 0 && base.starts_with("node")) || a.ends_with(".js") || a.ends_with(".mjs")
+        }),
         addresses: targets
             .iter()
             .zip(production)
@@ -781,7 +785,10 @@ fn extra_fds(pid: Pid, from: i32, w: &Watch) -> Vec<(i32, String)> {
 
 /// Stop baton; what its workers did on the stop, and what outlived them.
 fn finish(w: &mut Watch, o: &mut Observed, config: &Config) {
-    progress("stopping");
+    progress(&format!(
+        "stopping: the workers drain, up to drain.timeout ({}); Ctrl-C again kills them",
+        crate::supervisor::fmt_duration(config.drain.timeout)
+    ));
     o.stopped_us = Some(sys::monotonic_us());
     let _ = sys::kill(w.baton, libc::SIGTERM);
     let deadline = Instant::now() + config.drain.timeout + Duration::from_secs(10);
@@ -828,6 +835,7 @@ pub fn print(outcome: &Outcome, config: &Path, json: bool) -> bool {
         config: config.display().to_string(),
         reloads: outcome.reloads,
         failed,
+        incomplete: outcome.aborted.is_some() && !checks::failed(&outcome.checks),
         checks: &outcome.checks,
         aborted: outcome.aborted.clone(),
         kept: outcome.kept.as_ref().map(|k| k.display().to_string()),

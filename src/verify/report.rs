@@ -10,6 +10,8 @@ pub struct Report<'a> {
     pub config: String,
     pub reloads: u32,
     pub failed: bool,
+    /// Stopped early with no failed check: no verdict on the app (`INCOMPLETE`).
+    pub incomplete: bool,
     pub checks: &'a [Check],
     /// Why verify stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +68,7 @@ pub fn table(r: &Report<'_>) -> String {
     let _ = writeln!(
         out,
         "\n{}: {fails} failed, {warns} warning(s), {} reload(s) of {}",
-        match (r.failed, fails == 0) {
+        match (r.failed, r.incomplete) {
             (false, _) => "ok",
             // stopped before any check could fail: not a verdict on the app
             (true, true) => "INCOMPLETE",
@@ -107,6 +109,7 @@ mod tests {
             config: "/etc/baton/api.toml".into(),
             reloads: 5,
             failed: true,
+            incomplete: false,
             checks: &checks,
             aborted: None,
             kept: None,
@@ -145,6 +148,7 @@ mod tests {
             config: "api.toml".into(),
             reloads: 0,
             failed: true,
+            incomplete: true,
             checks: &checks,
             aborted: Some("interrupted (SIGINT)".into()),
             kept: None,
