@@ -268,6 +268,8 @@ struct Watch {
     gone: BTreeSet<Pid>,
     /// Each worker's descendants seen while it ran.
     trees: BTreeMap<Pid, BTreeSet<Pid>>,
+    /// Each generation's resident memory (KiB) when last sampled with every worker alive.
+    last_rss: BTreeMap<u64, u64>,
     last_sample: Instant,
     /// The output of baton and its workers.
     lines: output::Output,
@@ -341,6 +343,18 @@ impl Watch {
                 }
             }
             self.trees.entry(w).or_default().extend(seen);
+        }
+        // each live generation's memory as last seen whole: an old one may be gone by the
+        // time a swap is looked at (an app that exits at once on its stop signal)
+        let gens: BTreeSet<u64> = self.workers.values().copied().collect();
+        for g in gens {
+            let all = self.of(g);
+            if !all.is_empty() && all.iter().all(|p| !self.gone.contains(p)) {
+                let rss = self.rss(g);
+                if rss > 0 {
+                    self.last_rss.insert(g, rss);
+                }
+            }
         }
     }
 
@@ -510,6 +524,7 @@ fn verify_in(
         workers: BTreeMap::new(),
         gone: BTreeSet::new(),
         trees: BTreeMap::new(),
+        last_rss: BTreeMap::new(),
         last_sample: Instant::now(),
         lines,
         signals,
@@ -717,7 +732,9 @@ fn reloads(run: &Run<'_>, w: &mut Watch, o: &mut Observed) -> Result<(), String>
             .find(|e| e.is("reload_done"))
             .and_then(|e| e.generation);
         if let Some(new) = done {
-            o.memory.push((old_rss.max(w.rss(old)), w.rss(new)));
+            let sampled = w.last_rss.get(&old).copied().unwrap_or(0);
+            o.memory
+                .push((old_rss.max(w.rss(old)).max(sampled), w.rss(new)));
             w.until("the old generation retired", gone_timeout, |ev| {
                 has(ev, "generation_retire", old)
             })?;
