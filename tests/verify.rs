@@ -62,6 +62,21 @@ fn verify(config: &Path, args: &[&str]) -> (Option<i32>, Value) {
     (out.status.code(), report)
 }
 
+/// The end of baton's events, from the directory a run that stopped early keeps (for a
+/// failure's message; removed then).
+fn kept_events(report: &Value) -> String {
+    let Some(dir) = report["kept"].as_str() else {
+        return String::new();
+    };
+    let events = std::fs::read_to_string(Path::new(dir).join("events.jsonl")).unwrap_or_default();
+    let tail: Vec<&str> = events.lines().rev().take(60).collect();
+    let _ = std::fs::remove_dir_all(dir);
+    format!(
+        "baton's last events:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
 /// (verdict, figure) of check `id`.
 fn row(report: &Value, id: &str) -> (String, String) {
     let c = report["checks"]
@@ -100,7 +115,7 @@ fn hello_passes(instances: u32) {
     production.set_nonblocking(true).unwrap();
     let config = hello(&dir, instances, &addr, "", "");
     let (code, r) = verify(&config, &SLOW);
-    assert_eq!(code, Some(0), "{r}");
+    assert_eq!(code, Some(0), "{r}\n{}", kept_events(&r));
     for c in r["checks"].as_array().unwrap() {
         assert_eq!(c["verdict"], "pass", "{c}");
     }
