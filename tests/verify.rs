@@ -151,6 +151,18 @@ fn the_example_worker_passes_every_check_with_3_instances() {
 
 /// A misbehaving mode of the example worker fails `id` (and no other check but `also`).
 fn fails(mode: &str, id: &str, also: &[&str], reloads: &str) -> (Value, String) {
+    fails_maybe(mode, id, also, &[], reloads)
+}
+
+/// [`fails`], where the checks of `maybe` may fail too (or not: it depends on what the load
+/// had in flight at that instant).
+fn fails_maybe(
+    mode: &str,
+    id: &str,
+    also: &[&str],
+    maybe: &[&str],
+    reloads: &str,
+) -> (Value, String) {
     let _g = serial();
     let dir = scratch(&format!("verify-{mode}"));
     let top = format!(", \"--fail\", \"{mode}\"");
@@ -158,6 +170,7 @@ fn fails(mode: &str, id: &str, also: &[&str], reloads: &str) -> (Value, String) 
     let (code, r) = verify(&config, &[SLOW[0], SLOW[1], "--reloads", reloads]);
     assert_eq!(code, Some(1), "{r}");
     let mut failed = with_verdict(&r, "fail");
+    failed.retain(|c| !maybe.contains(&c.as_str()));
     failed.sort();
     let mut want: Vec<String> = also.iter().chain([&id]).map(|s| s.to_string()).collect();
     want.sort();
@@ -168,7 +181,9 @@ fn fails(mode: &str, id: &str, also: &[&str], reloads: &str) -> (Value, String) 
 
 #[test]
 fn an_app_that_exits_at_once_on_sigterm_fails_the_in_flight_check() {
-    let (_, figure) = fails("exit-on-sigterm", "in_flight", &[], "2");
+    // an app that exits at once also closes kept-alive connections under a request the load
+    // sent just then, when there is one: keep-alive's
+    let (_, figure) = fails_maybe("exit-on-sigterm", "in_flight", &[], &["keep_alive"], "2");
     // "N of M requests in flight at 2 stop signal(s) cut (eof N)", N > 0
     let cut: u64 = figure
         .split(" of ")
