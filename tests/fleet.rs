@@ -74,6 +74,14 @@ impl Host {
         })
     }
 
+    /// Where `/srv/NAME/current` points.
+    fn current(&self) -> String {
+        self.bx
+            .sh_ok(&format!("readlink -f /srv/{NAME}/current"))
+            .trim()
+            .to_string()
+    }
+
     fn must_serve(&self) -> Serving {
         self.serving()
             .unwrap_or_else(|| panic!("{}: baton status --json does not answer", self.name))
@@ -307,34 +315,9 @@ fn boot_host(n: usize, ssh_port: u16, authorized: &str) -> (Host, String) {
 
 /// One GET with `Connection: close` to `addr`: (status, the backend HAProxy named, body).
 fn get(addr: &str, path: &str) -> Result<(u16, String, String), String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete response: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    let backend = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("x-backend: ")
-                .or(l.strip_prefix("X-Backend: "))
-        })
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    Ok((status, backend, body.trim().to_string()))
+    let r = harness::http_exchange(addr, path, Duration::from_secs(10), None)?;
+    let backend = r.header("x-backend").unwrap_or_default().to_string();
+    Ok((r.status, backend, r.body.trim().to_string()))
 }
 
 /// The release an answer of the example worker names (`… mark NAME`).
@@ -808,10 +791,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
     );
     for (h, b) in hosts.iter().zip(&before) {
         let s = h.must_serve();
-        let current =
-            h.bx.sh_ok(&format!("readlink -f /srv/{NAME}/current"))
-                .trim()
-                .to_string();
+        let current = h.current();
         c.check(
             s == *b && current == app_release("r2"),
             format!(
@@ -838,10 +818,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
     );
     for (h, b) in hosts.iter().zip(&before) {
         let s = h.must_serve();
-        let current =
-            h.bx.sh_ok(&format!("readlink -f /srv/{NAME}/current"))
-                .trim()
-                .to_string();
+        let current = h.current();
         c.check(
             s.release == app_release("r1")
                 && s.generation == b.generation + 1
@@ -908,10 +885,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
                 h.name
             ),
         );
-        let current =
-            h.bx.sh_ok(&format!("readlink -f /srv/{NAME}/current"))
-                .trim()
-                .to_string();
+        let current = h.current();
         c.check(
             current == app_release("r1"),
             format!("broken release: {} current -> {current}", h.name),

@@ -28,7 +28,7 @@ mod socket;
 mod spawn;
 mod stream;
 
-pub use file::{chmod, euid, may_execute, monotonic_us, output_pipe, pipe, read};
+pub use file::{chmod, euid, may_execute, mkfifo, monotonic_us, output_pipe, pipe, read};
 pub use notify_socket::{remove_stale_socket, Datagram, NotifySocket};
 pub use poll::PollSet;
 pub use priority::{renice_group, worker_nice};

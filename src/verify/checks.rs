@@ -895,8 +895,16 @@ mod tests {
         }
     }
 
+    /// Row `id` of the table for `o`.
+    fn check(o: &Observed, id: &str) -> Check {
+        evaluate(o)
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no row {id}"))
+    }
+
     fn verdict(o: &Observed, id: &str) -> (Verdict, String) {
-        let c = evaluate(o).into_iter().find(|c| c.id == id).unwrap();
+        let c = check(o, id);
         (c.verdict, c.figure)
     }
 
@@ -1071,10 +1079,7 @@ mod tests {
             ..ev(3_000_000, "worker_crash", Some(7))
         });
         assert_eq!(verdict(&o, "start_up").0, Verdict::Pass);
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "stays_up")
-            .unwrap();
+        let c = check(&o, "stays_up");
         assert_eq!(c.verdict, Verdict::Fail);
         assert!(
             c.figure
@@ -1083,10 +1088,7 @@ mod tests {
         );
         assert!(c.advice.contains("its output says why"), "{c:?}");
         o.app_output = vec!["Error: listen EADDRINUSE :::9091".into()];
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "stays_up")
-            .unwrap();
+        let c = check(&o, "stays_up");
         assert!(
             c.advice
                 .ends_with("after it is ready: its last lines: Error: listen EADDRINUSE :::9091"),
@@ -1096,10 +1098,7 @@ mod tests {
             address: "[::]:9091".into(),
             ..ev(1_000, "worker_bind_other", Some(7))
         });
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "stays_up")
-            .unwrap();
+        let c = check(&o, "stays_up");
         assert!(
             c.advice.starts_with("the app binds [::]:9091 of its own"),
             "{c:?}"
@@ -1117,10 +1116,7 @@ mod tests {
             message: "worker 7 not ready after 5s (no READY=1 received)".into(),
             ..ev(5_000_000, "worker_not_ready", Some(7))
         });
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "start_up")
-            .unwrap();
+        let c = check(&o, "start_up");
         assert!(c.advice.contains("kind = \"listen\""), "{c:?}");
         o.events.pop();
         o.events.push(Ev {
@@ -1129,10 +1125,7 @@ mod tests {
                 .into(),
             ..ev(5_000_000, "worker_not_ready", Some(7))
         });
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "start_up")
-            .unwrap();
+        let c = check(&o, "start_up");
         assert!(
             c.figure
                 .contains("127.0.0.1:35881 (verify's stand-in for 0.0.0.0:3000)"),
@@ -1174,10 +1167,7 @@ mod tests {
                 .into(),
             ..ev(3_000_000, "reload_failed", None)
         });
-        let c = evaluate(&o)
-            .into_iter()
-            .find(|c| c.id == "start_up")
-            .unwrap();
+        let c = check(&o, "start_up");
         assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
         assert!(c.figure.contains("exited before it was ready"), "{c:?}");
         assert!(
@@ -1207,7 +1197,7 @@ mod tests {
         o.first_answer = Some((52_000, Err("no answer within 5s".into())));
         assert_eq!(verdict(&o, "honest").0, Verdict::Fail);
         o.events.push(ev(252_000, "worker_crash", Some(7)));
-        let c = evaluate(&o).into_iter().find(|c| c.id == "honest").unwrap();
+        let c = check(&o, "honest");
         assert_eq!(c.verdict, Verdict::NotApplicable, "{c:?}");
         assert!(c.figure.contains("died 200ms after"), "{c:?}");
         assert_eq!(c.advice, "");

@@ -5,8 +5,9 @@
 //! private (`127.0.0.1:<free port>`, unix sockets in a private directory) and whose control
 //! socket and state directory are its own; with `handover = "bind"`, `--bind-as` gives the
 //! app's bind() of its production address the private socket, so the app runs unchanged and
-//! never takes the production port. baton writes its events to a file (`BATON_EVENTS`), read
-//! as they come ([`events`]). verify drives load ([`drive`], over the project's load client),
+//! never takes the production port. baton writes its events to a FIFO (`BATON_EVENTS`), read
+//! as they come ([`events`]); its output and the app's are read from pipes at once, the disk
+//! written by threads of their own ([`output`]), so verify never slows what it measures. verify drives load ([`drive`], over the project's load client),
 //! asks for K reloads over the control socket, keeps idle keep-alive connections across each
 //! stop signal, samples /proc (process trees, memory, descriptors), then stops baton. The
 //! verdicts are pure functions of those observations ([`checks`]); [`report`] prints them.
@@ -32,7 +33,7 @@ use crate::control;
 use crate::sys::{self, Pid};
 use checks::{Check, Observed};
 use drive::Target;
-use events::{Ev, Tail};
+use events::{Ev, Stream};
 
 /// What `baton verify` was asked.
 #[derive(Debug, Clone)]
@@ -260,7 +261,7 @@ fn private_config(
 struct Watch {
     child: Child,
     baton: Pid,
-    tail: Tail,
+    tail: Stream,
     events: Vec<Ev>,
     /// Every worker seen, with its generation.
     workers: BTreeMap<Pid, u64>,
@@ -312,7 +313,7 @@ impl Watch {
         }
         if let Ok(Some(status)) = self.child.try_wait() {
             // the last events it wrote
-            for e in self.tail.read_new() {
+            for e in self.tail.read_rest(Duration::from_secs(2)) {
                 self.events.push(e);
             }
             // a Ctrl-C reaches baton too: it is the interruption that says why
@@ -468,7 +469,6 @@ fn verify_in(
     let config_path = dir.join("verify.toml");
     std::fs::write(&config_path, &private)
         .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-    let events_path = dir.join("events.jsonl");
     let output = dir.join("output.log");
     let out = std::fs::File::create(&output)
         .map_err(|e| format!("cannot create {}: {e}", output.display()))?;
@@ -477,6 +477,13 @@ fn verify_in(
     let exe = std::env::current_exe().map_err(|e| format!("baton's own path: {e}"))?;
     // before any thread: every thread of verify keeps these signals for the loop to read
     let signals = sys::SignalFd::new().map_err(|e| format!("signal handling: {e}"))?;
+    // baton's events come through a FIFO, copied to events.jsonl (threads: after the mask)
+    let events_path = dir.join("events");
+    let copy = dir.join("events.jsonl");
+    let copy = std::fs::File::create(&copy)
+        .map_err(|e| format!("cannot create {}: {e}", copy.display()))?;
+    let events = Stream::start(&events_path, output::Spool::start(copy, output::CAP))
+        .map_err(|e| format!("cannot make the FIFO {}: {e}", events_path.display()))?;
     // baton's and the workers' stdout and stderr, through verify: capped in the file, the
     // last lines kept for the table
     let (read, write) = sys::pipe().map_err(|e| format!("pipe: {e}"))?;
@@ -519,7 +526,7 @@ fn verify_in(
     let mut w = Watch {
         baton: child.id() as Pid,
         child,
-        tail: Tail::new(events_path),
+        tail: events,
         events: Vec::new(),
         workers: BTreeMap::new(),
         gone: BTreeSet::new(),

@@ -1,12 +1,14 @@
-//! The output of `baton run` and its workers under verify (they share one pipe): written to
-//! `output.log` up to a cap, so a chatty app cannot fill the disk, and its last lines kept
-//! in memory for the table's advice.
+//! The output of `baton run` and its workers under verify (they share two pipes, stdout and
+//! stderr): written to `output.log` up to a cap, so a chatty app cannot fill the disk, and
+//! its last lines kept in memory for the table's advice. The pipes are read at once, always:
+//! the disk is written by a [`Spool`] of its own, so that a slow disk never holds baton or
+//! the app on a full pipe.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 /// What `output.log` holds at most.
@@ -56,27 +58,78 @@ fn push(q: &mut VecDeque<String>, line: &str) {
     q.push_back(line[..end].to_string());
 }
 
-/// The file both readers append to, whole lines at a time, up to [`CAP`].
-struct Sink {
-    file: Mutex<File>,
-    written: AtomicU64,
-    dropped: AtomicBool,
+/// What may wait in memory for the disk, in chunks of up to 64 KiB: 8 MiB.
+const QUEUED: usize = 128;
+
+/// A file written by a thread of its own, up to a cap: the reader of a pipe hands it what
+/// it read and goes back to reading, so that a slow disk never stalls the pipe's writers
+/// (baton's event loop, the app). What the disk cannot take in time is dropped, and the
+/// file says how much, where it was.
+#[derive(Clone)]
+pub struct Spool {
+    tx: SyncSender<Vec<u8>>,
+    /// Bytes dropped since the last chunk that went through.
+    lost: Arc<Mutex<u64>>,
 }
 
-impl Sink {
-    fn write(&self, lines: &[u8]) {
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let written = self.written.load(Ordering::Relaxed);
-        let room = CAP.saturating_sub(written) as usize;
-        let keep = lines.len().min(room);
-        if keep > 0 && file.write_all(&lines[..keep]).is_ok() {
-            self.written.store(written + keep as u64, Ordering::Relaxed);
+impl Spool {
+    pub fn start(file: File, cap: u64) -> Spool {
+        let (tx, rx) = sync_channel(QUEUED);
+        std::thread::spawn(move || spool(file, cap, &rx));
+        Spool {
+            tx,
+            lost: Arc::default(),
         }
-        if keep < lines.len() && !self.dropped.swap(true, Ordering::Relaxed) {
+    }
+
+    /// Queue `bytes` (whole lines), never waiting.
+    pub fn write(&self, bytes: &[u8]) {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chunk = lost_note(*lost);
+        chunk.extend_from_slice(bytes);
+        match self.tx.try_send(chunk) {
+            Ok(()) => *lost = 0,
+            Err(TrySendError::Full(_)) => *lost += bytes.len() as u64,
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// The last word of a reader that is done: what it lost since its last chunk, waiting
+    /// for the disk this once.
+    pub fn finish(&self) {
+        let lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        if *lost > 0 {
+            let _ = self.tx.send(lost_note(*lost));
+        }
+    }
+}
+
+/// The line that says `lost` bytes were dropped (none for 0).
+fn lost_note(lost: u64) -> Vec<u8> {
+    match lost {
+        0 => Vec::new(),
+        n => format!(
+            "[baton verify: {n} byte(s) of output are not written here: the disk did not keep \
+             up]\n"
+        )
+        .into_bytes(),
+    }
+}
+
+/// The spool's thread: until every [`Spool`] is gone.
+fn spool(mut file: File, cap: u64, rx: &Receiver<Vec<u8>>) {
+    let (mut written, mut capped) = (0u64, false);
+    for chunk in rx {
+        let keep = chunk.len().min(cap.saturating_sub(written) as usize);
+        if keep > 0 && file.write_all(&chunk[..keep]).is_ok() {
+            written += keep as u64;
+        }
+        if keep < chunk.len() && !capped {
+            capped = true;
             let _ = writeln!(
                 file,
                 "\n[baton verify: output beyond {} MiB is not written here]",
-                CAP >> 20
+                cap >> 20
             );
         }
     }
@@ -86,11 +139,7 @@ impl Output {
     /// Reads `stdout` and `stderr` (pipes' read ends) into `file`.
     pub fn start(stdout: OwnedFd, stderr: OwnedFd, file: File) -> Output {
         let last = Arc::new(Mutex::new(Last::default()));
-        let sink = Arc::new(Sink {
-            file: Mutex::new(file),
-            written: AtomicU64::new(0),
-            dropped: AtomicBool::new(false),
-        });
+        let sink = Spool::start(file, CAP);
         for (fd, is_err) in [(stdout, false), (stderr, true)] {
             let (last, sink) = (last.clone(), sink.clone());
             std::thread::spawn(move || read(File::from(fd), is_err, &sink, &last));
@@ -118,7 +167,7 @@ impl Output {
 }
 
 /// One pipe: whole lines to the sink, the last ones to `last`.
-fn read(mut pipe: File, is_err: bool, sink: &Sink, last: &Mutex<Last>) {
+fn read(mut pipe: File, is_err: bool, sink: &Spool, last: &Mutex<Last>) {
     let mut buf = vec![0u8; 64 << 10];
     let mut partial: Vec<u8> = Vec::new();
     loop {
@@ -153,11 +202,13 @@ fn read(mut pipe: File, is_err: bool, sink: &Sink, last: &Mutex<Last>) {
     if !partial.is_empty() {
         sink.write(&partial);
     }
+    sink.finish();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn baton_lines_are_told_from_the_apps() {
@@ -209,6 +260,61 @@ mod tests {
         let size = std::fs::metadata(&path).unwrap().len();
         assert!(size > CAP && size < CAP + 200, "{size}");
         assert_eq!(out.lines(1).len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A disk that stalls (here a FIFO nobody reads, as the file) never stalls the pipes'
+    /// writers: baton and its app go on (a throttled disk once held baton's event loop 12 s
+    /// and a drain past its deadline went unkilled); what the file could not take is
+    /// dropped, and said.
+    #[test]
+    fn a_stalled_file_does_not_stall_the_pipes() {
+        let dir = std::env::temp_dir().join(format!("baton-stall-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("disk");
+        crate::sys::mkfifo(&fifo).unwrap();
+        // the read end opened first, and never read while the test writes
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let (r, w) = crate::sys::pipe().unwrap();
+        let (er, ew) = crate::sys::pipe().unwrap();
+        let out = Output::start(r, er, file);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut w = File::from(w);
+            let line = format!("{}\n", "y".repeat(1023));
+            // far more than a pipe and the FIFO hold together
+            for _ in 0..(64 << 10) {
+                w.write_all(line.as_bytes()).unwrap();
+            }
+            drop(ew);
+            done_tx.send(()).unwrap();
+        });
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .is_ok(),
+            "the app's writes stalled behind the file"
+        );
+        assert_eq!(out.lines(1).len(), 1);
+        // the disk comes back: what was queued, then how much was lost
+        crate::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&reader), false).unwrap();
+        let mut text = String::new();
+        File::from(std::os::fd::OwnedFd::from(reader))
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.len() < 64 << 20, "{}", text.len());
+        assert!(
+            text.trim_end()
+                .ends_with("of output are not written here: the disk did not keep up]"),
+            "{}",
+            &text[text.len().saturating_sub(300)..]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -87,6 +87,28 @@ pub fn table(r: &Report<'_>) -> String {
 mod tests {
     use super::*;
 
+    fn fds_row() -> Check {
+        Check {
+            id: "fds",
+            check: "fds",
+            verdict: Verdict::Pass,
+            figure: "none".into(),
+            advice: String::new(),
+        }
+    }
+
+    fn report<'a>(checks: &'a [Check], reloads: u32, aborted: Option<&str>) -> Report<'a> {
+        Report {
+            config: "/etc/baton/api.toml".into(),
+            reloads,
+            failed: true,
+            incomplete: aborted.is_some(),
+            checks,
+            aborted: aborted.map(str::to_string),
+            kept: None,
+        }
+    }
+
     #[test]
     fn the_table_and_the_json_have_the_same_rows() {
         let checks = vec![
@@ -97,23 +119,9 @@ mod tests {
                 figure: "3 of 9 cut\u{1b}[2J".into(),
                 advice: "finish them".into(),
             },
-            Check {
-                id: "fds",
-                check: "fds",
-                verdict: Verdict::Pass,
-                figure: "none".into(),
-                advice: String::new(),
-            },
+            fds_row(),
         ];
-        let r = Report {
-            config: "/etc/baton/api.toml".into(),
-            reloads: 5,
-            failed: true,
-            incomplete: false,
-            checks: &checks,
-            aborted: None,
-            kept: None,
-        };
+        let r = report(&checks, 5, None);
         let t = table(&r);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("CHECK "), "{t}");
@@ -137,29 +145,15 @@ mod tests {
     /// nothing, and says so: not "FAILED: 0 failed".
     #[test]
     fn a_run_stopped_early_with_no_failed_check_is_incomplete() {
-        let checks = vec![Check {
-            id: "fds",
-            check: "fds",
-            verdict: Verdict::Pass,
-            figure: "none".into(),
-            advice: String::new(),
-        }];
-        let r = Report {
-            config: "api.toml".into(),
-            reloads: 0,
-            failed: true,
-            incomplete: true,
-            checks: &checks,
-            aborted: Some("interrupted (SIGINT)".into()),
-            kept: None,
-        };
+        let checks = [fds_row()];
+        let r = report(&checks, 0, Some("interrupted (SIGINT)"));
         let t = table(&r);
         assert!(
             t.contains("verify stopped early: interrupted (SIGINT)"),
             "{t}"
         );
         assert!(
-            t.contains("INCOMPLETE: 0 failed, 0 warning(s), 0 reload(s) of api.toml"),
+            t.contains("INCOMPLETE: 0 failed, 0 warning(s), 0 reload(s) of /etc/baton/api.toml"),
             "{t}"
         );
     }

@@ -48,11 +48,41 @@ pub fn http_request(
     timeout: Duration,
     sent: Option<mpsc::Sender<u16>>,
 ) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let r = http_exchange(&format!("127.0.0.1:{port}"), path, timeout, sent)?;
+    Ok((r.status, r.body))
+}
+
+/// An answer of [`http_exchange`].
+pub struct Response {
+    pub status: u16,
+    /// The status line and the header lines.
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value (its name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close` to `addr` (`host:port`), read to its end;
+/// `sent` gets the local port once the request is written.
+pub fn http_exchange(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+    sent: Option<mpsc::Sender<u16>>,
+) -> Result<Response, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(timeout)).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("send: {e}"))?;
     if let Some(tx) = sent {
@@ -70,5 +100,9 @@ pub fn http_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok((status, body.to_string()))
+    Ok(Response {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
 }

@@ -21,7 +21,7 @@ pub use load::Load;
 #[path = "../common/net.rs"]
 mod net;
 #[allow(unused_imports)] // not every test file needs each of them
-pub use net::{express_health_pid, free_port, http_get, http_request};
+pub use net::{express_health_pid, free_port, http_exchange, http_get, http_request};
 
 pub const SDBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdbox/sdbox.sh");
 
