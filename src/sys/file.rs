@@ -1,4 +1,4 @@
-//! Descriptors, files and permissions: the pipes of workers' output, read(2), chmod,
+//! Descriptors, files and permissions: the pipes of workers' output, FIFOs, read(2), chmod,
 //! access(2) for `baton check`, and baton's effective uid.
 //!
 //! Must never block the caller on a pipe's write end (the read end is non-blocking) and never
