@@ -393,6 +393,10 @@ fn always_up(c: &mut Checks, what: &str, seen: BTreeMap<String, Vec<String>>) {
 // ------------------------------------------------------------------------------------------
 // ansible-playbook
 
+/// A top-level key through `baton_config_extra` (JSON: `-e k=v` splits at spaces): it must
+/// stay top-level in the config the role writes.
+const CONFIG_EXTRA: &str = r#"{"baton_config_extra": "release = \"/srv/fleet/current\""}"#;
+
 struct Play {
     ok: bool,
     output: String,
@@ -674,6 +678,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         &[
             format!("baton_deb={}", deb.display()),
             format!("baton_release_src={}", r1.display()),
+            CONFIG_EXTRA.to_string(),
         ],
     );
     times.push(("install.yml (3 hosts at once)".into(), p.took.as_secs_f64()));
@@ -768,6 +773,7 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         &[
             format!("baton_deb={}", deb.display()),
             format!("baton_release_src={}", r1.display()),
+            CONFIG_EXTRA.to_string(),
         ],
     );
     let (total, failed, kinds) = load.stop();
@@ -912,6 +918,60 @@ fn rolling_deploy_across_three_hosts_behind_haproxy() {
         }
     }
     all_serve(&mut c, "broken release", "r1");
+
+    // ---- refusals: a serial of 0 (one batch of every host) before any host is touched; a
+    // release directory the role did not upload (deploy.sh's, a hand-made one) never removed
+    let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
+    let p = ansible.play(
+        "deploy.yml",
+        &[
+            format!("baton_release_src={}", r3.display()),
+            "baton_serial=0".into(),
+        ],
+    );
+    c.check(
+        !p.ok
+            && p.output
+                .contains("baton_serial (0) must be a number of hosts"),
+        format!("serial 0: refused:\n{}", recap(&p)),
+    );
+    let hand = dir.join("hand.tar.gz");
+    std::fs::copy(&r2, &hand).unwrap();
+    hosts[0].bx.sh_ok(&format!(
+        "mkdir -p /srv/{NAME}/releases/hand && echo precious > /srv/{NAME}/releases/hand/data.db"
+    ));
+    let p = ansible.play(
+        "deploy.yml",
+        &[format!("baton_release_src={}", hand.display())],
+    );
+    c.check(
+        !p.ok && p.output.contains("was not uploaded by this role") && !p.output.contains("[h2]"),
+        format!(
+            "a hand-made release: refused on h1, h2 never reached:\n{}",
+            recap(&p)
+        ),
+    );
+    let kept = hosts[0].bx.sh_ok(&format!(
+        "ls -A /srv/{NAME}/releases/hand; cat /srv/{NAME}/releases/hand/data.db"
+    ));
+    c.check(
+        kept.split_whitespace().collect::<Vec<_>>() == ["data.db", "precious"],
+        format!("a hand-made release: left as it was: {kept:?}"),
+    );
+    for (h, b) in hosts.iter().zip(&before) {
+        let s = h.must_serve();
+        let left = h.bx.sh_ok(&format!("ls -A /srv/{NAME}/releases"));
+        c.check(
+            s == *b
+                && h.current() == app_release("r1")
+                && !left.contains("r3")
+                && !left.contains(".upload-"),
+            format!("refusals: {} untouched: {s:?}, releases {left:?}", h.name),
+        );
+    }
+    hosts[0]
+        .bx
+        .sh_ok(&format!("rm -r /srv/{NAME}/releases/hand"));
 
     // ---- scenario 4: serial 2 with three hosts: two batches, timed
     let before: Vec<Serving> = hosts.iter().map(|h| h.must_serve()).collect();
