@@ -196,11 +196,14 @@ fn an_app_that_exits_at_once_on_sigterm_fails_the_in_flight_check() {
 
 #[test]
 fn an_app_that_ignores_sigterm_fails_stops_in_time() {
-    let (_, figure) = fails("ignore-sigterm", "stops", &[], "1");
+    // 3 asked: one kill at the deadline is proof, the others would only wait as long again
+    let (r, figure) = fails("ignore-sigterm", "stops", &[], "3");
     assert!(
-        figure.contains("killed at the drain deadline (3s)"),
+        figure.contains("killed at the drain deadline (3s)")
+            && figure.ends_with("; it reloaded no more after reload 1: one is proof"),
         "{figure}"
     );
+    assert_eq!(r["reloads"], 1, "{r}");
 }
 
 #[test]

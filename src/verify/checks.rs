@@ -100,6 +100,9 @@ pub struct Observed {
     pub strays: Vec<(i32, String)>,
     /// verify reloaded no more once it found them.
     pub strays_ended_reloads: bool,
+    /// verify reloaded no more once a worker was killed at its drain deadline (each further
+    /// round would only wait that long again).
+    pub kill_ended_reloads: bool,
     /// At each swap: RSS of the old and the new generation, KiB.
     pub memory: Vec<(u64, u64)>,
     /// MemAvailable of the host, KiB.
@@ -715,9 +718,16 @@ fn stops_in_time(o: &Observed) -> Check {
     if !killed.is_empty() {
         let kills = kills(o);
         let cut = o.requests.iter().filter(|r| cut_by_kill(r, &kills)).count();
+        let ended = match o.kill_ended_reloads {
+            true => format!(
+                "; it reloaded no more after reload {}: one is proof",
+                o.reloads
+            ),
+            false => String::new(),
+        };
         let figure = format!(
             "{} worker(s) killed at the drain deadline ({}), {cut} request(s) cut by the kill; \
-             {figure}",
+             {figure}{ended}",
             killed.len(),
             fmt_duration(timeout)
         );
@@ -1217,6 +1227,13 @@ mod tests {
         assert_eq!(verdict(&o, "stops").0, Verdict::Warn);
         o.events.push(ev(12_000_000, "worker_killed", Some(7)));
         assert_eq!(verdict(&o, "stops").0, Verdict::Fail);
+        o.reloads = 1;
+        o.kill_ended_reloads = true;
+        let (_, figure) = verdict(&o, "stops");
+        assert!(
+            figure.ends_with("; it reloaded no more after reload 1: one is proof"),
+            "{figure}"
+        );
     }
 
     #[test]

@@ -696,7 +696,12 @@ fn reloads(run: &Run<'_>, w: &mut Watch, o: &mut Observed) -> Result<(), String>
             .find(|e| e.is("generation_serving") || e.is("reload_done"))
             .and_then(|e| e.generation)
             .unwrap_or(1);
-        progress(&format!("reload {i} of {}", opts.reloads));
+        progress(&format!(
+            "reload {i} of {}: the new generation starts, the old one drains (up to \
+             drain.timeout, {})",
+            opts.reloads,
+            crate::supervisor::fmt_duration(config.drain.timeout)
+        ));
         let mut idle = drive::Idle::open(target, &opts.path, 8);
         let path = control.to_path_buf();
         let asked = std::thread::spawn(move || {
@@ -784,6 +789,12 @@ fn reloads(run: &Run<'_>, w: &mut Watch, o: &mut Observed) -> Result<(), String>
         if !o.strays.is_empty() {
             // one round is proof enough
             o.strays_ended_reloads = i < opts.reloads;
+            break;
+        }
+        // so is a kill at the drain deadline: each further round would wait that long again
+        // (minutes with the default 30 s)
+        if w.events[from..].iter().any(|e| e.is("worker_killed")) {
+            o.kill_ended_reloads = i < opts.reloads;
             break;
         }
     }

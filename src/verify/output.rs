@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 
 /// What `output.log` holds at most.
 pub const CAP: u64 = 32 << 20;
-/// Lines kept in memory, of each kind, and their length at most.
-const KEPT: usize = 8;
+/// Lines kept in memory, of each kind, and their length at most (a Node stack trace is a
+/// dozen lines below its error).
+const KEPT: usize = 32;
 const LINE: usize = 300;
 
 #[derive(Default)]
@@ -45,6 +46,19 @@ fn is_batons(line: &str) -> bool {
         && ["TRACE ", "DEBUG ", "INFO ", "WARN ", "ERROR "]
             .iter()
             .any(|l| level.starts_with(l))
+}
+
+/// A line that says what went wrong rather than where: `Error: …`, `TypeError: …`,
+/// `Traceback`'s last line `KeyError: …`, `FATAL …`, `panicked at`, not a stack frame.
+fn says_what_failed(line: &str) -> bool {
+    let t = line.trim_start();
+    if t.starts_with("at ") || t.starts_with("File \"") {
+        return false;
+    }
+    let lower = t.to_ascii_lowercase();
+    ["error", "exception", "fatal", "panic"]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 fn push(q: &mut VecDeque<String>, line: &str) {
@@ -150,14 +164,30 @@ impl Output {
 
     /// The last `n` lines of the app's own output (not baton's): of its stderr if it wrote
     /// any (where an app says why it failed, while its stdout may be chatter), else of its
-    /// stdout.
+    /// stdout. A line that says what went wrong (`Error: …`, `FATAL …`, a panic) comes first
+    /// when the last lines are a stack trace's frames and a runtime's footer without it, and
+    /// a line repeated (every worker saying the same) is quoted once.
     pub fn app_lines(&self, n: usize) -> Vec<String> {
         let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let q = match last.app_err.is_empty() {
             false => &last.app_err,
             true => &last.app_out,
         };
-        q.iter().rev().take(n).rev().cloned().collect()
+        let mut lines: Vec<String> = Vec::new();
+        for l in q.iter().rev() {
+            if !lines.contains(l) {
+                lines.push(l.clone());
+            }
+        }
+        lines.reverse();
+        let tail = lines.len().saturating_sub(n);
+        let mut out: Vec<String> = lines[tail..].to_vec();
+        if !out.iter().any(|l| says_what_failed(l)) {
+            if let Some(e) = lines[..tail].iter().rev().find(|l| says_what_failed(l)) {
+                out[0] = e.clone();
+            }
+        }
+        out
     }
 
     /// The last `n` lines of all the output.
@@ -326,6 +356,37 @@ mod tests {
         }
         assert!(lost > 0, "the stall dropped nothing?");
         assert_eq!(kept + lost, 64 << 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A Node crash: the error, then a dozen frames and the runtime's footer. The error is
+    /// what the advice quotes, with the last lines; a line every worker repeats comes once.
+    #[test]
+    fn the_error_line_is_quoted_before_the_frames() {
+        let (r, w) = crate::sys::pipe().unwrap();
+        let (er, ew) = crate::sys::pipe().unwrap();
+        let dir = std::env::temp_dir().join(format!("baton-err-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Output::start(r, er, File::create(dir.join("output.log")).unwrap());
+        let mut ew = File::from(ew);
+        let mut text = String::from("/srv/app/server.js:3\n    throw new Error(\"DATABASE_URL is not set\");\n    ^\n\nError: DATABASE_URL is not set\n");
+        for i in 0..12 {
+            text.push_str(&format!(
+                "    at Module._compile (node:internal/modules/cjs/loader:{i})\n"
+            ));
+        }
+        text.push_str("\nNode.js v20.20.2\nNode.js v20.20.2\n");
+        ew.write_all(text.as_bytes()).unwrap();
+        drop((w, ew));
+        let t0 = std::time::Instant::now();
+        while out.lines(1) != ["Node.js v20.20.2"] {
+            assert!(t0.elapsed().as_secs() < 20, "{:?}", out.app_lines(3));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let got = out.app_lines(3);
+        assert_eq!(got[0], "Error: DATABASE_URL is not set", "{got:?}");
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[2], "Node.js v20.20.2", "{got:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
