@@ -213,7 +213,7 @@ fn build_deb(out_dir: &Path) -> PathBuf {
     assert_eq!(
         bin.canonicalize().ok(),
         release.canonicalize().ok(),
-        "the .deb is built from target/release: run `cargo test --release` (this test's baton \
+        "the .deb is built from target/release: run `cargo test --release` without CARGO_TARGET_DIR (the packages' assets name target/release) (this test's baton \
          is {})",
         bin.display()
     );

@@ -61,7 +61,7 @@ fn packages() -> &'static Packages {
         let release = Path::new(ROOT).join("target/release/baton");
         if bin.canonicalize().ok() != release.canonicalize().ok() {
             return Err(format!(
-                "the packages are built from target/release: run `cargo test --release` \
+                "the packages are built from target/release: run `cargo test --release` without CARGO_TARGET_DIR (the packages' assets name target/release) \
                  (this test binary's baton is {})",
                 bin.display()
             ));
