@@ -354,7 +354,7 @@ fn start_haproxy(dir: &Path, hosts: &[Host], app_port: u16) -> HaProxy {
     let api = dir.join("haproxy.sock");
     let cfg = format!(
         "global\n  maxconn 2000\n  stats socket {} level admin\n\
-         defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  \
+         defaults\n  mode http\n  timeout connect 2s\n  timeout check 2s\n  timeout client 30s\n  \
          timeout server 30s\n  retries 3\n  option redispatch\n\
          frontend fleet\n  bind 127.0.0.1:{port}\n  default_backend baton\n\
          backend baton\n  balance roundrobin\n  option httpchk GET /healthz\n  \

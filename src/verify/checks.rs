@@ -681,6 +681,15 @@ fn keep_alive(o: &Observed) -> Check {
     }
     let verdict = if i.cut > 0 || racing > 0 {
         Verdict::Fail
+    } else if i.closed > 0 && i.answered == 0 {
+        // every one closed by the time verify used it, 100 ms after the stop signal: the app
+        // closes idle connections at once, and a request a client sends on one just then is
+        // lost; that none was caught this time is luck
+        figure.push_str(
+            "; the app closed every idle connection right at its stop signal: a request sent \
+             on one just then is lost (none was, this time)",
+        );
+        Verdict::Warn
     } else {
         Verdict::Pass
     };
@@ -746,6 +755,28 @@ fn stops_in_time(o: &Observed) -> Check {
 fn strays(o: &Observed) -> Check {
     let name = "no stray processes";
     if o.strays.is_empty() {
+        // what baton's SIGKILL to a worker's process group took once the worker had exited
+        let killed = o
+            .events
+            .iter()
+            .filter(|e| e.is("orphan_reaped") && e.message.ends_with("signal SIGKILL"))
+            .count();
+        if killed > 0 {
+            return check(
+                "strays",
+                name,
+                Verdict::Warn,
+                format!(
+                    "{killed} helper process(es) still running when their worker exited were \
+                     SIGKILLed by baton (its process group's cleanup): they had no chance to \
+                     end cleanly"
+                ),
+            )
+            .advise(
+                "stop the app's helper processes before it exits: pass them the stop signal \
+                 and wait for them",
+            );
+        }
         return check(
             "strays",
             name,
@@ -894,8 +925,10 @@ mod tests {
             ],
             first_answer: Some((52_000, Ok(53_000))),
             median_us: Some(1_000),
+            // a good app answers an idle connection's next request after its stop signal
+            // (with `Connection: close`)
             idle: Idle {
-                closed: 8,
+                answered: 8,
                 ..Idle::default()
             },
             fds: Some((7, Vec::new())),
@@ -1020,6 +1053,25 @@ mod tests {
         let (v, figure) = verdict(&o, "keep_alive");
         assert_eq!(v, Verdict::Pass);
         assert!(figure.contains("3 more closed"), "{figure}");
+    }
+
+    /// Go's `Shutdown` with no grace: every idle connection closed right at the stop, none
+    /// caught under a request this time; a warning, not a pass on luck.
+    #[test]
+    fn keep_alive_warns_when_every_idle_connection_was_closed_at_the_stop() {
+        let mut o = base();
+        o.idle = Idle {
+            closed: 40,
+            ..Idle::default()
+        };
+        let (v, figure) = verdict(&o, "keep_alive");
+        assert_eq!(v, Verdict::Warn, "{figure}");
+        assert!(
+            figure.contains("closed every idle connection right at"),
+            "{figure}"
+        );
+        o.idle.answered = 1;
+        assert_eq!(verdict(&o, "keep_alive").0, Verdict::Pass);
     }
 
     #[test]
@@ -1234,6 +1286,20 @@ mod tests {
             figure.ends_with("; it reloaded no more after reload 1: one is proof"),
             "{figure}"
         );
+    }
+
+    #[test]
+    fn a_helper_killed_with_its_workers_group_warns() {
+        let mut o = base();
+        o.events.push(Ev {
+            message: "reaped orphan 99: signal SIGKILL".into(),
+            ..ev(2_100_000, "orphan_reaped", None)
+        });
+        let (v, figure) = verdict(&o, "strays");
+        assert_eq!(v, Verdict::Warn, "{figure}");
+        assert!(figure.starts_with("1 helper process(es)"), "{figure}");
+        o.events.last_mut().unwrap().message = "reaped orphan 99: exit code 0".into();
+        assert_eq!(verdict(&o, "strays").0, Verdict::Pass);
     }
 
     #[test]
