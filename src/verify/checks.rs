@@ -317,6 +317,12 @@ fn start_up(o: &Observed) -> Check {
                 "the app binds another address than [sockets] says ({}): make them agree",
                 ours.join(", ")
             )
+        } else if !o.bind_mode && m.contains("waits for connections on") {
+            // its own port, most likely: the production one, which verify cannot keep it from
+            "no process of the app waits for connections on baton's socket: an app that binds \
+             its own port (`listen(3000)`) needs handover = \"bind\" (it then runs unchanged), \
+             or must take fd 3 (the README's recipes)"
+                .to_string()
         } else if m.contains("not ready after") {
             advice.to_string()
         } else {
@@ -1197,6 +1203,22 @@ mod tests {
             c.advice.contains("than [sockets] says (0.0.0.0:3000)"),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn an_fds_app_that_never_waits_on_baton_s_socket_is_told_of_bind() {
+        let mut o = base();
+        o.events.push(Ev {
+            message: "worker 7 not ready after 5s (no process of the worker's tree waits for \
+                      connections on `http` (fd 3))"
+                .into(),
+            ..ev(5_000_000, "worker_not_ready", Some(7))
+        });
+        let c = check(&o, "start_up");
+        assert_eq!(c.verdict, Verdict::Fail);
+        assert!(c.advice.contains("handover = \"bind\""), "{c:?}");
+        o.bind_mode = true;
+        assert!(!check(&o, "start_up").advice.contains("handover"));
     }
 
     #[test]
